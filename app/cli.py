@@ -1,0 +1,302 @@
+"""The `imagebash` command: the editor by default; run / validate / nodes / train-lora subcommands.
+
+Bad input exits 2 with one line naming the problem; a run where a node failed exits 1; Ctrl-C
+cancels the run and exits 130. Nothing here imports torch or Qt at module level, so `--help` and
+`nodes` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pathlib
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+#: Modules that add subcommands: each has `register(subparsers)` and imports heavy things lazily.
+EXTRA_COMMANDS = ("app.training.cli",)
+
+
+class CliError(Exception):
+    """Bad input from the command line; printed as one line, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imagebash",
+        description="Node-graph imagebashing: chain local diffusion models, LoRAs and online APIs, "
+                    "blend the results, export images and video. With no command, opens the editor.")
+    p.add_argument("--version", action="version", version=f"imagebash {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a workflow headless")
+    r.add_argument("workflow", type=pathlib.Path, help="workflow .json (or a PNG saved by imagebash)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override a parameter (repeatable); VALUE is JSON or plain text")
+    r.add_argument("--output-dir", type=pathlib.Path, default=pathlib.Path("output"),
+                   help="where Save nodes write (default: ./output)")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    r.add_argument("--node", dest="targets", action="append", metavar="NODE_ID",
+                   help="run only this node and what it needs (repeatable)")
+    r.add_argument("--quiet", "-q", action="store_true", help="print only errors and the summary")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a workflow without running it")
+    v.add_argument("workflow", type=pathlib.Path)
+    v.set_defaults(func=cmd_validate)
+
+    n = sub.add_parser("nodes", help="list every node type with its ports")
+    n.add_argument("--json", action="store_true", help="print as JSON")
+    n.add_argument("filter", nargs="?", default="", help="only ids or categories containing this")
+    n.set_defaults(func=cmd_nodes)
+
+    g = sub.add_parser("gui", help="open the editor (the default)")
+    g.add_argument("workflow", nargs="?", type=pathlib.Path)
+    g.set_defaults(func=cmd_gui)
+
+    for mod in EXTRA_COMMANDS:
+        try:
+            importlib.import_module(mod).register(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+    return p
+
+
+def _version() -> str:
+    from app import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args.workflow = None
+        args.func = cmd_gui
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"imagebash: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# commands ----------------------------------------------------------------------------------------
+def _load_graph(path: pathlib.Path):
+    from app.graph.io import WorkflowFormatError, load
+
+    try:
+        return load(path)
+    except WorkflowFormatError as exc:
+        raise CliError(str(exc)) from None
+
+
+def parse_set(item: str) -> tuple[str, str, Any]:
+    """'node.param=value' -> (node, param, value); the value is JSON when it parses as JSON."""
+    key, eq, raw = item.partition("=")
+    node_id, dot, param = key.rpartition(".")
+    if not eq or not dot or not node_id or not param:
+        raise CliError(f"--set {item!r}: expected NODE.PARAM=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return node_id, param, value
+
+
+def apply_sets(graph, registry, sets: Sequence[str]) -> None:
+    for item in sets:
+        node_id, param, value = parse_set(item)
+        node = graph.nodes.get(node_id)
+        if node is None:
+            raise CliError(f"--set {item!r}: no node '{node_id}' in the workflow (nodes: {', '.join(graph.nodes)})")
+        spec = registry.get(node.type)
+        port = spec.input(param, {**node.params, param: value}) if spec else None
+        if spec is not None and port is None:
+            names = ", ".join(p.name for p in spec.inputs_for(node.params))
+            raise CliError(f"--set {item!r}: node '{node_id}' ({spec.id}) has no parameter '{param}' (has: {names})")
+        if port is not None:
+            try:
+                value = port.to_json(port.coerce(value))
+            except ValueError as exc:
+                raise CliError(f"--set {item!r}: {exc}") from None
+        graph.set_param(node_id, param, value)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from app.graph.validate import validate
+    from nodes.registry import REGISTRY
+
+    graph = _load_graph(args.workflow)
+    problems = validate(graph, REGISTRY)
+    if problems:
+        for pr in problems:
+            print(f"{args.workflow}: {pr}", file=sys.stderr)
+        return 2
+    print(f"{args.workflow}: ok ({len(graph)} nodes, {len(graph.links)} links)")
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from nodes.registry import REGISTRY
+
+    specs = [s for s in REGISTRY.all() if args.filter in s.id or args.filter in s.category]
+    if args.json:
+        print(json.dumps([s.describe() for s in specs], indent=2))
+        return 0
+    for s in specs:
+        flags = "".join(f" [{f}]" for f, on in (("gpu", s.device == "gpu"), ("io", s.io), ("output", s.output)) if on)
+        print(f"{s.id}  v{s.version}  {s.title}  ({s.category}){flags}")
+        print(f"    {s.description.splitlines()[0]}")
+        for p in s.inputs:
+            d = p.describe()
+            extra = []
+            if "default" in d:
+                extra.append(f"= {d['default']!r}")
+            if "range" in d:
+                extra.append(f"range {d['range'].get('min', '')}..{d['range'].get('max', '')}")
+            if "choices" in d:
+                extra.append("{" + ", ".join(map(str, d["choices"])) + "}")
+            if p.optional:
+                extra.append("optional")
+            print(f"    in  {p.name}: {_short_kind(p.kind)} {' '.join(extra)}".rstrip())
+        if s.dynamic_inputs is not None:
+            print("    in  (more inputs derived from the node's parameters)")
+        for p in s.outputs:
+            print(f"    out {p.name}: {_short_kind(p.kind)}")
+    for err in REGISTRY.load_errors:
+        print(f"warning: node pack failed to load: {err}", file=sys.stderr)
+    return 0
+
+
+def _short_kind(kind: str) -> str:
+    return kind.rsplit(".", 1)[-1] if kind.startswith("enum:") else kind
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from app.engine import Engine, EngineSettings
+    from app.graph.validate import ValidationError
+    from nodes.registry import REGISTRY
+
+    graph = _load_graph(args.workflow)
+    apply_sets(graph, REGISTRY, args.sets)
+    engine = Engine(REGISTRY, EngineSettings(device=args.device))
+    reporter = _Reporter(quiet=args.quiet, tty=sys.stderr.isatty())
+    engine.events.subscribe(reporter)
+    cancel = threading.Event()
+    handle_result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            handle_result["result"] = engine.run(graph, args.targets, args.output_dir, cancel)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+            handle_result["error"] = exc
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.1)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\nimagebash: cancelling...", file=sys.stderr)
+        t.join()
+    reporter.close()
+    engine.shutdown()
+    if "error" in handle_result:
+        err = handle_result["error"]
+        if isinstance(err, ValidationError):
+            for pr in err.problems:
+                print(f"imagebash: error: {args.workflow}: {pr}", file=sys.stderr)
+            return 2
+        raise err
+    result = handle_result["result"]
+    if result.cancelled:
+        print("imagebash: run cancelled", file=sys.stderr)
+        return 130
+    for nid, msg in result.errors.items():
+        print(f"imagebash: node '{nid}' failed: {msg}", file=sys.stderr)
+    done = sum(1 for s in result.status.values() if s in ("done", "cached", "bypassed"))
+    cached = sum(1 for s in result.status.values() if s == "cached")
+    print(f"{done} nodes ran ({cached} cached), {len(result.errors)} failed in {result.duration:.2f}s; "
+          f"outputs in {args.output_dir}", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
+class _Reporter:
+    """Per-node progress: a tqdm bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, quiet: bool, tty: bool) -> None:
+        self.quiet = quiet
+        self.tty = tty
+        self.bars: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.last_pct: dict[str, int] = {}
+
+    def __call__(self, e: Any) -> None:
+        from app.engine import events as ev
+
+        with self.lock:
+            if isinstance(e, ev.NodeFailed):
+                self._close(e.node_id)
+                if e.upstream is None:
+                    print(f"[{e.node_id}] failed: {e.message}", file=sys.stderr)
+                return
+            if self.quiet:
+                return
+            if isinstance(e, ev.NodeStarted):
+                if self.tty:
+                    from tqdm import tqdm
+
+                    self.bars[e.node_id] = tqdm(total=100, desc=f"{e.node_id} ({e.title})", leave=False,
+                                                unit="%", file=sys.stderr, bar_format="{desc} {bar} {percentage:3.0f}%")
+                else:
+                    print(f"[{e.node_id}] started ({e.title})", file=sys.stderr)
+            elif isinstance(e, ev.NodeProgress):
+                pct = int(e.fraction * 100)
+                bar = self.bars.get(e.node_id)
+                if bar is not None:
+                    bar.n = pct
+                    if e.text:
+                        bar.set_postfix_str(e.text, refresh=False)
+                    bar.refresh()
+                elif not self.tty and pct // 10 != self.last_pct.get(e.node_id, -1) // 10:
+                    self.last_pct[e.node_id] = pct
+                    print(f"[{e.node_id}] {pct}%{' ' + e.text if e.text else ''}", file=sys.stderr)
+            elif isinstance(e, ev.NodeFinished):
+                self._close(e.node_id)
+                how = "cached" if e.cached else f"{e.duration:.2f}s"
+                print(f"[{e.node_id}] done ({how})", file=sys.stderr)
+            elif isinstance(e, ev.NodeSkipped):
+                print(f"[{e.node_id}] skipped: {e.reason}", file=sys.stderr)
+            elif isinstance(e, ev.NodeLog):
+                print(f"[{e.node_id}] {e.message}", file=sys.stderr)
+
+    def _close(self, node_id: str | None) -> None:
+        bar = self.bars.pop(node_id, None) if node_id else None
+        if bar is not None:
+            bar.close()
+
+    def close(self) -> None:
+        with self.lock:
+            for nid in list(self.bars):
+                self._close(nid)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from app.ui.main import run_gui
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("app.ui"):
+            _parser().print_help()
+            return 0
+        raise
+    return run_gui(getattr(args, "workflow", None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,515 @@
+"""The executor: runs a plan, caches results, overlaps independent work, reports every node.
+
+Scheduling: one scheduler loop per run. A node whose inputs are ready runs inline when it is the
+only thing to do (a long chain pays no thread hand-off), and on the pool when other work is ready
+or in flight, so independent branches overlap. io nodes always go to the pool; gpu nodes hold the
+engine's device lock while they run. A node's values are dropped from the run once its last
+consumer has them, unless it is a target.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pathlib
+import queue
+import threading
+import time
+import traceback
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.engine import events as ev
+from app.engine.cache import OutputCache
+from app.engine.plan import Plan, PlanNode, compute_signatures, make_plan
+from app.engine.services import Services
+from app.graph.model import Graph, NodeMode
+from nodes.registry import REGISTRY, REQUIRED, Registry
+from nodes.types import Cancelled, Video
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class EngineSettings:
+    """What the user sets once for all runs (the GUI's settings dialog edits these)."""
+
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16
+    attention_slicing: str = "auto"  # off | auto | max
+    vae_tiling: str = "auto"  # off | auto | on
+    cpu_offload: bool = False
+    cache_budget_bytes: int = 4 << 30
+    model_budget_bytes: int | None = None
+    max_workers: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: outputs of the targets, and a status per planned node."""
+
+    run_id: int
+    outputs: dict[str, dict[str, Any]]
+    status: dict[str, str]  # done | cached | failed | skipped | muted | cancelled
+    errors: dict[str, str]
+    durations: dict[str, float]
+    cancelled: bool = False
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.cancelled
+
+    def output(self, node_id: str, port: str | None = None) -> Any:
+        outs = self.outputs[node_id]
+        return outs[port] if port is not None else next(iter(outs.values()))
+
+
+class _Run:
+    """Mutable state of one run (shared by the scheduler and node contexts)."""
+
+    def __init__(self, run_id: int, graph: Graph, plan: Plan, output_dir: pathlib.Path,
+                 cancel: threading.Event) -> None:
+        self.id = run_id
+        self.graph = graph
+        self.plan = plan
+        self.output_dir = output_dir
+        self.cancel = cancel
+        self.annotations: dict[str, dict[str, Any]] = {}
+        self._workflow: dict | None = None
+
+    @property
+    def workflow(self) -> dict:
+        if self._workflow is None:
+            from app.graph.io import graph_to_dict
+
+            self._workflow = graph_to_dict(self.graph)
+        return self._workflow
+
+
+class NodeContext:
+    """What a running node sees of the engine (see nodes.types.Context)."""
+
+    def __init__(self, engine: Engine, run: _Run, node_id: str) -> None:
+        self._engine = engine
+        self._run = run
+        self.node_id = node_id
+        self.output_dir = run.output_dir
+        self.device = engine.settings.device
+        self.settings = engine.settings
+
+    def progress(self, fraction: float, preview: Any = None, text: str | None = None) -> None:
+        self._engine.events.emit(ev.NodeProgress(self._run.id, self.node_id, float(fraction), text, preview))
+
+    def log(self, message: str, level: str = "info") -> None:
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s: %s", self.node_id, message)
+        self._engine.events.emit(ev.NodeLog(self._run.id, self.node_id, message, level))
+
+    def check_cancelled(self) -> None:
+        if self._run.cancel.is_set():
+            raise Cancelled("cancelled")
+
+    @property
+    def cancelled(self) -> bool:
+        return self._run.cancel.is_set()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        return self._run.cancel
+
+    def service(self, name: str) -> Any:
+        return self._engine.services.get(name)
+
+    def annotate(self, key: str, value: Any) -> None:
+        """Record provenance (a model hash, a LoRA) that Save nodes downstream embed in files."""
+        self._run.annotations.setdefault(self.node_id, {})[key] = value
+
+    @property
+    def workflow(self) -> dict:
+        return self._run.workflow
+
+    @property
+    def provenance(self) -> dict:
+        """Annotations of this node's ancestors, merged (keys hold lists when several set them)."""
+        plan = self._run.plan
+        seen: set[str] = set()
+        stack = [self.node_id]
+        merged: dict[str, Any] = {}
+        while stack:
+            nid = stack.pop()
+            if nid in seen or nid not in plan.nodes:
+                continue
+            seen.add(nid)
+            for k, v in self._run.annotations.get(nid, {}).items():
+                merged.setdefault(k, [])
+                if v not in merged[k]:
+                    merged[k].append(v)
+            stack.extend(src for src, _ in plan.nodes[nid].links.values())
+        return merged
+
+
+class RunHandle:
+    """A run in the background: cancel it, wait for it, read its result."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self._cancel = cancel
+        self._done = threading.Event()
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        self._done.wait(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class Engine:
+    """Runs graphs. One engine per app: it owns the cache, the pool, the device lock, services."""
+
+    def __init__(self, registry: Registry = REGISTRY, settings: EngineSettings | None = None) -> None:
+        self.registry = registry
+        self.settings = settings or EngineSettings()
+        self.cache = OutputCache(self.settings.cache_budget_bytes)
+        self.events = ev.EventBus()
+        self.gpu_lock = threading.RLock()
+        self.services = Services(self)
+        self._pool = ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix="imagebash-node")
+        self._run_ids = itertools.count(1)
+        self._annotations: dict[str, dict[str, Any]] = {}
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # public API ----------------------------------------------------------------------------------
+    def plan(self, graph: Graph, targets: list[str] | None = None) -> Plan:
+        return make_plan(graph, self.registry, targets)
+
+    def start(self, graph: Graph, targets: list[str] | None = None,
+              output_dir: str | pathlib.Path | None = None) -> RunHandle:
+        """Run in a background thread; returns at once."""
+        cancel = threading.Event()
+        handle = RunHandle(cancel)
+        snapshot = graph.copy()
+
+        def work() -> None:
+            try:
+                handle.result = self.run(snapshot, targets, output_dir, cancel)
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                handle.error = exc
+            finally:
+                handle._done.set()
+
+        threading.Thread(target=work, name="imagebash-run", daemon=True).start()
+        return handle
+
+    def run(self, graph: Graph, targets: list[str] | None = None,
+            output_dir: str | pathlib.Path | None = None,
+            cancel: threading.Event | None = None) -> RunResult:
+        """Run what `targets` (default: the output nodes) need; raise ValidationError on bad graphs."""
+        plan = make_plan(graph, self.registry, targets)
+        run_id = next(self._run_ids)
+        compute_signatures(plan, nonce=f"{id(self)}:{run_id}:{time.time_ns()}")
+        run = _Run(run_id, graph, plan, pathlib.Path(output_dir or "output"), cancel or threading.Event())
+        return _Scheduler(self, run).go()
+
+    # node execution ----------------------------------------------------------------------------
+    def execute_node(self, run: _Run, pn: PlanNode, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Call a node's function (mapping it over Video frames where an Image port gets a Video)."""
+        spec = pn.spec
+        kwargs = dict(inputs)
+        if spec.wants_ctx:
+            kwargs["ctx"] = NodeContext(self, run, pn.id)
+        video_ports = [p.name for p in pn.ports
+                       if p.kind in ("Image", "Mask") and isinstance(kwargs.get(p.name), Video)]
+        if video_ports:
+            return self._map_video(run, pn, kwargs, video_ports)
+        return self._call(pn, kwargs)
+
+    def _call(self, pn: PlanNode, kwargs: dict[str, Any]) -> dict[str, Any]:
+        spec = pn.spec
+        if spec.device == "gpu":
+            with self.gpu_lock:
+                result = spec.fn(**kwargs)
+        else:
+            result = spec.fn(**kwargs)
+        if spec.multi_output:
+            return dict(zip((p.name for p in spec.outputs), result, strict=True))
+        if spec.outputs:
+            return {spec.outputs[0].name: result}
+        return {}
+
+    def _map_video(self, run: _Run, pn: PlanNode, kwargs: dict[str, Any], video_ports: list[str]) -> dict[str, Any]:
+        videos = {name: kwargs[name] for name in video_ports}
+        length = min(len(v) for v in videos.values())
+        ctx = kwargs.get("ctx")
+
+        def call_frame(i: int) -> dict[str, Any]:
+            kw = dict(kwargs)
+            for name, v in videos.items():
+                frame = v.frame(i)
+                kw[name] = frame[..., 0] if pn.spec.input(name).kind == "Mask" else frame
+            return self._call(pn, kw)
+
+        if pn.spec.output or not any(p.kind == "Image" for p in pn.spec.outputs):
+            last: dict[str, Any] = {}
+            for i in range(length):
+                if run.cancel.is_set():
+                    raise Cancelled("cancelled")
+                last = call_frame(i)
+                if ctx is not None:
+                    ctx.progress((i + 1) / max(length, 1), text=f"frame {i + 1}/{length}")
+            return last
+        lock = threading.Lock()
+        memo: dict[int, dict[str, Any]] = {}
+
+        def frame_outputs(i: int) -> dict[str, Any]:
+            with lock:
+                if i in memo:
+                    return memo[i]
+            out = call_frame(i)
+            with lock:
+                memo.clear()
+                memo[i] = out
+            return out
+
+        first = frame_outputs(0) if length else {}
+        fps = next(iter(videos.values())).fps
+        result: dict[str, Any] = {}
+        for p in pn.spec.outputs:
+            if p.kind == "Image" and length:
+                img = first[p.name]
+                _n, h, w, c = img.shape
+                result[p.name] = Video(length, fps, (w, h), lambda i, name=p.name: frame_outputs(i)[name], c)
+            else:
+                result[p.name] = first.get(p.name)
+        return result
+
+    def store_annotations(self, sig: str, notes: dict[str, Any] | None) -> None:
+        if notes:
+            self._annotations[sig] = notes
+
+    def cached_annotations(self, sig: str) -> dict[str, Any] | None:
+        return self._annotations.get(sig)
+
+
+class _Skip(Exception):
+    """This node cannot run because an input comes from a muted, skipped or failed node."""
+
+    def __init__(self, reason: str, failed_upstream: str | None = None) -> None:
+        super().__init__(reason)
+        self.failed_upstream = failed_upstream
+
+
+def _coerce_linked(kind: str, value: Any) -> Any:
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind == "Video" and not isinstance(value, Video) and hasattr(value, "shape"):
+        return Video.from_batch(value)
+    if kind == "Path" and isinstance(value, str):
+        return pathlib.Path(value)
+    return value
+
+
+class _Scheduler:
+    """The loop that runs one plan."""
+
+    def __init__(self, engine: Engine, run: _Run) -> None:
+        self.engine = engine
+        self.run = run
+        self.plan = run.plan
+        self.emit = engine.events.emit
+        self.values: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self.durations: dict[str, float] = {}
+        self.failed_root: dict[str, str] = {}  # node -> the node whose failure it inherits
+        self.targets = set(self.plan.targets)
+        self.remaining_consumers = {nid: len(pn.consumers) for nid, pn in self.plan.nodes.items()}
+        self.pending_deps = {nid: len({s for s, _ in pn.links.values()}) for nid, pn in self.plan.nodes.items()}
+        self.done_q: queue.SimpleQueue = queue.SimpleQueue()
+
+    def go(self) -> RunResult:
+        t0 = time.perf_counter()
+        ready = deque(nid for nid in self.plan.order if self.pending_deps[nid] == 0)
+        inflight = 0
+        cancelled = False
+        while ready or inflight:
+            while ready:
+                nid = ready.popleft()
+                if self.run.cancel.is_set():
+                    cancelled = True
+                    self.status[nid] = "cancelled"
+                    continue
+                pn = self.plan.nodes[nid]
+                job = self._prepare(pn)
+                if job is None:
+                    ready.extend(self._complete(nid))
+                    continue
+                if pn.spec.io or ready or inflight:
+                    inflight += 1
+                    self.engine._pool.submit(self._execute_to_queue, pn, job)
+                else:
+                    self._execute(pn, job)
+                    ready.extend(self._complete(nid))
+            if inflight:
+                nid = self.done_q.get()
+                inflight -= 1
+                ready.extend(self._complete(nid))
+        if self.run.cancel.is_set():
+            cancelled = True
+            for nid in self.plan.order:
+                self.status.setdefault(nid, "cancelled")
+        duration = time.perf_counter() - t0
+        outputs = {nid: self.values[nid] for nid in self.plan.targets if nid in self.values}
+        self.emit(ev.RunFinished(self.run.id, None, duration, cancelled, tuple(self.errors)))
+        return RunResult(self.run.id, outputs, self.status, self.errors, self.durations, cancelled, duration)
+
+    def _prepare(self, pn: PlanNode) -> dict[str, Any] | None:
+        """Resolve inputs and try the cache; None when the node is already settled."""
+        nid = pn.id
+        if pn.mode is NodeMode.MUTED:
+            self.status[nid] = "muted"
+            self.emit(ev.NodeSkipped(self.run.id, nid, "muted"))
+            return None
+        try:
+            inputs = self._inputs(pn)
+        except _Skip as skip:
+            if skip.failed_upstream is not None:
+                self.status[nid] = "failed"
+                self.failed_root[nid] = skip.failed_upstream
+                self.errors[nid] = str(skip)
+                self.emit(ev.NodeFailed(self.run.id, nid, str(skip), "", skip.failed_upstream))
+            else:
+                self.status[nid] = "skipped"
+                self.emit(ev.NodeSkipped(self.run.id, nid, str(skip)))
+            return None
+        if pn.mode is NodeMode.BYPASSED:
+            self.values[nid] = self._bypass(pn, inputs)
+            self.status[nid] = "bypassed"
+            self.emit(ev.NodeFinished(self.run.id, nid, 0.0, False, self.values[nid]))
+            return None
+        hit = self.engine.cache.get(pn.signature) if pn.spec.cacheable else None
+        if hit is not None:
+            self.values[nid] = hit
+            self.status[nid] = "cached"
+            self.durations[nid] = 0.0
+            notes = self.engine.cached_annotations(pn.signature)
+            if notes:
+                self.run.annotations[nid] = dict(notes)
+            self.emit(ev.NodeFinished(self.run.id, nid, 0.0, True, hit))
+            return None
+        return inputs
+
+    def _inputs(self, pn: PlanNode) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for p in pn.ports:
+            link = pn.links.get(p.name)
+            if link is not None:
+                src, src_port = link
+                if src in self.failed_root:
+                    root = self.failed_root[src]
+                    raise _Skip(f"not run: upstream node '{root}' failed", root)
+                if self.status.get(src) == "failed":
+                    raise _Skip(f"not run: upstream node '{src}' failed", src)
+                outs = self.values.get(src)
+                if outs is not None and outs.get(src_port) is not None:
+                    inputs[p.name] = _coerce_linked(p.kind, outs[src_port])
+                    continue
+                if p.required:
+                    raise _Skip(f"input '{p.name}' comes from '{src}', which did not run ({self.status.get(src)})")
+            if p.name in pn.params:
+                inputs[p.name] = pn.params[p.name]
+            elif p.default is not REQUIRED:
+                inputs[p.name] = p.default
+            elif p.optional:
+                inputs[p.name] = None
+        return inputs
+
+    def _bypass(self, pn: PlanNode, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Each output takes the first linked input of a compatible kind."""
+        from nodes.registry import compatible
+
+        out: dict[str, Any] = {}
+        for o in pn.spec.outputs:
+            for p in pn.ports:
+                if p.name in pn.links and p.name in inputs and compatible(p.kind, o.kind):
+                    out[o.name] = inputs[p.name]
+                    break
+        return out
+
+    def _execute_to_queue(self, pn: PlanNode, inputs: dict[str, Any]) -> None:
+        try:
+            self._execute(pn, inputs)
+        finally:
+            self.done_q.put(pn.id)
+
+    def _execute(self, pn: PlanNode, inputs: dict[str, Any]) -> None:
+        nid = pn.id
+        bus_active = self.engine.events.active
+        if bus_active:
+            self.emit(ev.NodeStarted(self.run.id, nid, pn.instance.title or pn.spec.title))
+        t0 = time.perf_counter()
+        try:
+            outputs = self.engine.execute_node(self.run, pn, inputs)
+            _check_outputs(pn, outputs)
+        except Cancelled:
+            self.status[nid] = "cancelled"
+            self.run.cancel.set()
+            return
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.status[nid] = "failed"
+            self.errors[nid] = msg
+            self.durations[nid] = time.perf_counter() - t0
+            log.debug("node %s failed", nid, exc_info=True)
+            self.emit(ev.NodeFailed(self.run.id, nid, msg, traceback.format_exc()))
+            return
+        dt = time.perf_counter() - t0
+        self.values[nid] = outputs
+        self.status[nid] = "done"
+        self.durations[nid] = dt
+        if pn.spec.cacheable:
+            self.engine.cache.put(pn.signature, outputs)
+            self.engine.store_annotations(pn.signature, self.run.annotations.get(nid))
+        if bus_active:
+            self.emit(ev.NodeFinished(self.run.id, nid, dt, False, outputs))
+
+    def _complete(self, nid: str) -> list[str]:
+        """Release inputs no longer needed and return the consumers that became ready."""
+        pn = self.plan.nodes[nid]
+        for src in {s for s, _ in pn.links.values()}:
+            self.remaining_consumers[src] -= 1
+            if self.remaining_consumers[src] <= 0 and src not in self.targets:
+                self.values.pop(src, None)
+        ready = []
+        for c in dict.fromkeys(pn.consumers):
+            self.pending_deps[c] -= 1
+            if self.pending_deps[c] == 0:
+                ready.append(c)
+        return ready
+
+
+def _check_outputs(pn: PlanNode, outputs: dict[str, Any]) -> None:
+    """Catch a node returning the wrong shape early, naming the node and the port."""
+    import numpy as np
+
+    for p in pn.spec.outputs:
+        v = outputs.get(p.name)
+        if v is None or isinstance(v, Video):
+            continue
+        if p.kind == "Image" and (not isinstance(v, np.ndarray) or v.ndim != 4 or v.shape[-1] not in (3, 4)):
+            raise TypeError(f"{pn.spec.id} returned output '{p.name}' with shape {getattr(v, 'shape', type(v))}, "
+                            "expected an Image (N, H, W, 3|4)")
+        if p.kind == "Mask" and (not isinstance(v, np.ndarray) or v.ndim != 3):
+            raise TypeError(f"{pn.spec.id} returned output '{p.name}' with shape {getattr(v, 'shape', type(v))}, "
+                            "expected a Mask (N, H, W)")

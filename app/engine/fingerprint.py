@@ -1,0 +1,61 @@
+"""Content fingerprints for files a node reads, so editing a file on disk invalidates its cache.
+
+A fingerprint is (size, mtime, hash of the content). Hashing a multi-GB checkpoint on every run
+would be slow, so hashes are memoised per (path, size, mtime): a file is re-read only when it
+changed. blake2b is in the standard library and faster than sha256 in pure Python builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import threading
+
+_memo: dict[tuple[str, int, int], str] = {}
+_lock = threading.Lock()
+_CHUNK = 1 << 20
+
+
+def file_hash(path: str | os.PathLike[str], digest_size: int = 16) -> str:
+    """Hex blake2b of a file's content, memoised on (path, size, mtime)."""
+    p = os.fspath(path)
+    st = os.stat(p)
+    key = (os.path.abspath(p), st.st_size, st.st_mtime_ns)
+    with _lock:
+        hit = _memo.get(key)
+    if hit is not None and len(hit) == digest_size * 2:
+        return hit
+    h = hashlib.blake2b(digest_size=digest_size)
+    with open(p, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _lock:
+        _memo[key] = digest
+    return digest
+
+
+def fingerprint(path: str | os.PathLike[str]) -> str:
+    """A string that changes when the file or folder (its listing and files) changes.
+
+    A missing path fingerprints as 'missing' so the node runs and fails with the path.
+    """
+    p = pathlib.Path(path).expanduser()
+    try:
+        if p.is_dir():
+            parts = []
+            for child in sorted(p.rglob("*")):
+                if child.is_file():
+                    st = child.stat()
+                    parts.append(f"{child.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}")
+            return "dir:" + hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+        st = p.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}:{file_hash(p)}"
+    except OSError:
+        return "missing"
+
+
+def short_hash(path: str | os.PathLike[str]) -> str:
+    """The first 10 hex digits of the content hash: for provenance in saved images."""
+    return file_hash(path)[:10]

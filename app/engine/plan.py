@@ -1,0 +1,140 @@
+"""Planning a run: which nodes the requested outputs need, in what order, with which inputs.
+
+networkx gives the ancestors of the targets and a topological order; validation runs on just
+that subgraph, so a broken branch the user did not ask for does not block the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from app.engine.fingerprint import fingerprint
+from app.graph.model import Graph, NodeInstance, NodeMode
+from app.graph.validate import Problem, ValidationError, coerce_params, find_cycle, upgrade_nodes
+from nodes.registry import NodeSpec, PortSpec, Registry, compatible
+
+
+@dataclass
+class PlanNode:
+    """One node of a run, with its ports resolved."""
+
+    id: str
+    spec: NodeSpec
+    instance: NodeInstance
+    params: dict[str, Any]  # coerced parameter values (unlinked ports only)
+    ports: list[PortSpec]
+    links: dict[str, tuple[str, str]]  # input port -> (source node, source output)
+    consumers: list[str] = field(default_factory=list)
+    signature: str = ""
+
+    @property
+    def mode(self) -> NodeMode:
+        return self.instance.mode
+
+
+@dataclass
+class Plan:
+    nodes: dict[str, PlanNode]
+    order: list[str]
+    targets: list[str]
+
+
+def default_targets(graph: Graph, registry: Registry) -> list[str]:
+    """Output nodes (Save, Preview); if a graph has none, every node nothing consumes."""
+    outs = []
+    for n in graph:
+        spec = registry.get(n.type)
+        if spec is not None and spec.output and n.mode is not NodeMode.MUTED:
+            outs.append(n.id)
+    if outs:
+        return outs
+    fed = {ln.src for ln in graph.links}
+    return [n.id for n in graph if n.id not in fed]
+
+
+def make_plan(graph: Graph, registry: Registry, targets: list[str] | None = None) -> Plan:
+    """Plan the subgraph the targets need; raise ValidationError listing every problem in it."""
+    problems: list[Problem] = list(upgrade_nodes(graph, registry))
+    dag = nx.DiGraph()
+    dag.add_nodes_from(graph.nodes)
+    dag.add_edges_from((ln.src, ln.dst) for ln in graph.links)
+    if targets is None:
+        targets = default_targets(graph, registry)
+    for t in targets:
+        if t not in graph.nodes:
+            raise ValidationError([Problem(t, None, "no such node to run")])
+    try:
+        full_order = list(nx.topological_sort(dag))
+    except nx.NetworkXUnfeasible:
+        cycle = find_cycle(graph) or []
+        raise ValidationError([Problem(None, None, "cycle: " + " -> ".join(cycle + cycle[:1]))]) from None
+    needed: set[str] = set()
+    for t in targets:
+        if t not in needed:
+            needed.add(t)
+            needed |= nx.ancestors(dag, t)
+    order = [n for n in full_order if n in needed]
+    links_into: dict[str, dict[str, tuple[str, str]]] = {}
+    for ln in graph.links:
+        if ln.dst in needed:
+            links_into.setdefault(ln.dst, {})[ln.dst_port] = (ln.src, ln.src_port)
+    nodes: dict[str, PlanNode] = {}
+    for nid in order:
+        inst = graph.nodes[nid]
+        spec = registry.get(inst.type)
+        if spec is None:
+            problems.append(Problem(nid, None, f"unknown node type '{inst.type}' (is its node pack installed?)"))
+            continue
+        links = links_into.get(nid, {})
+        params, bad = coerce_params(spec, inst.params, nid, set(links))
+        problems.extend(bad)
+        ports = spec.inputs_for(inst.params)
+        by_name = {p.name: p for p in ports}
+        for port_name, (src, src_port) in links.items():
+            dst_port = by_name.get(port_name)
+            if dst_port is None:
+                problems.append(Problem(nid, port_name, f"{spec.id} has no input '{port_name}'"))
+                continue
+            src_spec = registry.get(graph.nodes[src].type)
+            out = src_spec.output_port(src_port) if src_spec else None
+            if src_spec is not None and out is None:
+                problems.append(Problem(src, src_port, f"{src_spec.id} has no output '{src_port}'"))
+            elif out is not None and not compatible(out.kind, dst_port.kind):
+                problems.append(Problem(nid, port_name, f"type mismatch: {src}.{src_port} gives {out.kind}, "
+                                                        f"this input takes {dst_port.kind}"))
+        if inst.mode is not NodeMode.MUTED:
+            for p in ports:
+                if p.required and p.name not in links and p.name not in params:
+                    what = "a link" if not p.is_param else "a value or a link"
+                    problems.append(Problem(nid, p.name, f"required input '{p.name}' needs {what}"))
+        nodes[nid] = PlanNode(nid, spec, inst, params, ports, links)
+    if problems:
+        raise ValidationError(problems)
+    for pn in nodes.values():
+        for src in dict.fromkeys(src for src, _ in pn.links.values()):
+            nodes[src].consumers.append(pn.id)
+    return Plan(nodes, order, list(targets))
+
+
+def compute_signatures(plan: Plan, nonce: str) -> None:
+    """Sign each node by type, version, parameters, file contents and upstream signatures.
+
+    A node that opts out of caching mixes in the run's nonce, so it and everything downstream
+    of it recompute on every run.
+    """
+    for nid in plan.order:
+        pn = plan.nodes[nid]
+        files = {}
+        for p in pn.ports:
+            if p.kind == "Path" and p.name in pn.params and pn.params[p.name] is not None:
+                files[p.name] = fingerprint(pn.params[p.name])
+        ups = sorted((port, plan.nodes[src].signature, sp) for port, (src, sp) in pn.links.items())
+        payload = [pn.spec.id, pn.spec.version, pn.instance.mode.value, pn.instance.params, files, ups,
+                   None if pn.spec.cacheable else nonce]
+        raw = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":")).encode()
+        pn.signature = hashlib.blake2b(raw, digest_size=16).hexdigest()

@@ -1,0 +1,46 @@
+"""The imagebash node library: built-in node families plus packs from the `imagebash.nodes` entry points.
+
+Importing this package is cheap (no torch, no Qt): node modules import heavy libraries inside the
+functions that need them.
+"""
+
+from nodes.registry import REGISTRY, NodeSpec, PortSpec, Registry, compatible, node
+from nodes.types import (
+    Cancelled,
+    Choices,
+    Context,
+    FileFilter,
+    Help,
+    Image,
+    Latent,
+    LoraRef,
+    Mask,
+    Model,
+    Multiline,
+    Range,
+    Seed,
+    Video,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Cancelled",
+    "Choices",
+    "Context",
+    "FileFilter",
+    "Help",
+    "Image",
+    "Latent",
+    "LoraRef",
+    "Mask",
+    "Model",
+    "Multiline",
+    "NodeSpec",
+    "PortSpec",
+    "Range",
+    "Registry",
+    "Seed",
+    "Video",
+    "compatible",
+    "node",
+]

@@ -1,0 +1,219 @@
+"""The types that travel on the wires, and the annotation markers that describe ports.
+
+A node's signature is its declaration: `Image`, `Mask` and `Seed` are `Annotated` aliases that
+carry a `Port` marker, `Latent`, `Model` and `Video` are small classes, scalars are plain Python
+types, and `Range`, `Multiline`, `FileFilter`, `Choices` and `Help` refine a port inside
+`Annotated[...]`. Nothing here imports torch: a `Latent` holds a tensor but does not need to
+know what one is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Port:
+    """Marks an `Annotated` alias as a named port kind (Image, Mask, Seed)."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive numeric bounds for a number port; `step` guides sliders and spin boxes."""
+
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+
+
+@dataclass(frozen=True)
+class Multiline:
+    """A str port edited in a multi-line text box (prompts)."""
+
+
+@dataclass(frozen=True)
+class FileFilter:
+    """A Path port edited with a file picker; `patterns` like ("*.png", "*.jpg"), `folder` for dirs."""
+
+    patterns: tuple[str, ...] = ()
+    folder: bool = False
+    save: bool = False
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Suggestions for a str port, computed when a UI asks (model and LoRA lists)."""
+
+    provider: Callable[[], list[str]]
+
+
+@dataclass(frozen=True)
+class Help:
+    """A one-line help text for a port."""
+
+    text: str
+
+
+Image = Annotated[np.ndarray, Port("Image")]
+"""float32 (N, H, W, C), C in {3, 4}, values in [0, 1]; N is batch or frames."""
+
+Mask = Annotated[np.ndarray, Port("Mask")]
+"""float32 (N, H, W) in [0, 1]."""
+
+Seed = Annotated[int, Port("Seed")]
+"""An explicit random seed: the same workflow and seed give the same pixels."""
+
+
+@dataclass
+class Latent:
+    """Latent samples (a torch tensor, N x C x h x w) and the model family they belong to."""
+
+    samples: Any
+    family: str
+    scale_factor: int = 8
+
+    def nbytes(self) -> int:
+        s = self.samples
+        return int(s.numel() * s.element_size()) if hasattr(s, "numel") else 0
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """One LoRA in a stack: its file, its weight and a short content hash (for provenance)."""
+
+    path: str
+    weight: float
+    hash: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A handle to a pipeline held by the model manager, never the weights themselves.
+
+    `key` names the loaded base in the manager; `loras` is the stack applied at sampling time,
+    so changing a LoRA weight makes a new handle without touching the base.
+    """
+
+    key: str
+    family: str
+    source: str = ""
+    hash: str = ""
+    loras: tuple[LoraRef, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def with_lora(self, lora: LoraRef) -> Model:
+        return replace(self, loras=(*self.loras, lora))
+
+
+class Video:
+    """A lazy frame source: length, fps, size, and frame i on demand as a (1, H, W, C) Image.
+
+    Image nodes fed a Video map over it lazily (the engine wraps them), so an export pulls one
+    frame at a time and memory stays flat however long the clip is.
+    """
+
+    def __init__(self, length: int, fps: float, size: tuple[int, int],
+                 get_frame: Callable[[int], np.ndarray], channels: int = 3) -> None:
+        self.length = int(length)
+        self.fps = float(fps)
+        self.size = (int(size[0]), int(size[1]))  # (width, height)
+        self.channels = channels
+        self._get = get_frame
+
+    def __len__(self) -> int:
+        return self.length
+
+    def frame(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.length:
+            raise IndexError(f"frame {i} out of range 0..{self.length - 1}")
+        f = self._get(i)
+        return f if f.ndim == 4 else f[None]
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for i in range(self.length):
+            yield self.frame(i)
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Video:
+        """A new lazy Video whose frame i is fn(self.frame(i))."""
+        first = None
+
+        def get(i: int) -> np.ndarray:
+            return fn(self.frame(i))
+
+        if self.length:
+            first = get(0)
+            h, w = first.shape[1:3]
+            return Video(self.length, self.fps, (w, h), _first_cached(get, first),
+                         channels=first.shape[-1])
+        return Video(0, self.fps, self.size, get, self.channels)
+
+    def to_batch(self) -> np.ndarray:
+        """Materialise every frame as one Image batch (only for short clips)."""
+        return np.concatenate(list(self.frames()), axis=0) if self.length else np.zeros(
+            (0, self.size[1], self.size[0], self.channels), np.float32)
+
+    @classmethod
+    def from_batch(cls, images: np.ndarray, fps: float = 24.0) -> Video:
+        images = np.asarray(images)
+        n, h, w, c = images.shape
+        return cls(n, fps, (w, h), lambda i: images[i:i + 1], channels=c)
+
+    def nbytes(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return f"Video({self.length} frames, {self.fps:g} fps, {self.size[0]}x{self.size[1]})"
+
+
+def _first_cached(get: Callable[[int], np.ndarray], first: np.ndarray) -> Callable[[int], np.ndarray]:
+    def wrapped(i: int) -> np.ndarray:
+        return first if i == 0 else get(i)
+    return wrapped
+
+
+class Cancelled(Exception):
+    """Raised inside a node when the user cancelled the run."""
+
+
+class Context(Protocol):
+    """What a node may ask of the engine; declare a parameter `ctx: Context` to receive it."""
+
+    node_id: str
+    output_dir: Any
+    device: str
+
+    def progress(self, fraction: float, preview: np.ndarray | None = None,
+                 text: str | None = None) -> None: ...
+
+    def check_cancelled(self) -> None: ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def service(self, name: str) -> Any: ...
+
+    def annotate(self, key: str, value: Any) -> None: ...
+
+    @property
+    def workflow(self) -> dict | None: ...
+
+    @property
+    def provenance(self) -> dict: ...
+
+
+def value_nbytes(value: Any) -> int:
+    """Best-effort size of a port value, for the cache's memory budget."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if hasattr(value, "nbytes") and callable(value.nbytes):
+        return int(value.nbytes())
+    if isinstance(value, (tuple, list)):
+        return sum(value_nbytes(v) for v in value)
+    return 64

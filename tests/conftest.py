@@ -1,0 +1,22 @@
+"""Shared test set-up: Qt offscreen, QSettings and user data in temporary folders, no network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _user_dirs(tmp_path_factory, monkeypatch):
+    """Keep settings, autosaves and caches of every test out of the real home folder."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("IMAGEBASH_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("IMAGEBASH_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("IMAGEBASH_CACHE_DIR", str(home / "cache"))
+    monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
+    yield
