@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,11 @@ def make_plan(graph: Graph, registry: Registry, targets: list[str] | None = None
         params, bad = coerce_params(spec, inst.params, nid, set(links))
         problems.extend(bad)
         ports = spec.inputs_for(inst.params)
+        if graph.base_dir:
+            for p in ports:
+                v = params.get(p.name)
+                if p.kind == "Path" and v is not None and not v.is_absolute():
+                    params[p.name] = pathlib.Path(graph.base_dir) / v
         by_name = {p.name: p for p in ports}
         for port_name, (src, src_port) in links.items():
             dst_port = by_name.get(port_name)
@@ -131,7 +137,7 @@ def compute_signatures(plan: Plan, nonce: str) -> None:
         pn = plan.nodes[nid]
         files = {}
         for p in pn.ports:
-            if p.kind == "Path" and p.name in pn.params and pn.params[p.name] is not None:
+            if p.kind == "Path" and pn.params.get(p.name) is not None and p.name not in pn.links:
                 files[p.name] = fingerprint(pn.params[p.name])
         ups = sorted((port, plan.nodes[src].signature, sp) for port, (src, sp) in pn.links.items())
         payload = [pn.spec.id, pn.spec.version, pn.instance.mode.value, pn.instance.params, files, ups,

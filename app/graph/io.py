@@ -210,17 +210,21 @@ def load(path: str | pathlib.Path) -> Graph:
         if doc is None:
             raise WorkflowFormatError(f"{p}: this PNG carries no imagebash workflow")
         try:
-            return graph_from_dict(doc)
+            g = graph_from_dict(doc)
         except WorkflowFormatError as exc:
             raise WorkflowFormatError(f"{p}: {exc}") from None
+        g.base_dir = str(p.resolve().parent)
+        return g
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowFormatError(f"{p}: cannot read: {exc}") from None
     try:
-        return loads(text)
+        g = loads(text)
     except WorkflowFormatError as exc:
         raise WorkflowFormatError(f"{p}: {exc}") from None
+    g.base_dir = str(p.resolve().parent)
+    return g
 
 
 def save(g: Graph, path: str | pathlib.Path) -> None:

@@ -91,6 +91,8 @@ class Graph:
         self.groups: dict[str, Group] = {}
         self.notes: dict[str, Note] = {}
         self.meta: dict[str, Any] = {}
+        #: The folder relative paths in parameters resolve against (the workflow file's folder).
+        self.base_dir: str | None = None
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
 
@@ -272,6 +274,7 @@ class Graph:
         g.groups = copy.deepcopy(self.groups)
         g.notes = copy.deepcopy(self.notes)
         g.meta = copy.deepcopy(self.meta)
+        g.base_dir = self.base_dir
         return g
 
     def subgraph(self, node_ids: set[str]) -> Graph:
