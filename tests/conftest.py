@@ -10,6 +10,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.fixtures_models"]
+
 
 @pytest.fixture(autouse=True)
 def _user_dirs(tmp_path_factory, monkeypatch):
