@@ -140,7 +140,10 @@ def compute_signatures(plan: Plan, nonce: str) -> None:
             if p.kind == "Path" and pn.params.get(p.name) is not None and p.name not in pn.links:
                 files[p.name] = fingerprint(pn.params[p.name])
         ups = sorted((port, plan.nodes[src].signature, sp) for port, (src, sp) in pn.links.items())
+        # Side effects are per node: two identical Save nodes both write, and an uncacheable node
+        # is never merged with an identical twin.
+        own = nid if (pn.spec.output or not pn.spec.cacheable) else None
         payload = [pn.spec.id, pn.spec.version, pn.instance.mode.value, pn.instance.params, files, ups,
-                   None if pn.spec.cacheable else nonce]
+                   None if pn.spec.cacheable else nonce, own]
         raw = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":")).encode()
         pn.signature = hashlib.blake2b(raw, digest_size=16).hexdigest()

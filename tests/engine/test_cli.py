@@ -1,0 +1,96 @@
+"""The imagebash command: exit codes, one-line errors, --set, progress lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from app.cli import main
+from app.graph import io
+from tests.engine.conftest import chain
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_without_arguments_or_gui(capsys):
+    out = _run("--help")
+    assert out.returncode == 0 and "run" in out.stdout and "validate" in out.stdout and "nodes" in out.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"format": "imagebash/1", "nodes": [{"id": "a", "type": "nope.nope"}]}', "unknown node type 'nope.nope'"),
+])
+def test_bad_workflows_exit_2_with_one_line(tmp_path, content, message):
+    wf = tmp_path / "w.json"
+    wf.write_text(content)
+    for cmd in ("run", "validate"):
+        out = _run(cmd, str(wf))
+        assert out.returncode == 2, out.stderr
+        assert message in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_missing_workflow_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: no such file" in capsys.readouterr().err
+
+
+def test_bad_set_values_exit_2(tmp_path, capsys, monkeypatch):
+    from tests.engine.conftest import make_registry
+
+    monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
+    wf = tmp_path / "w.json"
+    io.save(chain(2), wf)
+    for bad, msg in [("n9.y=1", "no node 'n9'"), ("n1.zz=1", "has no parameter 'zz'"),
+                     ("n1.y=abc", "'y' expects a number"), ("noequals", "expected NODE.PARAM=VALUE"),
+                     ("n0.value=1000", "out of range")]:
+        assert main(["run", str(wf), "--set", bad, "--output-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err, (bad, err)
+
+
+def test_run_with_set_and_plain_progress_lines(tmp_path, capsys, monkeypatch):
+    from tests.engine.conftest import SINK, make_registry
+    from app.graph.model import Link, NodeInstance
+
+    monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
+    g = chain(3)
+    g.add_node(NodeInstance("out", "test.sink"))
+    g.connect(Link("n2", "float", "out", "x"))
+    wf = tmp_path / "w.json"
+    io.save(g, wf)
+    assert main(["run", str(wf), "--set", "n1.y=10", "--output-dir", str(tmp_path / "o")]) == 0
+    assert SINK["out"] == 12.0
+    err = capsys.readouterr().err
+    assert "[n1] started" in err and "[out] done" in err and "4 nodes ran (0 cached), 0 failed" in err
+
+
+def test_failed_node_exits_1_and_names_it(tmp_path, capsys, monkeypatch):
+    from tests.engine.conftest import make_registry
+    from app.graph.model import Link, NodeInstance
+
+    monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
+    g = chain(1)
+    g.add_node(NodeInstance("b", "test.boom"))
+    g.connect(Link("n0", "float", "b", "x"))
+    wf = tmp_path / "w.json"
+    io.save(g, wf)
+    assert main(["run", str(wf)]) == 1
+    assert "node 'b' failed: boom at 1.0" in capsys.readouterr().err
+
+
+def test_nodes_listing_text_and_json():
+    out = _run("nodes", "--json")
+    assert out.returncode == 0
+    listed = json.loads(out.stdout)
+    assert all({"id", "inputs", "outputs", "version", "category"} <= set(d) for d in listed)
+    text = _run("nodes")
+    assert text.returncode == 0
+    for d in listed[:5]:
+        assert d["id"] in text.stdout
