@@ -13,7 +13,7 @@ import pytest
 
 from app.graph.model import Graph, Link, NodeInstance
 from nodes.registry import Registry, node
-from nodes.types import Context, Image, Range
+from nodes.types import Context, Image, Range, Video
 
 
 class Op(str, enum.Enum):
@@ -101,6 +101,19 @@ def make_registry() -> Registry:
             ctx.check_cancelled()
             time.sleep(0.01)
         return image
+
+    @node("test.clip", registry=reg, category="test")
+    def clip(frames: int = 5, size: int = 8) -> Video:
+        """A clip whose frame i is filled with i / frames; counts frames pulled."""
+        def frame(i: int) -> np.ndarray:
+            _count("clip_frame")
+            return np.full((1, size, size, 3), i / frames, np.float32)
+        return Video(frames, 12.0, (size, size), frame)
+
+    @node("test.frames", registry=reg, category="test")
+    def frames(video: Video) -> int:
+        """Number of frames of a Video input (an Image batch arrives as a Video)."""
+        return len(video)
 
     @node("test.read", registry=reg, category="test")
     def read(path: pathlib.Path) -> str:

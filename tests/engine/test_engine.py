@@ -261,3 +261,25 @@ def test_only_needed_nodes_run(reg):
     g.connect(Link("c", "float", "unrelated", "x"))
     r = Engine(reg).run(g, ["n2"])
     assert "unrelated" not in r.status and r.ok
+
+
+def test_image_node_fed_a_video_maps_lazily(reg):
+    from nodes.types import Video
+
+    g = Graph()
+    g.add_node(NodeInstance("clip", "test.clip", {"frames": 50}))
+    g.add_node(NodeInstance("half", "test.scale", {"factor": 0.5}))
+    g.connect(Link("clip", "video", "half", "image"))
+    out = Engine(reg).run(g, ["half"]).output("half")
+    assert isinstance(out, Video) and len(out) == 50
+    assert CALLS["clip_frame"] == 1  # only the first frame, to learn the size
+    assert out.frame(20)[0, 0, 0, 0] == pytest.approx(20 / 50 * 0.5)
+    assert CALLS["clip_frame"] == 2 and CALLS["scale"] == 2
+
+
+def test_image_batch_plays_as_video(reg):
+    g = Graph()
+    g.add_node(NodeInstance("n", "test.noise", {"size": 8}))
+    g.add_node(NodeInstance("f", "test.frames"))
+    g.connect(Link("n", "image", "f", "video"))
+    assert Engine(reg).run(g, ["f"]).output("f") == 1
