@@ -56,8 +56,8 @@ def test_bad_set_values_exit_2(tmp_path, capsys, monkeypatch):
 
 
 def test_run_with_set_and_plain_progress_lines(tmp_path, capsys, monkeypatch):
-    from tests.engine.conftest import SINK, make_registry
     from app.graph.model import Link, NodeInstance
+    from tests.engine.conftest import SINK, make_registry
 
     monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
     g = chain(3)
@@ -72,8 +72,8 @@ def test_run_with_set_and_plain_progress_lines(tmp_path, capsys, monkeypatch):
 
 
 def test_failed_node_exits_1_and_names_it(tmp_path, capsys, monkeypatch):
-    from tests.engine.conftest import make_registry
     from app.graph.model import Link, NodeInstance
+    from tests.engine.conftest import make_registry
 
     monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
     g = chain(1)
