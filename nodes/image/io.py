@@ -1,0 +1,254 @@
+"""Load Image, Load Folder and Save Image: files in, files out.
+
+Loading goes through Pillow (PNG, JPEG, WebP, TIFF, BMP), applies the EXIF orientation a camera
+wrote and keeps alpha as a fourth channel. Saving writes into the run's output directory only:
+names are sanitised, sub-folders in the prefix stay inside it, and a counter picks the next free
+number (files are created exclusively, so two Save nodes never overwrite each other). PNGs carry
+the workflow, so dropping one back into imagebash restores the graph.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import pathlib
+import re
+from typing import Annotated, Any, NamedTuple
+
+import numpy as np
+
+from nodes.image.util import check_image, each, from_uint8, match_channels, resize, to_uint8
+from nodes.registry import node
+from nodes.types import Context, FileFilter, Image, Mask, Range
+
+IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.webp", "*.tif", "*.tiff", "*.bmp")
+PROVENANCE_KEY = "imagebash.provenance"
+
+
+class LoadedImage(NamedTuple):
+    image: Image
+    mask: Mask
+
+
+def read_image(path: pathlib.Path) -> np.ndarray:
+    """One file as float32 (H, W, 3|4) in [0, 1], EXIF-rotated; raises a one-line error naming it."""
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; use Load Folder for image sequences")
+    try:
+        with PILImage.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return _pil_to_float(im)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image Pillow can read") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read image: {exc}") from None
+
+
+def _pil_to_float(im: Any) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float32)
+        a = a / (65535.0 if a.max(initial=0) > 255 or mode.startswith("I;16") else 255.0)
+        return np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
+    if mode == "F":
+        a = np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+        return np.repeat(a[..., None], 3, axis=-1)
+    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info)
+    im = im.convert("RGBA" if has_alpha else "RGB")
+    return from_uint8(np.asarray(im))
+
+
+@node("imagebash.image.load", title="Load Image", category="image/io", io=True)
+def load_image(path: Annotated[pathlib.Path, FileFilter(IMAGE_PATTERNS)]) -> LoadedImage:
+    """Load a PNG, JPEG, WebP or TIFF file; EXIF orientation is applied and alpha is kept.
+
+    Args:
+        path: The image file.
+    """
+    img = read_image(path)
+    mask = img[..., 3] if img.shape[-1] == 4 else np.ones(img.shape[:2], np.float32)
+    return LoadedImage(img[None], np.ascontiguousarray(mask)[None])
+
+
+class SizeMismatch(str, enum.Enum):
+    """What Load Folder does with an image whose size differs from the first one."""
+
+    RESIZE = "resize"
+    ERROR = "error"
+
+
+def list_images(folder: pathlib.Path, pattern: str = "*") -> list[pathlib.Path]:
+    """Image files in `folder` matching `pattern`, in natural order (frame2 before frame10)."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    exts = {p[1:] for p in IMAGE_PATTERNS}
+    files = [p for p in folder.glob(pattern or "*") if p.is_file() and p.suffix.lower() in exts]
+    return sorted(files, key=_natural_key)
+
+
+def _natural_key(p: pathlib.Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
+@node("imagebash.image.load_folder", title="Load Folder", category="image/io", io=True)
+def load_folder(folder: Annotated[pathlib.Path, FileFilter(folder=True)], pattern: str = "*",
+                size_mismatch: SizeMismatch = SizeMismatch.RESIZE,
+                limit: Annotated[int, Range(0, 100000)] = 0, ctx: Context = None) -> LoadedImage:
+    """Load every image in a folder, in natural sort order, as one batch.
+
+    Images of another size than the first are stretched to its size (or the node fails, if
+    you choose `error`). If any image has alpha, every image gets an alpha channel.
+
+    Args:
+        folder: The folder to read.
+        pattern: Glob for file names, e.g. `frame_*.png`.
+        size_mismatch: `resize` to the first image's size, or stop with an error.
+        limit: Read at most this many images (0 = all).
+    """
+    files = list_images(folder, pattern)
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise FileNotFoundError(f"no images matching '{pattern}' in {folder}")
+    first = read_image(files[0])
+    h, w = first.shape[:2]
+
+    def load(i: int) -> np.ndarray:
+        img = first if i == 0 else read_image(files[i])
+        if img.shape[:2] != (h, w):
+            if size_mismatch is SizeMismatch.ERROR:
+                raise ValueError(f"{files[i].name} is {img.shape[1]}x{img.shape[0]}, "
+                                 f"but {files[0].name} is {w}x{h}")
+            img = resize(img, w, h)
+        return match_channels(img, 4)
+
+    batch = each(len(files), load, ctx, "file")
+    if np.all(batch[..., 3] == 1.0):
+        batch = np.ascontiguousarray(batch[..., :3])
+        return LoadedImage(batch, np.ones(batch.shape[:3], np.float32))
+    return LoadedImage(batch, np.ascontiguousarray(batch[..., 3]))
+
+
+class ImageFormat(str, enum.Enum):
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+
+_EXT = {ImageFormat.PNG: "png", ImageFormat.JPEG: "jpg", ImageFormat.WEBP: "webp"}
+_UNSAFE = re.compile(r"[^\w\-. ]+")
+
+
+def safe_prefix(prefix: str) -> pathlib.PurePosixPath:
+    """A relative path made of safe parts only: no '..', no absolute root, no odd characters."""
+    parts = []
+    for part in re.split(r"[\\/]+", str(prefix)):
+        part = _UNSAFE.sub("_", part).strip(" .")
+        if part:
+            parts.append(part)
+    return pathlib.PurePosixPath(*parts) if parts else pathlib.PurePosixPath("imagebash")
+
+
+def reserve_file(output_dir: pathlib.Path, prefix: str, ext: str) -> pathlib.Path:
+    """Create and return `<output_dir>/<prefix>_<counter>.<ext>` with the next free counter.
+
+    The counter continues after the highest number already there; the file is created with
+    O_EXCL, so a concurrent writer never gets the same name and nothing is overwritten.
+    """
+    rel = safe_prefix(prefix)
+    root = pathlib.Path(output_dir).resolve()
+    folder = (root / rel.parent).resolve()
+    if folder != root and root not in folder.parents:
+        raise ValueError(f"file name prefix '{prefix}' leaves the output directory")
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = rel.name
+    taken = re.compile(re.escape(stem) + r"_(\d+)\.")
+    counter = 1 + max((int(m.group(1)) for f in os.listdir(folder) if (m := taken.match(f))), default=0)
+    while True:
+        path = folder / f"{stem}_{counter:05d}.{ext}"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            counter += 1
+            continue
+        os.close(fd)
+        return path
+
+
+def png_info(workflow: dict | None, provenance: dict | None) -> Any:
+    """A PngInfo with the workflow (so the PNG reopens as a graph) and the provenance."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from app.graph.io import PNG_WORKFLOW_KEY
+
+    info = PngInfo()
+    if workflow:
+        info.add_text(PNG_WORKFLOW_KEY, json.dumps(workflow, separators=(",", ":")), zip=True)
+    if provenance:
+        info.add_text(PROVENANCE_KEY, json.dumps(provenance, default=str, separators=(",", ":")), zip=True)
+    return info
+
+
+def write_image(img: np.ndarray, path: pathlib.Path, fmt: ImageFormat, quality: int = 95,
+                workflow: dict | None = None, provenance: dict | None = None) -> None:
+    """Write one (H, W, 3|4) float image; JPEG drops alpha, PNG gets the workflow text chunk."""
+    from PIL import Image as PILImage
+
+    arr = to_uint8(img)
+    if fmt is ImageFormat.JPEG and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    im = PILImage.fromarray(arr, "RGBA" if arr.shape[-1] == 4 else "RGB")
+    if fmt is ImageFormat.PNG:
+        im.save(path, "PNG", pnginfo=png_info(workflow, provenance), compress_level=4)
+    elif fmt is ImageFormat.JPEG:
+        im.save(path, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2)
+    else:
+        im.save(path, "WEBP", quality=int(quality), lossless=quality >= 100)
+
+
+@node("imagebash.image.save", title="Save Image", category="image/io", io=True, output=True,
+      cacheable=False)
+def save_image(image: Image, filename_prefix: str = "imagebash", format: ImageFormat = ImageFormat.PNG,
+               quality: Annotated[int, Range(1, 100)] = 95, embed_workflow: bool = True,
+               ctx: Context = None) -> str:
+    """Save each image of the batch into the run's output folder as prefix_00001.png, _00002, ...
+
+    Existing files are never overwritten: the counter continues after the highest one there.
+    PNGs embed the workflow (drop one back into imagebash to get the graph) and the provenance
+    of the models and LoRAs that made it. Returns the written paths, one per line.
+
+    Args:
+        image: The images to save.
+        filename_prefix: File name start; may hold sub-folders (`shots/hero`), always kept inside the output folder.
+        format: png (lossless, with workflow), jpeg or webp.
+        quality: JPEG/WebP quality; 100 makes WebP lossless.
+        embed_workflow: Store the workflow and provenance in PNG files.
+    """
+    images = check_image(image, "image")
+    out_dir = pathlib.Path(getattr(ctx, "output_dir", None) or "output")
+    workflow = ctx.workflow if (ctx is not None and embed_workflow) else None
+    provenance = ctx.provenance if (ctx is not None and embed_workflow) else None
+    paths: list[str] = []
+
+    def save(i: int) -> np.ndarray:
+        path = reserve_file(out_dir, filename_prefix, _EXT[format])
+        try:
+            write_image(images[i], path, format, quality, workflow, provenance)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        paths.append(str(path))
+        return images[i, :1, :1]
+
+    each(len(images), save, ctx, "saved")
+    if ctx is not None:
+        ctx.log("saved " + (paths[0] if len(paths) == 1 else f"{len(paths)} files to {pathlib.Path(paths[0]).parent}"))
+    return "\n".join(paths)
