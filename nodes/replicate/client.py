@@ -159,7 +159,7 @@ def with_retry(call: Callable[[], T], *, model: str, action: str, limits: Limits
         attempt += 1
         try:
             return call()
-        except Exception as exc:  # noqa: BLE001 - sorted into transient or final just below
+        except Exception as exc:
             if isinstance(exc, (Cancelled, ReplicateNodeError)):
                 raise
             if not _transient(exc, idempotent) or time.monotonic() + delay > deadline:
