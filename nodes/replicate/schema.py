@@ -141,7 +141,7 @@ def fetch_schema(ref: str, settings: Any = None) -> dict:
     owner, name, version = parse_ref(ref)
     client = get_client(settings)
     limits = Limits.from_settings(settings)
-    limits.retry_seconds = min(limits.retry_seconds, 15.0)
+    limits.retry_seconds = min(limits.retry_seconds, 3.0)  # the editor waits on this: fail fast, retry later
     if version:
         v = with_retry(lambda: _version(client, owner, name, version), model=ref, action="read schema",
                        limits=limits, idempotent=True)

@@ -1,0 +1,159 @@
+"""Running Replicate nodes in the engine against the fake server, through the real client."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+from PIL import Image as PILImage
+
+from app.engine import NodeProgress
+from app.graph.model import Graph, Link, NodeInstance
+from nodes.types import Video
+
+RUN = "imagebash.replicate.run"
+
+
+def one_node(params: dict, node_id: str = "gen") -> Graph:
+    g = Graph()
+    g.add_node(NodeInstance(node_id, RUN, params))
+    return g
+
+
+def with_image(tmp_path, params: dict, size=(24, 16), seed=0) -> tuple[Graph, np.ndarray]:
+    """Load Image (a random PNG on disk) feeding a Replicate node's 'image' input."""
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path = tmp_path / "local.png"
+    PILImage.fromarray(arr).save(path)
+    g = Graph()
+    g.add_node(NodeInstance("load", "imagebash.image.load", {"path": str(path)}))
+    g.add_node(NodeInstance("gen", RUN, params))
+    g.connect(Link("load", "image", "gen", "image"))
+    return g, arr.astype(np.float32) / 255.0
+
+
+def test_text_to_image_returns_a_batch_of_the_requested_size(fake, make_engine):
+    g = one_node({"model": "fake/txt2img", "prompt": "a fox", "width": 40, "height": 24, "num_outputs": 3,
+                  "seed": 7})
+    result = make_engine().run(g, ["gen"])
+    assert result.ok, result.errors
+    image = result.output("gen", "image")
+    assert image.shape == (3, 24, 40, 3) and image.dtype == np.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert isinstance(result.output("gen", "video"), Video) and len(result.output("gen", "video")) == 3
+    assert result.output("gen", "text").count("http://127.0.0.1") == 3
+    sent = json.loads(fake.calls("POST", r"^/v1/models/fake/txt2img/predictions$")[0].body)["input"]
+    assert sent["seed"] == 7 and sent["output_format"] == "png" and sent["model"] == "dev"
+
+
+def test_a_seed_makes_the_call_reproducible_and_a_rerun_is_free(fake, make_engine):
+    params = {"model": "fake/txt2img", "prompt": "a fox", "seed": 42}
+    engine = make_engine()
+    first = engine.run(one_node(params), ["gen"]).output("gen", "image")
+    again = engine.run(one_node(params), ["gen"])
+    assert again.status["gen"] == "cached"
+    assert len(fake.calls("POST", r"predictions$")) == 1  # the unchanged node did not call the API
+    fresh = make_engine().run(one_node(params), ["gen"]).output("gen", "image")
+    np.testing.assert_array_equal(first, fresh)
+    other = make_engine().run(one_node({**params, "seed": 43}), ["gen"]).output("gen", "image")
+    assert np.abs(other - first).mean() > 0.1
+
+
+def test_small_graph_image_goes_inline_and_comes_back_inverted(fake, make_engine, tmp_path):
+    g, local = with_image(tmp_path, {"model": "fake/invert"})
+    result = make_engine().run(g, ["gen"])
+    assert result.ok, result.errors
+    np.testing.assert_allclose(result.output("gen", "image")[0], 1.0 - local, atol=1 / 255 + 1e-6)
+    assert not fake.calls("POST", r"^/v1/files$")
+    assert b"data:image/png;base64," in fake.calls("POST", r"^/v1/predictions$")[0].body
+
+
+def test_big_graph_image_is_uploaded_through_the_files_api(fake, make_engine, tmp_path):
+    g, local = with_image(tmp_path, {"model": "fake/invert"}, size=(64, 48), seed=1)
+    result = make_engine(data_uri_bytes=0).run(g, ["gen"])
+    assert result.ok, result.errors
+    uploads = fake.calls("POST", r"^/v1/files$")
+    assert len(uploads) == 1 and b"image/png" in uploads[0].body
+    stored, ctype = next(iter(fake.files.values()))
+    assert ctype == "image/png"
+    with PILImage.open(io.BytesIO(stored)) as im:
+        np.testing.assert_array_equal(np.asarray(im), np.round(local * 255).astype(np.uint8))
+    create = fake.calls("POST", r"^/v1/predictions$")[0].body
+    assert b"/v1/files/" in create and b"data:" not in create
+    np.testing.assert_allclose(result.output("gen", "image")[0], 1.0 - local, atol=1 / 255 + 1e-6)
+
+
+def test_community_model_without_version_runs_its_latest_version(fake, make_engine, tmp_path):
+    g, _ = with_image(tmp_path, {"model": "fake/invert"})
+    assert make_engine().run(g, ["gen"]).ok
+    assert fake.calls("POST", r"^/v1/models/fake/invert/predictions$")[0].status == 404
+    assert fake.models["fake/invert"].version.encode() in fake.calls("POST", r"^/v1/predictions$")[0].body
+
+
+def test_video_output_is_a_lazy_video(fake, make_engine, tmp_path):
+    g, _ = with_image(tmp_path, {"model": "fake/video", "num_frames": 5})
+    result = make_engine().run(g, ["gen"])
+    assert result.ok, result.errors
+    video = result.output("gen", "video")
+    assert isinstance(video, Video) and len(video) == 5 and video.size == (32, 24)
+    first, last = video.frame(0), video.frame(4)
+    assert first.shape == (1, 24, 32, 3)
+    assert first.mean() < 0.1 and last.mean() > 0.9  # the fake fades black to white
+    assert result.output("gen", "image") is video  # image ports fed a Video map over its frames
+
+
+def test_text_output_is_joined(fake, make_engine):
+    result = make_engine().run(one_node({"model": "fake/text", "prompt": "story"}), ["gen"])
+    assert result.output("gen", "text") == "A fox in the fog."
+    assert result.output("gen", "image") is None
+
+
+def test_progress_shows_status_and_model_logs(fake, make_engine):
+    fake.delay = 0.3
+    engine = make_engine()
+    seen: list[NodeProgress] = []
+    engine.events.subscribe(lambda e: seen.append(e) if isinstance(e, NodeProgress) else None)
+    assert engine.run(one_node({"model": "fake/txt2img", "prompt": "x"}), ["gen"]).ok
+    texts = [e.text for e in seen]
+    assert "processing" in texts and "succeeded" in texts
+    assert "Loading model" in texts and any("4/4" in (t or "") for t in texts)
+    fractions = [e.fraction for e in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 0 < fractions[len(fractions) // 2] < 1
+
+
+def test_two_replicate_nodes_overlap(fake, make_engine):
+    fake.delay = 1.0
+    g = Graph()
+    for nid in ("a", "b"):
+        g.add_node(NodeInstance(nid, RUN, {"model": "fake/txt2img", "prompt": nid, "seed": 1}))
+    result = make_engine().run(g, ["a", "b"])
+    assert result.ok, result.errors
+    preds = list(fake.predictions.values())
+    assert len(preds) == 2
+    created = [p["created_mono"] for p in preds]
+    finished = [p["completed_mono"] for p in preds]
+    assert max(created) < min(finished)  # both were running on the server at the same time
+    assert max(finished) - min(created) < 1.6  # one second each, side by side, not 2 s in a row
+
+
+def test_cancel_reaches_the_server(fake, make_engine):
+    fake.delay = 30.0
+    handle = make_engine().start(one_node({"model": "fake/txt2img", "prompt": "slow"}), ["gen"])
+    deadline = time.monotonic() + 10
+    while not fake.predictions and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    handle.cancel()
+    result = handle.wait(timeout=10)
+    assert result is not None and result.cancelled and result.status["gen"] == "cancelled"
+    (pid,) = fake.predictions
+    assert fake.cancelled == [pid] and fake.predictions[pid]["status"] == "canceled"
+
+
+def test_a_prediction_past_its_deadline_is_cancelled(fake, make_engine):
+    fake.delay = 30.0
+    result = make_engine(prediction_seconds=0.3).run(one_node({"model": "fake/txt2img", "prompt": "x"}), ["gen"])
+    assert "fake/txt2img: no result after 0.3 s; the prediction was cancelled" in result.errors["gen"]
+    assert len(fake.cancelled) == 1
