@@ -1,0 +1,1 @@
+"""Dialogs of the main window: settings, crash restore, LoRA training, export."""

@@ -1,0 +1,168 @@
+"""The settings dialog: device, precision, memory policy, folders, cache, Replicate token, theme.
+
+Everything but the token goes to the `Settings` store (QSettings); the token goes to the OS
+keyring through `app.secrets` and is never shown back, only whether one is stored.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import secrets
+from app.ui import settings as S
+
+TOKEN_NAME = "replicate"
+
+
+class SettingsDialog(QDialog):
+    """Edit the settings; `accept()` writes them (and stores a newly typed token)."""
+
+    def __init__(self, settings: S.Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.settings = settings
+        self.combos: dict[str, QComboBox] = {}
+
+        engine = QGroupBox("Engine")
+        ef = QFormLayout(engine)
+        for label, choice, tip in (
+            ("Device", S.DEVICE, "auto picks CUDA, then Apple MPS, then the CPU"),
+            ("Precision", S.PRECISION, "auto uses fp16 on GPUs that support it, fp32 on the CPU"),
+            ("Attention slicing", S.ATTENTION_SLICING, "saves memory at some speed cost"),
+            ("VAE tiling", S.VAE_TILING, "decode large images in tiles to save memory"),
+        ):
+            combo = QComboBox()
+            combo.addItems(choice.values)
+            combo.setCurrentText(settings.choice(choice))
+            combo.setToolTip(tip)
+            self.combos[choice.key] = combo
+            ef.addRow(label, combo)
+        self.cpu_offload = QCheckBox("Offload model parts to the CPU when idle (less VRAM, slower)")
+        self.cpu_offload.setChecked(settings.cpu_offload)
+        ef.addRow("", self.cpu_offload)
+        self.cache_budget = QDoubleSpinBox()
+        self.cache_budget.setRange(0.1, 1024)
+        self.cache_budget.setDecimals(1)
+        self.cache_budget.setSuffix(" GB")
+        self.cache_budget.setValue(settings.cache_budget_gb)
+        self.cache_budget.setToolTip("Memory for cached node outputs (re-runs reuse them)")
+        ef.addRow("Cache budget", self.cache_budget)
+
+        folders = QGroupBox("Folders")
+        ff = QFormLayout(folders)
+        self.models_dir = _folder_row(ff, "Models", str(settings.models_dir), self)
+        self.output_dir = _folder_row(ff, "Output", str(settings.output_dir), self)
+
+        online = QGroupBox("Replicate")
+        of = QFormLayout(online)
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("paste an API token (r8_…)")
+        self.token_state = QLabel()
+        self.token_state.setWordWrap(True)
+        self.forget = QPushButton("Remove stored token")
+        self.forget.clicked.connect(self._forget_token)
+        row = QHBoxLayout()
+        row.addWidget(self.token, 1)
+        row.addWidget(self.forget)
+        of.addRow("API token", row)
+        of.addRow("", self.token_state)
+        self._show_token_state()
+
+        look = QGroupBox("Appearance")
+        lf = QFormLayout(look)
+        theme = QComboBox()
+        theme.addItems(S.THEME.values)
+        theme.setCurrentText(settings.theme)
+        self.combos[S.THEME.key] = theme
+        lf.addRow("Theme", theme)
+
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #e0605a")
+        self.error.hide()
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        for box in (engine, folders, online, look):
+            lay.addWidget(box)
+        lay.addWidget(self.error)
+        lay.addWidget(buttons)
+
+    def _show_token_state(self) -> None:
+        source = secrets.token_source(TOKEN_NAME)
+        self.forget.setEnabled(source == "keyring")
+        self.token_state.setText({
+            "keyring": "A token is stored in the OS keyring. Type a new one to replace it.",
+            "environment": "Using the token from the REPLICATE_API_TOKEN environment variable.",
+        }.get(source or "", "No token: Replicate nodes will ask for one. It is kept in the OS keyring, "
+                            "never in files."))
+
+    def _forget_token(self) -> None:
+        try:
+            secrets.delete_token(TOKEN_NAME)
+        except secrets.SecretStoreError as exc:
+            self._fail(str(exc))
+        self._show_token_state()
+
+    def _fail(self, message: str) -> None:
+        self.error.setText(message)
+        self.error.show()
+
+    def apply(self) -> bool:
+        """Write everything; False (with the reason shown) when the token could not be stored."""
+        token = self.token.text().strip()
+        if token:
+            try:
+                secrets.set_token(TOKEN_NAME, token)
+            except secrets.SecretStoreError as exc:
+                self._fail(str(exc))
+                return False
+            self.token.clear()
+        s = self.settings
+        for choice in (S.DEVICE, S.PRECISION, S.ATTENTION_SLICING, S.VAE_TILING, S.THEME):
+            s.set_choice(choice, self.combos[choice.key].currentText())
+        s.cpu_offload = self.cpu_offload.isChecked()
+        s.cache_budget_gb = self.cache_budget.value()
+        s.models_dir = self.models_dir.text().strip() or str(s.models_dir)
+        s.output_dir = self.output_dir.text().strip() or str(s.output_dir)
+        s.sync()
+        self._show_token_state()
+        return True
+
+    def accept(self) -> None:
+        if self.apply():
+            super().accept()
+
+
+def _folder_row(form: QFormLayout, label: str, value: str, parent: QWidget) -> QLineEdit:
+    edit = QLineEdit(value)
+    browse = QPushButton("Browse…")
+
+    def pick() -> None:
+        folder = QFileDialog.getExistingDirectory(parent, f"{label} folder", edit.text())
+        if folder:
+            edit.setText(folder)
+
+    browse.clicked.connect(pick)
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    row.addWidget(browse)
+    form.addRow(label, row)
+    return edit

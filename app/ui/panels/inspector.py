@@ -1,0 +1,173 @@
+"""The inspector: every parameter of the selected node, with its docs from the declaration.
+
+Editors come from `app.ui.widgets.param_editors.make_editor` and commit through
+`WorkflowDocument.set_param`, so each change is one undo step; the panel rebuilds itself when the
+node changes from elsewhere (an undo, the canvas' inline editor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QLabel,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.graph.model import GraphEvent
+from app.ui.widgets.param_editors import make_editor
+from nodes.registry import REQUIRED
+
+_NODE_EVENTS = {"param_changed", "mode_changed", "node_changed", "link_added", "link_removed"}
+
+
+class InspectorPanel(QScrollArea):
+    """Shows one node of one document; `show_node(document, node_id)` or `clear()`."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.document: Any = None
+        self.node_id: str | None = None
+        self.editors: dict[str, QWidget] = {}
+        self.error = QLabel()
+        self._unsubscribe = None
+        self._committing = False
+        self.clear()
+
+    # public -------------------------------------------------------------------------------------
+    def show_node(self, document: Any, node_id: str | None) -> None:
+        if document is not self.document:
+            self._detach()
+            self.document = document
+            if document is not None:
+                self._unsubscribe = document.graph.subscribe(self._graph_event)
+        self.node_id = node_id if document is not None and node_id in document.graph.nodes else None
+        self._rebuild()
+
+    def clear(self) -> None:
+        self._detach()
+        self.document = None
+        self.node_id = None
+        self._rebuild()
+
+    # building -----------------------------------------------------------------------------------
+    def _detach(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _rebuild(self) -> None:
+        self.editors = {}
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        lay.setAlignment(Qt.AlignmentFlag.AlignTop)
+        if self.document is None or self.node_id is None:
+            hint = QLabel("Select a node to see its parameters and documentation.")
+            hint.setWordWrap(True)
+            hint.setObjectName("hint")
+            lay.addWidget(hint)
+            self.setWidget(body)
+            return
+        node = self.document.graph.nodes[self.node_id]
+        spec = self.document.registry.get(node.type)
+        title = QLabel(f"<b>{node.title or (spec.title if spec else node.type)}</b>"
+                       f"<br><span style='color:#888'>{self.node_id} · {node.type}"
+                       f"{' · ' + node.mode.value if node.mode.value != 'normal' else ''}</span>")
+        title.setTextFormat(Qt.TextFormat.RichText)
+        lay.addWidget(title)
+        if spec is None:
+            missing = QLabel(f"Unknown node type '{node.type}': is its node pack installed?")
+            missing.setWordWrap(True)
+            lay.addWidget(missing)
+            self.setWidget(body)
+            return
+        doc = QLabel(spec.description)
+        doc.setWordWrap(True)
+        doc.setObjectName("nodeDoc")
+        doc.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(doc)
+        lay.addWidget(_line())
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for port in spec.inputs_for(node.params):
+            link = self.document.graph.link_into(self.node_id, port.name)
+            label = QLabel(port.name.replace("_", " "))
+            label.setToolTip(_port_tip(port))
+            if link is not None:
+                w: QWidget = QLabel(f"← {link.src}.{link.src_port}")
+            elif port.is_param:
+                value = node.params.get(port.name, port.default if port.default is not REQUIRED else None)
+                w = make_editor(port, value, lambda v, name=port.name: self._commit(name, v))
+                self.editors[port.name] = w
+            else:
+                w = QLabel(f"{port.kind} input — not connected" + ("" if port.required else " (optional)"))
+                w.setObjectName("hint")
+            w.setToolTip(_port_tip(port))
+            form.addRow(label, w)
+            if port.help:
+                helptext = QLabel(port.help)
+                helptext.setWordWrap(True)
+                helptext.setObjectName("hint")
+                form.addRow("", helptext)
+        lay.addLayout(form)
+        if spec.outputs:
+            lay.addWidget(_line())
+            outs = QLabel("Outputs: " + ", ".join(f"{p.name} ({p.kind})" for p in spec.outputs))
+            outs.setWordWrap(True)
+            lay.addWidget(outs)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #e0605a")
+        self.error.hide()
+        lay.addWidget(self.error)
+        self.setWidget(body)
+
+    # editing ------------------------------------------------------------------------------------
+    def _commit(self, name: str, value: Any) -> None:
+        if self.document is None or self.node_id is None:
+            return
+        self._committing = True
+        try:
+            self.document.set_param(self.node_id, name, value)
+            self.error.hide()
+        except ValueError as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+        finally:
+            self._committing = False
+
+    def _graph_event(self, event: GraphEvent) -> None:
+        if self._committing or self.node_id is None:
+            return
+        if event.kind == "node_removed" and event.data["node"].id == self.node_id:
+            self.node_id = None
+            self._rebuild()
+            return
+        if event.kind not in _NODE_EVENTS:
+            return
+        link = event.data.get("link")
+        touched = event.data.get("node_id") == self.node_id or (link is not None and link.dst == self.node_id)
+        if touched:
+            self._rebuild()
+
+
+def _port_tip(port: Any) -> str:
+    parts = [f"{port.name}: {port.describe_kind()}"]
+    if port.help:
+        parts.append(port.help)
+    if port.range is not None:
+        parts.append(f"range {port.range.min} … {port.range.max}")
+    return "\n".join(parts)
+
+
+def _line() -> QFrame:
+    f = QFrame()
+    f.setFrameShape(QFrame.Shape.HLine)
+    f.setFrameShadow(QFrame.Shadow.Sunken)
+    return f

@@ -1,0 +1,638 @@
+"""The main window: workflows in tabs, file handling, docks, running, autosave and restore.
+
+Each tab is a WorkflowDocument (the model: Graph + undo stack) shown by a CanvasView. The window
+owns one RunController (the engine), one AutosaveManager and the dock panels; it routes engine
+events to the view of the document that started the run. Questions that would block (unsaved
+changes, where to save, restore after a crash) go through replaceable callables, so tests answer
+them without a modal dialog.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QUndoGroup
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import paths
+from app.graph.io import WorkflowFormatError
+from app.ui import autosave as A
+from app.ui.canvas.palette import NodePalette
+from app.ui.canvas.view import CanvasView
+from app.ui.document import WorkflowDocument
+from app.ui.panels.inspector import InspectorPanel
+from app.ui.panels.log import LogPanel
+from app.ui.panels.preview import PreviewPanel
+from app.ui.panels.queue import QueuePanel
+from app.ui.runner import RunController, RunJob, apply_event_to_view
+from app.ui.settings import Settings
+from nodes.registry import REGISTRY, Registry
+
+DEFAULT_WORKFLOW = "blend_and_grade.json"
+WORKFLOW_FILTER = "Workflows (*.json *.png);;All files (*)"
+
+
+def icon(name: str) -> QIcon:
+    p = paths.resource("icons", f"{name}.svg")
+    return QIcon(str(p)) if p.exists() else QIcon()
+
+
+def example_workflows() -> list[pathlib.Path]:
+    return sorted(paths.WORKFLOWS.glob("*.json")) if paths.WORKFLOWS.is_dir() else []
+
+
+def _example_title(p: pathlib.Path) -> str:
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8")).get("meta", {})
+        if isinstance(meta, dict) and isinstance(meta.get("title"), str):
+            return meta["title"]
+    except (OSError, ValueError):
+        pass
+    return p.stem.replace("_", " ").capitalize()
+
+
+class MainWindow(QMainWindow):
+    """See the module docstring. `ask_*` attributes may be replaced (tests, embedding)."""
+
+    def __init__(self, settings: Settings | None = None, registry: Registry = REGISTRY,
+                 workflow: str | pathlib.Path | None = None, open_default: bool = True,
+                 ask_restore: Callable[[list[A.AutosaveEntry]], bool] | None = None) -> None:
+        super().__init__()
+        self.settings = settings or Settings()
+        self.registry = registry
+        self.setWindowTitle("imagebash")
+        self.setWindowIcon(icon("imagebash"))
+        self.resize(1500, 920)
+        #: Answers "save changes to X?" with "save", "discard" or "cancel".
+        self.ask_unsaved: Callable[[WorkflowDocument], str] = self._ask_unsaved_dialog
+        #: Answers "save X where?" with a path, or None to cancel.
+        self.ask_save_path: Callable[[WorkflowDocument], pathlib.Path | None] = self._ask_save_path_dialog
+        self.ask_restore = ask_restore or self._ask_restore_dialog
+        self._titles: dict[int, str] = {}  # id(doc) -> title of a document opened from an example
+        self._views: list[CanvasView] = []
+
+        self.undo_group = QUndoGroup(self)
+        self.runner = RunController(self.settings.engine_settings(), registry, self)
+        self.runner.engineEvent.connect(self._engine_event)
+        self.runner.jobStarted.connect(self._job_started)
+        self.runner.jobFinished.connect(self._job_finished)
+
+        self.tabs = QTabWidget()
+        self.tabs.setTabsClosable(True)
+        self.tabs.setMovable(True)
+        self.tabs.setDocumentMode(True)
+        self.tabs.tabCloseRequested.connect(lambda i: self.close_tab(i))
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self.welcome = self._welcome_strip()
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.welcome)
+        lay.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+        self.palette_panel = NodePalette(registry)
+        self.inspector = InspectorPanel()
+        self.preview = PreviewPanel()
+        self.queue = QueuePanel(self.runner)
+        self.log = LogPanel()
+        self.log.nodeClicked.connect(self._select_node)
+        self.docks: dict[str, QDockWidget] = {}
+        self._dock("Nodes", self.palette_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Preview", self.preview, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Queue", self.queue, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self._dock("Log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Queue"], self.docks["Log"])
+        self.docks["Queue"].raise_()
+        self.resizeDocks([self.docks["Nodes"]], [230], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Inspector"]], [360], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Inspector"], self.docks["Preview"]], [380, 420], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Queue"]], [170], Qt.Orientation.Vertical)
+
+        self._build_actions()
+        self.statusBar().showMessage("Ready", 3000)
+        self._restore_layout()
+
+        self.autosave = A.AutosaveManager(self.settings.autosave_interval_s, self)
+        restored = self._offer_restore()
+        if workflow is not None:
+            self.open_path(workflow)
+        elif open_default and not restored:
+            self.open_default()
+        if self.tabs.count() == 0:
+            self.new_document()
+
+    # building -----------------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        self.docks[title] = dock
+        return dock
+
+    def _welcome_strip(self) -> QFrame:
+        strip = QFrame()
+        strip.setObjectName("welcomeStrip")
+        row = QHBoxLayout(strip)
+        row.setContentsMargins(10, 4, 4, 4)
+        hello = QLabel("<b>Welcome to imagebash.</b> Open an example:")
+        row.addWidget(hello)
+        self.example_buttons: list[QToolButton] = []
+        for p in example_workflows():
+            b = QToolButton()
+            b.setText(_example_title(p))
+            b.setToolTip(str(p))
+            b.setObjectName(f"example_{p.stem}")
+            b.setAutoRaise(True)
+            b.setCursor(Qt.CursorShape.PointingHandCursor)
+            b.clicked.connect(lambda _=False, path=p: self.open_example(path))
+            row.addWidget(b)
+            self.example_buttons.append(b)
+        row.addStretch(1)
+        close = QToolButton()
+        close.setText("✕")
+        close.setToolTip("Hide the welcome strip (Help ▸ Examples still lists them)")
+        close.setAutoRaise(True)
+        close.clicked.connect(self._hide_welcome)
+        row.addWidget(close)
+        strip.setVisible(self.settings.show_welcome)
+        return strip
+
+    def _hide_welcome(self) -> None:
+        self.welcome.hide()
+        self.settings.show_welcome = False
+
+    def _action(self, text: str, slot: Callable[[], Any], shortcut: Any = None, icon_name: str = "",
+                tip: str = "") -> QAction:
+        a = QAction(icon(icon_name) if icon_name else QIcon(), text, self)
+        if shortcut is not None:
+            a.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+        a.setToolTip(f"{tip or text} ({a.shortcut().toString()})" if shortcut is not None else (tip or text))
+        a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        a.triggered.connect(lambda _=False: slot())
+        self.addAction(a)
+        return a
+
+    def _build_actions(self) -> None:
+        K = QKeySequence
+        self.act_new = self._action("&New", self.new_document, K.StandardKey.New, "new")
+        self.act_open = self._action("&Open…", self.open_dialog, K.StandardKey.Open, "open")
+        self.act_save = self._action("&Save", self.save_current, K.StandardKey.Save, "save")
+        self.act_save_as = self._action("Save &As…", self.save_current_as, K("Ctrl+Shift+S"))
+        self.act_close = self._action("&Close Tab", self.close_tab, K("Ctrl+W"))
+        self.act_export = self._action("&Export…", self.export_dialog, K("Ctrl+E"), "export",
+                                       "Export a node's output as images or a video")
+        self.act_settings = self._action("Se&ttings…", self.settings_dialog, K("Ctrl+,"), "settings")
+        self.act_quit = self._action("&Quit", self.close, K("Ctrl+Q"))
+        self.act_run = self._action("&Run", self.run_current, [K("Ctrl+Return"), K("Ctrl+Enter")], "run",
+                                    "Run the workflow")
+        self.act_run_selected = self._action("Run &Selected", self.run_selected,
+                                             [K("Ctrl+Shift+Return"), K("Ctrl+Shift+Enter")], "run_selected",
+                                             "Run the selected nodes and what they need")
+        self.act_cancel = self._action("&Cancel", self.cancel_run, K("Esc"), "cancel", "Cancel the run")
+        self.act_cancel.setEnabled(False)
+        self.act_train = self._action("Train &LoRA…", self.train_dialog, None, "train",
+                                      "Train a style LoRA or DoRA on a folder of images")
+        self.act_undo = self.undo_group.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcuts(QKeySequence.StandardKey.Undo)
+        self.act_redo = self.undo_group.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcuts([K("Ctrl+Shift+Z"), K("Ctrl+Y")])
+        for a in (self.act_undo, self.act_redo):
+            self.addAction(a)
+
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        m.addActions([self.act_new, self.act_open])
+        self.recent_menu = m.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        m.addSeparator()
+        m.addActions([self.act_save, self.act_save_as, self.act_export])
+        m.addSeparator()
+        m.addActions([self.act_settings, self.act_close, self.act_quit])
+        e = mb.addMenu("&Edit")
+        e.addActions([self.act_undo, self.act_redo])
+        r = mb.addMenu("&Run")
+        r.addActions([self.act_run, self.act_run_selected, self.act_cancel])
+        t = mb.addMenu("&Tools")
+        t.addAction(self.act_train)
+        v = mb.addMenu("&View")
+        for dock in self.docks.values():
+            v.addAction(dock.toggleViewAction())
+        v.addSeparator()
+        v.addAction(self._action("Toggle Light/Dark Theme", self.toggle_theme))
+        v.addAction(self._action("Show Welcome Strip", lambda: self.welcome.show()))
+        h = mb.addMenu("&Help")
+        ex = h.addMenu("&Examples")
+        for p in example_workflows():
+            ex.addAction(_example_title(p), lambda path=p: self.open_example(path))
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("toolbar_main")
+        tb.setMovable(False)
+        tb.addActions([self.act_new, self.act_open, self.act_save])
+        tb.addSeparator()
+        tb.addActions([self.act_run, self.act_run_selected, self.act_cancel])
+        tb.addSeparator()
+        tb.addActions([self.act_export, self.act_train, self.act_settings])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self.settings.recent_files()
+        for p in items:
+            self.recent_menu.addAction(p, lambda path=p: self.open_path(path))
+        if not items:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    # documents and tabs -------------------------------------------------------------------------
+    @property
+    def documents(self) -> list[WorkflowDocument]:
+        return [self.tabs.widget(i).document for i in range(self.tabs.count())]
+
+    def current_view(self) -> CanvasView | None:
+        w = self.tabs.currentWidget()
+        return w if isinstance(w, CanvasView) else None
+
+    def current_document(self) -> WorkflowDocument | None:
+        v = self.current_view()
+        return v.document if v is not None else None
+
+    def view_of(self, document: Any) -> CanvasView | None:
+        return next((v for v in self._views if v.document is document), None)
+
+    def add_document(self, doc: WorkflowDocument, title: str | None = None) -> CanvasView:
+        view = CanvasView(doc)
+        view.selectionChanged.connect(lambda ids, v=view: self._selection_changed(v, ids))
+        view.nodeActivated.connect(lambda nid, v=view: self._node_activated(v, nid))
+        view.workflowDropped.connect(self.open_path)
+        view.runNodeRequested.connect(lambda nid, v=view: self.run_nodes(v, [nid]))
+        self._views.append(view)
+        if title:
+            self._titles[id(doc)] = title
+            doc.autosave_title = title  # what the restore dialog calls it after a crash
+        doc.dirtyChanged.connect(lambda _d, v=view: self._update_title(v))
+        doc.pathChanged.connect(lambda _p, v=view: self._path_changed(v))
+        self.undo_group.addStack(doc.undo_stack)
+        self.autosave.register(doc)
+        i = self.tabs.addTab(view, "")
+        self._update_title(view)
+        self.tabs.setCurrentIndex(i)
+        QTimer.singleShot(0, view.frame_all)
+        return view
+
+    def tab_title(self, doc: WorkflowDocument) -> str:
+        name = doc.path.name if doc.path else self._titles.get(id(doc), "untitled")
+        return name + (" *" if doc.is_dirty() else "")
+
+    def _update_title(self, view: CanvasView) -> None:
+        i = self.tabs.indexOf(view)
+        if i < 0:
+            return
+        doc = view.document
+        self.tabs.setTabText(i, self.tab_title(doc))
+        self.tabs.setTabToolTip(i, str(doc.path) if doc.path else "not saved yet")
+        if view is self.current_view():
+            self.setWindowTitle(f"{self.tab_title(doc)} — imagebash")
+
+    def _path_changed(self, view: CanvasView) -> None:
+        self._titles.pop(id(view.document), None)
+        self._update_title(view)
+
+    def _tab_changed(self, _index: int) -> None:
+        view = self.current_view()
+        if view is None:
+            self.inspector.clear()
+            self.setWindowTitle("imagebash")
+            return
+        self.undo_group.setActiveStack(view.document.undo_stack)
+        self._update_title(view)
+        self.preview.set_outputs(self.runner.outputs(view.document))
+        ids = view.selected_node_ids()
+        self.inspector.show_node(view.document, ids[0] if len(ids) == 1 else None)
+
+    def new_document(self) -> CanvasView:
+        return self.add_document(WorkflowDocument(registry=self.registry))
+
+    def open_default(self) -> CanvasView | None:
+        p = paths.WORKFLOWS / DEFAULT_WORKFLOW
+        return self.open_example(p) if p.is_file() else None
+
+    def open_example(self, path: str | pathlib.Path) -> CanvasView | None:
+        """Open an example as an unsaved copy, so saving never overwrites the shipped file."""
+        p = pathlib.Path(path)
+        try:
+            doc = WorkflowDocument.load(p, self.registry)
+        except WorkflowFormatError as exc:
+            self.error(str(exc))
+            return None
+        doc.path = None
+        return self.add_document(doc, title=p.stem)
+
+    def open_path(self, path: str | pathlib.Path) -> CanvasView | None:
+        p = pathlib.Path(path).expanduser()
+        for v in self._views:
+            if v.document.path is not None and p.suffix.lower() != ".png" and _same(v.document.path, p):
+                self.tabs.setCurrentWidget(v)
+                return v
+        try:
+            doc = WorkflowDocument.load(p, self.registry)
+        except WorkflowFormatError as exc:
+            self.error(str(exc))
+            return None
+        view = self.add_document(doc, title=p.stem if doc.path is None else None)
+        if doc.path is not None:
+            self.settings.add_recent(p)
+        self.statusBar().showMessage(f"Opened {p}", 4000)
+        return view
+
+    def open_dialog(self) -> None:
+        start = str(self.settings.get("ui/last_dir", str(paths.WORKFLOWS)))
+        files, _ = QFileDialog.getOpenFileNames(self, "Open workflow", start, WORKFLOW_FILTER)
+        for f in files:
+            self.settings.set("ui/last_dir", str(pathlib.Path(f).parent))
+            self.open_path(f)
+
+    def save_document(self, doc: WorkflowDocument, path: str | pathlib.Path | None = None) -> bool:
+        target = pathlib.Path(path) if path is not None else doc.path
+        if target is None:
+            target = self.ask_save_path(doc)
+            if target is None:
+                return False
+        if target.suffix.lower() != ".json":
+            target = target.with_name(target.name + ".json") if target.suffix == "" else target
+        try:
+            doc.save(target)
+        except OSError as exc:
+            self.error(f"Could not save {target}: {exc}")
+            return False
+        self.settings.add_recent(target)
+        self.autosave.save_now()
+        self.statusBar().showMessage(f"Saved {target}", 4000)
+        return True
+
+    def save_current(self) -> bool:
+        doc = self.current_document()
+        return doc is not None and self.save_document(doc)
+
+    def save_current_as(self) -> bool:
+        doc = self.current_document()
+        if doc is None:
+            return False
+        target = self.ask_save_path(doc)
+        return target is not None and self.save_document(doc, target)
+
+    def close_tab(self, index: int | None = None) -> bool:
+        """Close a tab (the current one by default), asking about unsaved changes; False if kept."""
+        i = self.tabs.currentIndex() if index is None else index
+        view = self.tabs.widget(i)
+        if not isinstance(view, CanvasView):
+            return False
+        doc = view.document
+        if doc.is_dirty():
+            answer = self.ask_unsaved(doc)
+            if answer == "cancel" or (answer == "save" and not self.save_document(doc)):
+                return False
+        if self.runner.current is not None and self.runner.current.document is doc:
+            self.runner.cancel()
+        self.tabs.removeTab(self.tabs.indexOf(view))
+        self._views.remove(view)
+        self.undo_group.removeStack(doc.undo_stack)
+        self.autosave.unregister(doc)
+        self.runner.forget(doc)
+        self._titles.pop(id(doc), None)
+        if self.inspector.document is doc:
+            self.inspector.clear()
+        view.deleteLater()
+        return True
+
+    # questions (replaceable) --------------------------------------------------------------------
+    def _ask_unsaved_dialog(self, doc: WorkflowDocument) -> str:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved changes",
+                          f"Save the changes to {self.tab_title(doc).rstrip(' *')} before closing?",
+                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                          | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Save)
+        answer = box.exec()
+        return {QMessageBox.StandardButton.Save: "save",
+                QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+
+    def _ask_save_path_dialog(self, doc: WorkflowDocument) -> pathlib.Path | None:
+        start = str(doc.path or pathlib.Path(str(self.settings.get("ui/last_dir", pathlib.Path.home())))
+                    / (self.tab_title(doc).rstrip(" *").removesuffix(".json") + ".json"))
+        f, _ = QFileDialog.getSaveFileName(self, "Save workflow", start, "Workflows (*.json)")
+        if not f:
+            return None
+        self.settings.set("ui/last_dir", str(pathlib.Path(f).parent))
+        return pathlib.Path(f)
+
+    def _ask_restore_dialog(self, entries: list[A.AutosaveEntry]) -> bool:
+        from app.ui.dialogs.restore import ask_restore
+
+        return ask_restore(entries, self)
+
+    # autosave and restore -----------------------------------------------------------------------
+    def _offer_restore(self) -> bool:
+        orphans = A.find_orphans()
+        if not orphans:
+            return False
+        entries = [e for o in orphans for e in o.entries]
+        restored = False
+        if self.ask_restore(entries):
+            for e in entries:
+                try:
+                    graph = e.graph()
+                except WorkflowFormatError as exc:
+                    self.log.add("warning", f"could not restore {e.title}: {exc}")
+                    continue
+                doc = WorkflowDocument(graph, self.registry, pathlib.Path(e.path) if e.path else None)
+                doc.undo_stack.resetClean()  # restored work is unsaved work
+                self.add_document(doc, title=None if e.path else e.title)
+                restored = True
+            self.autosave.save_now()  # safe in this session before the old one is deleted
+            self.log.add("info", f"restored {len(entries)} workflow(s) from the last session's autosave")
+        for o in orphans:
+            o.discard()
+        return restored
+
+    # running ------------------------------------------------------------------------------------
+    def run_current(self) -> RunJob | None:
+        view = self.current_view()
+        return self.run_nodes(view, None) if view is not None else None
+
+    def run_selected(self) -> RunJob | None:
+        view = self.current_view()
+        if view is None:
+            return None
+        ids = view.selected_node_ids()
+        if not ids:
+            self.statusBar().showMessage("Select the nodes to run first", 4000)
+            return None
+        return self.run_nodes(view, ids)
+
+    def run_nodes(self, view: CanvasView, targets: list[str] | None) -> RunJob:
+        doc = view.document
+        job = self.runner.submit(doc, doc.graph, targets, self.settings.output_dir,
+                                 title=self.tab_title(doc).rstrip(" *"))
+        return job
+
+    def cancel_run(self) -> None:
+        if self.runner.cancel():
+            self.statusBar().showMessage("Cancelling…", 3000)
+
+    def _job_started(self, job: RunJob) -> None:
+        view = self.view_of(job.document)
+        if view is not None:
+            view.clear_states()
+        self.act_cancel.setEnabled(True)
+        self.statusBar().showMessage(f"Running {job.title}…")
+
+    def _job_finished(self, job: RunJob) -> None:
+        self.act_cancel.setEnabled(self.runner.busy)
+        view = self.view_of(job.document)
+        if job.status == "error":
+            for pr in job.problems:
+                if view is not None and pr.node_id and pr.node_id in job.document.graph.nodes:
+                    view.set_node_state(pr.node_id, "failed", message=pr.message)
+                self.log.add("error", str(pr), pr.node_id)
+            if not job.problems:
+                self.log.add("error", job.message, details=job.message)
+        what = {"done": "finished", "failed": "finished with errors", "cancelled": "cancelled",
+                "error": "could not start"}.get(job.status, job.status)
+        took = f" in {job.duration:.1f}s" if job.duration is not None else ""
+        files = f"; {len(job.files)} file(s) in {job.output_dir}" if job.files else ""
+        self.log.add("info" if job.status == "done" else "warning", f"run #{job.number} {what}{took}{files}")
+        self.statusBar().showMessage(f"Run #{job.number} {what}{took}", 6000)
+        if view is not None and view is self.current_view():
+            self.preview.set_outputs(self.runner.outputs(job.document))
+
+    def _engine_event(self, job: RunJob, event: Any) -> None:
+        from app.engine import events as ev
+
+        doc = job.document
+        view = self.view_of(doc)
+        if isinstance(event, ev.NodeFailed):
+            if event.upstream is None:
+                self.log.add("error", event.message, event.node_id, event.traceback)
+        elif isinstance(event, ev.NodeLog):
+            self.log.add(event.level, event.message, event.node_id)
+        if view is not None and event.node_id in doc.graph.nodes and event.node_id not in job.hidden_nodes:
+            apply_event_to_view(view, job, event, self.runner.outputs(doc))
+        if isinstance(event, ev.NodeFinished) and view is self.current_view():
+            self.preview.set_outputs(self.runner.outputs(doc))
+
+    # selection ----------------------------------------------------------------------------------
+    def _selection_changed(self, view: CanvasView, ids: list) -> None:
+        if view is not self.current_view():
+            return
+        self.inspector.show_node(view.document, ids[0] if len(ids) == 1 else None)
+        if len(ids) == 1:
+            self.preview.show_output(ids[0])
+
+    def _node_activated(self, view: CanvasView, node_id: str) -> None:
+        self.preview.set_outputs(self.runner.outputs(view.document))
+        if self.preview.show_output(node_id):
+            self.docks["Preview"].show()
+            self.docks["Preview"].raise_()
+
+    def _select_node(self, node_id: str) -> None:
+        view = self.current_view()
+        if view is not None and node_id in view.document.graph.nodes:
+            view.select_nodes([node_id]) if hasattr(view, "select_nodes") else None
+            view.frame_selected()
+
+    # dialogs ------------------------------------------------------------------------------------
+    def settings_dialog(self) -> None:
+        from app.ui.dialogs.settings import SettingsDialog
+
+        dlg = SettingsDialog(self.settings, self)
+        if dlg.exec():
+            self.apply_settings()
+
+    def apply_settings(self) -> None:
+        self.runner.apply_settings(self.settings.engine_settings())
+        self.apply_theme(self.settings.theme)
+
+    def apply_theme(self, name: str) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        from app.ui.theme import apply_theme
+
+        apply_theme(QApplication.instance(), name)
+
+    def toggle_theme(self) -> None:
+        self.settings.theme = "light" if self.settings.theme == "dark" else "dark"
+        self.apply_theme(self.settings.theme)
+
+    def export_dialog(self) -> None:
+        from app.ui.dialogs.export import ExportDialog
+
+        view = self.current_view()
+        if view is None:
+            return
+        ids = view.selected_node_ids()
+        ExportDialog(self, view.document, preselect=ids[0] if ids else None).exec()
+
+    def train_dialog(self) -> None:
+        from app.ui.dialogs.train_lora import TrainLoraDialog
+
+        dlg = TrainLoraDialog(self.settings, self)
+        dlg.show()
+
+    def error(self, message: str) -> None:
+        """Report a problem without blocking: log line, status bar, and a window-modal note."""
+        self.log.add("error", message)
+        self.statusBar().showMessage(message, 8000)
+        box = QMessageBox(QMessageBox.Icon.Warning, "imagebash", message, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    # closing ------------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        for view in list(self._views):
+            doc = view.document
+            if not doc.is_dirty():
+                continue
+            self.tabs.setCurrentWidget(view)
+            answer = self.ask_unsaved(doc)
+            if answer == "cancel" or (answer == "save" and not self.save_document(doc)):
+                event.ignore()
+                return
+        self.settings.set("ui/geometry", self.saveGeometry())
+        self.settings.set("ui/state", self.saveState())
+        self.settings.sync()
+        self.runner.shutdown()
+        self.autosave.close_clean()
+        event.accept()
+
+    def _restore_layout(self) -> None:
+        geo = self.settings.get("ui/geometry")
+        state = self.settings.get("ui/state")
+        if isinstance(geo, QByteArray):
+            self.restoreGeometry(geo)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+
+def _same(a: pathlib.Path, b: pathlib.Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False

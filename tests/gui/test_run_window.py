@@ -1,0 +1,121 @@
+"""Running from the window: Ctrl+Enter, live node states and thumbnails, cancel, errors, queue, preview."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+
+from app.graph.model import Graph, Link, NodeInstance
+from app.ui.document import WorkflowDocument
+from tests.gui.conftest import node_item, wait_job
+
+
+def _qimage_array(img):
+    img = img.convertToFormat(img.Format.Format_RGB888)
+    w, h = img.width(), img.height()
+    buf = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, img.bytesPerLine())
+    return buf[:, : w * 3].reshape(h, w, 3).copy()
+
+
+def test_ctrl_enter_runs_the_default_workflow(make_window, qtbot, gui_settings):
+    win = make_window()
+    win.activateWindow()
+    view = win.current_view()
+    view.setFocus()
+    with qtbot.waitSignal(win.runner.jobFinished, timeout=20000) as finished:
+        qtbot.keyClick(view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    job = finished.args[0]
+    assert job.status == "done", job.message or job.errors
+    files = list(gui_settings.output_dir.glob("blend_and_grade_*.png"))
+    assert len(files) == 1 and job.files == files
+    # the Save node shows the picture it saved; the grade node its own output
+    save = node_item(view, "save")
+    assert save.state == "done" and save.thumbnail is not None and not save.thumbnail.isNull()
+    pixels = _qimage_array(save.thumbnail)
+    assert pixels.std() > 5  # a real picture, not a flat placeholder
+    assert node_item(view, "grade").thumbnail is not None
+    # the queue lists the run with its file; the preview offers every node's output
+    assert win.queue.status_of(job.number) == "done"
+    assert win.queue.files_of(job.number) == [str(files[0])]
+    assert "grade.image" in [win.preview.source.itemText(i) for i in range(win.preview.source.count())]
+
+    # a second run hits the cache for unchanged nodes and writes a second file
+    job2 = wait_job(qtbot, win, win.run_current())
+    assert job2.status == "done"
+    assert node_item(view, "grade").state == "cached"
+    assert len(list(gui_settings.output_dir.glob("blend_and_grade_*.png"))) == 2
+
+
+def _slow_graph() -> Graph:
+    g = Graph()
+    g.add_node(NodeInstance("noise", "test.gui.noise", {"width": 24, "height": 16}))
+    g.add_node(NodeInstance("slow", "test.gui.slow", {"seconds": 60.0}, position=(260, 0)))
+    g.connect(Link("noise", "image", "slow", "image"))
+    return g
+
+
+def test_escape_cancels_a_slow_run_and_the_window_stays_responsive(make_window, qtbot, test_registry):
+    win = make_window(registry=test_registry, open_default=False)
+    view = win.add_document(WorkflowDocument(_slow_graph(), test_registry))
+    job = win.run_current()
+    item = node_item(view, "slow")
+    qtbot.waitUntil(lambda: item.state == "running" and (item.progress or 0) > 0, timeout=10000)
+    qtbot.waitUntil(lambda: item.thumbnail is not None, timeout=5000)  # the step preview arrived
+    # the GUI thread is free while the node runs: edits go through
+    view.document.set_param("noise", "seed", 5)
+    assert view.document.graph.nodes["noise"].params["seed"] == 5
+    win.activateWindow()
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_Escape)
+    wait_job(qtbot, win, job, timeout=5000)
+    assert job.status == "cancelled"
+    assert job.duration < 30
+    assert win.queue.status_of(job.number) == "cancelled"
+
+
+def test_a_failing_node_shows_its_error_on_the_node_and_in_the_log(make_window, qtbot, test_registry):
+    win = make_window(registry=test_registry, open_default=False)
+    g = Graph()
+    g.add_node(NodeInstance("noise", "test.gui.noise"))
+    g.add_node(NodeInstance("bad", "test.gui.fail", position=(260, 0)))
+    g.add_node(NodeInstance("after", "test.gui.slow", {"seconds": 0.0}, position=(520, 0)))
+    g.connect(Link("noise", "image", "bad", "image"))
+    g.connect(Link("bad", "image", "after", "image"))
+    view = win.add_document(WorkflowDocument(g, test_registry))
+    job = wait_job(qtbot, win, win.run_current())
+    assert job.status == "failed"
+    bad = node_item(view, "bad")
+    assert bad.state == "failed" and "upside down" in bad.message
+    assert node_item(view, "after").state == "failed"  # the descendant did not run
+    assert node_item(view, "noise").state == "done"
+    errors = [ln for ln in win.log.lines() if "upside down" in ln]
+    assert len(errors) == 1  # one line per error, not one per descendant
+    item = next(win.log.tree.topLevelItem(i) for i in range(win.log.tree.topLevelItemCount())
+                if "upside down" in win.log.tree.topLevelItem(i).text(3))
+    win.log.show_details_of(item)
+    assert "Traceback" in win.log.details.toPlainText() and "ValueError" in win.log.details.toPlainText()
+
+
+def test_a_workflow_that_cannot_start_names_the_node(make_window, qtbot, test_registry):
+    win = make_window(registry=test_registry, open_default=False)
+    g = Graph()
+    g.add_node(NodeInstance("slow", "test.gui.slow"))  # its image input is not connected
+    view = win.add_document(WorkflowDocument(g, test_registry))
+    job = wait_job(qtbot, win, win.run_current())
+    assert job.status == "error"
+    assert node_item(view, "slow").state == "failed"
+    assert any("slow" in ln and "image" in ln for ln in win.log.lines())
+
+
+def test_run_selected_runs_only_what_the_node_needs(make_window, qtbot, test_registry):
+    win = make_window(registry=test_registry, open_default=False)
+    g = _slow_graph()
+    g.add_node(NodeInstance("other", "test.gui.noise", {"seed": 3}, position=(0, 200)))
+    view = win.add_document(WorkflowDocument(g, test_registry))
+    view.scene().clearSelection()
+    node_item(view, "other").setSelected(True)
+    assert view.selected_node_ids() == ["other"]
+    job = wait_job(qtbot, win, win.run_selected())
+    assert job.status == "done"
+    assert node_item(view, "other").state == "done"
+    assert node_item(view, "slow").state == "idle" and node_item(view, "noise").state == "idle"

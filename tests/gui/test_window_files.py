@@ -1,0 +1,94 @@
+"""The main window as a user meets it: default workflow, examples, tabs, save/reopen, close prompts."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import Qt
+
+from app.graph.io import graph_to_dict
+from app.paths import WORKFLOWS
+
+
+def test_opens_with_the_default_workflow_and_example_links(make_window, qtbot):
+    win = make_window()
+    doc = win.current_document()
+    assert {"sky", "blend", "grade", "save"} <= set(doc.graph.nodes)
+    assert win.tabs.tabText(0) == "blend_and_grade"  # an unsaved copy: saving never overwrites the example
+    assert doc.path is None and not doc.is_dirty()
+    assert win.welcome.isVisible()
+    names = {b.objectName() for b in win.example_buttons}
+    assert {f"example_{p.stem}" for p in WORKFLOWS.glob("*.json")} == names
+    button = next(b for b in win.example_buttons if b.objectName() == "example_contact_sheet")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert win.tabs.count() == 2
+    expected = json.loads((WORKFLOWS / "contact_sheet.json").read_text())
+    assert set(win.current_document().graph.nodes) == {n["id"] for n in expected["nodes"]}
+
+
+def test_save_reopen_and_compare(make_window, tmp_path):
+    win = make_window()
+    doc = win.current_document()
+    doc.set_param("blend", "opacity", 0.75)
+    assert doc.is_dirty() and win.tabs.tabText(0).endswith("*")
+    target = tmp_path / "mine.json"
+    win.ask_save_path = lambda d: target
+    assert win.save_current()
+    assert target.is_file() and not doc.is_dirty()
+    assert win.tabs.tabText(0) == "mine.json"
+    assert str(target.resolve()) in win.settings.recent_files()
+
+    other = make_window(workflow=target)
+    reopened = other.current_document()
+    assert graph_to_dict(reopened.graph) == graph_to_dict(doc.graph)
+    assert reopened.graph.nodes["blend"].params["opacity"] == 0.75
+    # opening the same file again switches to its tab instead of opening a second copy
+    count = other.tabs.count()
+    other.open_path(target)
+    assert other.tabs.count() == count
+
+
+def test_new_tab_and_undo_redo_follow_the_current_tab(make_window, qtbot):
+    win = make_window()
+    first = win.current_document()
+    first.set_param("blend", "opacity", 0.1)
+    qtbot.keyClick(win, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert win.tabs.count() == 2 and len(win.current_document().graph) == 0
+    win.tabs.setCurrentIndex(0)
+    win.act_undo.trigger()
+    assert first.graph.nodes["blend"].params["opacity"] == 0.4
+    win.act_redo.trigger()
+    assert first.graph.nodes["blend"].params["opacity"] == 0.1
+
+
+def test_unsaved_changes_are_asked_about_on_close(make_window, tmp_path):
+    win = make_window()
+    doc = win.current_document()
+    doc.set_param("grade", "contrast", 1.5)
+    asked = []
+    win.ask_unsaved = lambda d: asked.append(d) or "cancel"
+    assert not win.close()
+    assert win.isVisible() and asked == [doc]
+    assert not win.close_tab()
+    assert win.tabs.count() == 1
+
+    target = tmp_path / "kept.json"
+    win.ask_unsaved = lambda d: "save"
+    win.ask_save_path = lambda d: target
+    assert win.close_tab()
+    saved = {n["id"]: n for n in json.loads(target.read_text())["nodes"]}
+    assert saved["grade"]["params"]["contrast"] == 1.5
+
+    win.new_document().document.add_node("imagebash.image.gradient", (0, 0))
+    win.ask_unsaved = lambda d: "discard"
+    assert win.close()
+    assert not win.isVisible()
+
+
+def test_a_broken_file_is_reported_and_nothing_is_lost(make_window, tmp_path):
+    win = make_window()
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"format": "imagebash/1", "nodes": [{"id": "a"}]}')
+    assert win.open_path(bad) is None
+    assert win.tabs.count() == 1
+    assert any("broken.json" in line for line in win.log.lines())
