@@ -1,0 +1,537 @@
+"""CanvasView: the node editor widget for one WorkflowDocument.
+
+Mouse gestures live in app/ui/canvas/gestures.py (one class each); this class routes events to
+them, handles keys, drops and the clipboard, and offers the run-state API the window drives.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QGuiApplication, QImage, QKeySequence, QPainter
+from PySide6.QtWidgets import (
+    QGraphicsProxyWidget,
+    QGraphicsSimpleTextItem,
+    QGraphicsTextItem,
+    QGraphicsView,
+    QMenu,
+    QWidget,
+)
+
+from app.graph import GraphError, Link, NodeMode, io
+from app.ui.canvas.frames import GroupItem, NoteItem
+from app.ui.canvas.gestures import GESTURES, Gesture
+from app.ui.canvas.link_item import LinkItem, RerouteDot
+from app.ui.canvas.minimap import Minimap
+from app.ui.canvas.node_item import NodeItem
+from app.ui.canvas.scene import CanvasScene
+from app.ui.canvas.search import NodeSearchPopup
+from app.ui.document import WorkflowDocument, is_workflow_json
+from nodes.registry import NodeSpec, compatible
+
+NODE_MIME = "application/x-imagebash-node"
+WORKFLOW_MIME = "application/x-imagebash-workflow"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
+LOAD_IMAGE, LOAD_VIDEO = "imagebash.image.load", "imagebash.video.load"
+MIN_SCALE, MAX_SCALE = 0.05, 3.0
+
+
+class CanvasView(QGraphicsView):
+    """See the module docstring. `document` is the model; `canvas` the scene showing it."""
+
+    selectionChanged = Signal(list)
+    nodeActivated = Signal(str)
+    workflowDropped = Signal(str)
+    runNodeRequested = Signal(str)
+    statusMessage = Signal(str)
+
+    def __init__(self, document: WorkflowDocument, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.document = document
+        self.canvas = CanvasScene(document, self)  # a Python reference: the view does not own it
+        self.setScene(self.canvas)
+        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
+        self.setOptimizationFlags(QGraphicsView.OptimizationFlag.DontSavePainterState)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setAcceptDrops(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.space_held = False
+        self._gesture: Gesture | None = None
+        self._last_scene_pos = QPointF()
+        self.search_popup: NodeSearchPopup | None = None
+        self.refusal = QGraphicsSimpleTextItem()
+        font = QFont()
+        font.setBold(True)
+        self.refusal.setFont(font)
+        self.refusal.setFlag(self.refusal.GraphicsItemFlag.ItemIgnoresTransformations)
+        self.refusal.setZValue(2000)
+        self.refusal.hide()
+        self.canvas.addItem(self.refusal)
+        self._refusal_timer = QTimer(self, singleShot=True, interval=2500)
+        self._refusal_timer.timeout.connect(self.hide_refusal)
+        self.minimap = Minimap(self)
+        self.canvas.selectionChanged.connect(self._emit_selection)
+        self.canvas.nodeActivated.connect(self.nodeActivated)
+        self.canvas.message.connect(self.statusMessage)
+        self.destroyed.connect(self.canvas.close)
+        self.centerOn(0, 0)
+
+    # public API for the window -----------------------------------------------------------------
+    def selected_node_ids(self) -> list[str]:
+        return [it.node_id for it in self.canvas.selectedItems() if isinstance(it, NodeItem)]
+
+    def select_nodes(self, ids: list[str]) -> None:
+        self.canvas.clearSelection()
+        for nid in ids:
+            if nid in self.canvas.nodes:
+                self.canvas.nodes[nid].setSelected(True)
+
+    def set_node_state(self, node_id: str, state: str, progress: float | None = None,
+                       message: str | None = None) -> None:
+        item = self.canvas.nodes.get(node_id)
+        if item is not None:
+            item.set_state(state, progress, message)
+
+    def set_node_thumbnail(self, node_id: str, image: Any) -> None:
+        """Show an output on the node: float (H, W, C) or (N, H, W, C) in [0, 1], or None to clear."""
+        item = self.canvas.nodes.get(node_id)
+        if item is not None:
+            item.set_thumbnail(None if image is None else to_qimage(image, max_side=256))
+
+    def clear_states(self) -> None:
+        for item in self.canvas.nodes.values():
+            item.set_state("idle")
+
+    def content_rect(self) -> QRectF:
+        rect = QRectF()
+        for table in (self.canvas.nodes, self.canvas.groups, self.canvas.notes):
+            for item in table.values():
+                rect = rect.united(item.sceneBoundingRect())
+        return rect
+
+    def frame_rect(self, rect: QRectF) -> None:
+        if rect.isNull() or not rect.isValid():
+            self.resetTransform()
+            self.centerOn(0, 0)
+            return
+        self.fitInView(rect.adjusted(-60, -60, 60, 60), Qt.AspectRatioMode.KeepAspectRatio)
+        s = self.transform().m11()
+        if s > 1.25:
+            self.scale(1.25 / s, 1.25 / s)
+            self.centerOn(rect.center())
+        self.minimap.update()
+
+    def frame_all(self) -> None:
+        self.frame_rect(self.content_rect())
+
+    def frame_selected(self) -> None:
+        rect = QRectF()
+        for it in self.canvas.selectedItems():
+            rect = rect.united(it.sceneBoundingRect())
+        self.frame_rect(rect if rect.isValid() else self.content_rect())
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        """Zoom keeping the scene point under `anchor` (viewport coordinates) in place."""
+        s = self.transform().m11()
+        factor = max(MIN_SCALE / s, min(MAX_SCALE / s, factor))
+        anchor = anchor if anchor is not None else QPointF(self.viewport().rect().center())
+        before = self.mapToScene(anchor.toPoint())
+        self.scale(factor, factor)
+        after = self.mapToScene(anchor.toPoint())
+        d = after - before
+        self.translate(d.x(), d.y())
+        self.minimap.update()
+
+    def pan_by(self, dx: float, dy: float) -> None:
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - round(dx))
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() - round(dy))
+        self.minimap.update()
+
+    def node_item_at(self, scene_pos: QPointF) -> NodeItem | None:
+        for it in self.canvas.items(scene_pos):
+            if isinstance(it, NodeItem):
+                return it
+        return None
+
+    # refusing a link ---------------------------------------------------------------------------
+    def show_refusal(self, text: str, scene_pos: QPointF) -> None:
+        self.refusal.setText(text)
+        self.refusal.setBrush(self.canvas.palette["refuse"])
+        self.refusal.setPos(scene_pos + QPointF(14 / self.transform().m11(), 10 / self.transform().m11()))
+        self.refusal.show()
+
+    def hide_refusal(self) -> None:
+        self.refusal.hide()
+
+    def refuse(self, text: str, scene_pos: QPointF) -> None:
+        """Say why an edit was refused, next to the cursor for a moment and in the status bar."""
+        self.show_refusal(text, scene_pos)
+        self._refusal_timer.start()
+        self.statusMessage.emit(text)
+
+    # search popup ------------------------------------------------------------------------------
+    def open_search(self, scene_pos: QPointF, connect_from: tuple[str, str, bool] | None = None) -> NodeSearchPopup:
+        """Node search at `scene_pos`; with `connect_from` (node, port, is_output) it lists only nodes
+        that can connect to that port and links the new node to it."""
+        doc = self.document
+        accept = None
+        if connect_from is not None:
+            node_id, port, output = connect_from
+            ps = doc.output_port(node_id, port) if output else doc.input_port(node_id, port)
+            kind = ps.kind if ps is not None else "Any"
+
+            def accept(spec: NodeSpec) -> bool:
+                if output:
+                    return any(compatible(kind, p.kind) for p in spec.inputs)
+                return any(compatible(p.kind, kind) for p in spec.outputs)
+
+        popup = NodeSearchPopup(doc.registry, accept, self)
+
+        def picked(type_id: str) -> None:
+            pos = (scene_pos.x(), scene_pos.y())
+            if connect_from is None:
+                nid = doc.add_node(type_id, pos)
+            elif connect_from[2]:
+                nid = doc.add_node_connected(type_id, pos, src=connect_from[:2])
+            else:
+                nid = doc.add_node_connected(type_id, (pos[0] - 220, pos[1]), dst=connect_from[:2])
+            self.select_nodes([nid])
+
+        popup.picked.connect(picked)
+        self.search_popup = popup
+        popup.show_at(self.mapToGlobal(self.mapFromScene(scene_pos)))
+        return popup
+
+    # mouse -------------------------------------------------------------------------------------
+    def mousePressEvent(self, event) -> None:
+        self._last_scene_pos = self.mapToScene(event.position().toPoint())
+        if self.canvas.editor is not None or self._editing_text():
+            super().mousePressEvent(event)
+            return
+        for cls in GESTURES:
+            gesture = cls.start(self, event)
+            if gesture is not None:
+                self._gesture = gesture
+                event.accept()
+                return
+        self.canvas.user_moving = True
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        self._last_scene_pos = self.mapToScene(event.position().toPoint())
+        if self._gesture is not None:
+            self._gesture.move(event)
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._gesture is not None:
+            gesture, self._gesture = self._gesture, None
+            gesture.release(event)
+            return
+        super().mouseReleaseEvent(event)
+        self.canvas.user_moving = False
+        self.canvas.commit_moves()
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        pos = self.mapToScene(event.position().toPoint())
+        if self.canvas.itemAt(pos, self.transform()) is None:
+            self.open_search(pos)
+            return
+        super().mouseDoubleClickEvent(event)
+
+    def wheelEvent(self, event) -> None:
+        delta = event.angleDelta().y() or event.angleDelta().x()
+        if delta:
+            self.zoom_by(1.0015 ** delta, event.position())
+        event.accept()
+
+    # keys --------------------------------------------------------------------------------------
+    def _editing_text(self) -> bool:
+        focus = self.canvas.focusItem()
+        return isinstance(focus, (QGraphicsProxyWidget, QGraphicsTextItem))
+
+    def event(self, event) -> bool:
+        if event.type() == event.Type.KeyPress and event.key() == Qt.Key.Key_Tab and not self._editing_text():
+            self.open_search(self._cursor_scene_pos())
+            return True
+        return super().event(event)
+
+    def _cursor_scene_pos(self) -> QPointF:
+        local = self.viewport().mapFromGlobal(self.cursor().pos())
+        if self.viewport().rect().contains(local):
+            return self.mapToScene(local)
+        return self.mapToScene(self.viewport().rect().center())
+
+    def keyPressEvent(self, event) -> None:
+        if self._editing_text():
+            if event.key() == Qt.Key.Key_Escape:
+                self.canvas.close_editor()
+            super().keyPressEvent(event)
+            return
+        key, mods = event.key(), event.modifiers()
+        ctrl = bool(mods & Qt.KeyboardModifier.ControlModifier)
+        doc = self.document
+        if key == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self.space_held = True
+        elif event.matches(QKeySequence.StandardKey.Undo):
+            doc.undo_stack.undo()
+        elif event.matches(QKeySequence.StandardKey.Redo) or (ctrl and key == Qt.Key.Key_Y):
+            doc.undo_stack.redo()
+        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self.delete_selection()
+        elif event.matches(QKeySequence.StandardKey.Copy):
+            self.copy_selection()
+        elif event.matches(QKeySequence.StandardKey.Cut):
+            self.copy_selection()
+            self.delete_selection()
+        elif event.matches(QKeySequence.StandardKey.Paste):
+            self.paste(self._cursor_scene_pos())
+        elif ctrl and key == Qt.Key.Key_D:
+            self.duplicate_selection()
+        elif ctrl and key == Qt.Key.Key_M:
+            doc.toggle_mode(self.selected_node_ids(), NodeMode.MUTED)
+        elif ctrl and key == Qt.Key.Key_B:
+            doc.toggle_mode(self.selected_node_ids(), NodeMode.BYPASSED)
+        elif ctrl and key == Qt.Key.Key_G:
+            self.group_selection()
+        elif ctrl and key == Qt.Key.Key_A:
+            for item in self.canvas.nodes.values():
+                item.setSelected(True)
+        elif key == Qt.Key.Key_H and not mods:
+            self.toggle_collapse()
+        elif key in (Qt.Key.Key_Home, Qt.Key.Key_F) and not mods:
+            self.frame_all()
+        elif key == Qt.Key.Key_Period and not ctrl:
+            self.frame_selected()
+        elif key == Qt.Key.Key_Escape:
+            self.canvas.clearSelection()
+        else:
+            super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self.space_held = False
+        super().keyReleaseEvent(event)
+
+    # edits on the selection --------------------------------------------------------------------
+    def _selection(self) -> tuple[list[str], list[str], list[str], list[Link], list[RerouteDot]]:
+        items = self.canvas.selectedItems()
+        return ([i.node_id for i in items if isinstance(i, NodeItem)],
+                [i.group_id for i in items if isinstance(i, GroupItem)],
+                [i.note_id for i in items if isinstance(i, NoteItem)],
+                [i.link for i in items if isinstance(i, LinkItem)],
+                [i for i in items if isinstance(i, RerouteDot)])
+
+    def delete_selection(self) -> None:
+        nodes, groups, notes, links, dots = self._selection()
+        doc = self.document
+        doc.undo_stack.beginMacro("Delete")
+        try:
+            for link in {d.link_item.link for d in dots}:
+                if link in self.canvas.links:
+                    keep = [(d.pos().x(), d.pos().y()) for d in self.canvas.links[link].dots if d not in dots]
+                    doc.set_reroutes(link, keep)
+            doc.disconnect_many([ln for ln in links if ln.src not in nodes and ln.dst not in nodes])
+            doc.remove_nodes(nodes, groups, notes)
+        finally:
+            doc.undo_stack.endMacro()
+
+    def copy_selection(self) -> str | None:
+        nodes, groups, notes, _, _ = self._selection()
+        if not (nodes or groups or notes):
+            return None
+        text = self.document.copy_json(nodes, groups, notes)
+        mime = QMimeData()
+        mime.setText(text)
+        mime.setData(WORKFLOW_MIME, text.encode("utf-8"))
+        QGuiApplication.clipboard().setMimeData(mime)
+        return text
+
+    def paste(self, at: QPointF | None = None, text: str | None = None) -> list[str]:
+        """Paste workflow JSON (default: the clipboard) with its top-left at `at`."""
+        if text is None:
+            mime = QGuiApplication.clipboard().mimeData()
+            raw = bytes(mime.data(WORKFLOW_MIME)).decode("utf-8") if mime and mime.hasFormat(WORKFLOW_MIME) else ""
+            text = raw or QGuiApplication.clipboard().text()
+        if not text or not is_workflow_json(text):
+            self.statusMessage.emit("the clipboard holds no imagebash nodes")
+            return []
+        sub = io.loads(text)
+        xs = [n.position for n in sub.nodes.values()] + [(g.rect[0], g.rect[1]) for g in sub.groups.values()]
+        xs += [n.position for n in sub.notes.values()]
+        origin = (min(p[0] for p in xs), min(p[1] for p in xs)) if xs else (0.0, 0.0)
+        at = at if at is not None else self._cursor_scene_pos()
+        ids = self.document.paste(text, (round(at.x() - origin[0]), round(at.y() - origin[1])))
+        self.select_nodes(ids)
+        return ids
+
+    def duplicate_selection(self) -> list[str]:
+        nodes, groups, notes, _, _ = self._selection()
+        if not (nodes or groups or notes):
+            return []
+        ids = self.document.paste(self.document.copy_json(nodes, groups, notes), (40.0, 40.0))
+        self.select_nodes(ids)
+        return ids
+
+    def group_selection(self, title: str = "Group") -> str | None:
+        rect = QRectF()
+        for it in self.canvas.selectedItems():
+            if isinstance(it, (NodeItem, NoteItem)):
+                rect = rect.united(it.sceneBoundingRect())
+        if not rect.isValid():
+            return None
+        rect = rect.adjusted(-20, -48, 20, 20)
+        return self.document.add_group(title, (rect.x(), rect.y(), rect.width(), rect.height()))
+
+    def toggle_collapse(self) -> None:
+        ids = self.selected_node_ids()
+        if not ids:
+            return
+        collapse = not all(self.document.graph.nodes[i].collapsed for i in ids)
+        self.document.undo_stack.beginMacro("Collapse" if collapse else "Expand")
+        try:
+            for nid in ids:
+                self.document.set_collapsed(nid, collapse)
+        finally:
+            self.document.undo_stack.endMacro()
+
+    def _emit_selection(self) -> None:
+        try:
+            self.selectionChanged.emit(self.selected_node_ids())
+        except RuntimeError:  # the scene is going away with the view
+            pass
+
+    # context menu ------------------------------------------------------------------------------
+    def contextMenuEvent(self, event) -> None:
+        pos = self.mapToScene(event.pos())
+        node = self.node_item_at(pos)
+        menu = QMenu(self)
+        doc = self.document
+        if node is not None:
+            if not node.isSelected():
+                self.select_nodes([node.node_id])
+            ids = self.selected_node_ids()
+            menu.addAction("Run to here", lambda: self.runNodeRequested.emit(node.node_id))
+            menu.addSeparator()
+            menu.addAction("Mute\tCtrl+M", lambda: doc.toggle_mode(ids, NodeMode.MUTED))
+            menu.addAction("Bypass\tCtrl+B", lambda: doc.toggle_mode(ids, NodeMode.BYPASSED))
+            menu.addAction("Collapse / expand\tH", self.toggle_collapse)
+            menu.addAction("Group\tCtrl+G", self.group_selection)
+            menu.addSeparator()
+            menu.addAction("Duplicate\tCtrl+D", self.duplicate_selection)
+            menu.addAction("Copy\tCtrl+C", self.copy_selection)
+            menu.addAction("Delete\tDel", self.delete_selection)
+        else:
+            menu.addAction("Add node…\tTab", lambda: self.open_search(pos))
+            menu.addAction("Add note", lambda: doc.add_note("Note", (pos.x(), pos.y())))
+            menu.addAction("Paste\tCtrl+V", lambda: self.paste(pos))
+            menu.addSeparator()
+            menu.addAction("Frame all\tHome", self.frame_all)
+            snap = menu.addAction("Snap to grid")
+            snap.setCheckable(True)
+            snap.setChecked(self.canvas.snap_enabled)
+            snap.toggled.connect(lambda on: setattr(self.canvas, "snap_enabled", on))
+        menu.exec(event.globalPos())
+
+    # drag and drop -----------------------------------------------------------------------------
+    def _accepts(self, mime: QMimeData) -> bool:
+        return mime.hasFormat(NODE_MIME) or any(u.isLocalFile() for u in mime.urls())
+
+    def dragEnterEvent(self, event) -> None:
+        if self._accepts(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        if self._accepts(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:
+        mime = event.mimeData()
+        pos = self.mapToScene(event.position().toPoint())
+        if mime.hasFormat(NODE_MIME):
+            type_id = bytes(mime.data(NODE_MIME)).decode("utf-8")
+            try:
+                self.select_nodes([self.document.add_node(type_id, (pos.x(), pos.y()))])
+            except GraphError as exc:
+                self.statusMessage.emit(str(exc))
+            event.acceptProposedAction()
+            return
+        files = [pathlib.Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
+        if files:
+            self.drop_files(files, pos)
+            event.acceptProposedAction()
+            return
+        event.ignore()
+
+    def drop_files(self, files: list[pathlib.Path], pos: QPointF) -> list[str]:
+        """A PNG carrying a workflow opens it; other images and videos become Load nodes."""
+        loads: list[tuple[str, pathlib.Path]] = []
+        for f in files:
+            suffix = f.suffix.lower()
+            if suffix == ".png" and io.workflow_from_png(f) is not None:
+                self.workflowDropped.emit(str(f))
+            elif suffix in IMAGE_SUFFIXES:
+                loads.append((LOAD_IMAGE, f))
+            elif suffix in VIDEO_SUFFIXES:
+                loads.append((LOAD_VIDEO, f))
+            else:
+                self.statusMessage.emit(f"{f.name}: not an image, video or workflow imagebash can open")
+        ids: list[str] = []
+        if not loads:
+            return ids
+        doc = self.document
+        doc.undo_stack.beginMacro("Drop files")
+        try:
+            for i, (type_id, f) in enumerate(loads):
+                spec = doc.registry.get(type_id)
+                port = next((p for p in spec.inputs if p.kind == "Path"), None) if spec else None
+                if port is None:
+                    self.statusMessage.emit(f"{f.name}: no '{type_id}' node is installed to load it")
+                    continue
+                ids.append(doc.add_node(type_id, (pos.x(), pos.y() + 60 * i), {port.name: str(f)}))
+        finally:
+            doc.undo_stack.endMacro()
+        self.select_nodes(ids)
+        return ids
+
+    # layout ------------------------------------------------------------------------------------
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        m = 10
+        self.minimap.move(self.width() - self.minimap.width() - m, self.height() - self.minimap.height() - m)
+
+    def scrollContentsBy(self, dx: int, dy: int) -> None:
+        super().scrollContentsBy(dx, dy)
+        self.minimap.update()
+
+
+def to_qimage(image: Any, max_side: int = 256) -> QImage:
+    """A display copy of a float image ((N,) H, W, C or H, W in [0, 1]) as a QImage."""
+    arr = np.asarray(image)
+    if arr.ndim == 4:
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    arr = np.ascontiguousarray((np.clip(arr[..., :4], 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
+    h, w, c = arr.shape
+    fmt = QImage.Format.Format_RGBA8888 if c == 4 else QImage.Format.Format_RGB888
+    img = QImage(arr.data, w, h, w * c, fmt).copy()
+    if max(w, h) > max_side:
+        img = img.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
+                         Qt.TransformationMode.SmoothTransformation)
+    return img
