@@ -1,0 +1,136 @@
+"""Every workflow in workflows/ runs through the real engine into a temporary folder.
+
+Workflows made only of image and video nodes run as shipped; others run with the overrides in
+`tests/workflow_sets.py` (a tiny model, a fake server), or are only validated, with a warning
+naming them. The shipped examples also get checks on the pixels and files they produce.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import warnings
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from app.cli import apply_sets
+from app.engine import Engine, EngineSettings, RunResult
+from app.graph.io import load, workflow_from_png
+from app.graph.validate import validate
+from app.paths import RESOURCES, WORKFLOWS
+from nodes.registry import REGISTRY
+from tests.workflow_sets import WORKFLOW_SETS
+
+FILES = sorted(WORKFLOWS.glob("*.json"))
+SELF_CONTAINED = ("imagebash.image.", "imagebash.video.")
+SAMPLES = RESOURCES / "samples"
+
+
+def _rgb(path: pathlib.Path) -> np.ndarray:
+    with PILImage.open(path) as im:
+        return np.asarray(im.convert("RGB"), np.float32) / 255.0
+
+
+def _check_blend_and_grade(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    (png,) = files
+    out, sky = _rgb(png), _rgb(SAMPLES / "sky.png")
+    assert out.shape == sky.shape == (384, 512, 3)
+    assert np.abs(out - sky).mean() > 0.03  # blended and graded, not a copy
+    centre, corner = out[150:230, 220:290].mean(), out[:40, :40].mean()
+    assert centre > corner + 0.05  # the vignette darkens the edges
+    doc = workflow_from_png(png)
+    assert doc is not None and {n["id"] for n in doc["nodes"]} == set(load(wf).nodes)
+
+
+def _check_masked_composite(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    (png,) = files
+    out, sky = _rgb(png), _rgb(SAMPLES / "sky.png")
+    assert out.shape == sky.shape
+    assert np.abs(out[:40, -60:] - sky[:40, -60:]).max() < 2 / 255  # far from the figure: untouched
+    place = load(wf).nodes["place"].params
+    face = out[place["y"] + 95, place["x"] + 150]
+    assert face[0] > face[2] + 0.2  # warm skin where the figure was placed, over a blue sky
+    outside = out[place["y"] + 40, place["x"] + 70]  # inside the layer's box, outside the figure's alpha
+    assert np.abs(outside - sky[place["y"] + 40, place["x"] + 70]).max() < 0.02
+
+
+def _check_contact_sheet(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    (jpg,) = files
+    out = _rgb(jpg)
+    tiles = sorted((SAMPLES / "tiles").glob("*.png"))
+    th, tw = _rgb(tiles[0]).shape[:2]
+    assert len(tiles) == 6 and out.shape == (2 * th + 3 * 8, 3 * tw + 4 * 8, 3)
+    assert np.allclose(out[2, 2], np.array([0x1B, 0x1B, 0x1F]) / 255, atol=4 / 255)
+    first, last = out[8:8 + th, 8:8 + tw], out[16 + th:16 + 2 * th, 24 + 2 * tw:24 + 3 * tw]
+    assert first.std() > 0.02 and first.mean() > last.mean() + 0.05  # real tiles, darkening through the day
+
+
+def _check_video_grade(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    (mp4,) = files
+    cap = cv2.VideoCapture(str(mp4))
+    n, shapes = 0, set()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n += 1
+        shapes.add(frame.shape)
+    cap.release()
+    assert n == 24 and shapes == {(96, 128, 3)}
+
+
+CHECKS: dict[str, Callable[[list[pathlib.Path], RunResult, pathlib.Path], None]] = {
+    "blend_and_grade": _check_blend_and_grade,
+    "masked_composite": _check_masked_composite,
+    "contact_sheet": _check_contact_sheet,
+    "video_grade": _check_video_grade,
+}
+
+
+def test_the_shipped_examples_exist():
+    names = {p.stem for p in FILES}
+    assert {"blend_and_grade", "masked_composite", "contact_sheet"} <= names
+
+
+def _check_file(path: pathlib.Path) -> None:
+    assert path.stat().st_size > 0
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"):
+        with PILImage.open(path) as im:
+            im.load()
+    elif path.suffix.lower() in (".mp4", ".avi", ".webm", ".mov", ".mkv"):
+        cap = cv2.VideoCapture(str(path))
+        ok, _ = cap.read()
+        cap.release()
+        assert ok, f"{path.name}: no readable frame"
+
+
+@pytest.mark.parametrize("wf", FILES, ids=[p.name for p in FILES])
+def test_workflow_runs(wf, tmp_path, request):
+    graph = load(wf)
+    problems = validate(graph, REGISTRY)
+    assert not problems, "; ".join(map(str, problems))
+    positions = [tuple(n.position) for n in graph]
+    assert len(set(positions)) == len(positions), "two nodes share a canvas position"
+    sets = WORKFLOW_SETS.get(wf.name)
+    if sets is None and not all(n.type.startswith(SELF_CONTAINED) for n in graph):
+        warnings.warn(f"{wf.name} needs a model or the network and has no entry in tests/workflow_sets.py: "
+                      "only validated, not run", stacklevel=1)
+        return
+    if sets is not None:
+        apply_sets(graph, REGISTRY, sets(request))
+    engine = Engine(REGISTRY, EngineSettings(device="cpu"))
+    try:
+        result = engine.run(graph, output_dir=tmp_path / "out")
+    finally:
+        engine.shutdown()
+    assert result.ok, result.errors
+    files = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert files, "the workflow wrote no files"
+    for f in files:
+        _check_file(f)
+    check = CHECKS.get(wf.stem)
+    if check is not None:
+        check(files, result, wf)

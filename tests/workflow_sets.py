@@ -1,0 +1,22 @@
+"""Overrides that let example workflows needing a model or the network run in the test suite.
+
+`tests/test_workflows.py` runs every workflow in `workflows/`. Workflows made only of image and
+video nodes run as they are. A workflow that uses other nodes (a diffusion model, a Replicate
+call, training) runs only if it has an entry here: the workflow's file name mapped to a function
+that takes the pytest request (to reach fixtures such as a tiny test model or a fake Replicate
+server, via `request.getfixturevalue`) and returns `--set NODE.PARAM=VALUE` strings, applied with
+`app.cli.apply_sets` exactly as on the command line. A workflow without an entry is only
+validated, and the test run says so in its warnings summary.
+
+Example:
+    WORKFLOW_SETS["txt2img_lora.json"] = lambda request: [
+        f"model.path={request.getfixturevalue('tiny_sd_folder')}", "sampler.steps=2"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+WORKFLOW_SETS: dict[str, Callable[[pytest.FixtureRequest], list[str]]] = {}
