@@ -80,8 +80,7 @@ def fetch(url: str, client: Any, *, model: str, limits: Limits, api_base: str,
                     raise Cancelled("cancelled")
                 size += len(chunk)
                 if size > limits.max_download_bytes:
-                    raise ReplicateNodeError(f"Replicate {model}: an output is larger than the "
-                                             f"{limits.max_download_bytes >> 20} MB download limit")
+                    raise _too_big(model, limits)
                 if len(head) < 16:
                     head += chunk[:16]
                 digest.update(chunk)
@@ -96,6 +95,12 @@ def fetch(url: str, client: Any, *, model: str, limits: Limits, api_base: str,
         return final, what[0], what[1]
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _too_big(model: str, limits: Limits) -> ReplicateNodeError:
+    n = limits.max_download_bytes
+    size = f"{n >> 20} MB" if n >= 1 << 20 else f"{n} byte"
+    return ReplicateNodeError(f"Replicate {model}: an output is larger than the {size} download limit")
 
 
 def _short(url: str) -> str:
@@ -120,8 +125,7 @@ def _chunks(url: str, client: Any, *, model: str, limits: Limits, api_base: str)
                                          f"({resp.status_code}) from {_short(url)}")
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > limits.max_download_bytes:
-                raise ReplicateNodeError(f"Replicate {model}: an output is larger than the "
-                                         f"{limits.max_download_bytes >> 20} MB download limit")
+                raise _too_big(model, limits)
             yield from resp.iter_bytes(1 << 16)
     except httpx.HTTPError as exc:
         raise ReplicateNodeError(f"Replicate {model}: downloading an output failed "

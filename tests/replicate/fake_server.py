@@ -83,7 +83,8 @@ FLUX_SCHNELL_SCHEMA = openapi(
         "go_fast": {"type": "boolean", "title": "Go Fast", "default": True, "x-order": 7},
     },
     ["prompt"],
-    {"aspect_ratio": {"type": "string", "title": "aspect_ratio", "enum": ["1:1", "16:9", "3:2", "2:3", "9:16"]},
+    {"aspect_ratio": {"type": "string", "title": "aspect_ratio",
+                      "enum": ["1:1", "16:9", "21:9", "3:2", "2:3", "4:3", "3:4", "9:16"]},
      "output_format": {"type": "string", "title": "output_format", "enum": ["webp", "jpg", "png"]}},
 )
 
