@@ -1,0 +1,213 @@
+"""Training settings: one dataclass, filled from defaults, a preset, a TOML file and the command line.
+
+Order of precedence (later wins): dataclass defaults < preset < `--config file.toml` < explicit
+options. Unknown TOML keys are an error naming the key, so a typo never silently trains with a
+default. Presets live in `resources/presets/*.toml` and use the same keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - python 3.10
+    import tomli as tomllib
+
+from app.paths import resource
+
+NETWORKS = ("lora", "dora")
+TARGETS = ("attention", "attention+ff")
+OPTIMIZERS = ("adamw", "adamw8bit")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or out of range; the message names it."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; the defaults suit a style LoRA on SD 1.5."""
+
+    data: str = ""
+    base: str = ""
+    out: str = ""
+    trigger: str = ""
+    default_caption: str = ""
+    caption_extensions: tuple[str, ...] = (".txt", ".caption")
+    resolution: int = 512
+    min_image_size: int = 64
+    network: str = "lora"
+    rank: int = 16
+    alpha: float = 16.0
+    targets: str = "attention"
+    train_text_encoder: bool = False
+    learning_rate: float = 1e-4
+    text_encoder_lr: float = 5e-5
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 0
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    max_steps: int = 0  # 0: derived from epochs
+    epochs: int = 10
+    batch_size: int = 1
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    caption_dropout: float = 0.0
+    noise_offset: float = 0.0
+    min_snr_gamma: float = 0.0  # 0: off (5 is the usual value)
+    seed: int = 42
+    save_every: int = 0  # steps between checkpoints; 0: only at the end and on stop
+    sample_every: int = 0  # steps between sample images; 0: none
+    sample_prompts: tuple[str, ...] = ()
+    sample_seed: int = 1234
+    sample_steps: int = 20
+    sample_size: int = 0  # 0: the training resolution
+    cache_latents: bool = True
+    cache_dir: str = ""  # "" : the user cache folder
+    checkpoint_dir: str = ""  # "" : beside the output file, <stem>_checkpoints
+    title: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> float:
+        """The effective LoRA scale alpha / rank: learning rates transfer between tools only with it."""
+        return self.alpha / self.rank
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError naming the first bad setting; returns self for chaining."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(self.network in NETWORKS, f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
+        need(self.targets in TARGETS, f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        need(self.mixed_precision in PRECISIONS,
+             f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
+        need(self.device in DEVICES or self.device.startswith("cuda:"),
+             f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        need(self.lr_scheduler in SCHEDULERS,
+             f"lr_scheduler must be one of {', '.join(SCHEDULERS)}, got {self.lr_scheduler!r}")
+        need(self.rank >= 1, f"rank must be at least 1, got {self.rank}")
+        need(self.alpha > 0, f"alpha must be positive, got {self.alpha}")
+        need(self.resolution >= 64 and self.resolution % 64 == 0,
+             f"resolution must be a multiple of 64 (at least 64), got {self.resolution}")
+        need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+        need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        need(self.grad_accum >= 1, f"grad_accum must be at least 1, got {self.grad_accum}")
+        need(self.max_steps > 0 or self.epochs > 0, "set max_steps or epochs to more than 0")
+        need(self.max_steps >= 0 and self.epochs >= 0, "max_steps and epochs cannot be negative")
+        need(0.0 <= self.caption_dropout < 1.0, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        need(self.noise_offset >= 0, f"noise_offset cannot be negative, got {self.noise_offset}")
+        need(self.min_snr_gamma >= 0, f"min_snr_gamma cannot be negative, got {self.min_snr_gamma}")
+        need(self.warmup_steps >= 0, f"warmup_steps cannot be negative, got {self.warmup_steps}")
+        need(self.save_every >= 0 and self.sample_every >= 0, "save_every and sample_every cannot be negative")
+        need(all(e.startswith(".") for e in self.caption_extensions),
+             f"caption_extensions must start with a dot, got {list(self.caption_extensions)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["caption_extensions"] = list(self.caption_extensions)
+        d["sample_prompts"] = list(self.sample_prompts)
+        return d
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return apply(self, changes, source="options")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TUPLE_FIELDS = {"caption_extensions", "sample_prompts"}
+
+
+def apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
+    """A copy of `cfg` with `values` set; unknown keys or wrong types raise ConfigError naming `source`."""
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS or name == "extra":
+            raise ConfigError(f"{source}: unknown setting '{key}' (known: {', '.join(sorted(_FIELDS))})")
+        changes[name] = _coerce(name, value, source)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    default = _FIELDS[name].default
+    try:
+        if name in _TUPLE_FIELDS:
+            if isinstance(value, str):
+                value = [value]
+            return tuple(str(v) for v in value)
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, (str, pathlib.PurePath)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        kind = type(default).__name__ if name not in _TUPLE_FIELDS else "list of strings"
+        raise ConfigError(f"{source}: '{name}' expects {kind}, got {value!r}") from None
+    return value
+
+
+def load_toml(path: str | pathlib.Path, base: TrainConfig | None = None) -> TrainConfig:
+    """Settings from a TOML file (flat keys, or under a [train] table) on top of `base`."""
+    path = pathlib.Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if isinstance(data.get("train"), dict):
+        data = {**{k: v for k, v in data.items() if k != "train"}, **data["train"]}
+    data.pop("name", None)
+    data.pop("description", None)
+    return apply(base or TrainConfig(), data, source=str(path))
+
+
+def preset_dir() -> pathlib.Path:
+    return resource("presets")
+
+
+def preset_names() -> list[str]:
+    """Preset file stems, e.g. 'style-sd15', 'style-sdxl'."""
+    d = preset_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def load_preset(name: str, base: TrainConfig | None = None) -> TrainConfig:
+    """A preset by file stem (or a path to a TOML file)."""
+    p = pathlib.Path(name)
+    if p.suffix != ".toml" or not p.is_file():
+        p = preset_dir() / f"{name}.toml"
+    if not p.is_file():
+        raise ConfigError(f"unknown preset '{name}' (presets: {', '.join(preset_names()) or 'none'})")
+    return load_toml(p, base)

@@ -1,0 +1,203 @@
+"""Write a trained adapter as kohya/A1111/ComfyUI `.safetensors` and as a diffusers/peft file.
+
+Our own exporter, because diffusers' `convert_state_dict_to_kohya` writes alpha = rank whatever
+`lora_alpha` was, uses the SDXL prefix `lora_te1_` for SD 1.5 and never reaches its DoRA branch.
+Here:
+- U-Net keys for SD 1.x are kohya's diffusers-style names (`lora_unet_down_blocks_0_attentions_0_...`),
+  for SDXL the SGM names kohya, A1111 and ComfyUI expect (`lora_unet_input_blocks_4_1_...`,
+  `middle_block_1`, `output_blocks_0_1`);
+- text encoders are `lora_te_` (SD 1.x) or `lora_te1_` / `lora_te2_` (SDXL), always with the
+  `text_model_` level that transformers 5 no longer has but every loader looks for;
+- `.alpha` is the real lora_alpha, DoRA magnitudes are `dora_scale` of shape (1, in);
+- metadata: kohya `ss_*`, `modelspec.*`, all strings, and `sshs_model_hash` (sha256 of the tensor
+  data, as kohya computes it).
+The peft file keeps peft names (`unet.<module>.lora_A.weight`) with diffusers' adapter metadata;
+its DoRA magnitudes are `lora_magnitude_vector` of shape (1, in): a stock peft loader, which
+expects (out,), refuses them loudly instead of applying them on the wrong axis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.training.adapters import LayerWeights
+
+
+@dataclass
+class AdapterExport:
+    """What the exporter needs: the family, the adapted layers per model and the U-Net layout."""
+
+    family: str  # "sd15" | "sdxl"
+    unet: dict[str, LayerWeights]
+    text_encoders: list[dict[str, LayerWeights]] = field(default_factory=list)
+    layers_per_block: int = 2
+    up_block_types: tuple[str, ...] = ()
+    targets: dict[str, list[str]] = field(default_factory=dict)  # "unet"/"te" -> peft target names
+
+    @property
+    def is_dora(self) -> bool:
+        return any(w.magnitude is not None for w in self.unet.values())
+
+
+# U-Net names -------------------------------------------------------------------------------------
+_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def sgm_unet_name(name: str, layers_per_block: int, up_block_types: tuple[str, ...] = ()) -> str:
+    """A diffusers U-Net module name in SGM/LDM naming (as SDXL checkpoints and kohya use)."""
+    per = layers_per_block + 1
+    m = re.match(r"(down|up)_blocks\.(\d+)\.(attentions|resnets)\.(\d+)\.(.+)$", name)
+    if m:
+        side, i, kind, j, rest = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
+        idx = 1 + i * per + j if side == "down" else i * per + j
+        blocks = "input_blocks" if side == "down" else "output_blocks"
+        return f"{blocks}.{idx}.{1 if kind == 'attentions' else 0}.{_inner(kind, rest)}"
+    m = re.match(r"mid_block\.(attentions|resnets)\.(\d+)\.(.+)$", name)
+    if m:
+        kind, j, rest = m.group(1), int(m.group(2)), m.group(3)
+        idx = 1 if kind == "attentions" else 2 * j
+        return f"middle_block.{idx}.{_inner(kind, rest)}"
+    m = re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv$", name)
+    if m:
+        return f"input_blocks.{(int(m.group(1)) + 1) * per}.0.op"
+    m = re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv$", name)
+    if m:
+        i = int(m.group(1))
+        has_attn = i < len(up_block_types) and "CrossAttn" in up_block_types[i]
+        return f"output_blocks.{i * per + layers_per_block}.{2 if has_attn else 1}.conv"
+    fixed = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
+             "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
+             "add_embedding.linear_2": "label_emb.0.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    if name in fixed:
+        return fixed[name]
+    raise ValueError(f"cannot name U-Net layer '{name}' in SGM form")
+
+
+def _inner(kind: str, rest: str) -> str:
+    if kind == "attentions":
+        return rest
+    head, _, tail = rest.partition(".")
+    return _RESNET.get(head, head) + (f".{tail}" if tail else "")
+
+
+def kohya_unet_key(name: str, family: str, layers_per_block: int = 2, up_block_types: tuple[str, ...] = ()) -> str:
+    if family == "sdxl":
+        name = sgm_unet_name(name, layers_per_block, up_block_types)
+    return "lora_unet_" + name.replace(".", "_")
+
+
+def kohya_te_key(name: str, family: str, index: int) -> str:
+    """`lora_te_` (SD 1.x) or `lora_te{index+1}_` (SDXL) + the name with its `text_model_` level."""
+    if name.startswith("text_model."):
+        name = name[len("text_model."):]
+    prefix = "lora_te_" if family != "sdxl" else f"lora_te{index + 1}_"
+    return prefix + "text_model_" + name.replace(".", "_")
+
+
+# state dicts -------------------------------------------------------------------------------------
+def kohya_state_dict(a: AdapterExport) -> dict[str, Any]:
+    """Tensors in kohya form: `<key>.lora_down.weight`, `.lora_up.weight`, `.alpha`, `.dora_scale`."""
+    import torch
+
+    out: dict[str, Any] = {}
+
+    def put(key: str, w: LayerWeights) -> None:
+        if key + ".lora_down.weight" in out:
+            raise ValueError(f"two layers map to the same kohya key {key}")
+        out[key + ".lora_down.weight"] = w.down.contiguous()
+        out[key + ".lora_up.weight"] = w.up.contiguous()
+        out[key + ".alpha"] = torch.tensor(float(w.alpha), dtype=torch.float32)
+        if w.magnitude is not None:
+            out[key + ".dora_scale"] = w.magnitude.reshape(1, -1).contiguous()
+
+    for name, w in a.unet.items():
+        put(kohya_unet_key(name, a.family, a.layers_per_block, a.up_block_types), w)
+    for i, te in enumerate(a.text_encoders):
+        for name, w in te.items():
+            put(kohya_te_key(name, a.family, i), w)
+    return out
+
+
+def _te_prefix(i: int) -> str:
+    return "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
+
+
+def peft_state_dict(a: AdapterExport) -> dict[str, Any]:
+    """Tensors in diffusers' peft form: `unet.<module>.lora_A.weight` and so on."""
+    out: dict[str, Any] = {}
+    groups = [("unet", a.unet)] + [(_te_prefix(i), te) for i, te in enumerate(a.text_encoders)]
+    for prefix, layers in groups:
+        for name, w in layers.items():
+            out[f"{prefix}.{name}.lora_A.weight"] = w.down.contiguous()
+            out[f"{prefix}.{name}.lora_B.weight"] = w.up.contiguous()
+            if w.magnitude is not None:
+                out[f"{prefix}.{name}.lora_magnitude_vector"] = w.magnitude.reshape(1, -1).contiguous()
+    return out
+
+
+def peft_adapter_metadata(a: AdapterExport) -> dict[str, Any]:
+    """diffusers' `lora_adapter_metadata`: the LoraConfig of each part, keys prefixed by the part."""
+    out: dict[str, Any] = {}
+    groups = [("unet", a.unet, a.targets.get("unet", []))]
+    groups += [(_te_prefix(i), te, a.targets.get("te", [])) for i, te in enumerate(a.text_encoders)]
+    for prefix, layers, targets in groups:
+        if not layers:
+            continue
+        first = next(iter(layers.values()))
+        for k, v in (("r", first.rank), ("lora_alpha", first.alpha), ("target_modules", sorted(targets)),
+                     ("use_dora", first.magnitude is not None), ("init_lora_weights", True)):
+            out[f"{prefix}.{k}"] = v
+    return out
+
+
+# files -------------------------------------------------------------------------------------------
+def tensor_hash(tensors: Mapping[str, Any]) -> str:
+    """sha256 of the tensor data as safetensors lays it out (kohya's `sshs_model_hash`)."""
+    from safetensors.torch import save
+
+    blob = save(dict(tensors))
+    n = int.from_bytes(blob[:8], "little")
+    return hashlib.sha256(blob[8 + n:]).hexdigest()
+
+
+def write_safetensors(path: str | pathlib.Path, tensors: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+    """Write atomically with every metadata value as a string; returns the content hash."""
+    from safetensors.torch import save_file
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = tensor_hash(tensors)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(dict(tensors), str(tmp), metadata=meta | {"sshs_model_hash": digest,
+                                                          "sshs_legacy_hash": digest[:8],
+                                                          "modelspec.hash_sha256": "0x" + digest})
+    tmp.replace(path)
+    return digest
+
+
+def peft_path_for(path: str | pathlib.Path) -> pathlib.Path:
+    """Where the diffusers/peft twin of a kohya file goes: `name.peft.safetensors` beside it."""
+    p = pathlib.Path(path)
+    return p.with_name(p.stem + ".peft.safetensors")
+
+
+def export_lora(a: AdapterExport, path: str | pathlib.Path,
+                metadata: Mapping[str, str]) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write the kohya file at `path` and the peft twin beside it; returns both paths."""
+    path = pathlib.Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    write_safetensors(path, kohya_state_dict(a), metadata)
+    twin = peft_path_for(path)
+    peft_meta = {"format": "pt", "lora_adapter_metadata": json.dumps(peft_adapter_metadata(a), sort_keys=True)}
+    peft_meta |= {k: v for k, v in metadata.items() if k.startswith(("modelspec.", "imagebash."))}
+    write_safetensors(twin, peft_state_dict(a), peft_meta)
+    return path, twin

@@ -1,0 +1,431 @@
+"""The training loop: LoRA/DoRA on the U-Net (and optionally the text encoders) of SD 1.x or SDXL.
+
+One `Trainer` serves the CLI and the Train LoRA node. Everything random in a step comes from
+one CPU generator whose state is checkpointed, and the data order of epoch e is a pure function
+of (seed, e), so a run stopped at step n and resumed reaches the weights of a run that never
+stopped. Stopping (the `stop` event: Ctrl-C or a cancelled node) is honoured between optimizer
+steps and always writes a checkpoint first. Mixed precision and a grad scaler are used on GPUs
+only; on the CPU everything is float32.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.training import adapters, checkpoint
+from app.training.config import TrainConfig
+from app.training.dataset import Dataset, scan
+
+
+class TrainingStopped(Exception):
+    """Training was stopped on request; a checkpoint was written first (`result.checkpoint`)."""
+
+    def __init__(self, result: TrainResult) -> None:
+        super().__init__(f"training stopped at step {result.steps}/{result.total_steps}; "
+                         f"checkpoint saved in {result.checkpoint}")
+        self.result = result
+
+
+@dataclass
+class Progress:
+    """One report per optimizer step (and per preparation stage, with phase != 'train')."""
+
+    step: int
+    total: int
+    loss: float = float("nan")
+    avg_loss: float = float("nan")
+    lr: float = 0.0
+    elapsed: float = 0.0
+    eta: float = 0.0
+    epoch: int = 0
+    phase: str = "train"
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+    def text(self) -> str:
+        if self.phase != "train":
+            return self.phase
+        return f"step {self.step}/{self.total} loss {self.avg_loss:.4f} lr {self.lr:.2e} ETA {format_eta(self.eta)}"
+
+
+def format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+@dataclass
+class TrainResult:
+    lora: pathlib.Path | None
+    peft: pathlib.Path | None
+    steps: int
+    total_steps: int
+    losses: list[float] = field(default_factory=list)
+    checkpoint: pathlib.Path | None = None
+    epoch_times: list[float] = field(default_factory=list)
+    samples: list[pathlib.Path] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    """Prepare once (data, model, adapter, optimizer), then `run()`; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, *, progress: Callable[[Progress], None] | None = None,
+                 log: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
+        self.cfg = cfg.validate()
+        self.progress = progress or (lambda p: None)
+        self.log = log or (lambda msg: None)
+        self.stop = stop or threading.Event()
+        self.dataset: Dataset | None = None
+        self.base: Any = None
+        self._plans: dict[int, list[list[int]]] = {}
+
+    # paths -------------------------------------------------------------------------------------
+    @property
+    def out_path(self) -> pathlib.Path:
+        if self.cfg.out:
+            p = pathlib.Path(self.cfg.out).expanduser()
+            return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
+        from app.paths import data_dir
+
+        return data_dir() / "loras" / f"{pathlib.Path(self.cfg.data).name or 'lora'}.safetensors"
+
+    @property
+    def checkpoint_root(self) -> pathlib.Path:
+        if self.cfg.checkpoint_dir:
+            return pathlib.Path(self.cfg.checkpoint_dir).expanduser()
+        out = self.out_path
+        return out.with_name(out.stem + "_checkpoints")
+
+    # preparation -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        import torch
+
+        from app.engine.devices import pick_device
+        from app.engine.fingerprint import fingerprint
+        from app.training.base import load_base
+        from app.training.cache import EmbeddingCache
+
+        cfg = self.cfg
+        self.progress(Progress(0, 0, phase="scanning images"))
+        self.dataset = ds = scan(cfg.data, cfg)
+        for line in ds.warnings():
+            self.log(line)
+        self.log(ds.summary())
+        self.device = pick_device(cfg.device)
+        self.precision = self._precision(torch)
+        self.progress(Progress(0, 0, phase="loading base model"))
+        self.base = base = load_base(cfg.base, self.device)
+        model_key = _digest(f"{fingerprint(cfg.base)}|{base.family}")
+        self.base_hash = model_key[:10]
+        from app.paths import cache_dir
+
+        folder = pathlib.Path(cfg.cache_dir).expanduser() if cfg.cache_dir else cache_dir() / "training"
+        self.cache = EmbeddingCache(base, folder, self.device, model_key, persist=cfg.cache_latents)
+
+        torch.manual_seed(cfg.seed)
+        dora = cfg.network == "dora"
+        self.unet_targets = adapters.target_modules("unet", cfg.targets)
+        self.te_targets = adapters.target_modules("te", cfg.targets)
+        adapters.add_adapter(base.unet, rank=cfg.rank, alpha=cfg.alpha, targets=self.unet_targets, dora=dora)
+        self.trained_tes = list(base.text_encoders) if cfg.train_text_encoder else []
+        for te in self.trained_tes:
+            adapters.add_adapter(te, rank=cfg.rank, alpha=cfg.alpha, targets=self.te_targets, dora=dora)
+        for te in base.text_encoders:
+            if te not in self.trained_tes:
+                te.requires_grad_(False)
+        base.vae.requires_grad_(False)
+        if self.precision != "no":
+            dt = torch.float16 if self.precision == "fp16" else torch.bfloat16
+            for m in [base.unet, *base.text_encoders]:
+                m.to(dtype=dt)
+                for p in m.parameters():
+                    if p.requires_grad:
+                        p.data = p.data.float()
+        if cfg.gradient_checkpointing:
+            base.unet.enable_gradient_checkpointing()
+            for te in self.trained_tes:
+                te.gradient_checkpointing_enable()
+        base.unet.train()
+        for te in self.trained_tes:
+            te.train()
+
+        self.optimizer, self.optimizer_name = self._optimizer(torch)
+        self.batches_per_epoch = len(self._plan(0))
+        self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.batches_per_epoch / cfg.grad_accum)
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
+                                          num_training_steps=self.total_steps)
+        self.noise_scheduler = DDPMScheduler.from_config(base.pipe.scheduler.config)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.log(f"{cfg.network.upper()} rank {cfg.rank}, alpha {cfg.alpha:g}: effective scale {cfg.scale:g} "
+                 f"(alpha/rank; learning rates transfer between tools only at the same scale)")
+        self.log(f"{self.total_steps} steps, {self.batches_per_epoch} batches per epoch, batch {cfg.batch_size} "
+                 f"x {cfg.grad_accum} accumulation, on {self.device} ({self.precision} mixed precision)")
+
+    def _precision(self, torch: Any) -> str:
+        mp = self.cfg.mixed_precision
+        if not self.device.startswith("cuda"):
+            return "no"
+        if mp == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return mp
+
+    def _optimizer(self, torch: Any) -> tuple[Any, str]:
+        cfg = self.cfg
+        groups = [{"params": adapters.trainable_parameters(self.base.unet), "lr": cfg.learning_rate}]
+        te_params = [p for te in self.trained_tes for p in adapters.trainable_parameters(te)]
+        if te_params:
+            groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
+        if cfg.optimizer == "adamw8bit":
+            try:
+                import bitsandbytes as bnb
+
+                return bnb.optim.AdamW8bit(groups, weight_decay=cfg.weight_decay), "bitsandbytes.optim.AdamW8bit"
+            except ImportError:
+                self.log("warning: optimizer adamw8bit needs bitsandbytes, which is not installed; using AdamW")
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay), "torch.optim.AdamW"
+
+    # data order --------------------------------------------------------------------------------
+    def _plan(self, epoch: int) -> list[list[int]]:
+        """Batches of item indices for `epoch`: one bucket per batch, shuffled by (seed, epoch)."""
+        plan = self._plans.get(epoch)
+        if plan is not None:
+            return plan
+        import torch
+
+        g = torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch)
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for i, it in enumerate(self.dataset.items):
+            by_bucket.setdefault(it.bucket, []).extend([i] * it.repeats)
+        batches = []
+        for bucket in sorted(by_bucket):
+            idx = by_bucket[bucket]
+            order = torch.randperm(len(idx), generator=g).tolist()
+            shuffled = [idx[j] for j in order]
+            bs = self.cfg.batch_size
+            batches += [shuffled[k:k + bs] for k in range(0, len(shuffled), bs)]
+        order = torch.randperm(len(batches), generator=g).tolist()
+        plan = [batches[j] for j in order]
+        self._plans = {epoch: plan}
+        return plan
+
+    def _micro_batch(self, m: int) -> tuple[int, list[int]]:
+        epoch, idx = divmod(m, self.batches_per_epoch)
+        return epoch, self._plan(epoch)[idx]
+
+    # one step ----------------------------------------------------------------------------------
+    def _loss(self, batch: list[int], g: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+        from diffusers.training_utils import compute_snr
+
+        cfg, base, dev = self.cfg, self.base, self.device
+        items = [self.dataset.items[i] for i in batch]
+        latents = torch.stack([self.cache.latent(it) for it in items]).to(dev)
+        bsz = latents.shape[0]
+        captions = [it.caption for it in items]
+        if cfg.caption_dropout > 0:
+            drop = (torch.rand(bsz, generator=g) < cfg.caption_dropout).tolist()
+            captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
+        if self.trained_tes:
+            emb = self.cache.encode_text(captions, grad=True)
+        else:
+            texts = [self.cache.text(c) for c in captions]
+            emb = {k: torch.stack([t[k] for t in texts]).to(dev) for k in texts[0]}
+        noise = torch.randn(latents.shape, generator=g).to(dev)
+        if cfg.noise_offset:
+            noise = noise + cfg.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=g).to(dev)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        t = torch.randint(0, steps, (bsz,), generator=g).to(dev)
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        target = noise if self.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
+        kwargs: dict[str, Any] = {}
+        if base.family == "sdxl":
+            ids = [[*it.size[::-1], it.fit.top, it.fit.left, it.bucket[1], it.bucket[0]] for it in items]
+            kwargs["added_cond_kwargs"] = {"text_embeds": emb["pooled"],
+                                           "time_ids": torch.tensor(ids, dtype=torch.float32, device=dev)}
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        with torch.autocast(dev.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            pred = base.unet(noisy, t, encoder_hidden_states=emb["hidden"], **kwargs).sample
+        loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if cfg.min_snr_gamma:
+            snr = compute_snr(self.noise_scheduler, t)
+            w = torch.clamp(snr, max=cfg.min_snr_gamma)
+            w = w / snr if self.prediction_type == "epsilon" else w / (snr + 1)
+            loss = loss * w
+        return loss.mean()
+
+    # run ---------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train to the last step and export; raises TrainingStopped (after a checkpoint) if stopped."""
+        import torch
+
+        if self.base is None:
+            self.prepare()
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(cfg.seed)
+        step, losses = 0, []
+        self.session_id = uuid.uuid4().hex[:16]
+        self.started_at = time.time()
+        if resume:
+            step, losses = self._resume(g)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        result = TrainResult(None, None, step, self.total_steps, losses)
+        t0 = time.perf_counter()
+        first_step = step
+        epoch_started, epoch_now = time.perf_counter(), None
+        while step < self.total_steps:
+            if self.stop.is_set():
+                result.checkpoint = self._save(step, g, losses)
+                result.steps = step
+                raise TrainingStopped(result)
+            ts = time.perf_counter()
+            total = 0.0
+            for micro in range(cfg.grad_accum):
+                epoch, batch = self._micro_batch(step * cfg.grad_accum + micro)
+                if epoch_now is not None and epoch != epoch_now:
+                    now = time.perf_counter()
+                    result.epoch_times.append(now - epoch_started)
+                    epoch_started = now
+                epoch_now = epoch
+                loss = self._loss(batch, g) / cfg.grad_accum
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                total += float(loss.detach())
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(total)
+            result.step_times.append(time.perf_counter() - ts)
+            elapsed = time.perf_counter() - t0
+            rate = elapsed / max(1, step - first_step)
+            recent = losses[-20:]
+            self.progress(Progress(step, self.total_steps, total, sum(recent) / len(recent),
+                                   self.lr_scheduler.get_last_lr()[0], elapsed, rate * (self.total_steps - step),
+                                   epoch_now or 0))
+            if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+                result.checkpoint = self._save(step, g, losses)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                result.samples += self._samples(step)
+        if epoch_now is not None:
+            result.epoch_times.append(time.perf_counter() - epoch_started)
+        result.steps = step
+        result.checkpoint = self._save(step, g, losses)
+        result.lora, result.peft = self.export(self.out_path, step, losses)
+        self.log(f"saved {result.lora} (and {result.peft.name}) after {step} steps")
+        return result
+
+    def _rng_state(self, g: Any) -> dict[str, Any]:
+        import torch
+
+        state = {"noise": g.get_state(), "torch": torch.get_rng_state()}
+        if self.device.startswith("cuda"):
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def _save(self, step: int, g: Any, losses: list[float]) -> pathlib.Path:
+        tensors = {}
+        for prefix, model in self._trained_models():
+            tensors.update({f"{prefix}.{k}": v for k, v in adapters.adapter_tensors(model).items()})
+        folder = checkpoint.save(
+            self.checkpoint_root, step, adapter=tensors, optimizer=self.optimizer, scheduler=self.lr_scheduler,
+            scaler=self.scaler, rng=self._rng_state(g),
+            state={"config": self.cfg.to_dict(), "total_steps": self.total_steps, "losses": losses,
+                   "session_id": self.session_id, "started_at": self.started_at})
+        self.export(folder / "lora.safetensors", step, losses, twin=False)
+        self.log(f"checkpoint: {folder}")
+        return folder
+
+    def _resume(self, g: Any) -> tuple[int, list[float]]:
+        import torch
+
+        ck = checkpoint.latest(self.checkpoint_root)
+        if ck is None:
+            raise checkpoint.CheckpointError(f"--resume: no checkpoint in {self.checkpoint_root}")
+        state = checkpoint.read_state(ck)
+        checkpoint.check_compatible(state, self.cfg.to_dict(), ck.folder)
+        tensors, rng = checkpoint.load(ck, optimizer=self.optimizer, scheduler=self.lr_scheduler, scaler=self.scaler)
+        for prefix, model in self._trained_models():
+            own = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+            adapters.load_adapter_tensors(model, own)
+        g.set_state(rng["noise"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(rng["cuda"])
+        self.session_id = state.get("session_id", self.session_id)
+        self.started_at = state.get("started_at", self.started_at)
+        self.log(f"resumed from {ck.folder} (step {ck.step}/{self.total_steps})")
+        return ck.step, list(state.get("losses", []))[:ck.step]
+
+    def _trained_models(self) -> list[tuple[str, Any]]:
+        return [("unet", self.base.unet)] + [(f"te{i}", te) for i, te in enumerate(self.trained_tes)]
+
+    def _samples(self, step: int) -> list[pathlib.Path]:
+        from app.training.samples import render_samples
+
+        prompts = list(self.cfg.sample_prompts) or [self.cfg.trigger or self.dataset.items[0].caption]
+        size = self.cfg.sample_size or self.cfg.resolution
+        self.progress(Progress(step, self.total_steps, phase="rendering samples"))
+        return render_samples(self.base.pipe, prompts, seed=self.cfg.sample_seed, steps=self.cfg.sample_steps,
+                              size=(size, size), folder=self.checkpoint_root / "samples", step=step,
+                              device=self.device)
+
+    # export ------------------------------------------------------------------------------------
+    def adapter_export(self) -> Any:
+        from app.training.export import AdapterExport
+
+        unet = self.base.unet
+        return AdapterExport(
+            family=self.base.family, unet=adapters.layer_weights(unet),
+            text_encoders=[adapters.layer_weights(te) for te in self.trained_tes],
+            layers_per_block=int(unet.config.layers_per_block), up_block_types=tuple(unet.config.up_block_types),
+            targets={"unet": self.unet_targets, "te": self.te_targets})
+
+    def export(self, path: pathlib.Path, step: int, losses: list[float],
+               twin: bool = True) -> tuple[pathlib.Path, pathlib.Path | None]:
+        from app.training.export import export_lora, kohya_state_dict, write_safetensors
+        from app.training.metadata import training_metadata
+
+        meta = training_metadata(
+            self.cfg, self.dataset, family=self.base.family, steps=step,
+            epoch=(step * self.cfg.grad_accum) // max(1, self.batches_per_epoch), total_steps=self.total_steps,
+            batches_per_epoch=self.batches_per_epoch, session_id=self.session_id, started_at=self.started_at,
+            base_name=pathlib.Path(self.cfg.base).name, base_hash=self.base_hash, optimizer=self.optimizer_name,
+            precision=self.precision, prediction_type=self.prediction_type,
+            final_loss=sum(losses[-20:]) / len(losses[-20:]) if losses else None)
+        a = self.adapter_export()
+        if not twin:
+            write_safetensors(path, kohya_state_dict(a), meta)
+            return path, None
+        return export_lora(a, path, meta)
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
