@@ -84,16 +84,23 @@ def blend_one(base: np.ndarray, layer: np.ndarray, mode: BlendMode, opacity: flo
         mask = resize(mask, w, h)
     a_rgb, a_alpha = split_alpha(base)
     b_rgb, b_alpha = split_alpha(layer)
-    coverage = np.full((h, w), np.float32(opacity), np.float32)
+    coverage: np.ndarray | np.float32 = np.float32(opacity)
     if b_alpha is not None:
         coverage = coverage * b_alpha
     if mask is not None:
         coverage = coverage * np.clip(mask, 0.0, 1.0)
     mixed = MODES[BlendMode(mode)](a_rgb, b_rgb)
-    k = coverage[..., None]
-    rgb = a_rgb + (mixed - a_rgb) * k
+    k = coverage[..., None] if isinstance(coverage, np.ndarray) else coverage
+    if isinstance(k, np.ndarray) or k != 1.0:
+        rgb = mixed - a_rgb
+        rgb *= k
+        rgb += a_rgb
+    else:  # full opacity, no mask or alpha: the mode's result is the answer
+        rgb = mixed.copy() if np.may_share_memory(mixed, layer) or np.may_share_memory(mixed, base) else mixed
+    rgb = np.clip(rgb, 0.0, 1.0, out=rgb).astype(np.float32, copy=False)
     if a_alpha is None:
-        return np.clip(rgb, 0.0, 1.0).astype(np.float32, copy=False)
+        return rgb
+    coverage = np.broadcast_to(np.asarray(coverage, np.float32), (h, w))
     alpha = a_alpha + coverage * (1 - a_alpha)
     # where the base was transparent the layer shows as itself, not blended with hidden colour
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -58,7 +58,8 @@ def blur(image: Image, radius: Annotated[int, Range(0, 256)] = 4, kind: BlurKind
         radius: Blur radius in pixels (0 = unchanged).
         kind: gaussian, box or median.
     """
-    return map_images(image, lambda img: np.clip(blur_one(img, BlurKind(kind), radius), 0.0, 1.0), ctx)
+    # every kernel here is an average or a median, so values stay inside [0, 1]
+    return map_images(image, lambda img: blur_one(img, BlurKind(kind), radius), ctx)
 
 
 @node("imagebash.image.sharpen", title="Sharpen", category="image/filter")

@@ -77,16 +77,23 @@ def pick(batch: np.ndarray | None, i: int) -> np.ndarray | None:
 
 def each(n: int, fn: Callable[[int], np.ndarray], ctx: Any = None, text: str = "image") -> np.ndarray:
     """Stack fn(0..n-1), checking for cancellation before each item and reporting progress."""
-    out = []
+    if n == 0:
+        raise ValueError("the input batch is empty")
+    if n == 1:  # no stacking copy for the common single image
+        if ctx is not None:
+            ctx.check_cancelled()
+        return np.asarray(fn(0), np.float32)[None]
+    out: np.ndarray | None = None
     for i in range(n):
         if ctx is not None:
             ctx.check_cancelled()
-        out.append(fn(i))
-        if ctx is not None and n > 1:
+        item = fn(i)
+        if out is None:
+            out = np.empty((n, *item.shape), np.float32)
+        out[i] = item
+        if ctx is not None:
             ctx.progress((i + 1) / n, text=f"{text} {i + 1}/{n}")
-    if not out:
-        raise ValueError("the input batch is empty")
-    return np.stack(out).astype(np.float32, copy=False)
+    return out
 
 
 def map_images(images: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], ctx: Any = None) -> np.ndarray:
@@ -114,7 +121,10 @@ def keep_alpha(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray],
 
     def wrapped(img: np.ndarray) -> np.ndarray:
         rgb, alpha = split_alpha(img)
-        return with_alpha(np.clip(fn(np.ascontiguousarray(rgb)), 0.0, 1.0), alpha)
+        out = np.asarray(fn(np.ascontiguousarray(rgb)), np.float32)
+        if np.may_share_memory(out, img):
+            out = out.copy()
+        return with_alpha(np.clip(out, 0.0, 1.0, out=out), alpha)
 
     return wrapped
 

@@ -111,3 +111,15 @@ def test_images_to_video_and_back_through_the_engine(tmp_path):
     assert result.ok, result.errors
     assert isinstance(result.output("vid"), Video) and result.output("vid").fps == 5
     assert check_image(result.output("frames")).shape == (1, 8, 16, 3)
+
+
+def test_save_image_fed_a_video_writes_a_numbered_sequence(tmp_path):
+    src = save_video(Video.from_batch(_ramp(5)), "src", codec=VideoCodec.MJPG, ctx=FakeContext(tmp_path / "in"))
+    g = make_graph({
+        "clip": ("video.load", {"path": src}),
+        "save": ("image.save", {"filename_prefix": "seq/frame"}),
+    }, ["clip.video -> save.image"])
+    result = Engine(REGISTRY).run(g, output_dir=tmp_path / "out")
+    assert result.ok, result.errors
+    names = sorted(p.name for p in (tmp_path / "out" / "seq").iterdir())
+    assert names == [f"frame_{i:05d}.png" for i in range(1, 6)]
