@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -109,6 +110,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.palette_panel = NodePalette(registry)
+        self.palette_panel.setMinimumWidth(200)
         self.inspector = InspectorPanel()
         self.preview = PreviewPanel()
         self.queue = QueuePanel(self.runner)
@@ -122,10 +124,6 @@ class MainWindow(QMainWindow):
         self._dock("Log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.docks["Queue"], self.docks["Log"])
         self.docks["Queue"].raise_()
-        self.resizeDocks([self.docks["Nodes"]], [230], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Inspector"]], [360], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Inspector"], self.docks["Preview"]], [380, 420], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Queue"]], [170], Qt.Orientation.Vertical)
 
         self._build_actions()
         self.statusBar().showMessage("Ready", 3000)
@@ -175,6 +173,8 @@ class MainWindow(QMainWindow):
         close.clicked.connect(self._hide_welcome)
         row.addWidget(close)
         strip.setVisible(self.settings.show_welcome)
+        # never let the strip decide the window's minimum width (small screens clip it instead)
+        strip.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         return strip
 
     def _hide_welcome(self) -> None:
@@ -627,8 +627,15 @@ class MainWindow(QMainWindow):
         state = self.settings.get("ui/state")
         if isinstance(geo, QByteArray):
             self.restoreGeometry(geo)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
+        if isinstance(state, QByteArray) and self.restoreState(state):
+            return
+        QTimer.singleShot(0, self._default_dock_sizes)  # once shown: sizes need a laid-out window
+
+    def _default_dock_sizes(self) -> None:
+        self.resizeDocks([self.docks["Nodes"]], [240], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Inspector"]], [380], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Inspector"], self.docks["Preview"]], [400, 400], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Queue"]], [170], Qt.Orientation.Vertical)
 
 
 def _same(a: pathlib.Path, b: pathlib.Path) -> bool:

@@ -42,6 +42,7 @@ def make_window(qtbot, gui_settings):
         qtbot.addWidget(win)
         win.show()
         qtbot.waitExposed(win)
+        activate(qtbot, win)
         made.append(win)
         return win
 
@@ -50,6 +51,12 @@ def make_window(qtbot, gui_settings):
         win.ask_unsaved = lambda doc: "discard"
         if win.isVisible():
             win.close()
+
+
+def activate(qtbot, win):
+    """Make `win` the active window, so its keyboard shortcuts fire (offscreen needs asking)."""
+    win.windowHandle().requestActivate()
+    qtbot.waitUntil(win.isActiveWindow, timeout=3000)
 
 
 def node_item(view, node_id):

@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 
 from app.graph.model import Graph, Link, NodeInstance
 from app.ui.document import WorkflowDocument
-from tests.gui.conftest import node_item, wait_job
+from tests.gui.conftest import activate, node_item, wait_job
 
 
 def _qimage_array(img):
@@ -19,7 +19,6 @@ def _qimage_array(img):
 
 def test_ctrl_enter_runs_the_default_workflow(make_window, qtbot, gui_settings):
     win = make_window()
-    win.activateWindow()
     view = win.current_view()
     view.setFocus()
     with qtbot.waitSignal(win.runner.jobFinished, timeout=20000) as finished:
@@ -64,7 +63,7 @@ def test_escape_cancels_a_slow_run_and_the_window_stays_responsive(make_window, 
     # the GUI thread is free while the node runs: edits go through
     view.document.set_param("noise", "seed", 5)
     assert view.document.graph.nodes["noise"].params["seed"] == 5
-    win.activateWindow()
+    activate(qtbot, win)
     view.setFocus()
     qtbot.keyClick(view, Qt.Key.Key_Escape)
     wait_job(qtbot, win, job, timeout=5000)
