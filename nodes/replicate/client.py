@@ -278,8 +278,8 @@ class Prediction:
                 fresh = logs[len(seen_logs):] if logs.startswith(seen_logs) else logs
                 seen_logs = logs
                 lines = [ln.strip() for ln in re.split(r"[\r\n]+", fresh) if ln.strip()]
-                progress = ClientPrediction.Progress.parse(logs)
                 for line in lines[-3:]:
+                    progress = ClientPrediction.Progress.parse(line)
                     self.on_status(secrets.redact(line), progress.percentage if progress else None)
             if status in TERMINAL:
                 break

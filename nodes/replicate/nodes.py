@@ -73,7 +73,10 @@ def run_model(ctx: Context, ref: str, inputs: dict[str, Any]) -> ReplicateOutput
     settings = getattr(ctx, "settings", None)
     limits = Limits.from_settings(settings)
     cancel = getattr(ctx, "cancel_event", None)
-    client = get_client(settings)
+    try:
+        client = get_client(settings)
+    except ReplicateNodeError as exc:
+        raise ReplicateNodeError(f"Replicate {ref}: {exc}") from None
     doc = schema.load_schema(ref, settings)
     ctx.progress(0.0, text="preparing inputs")
     api_input = {}

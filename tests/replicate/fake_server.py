@@ -108,6 +108,14 @@ VIDEO_SCHEMA = openapi(
     output={"type": "string", "format": "uri"},
 )
 
+STACK_SCHEMA = openapi(
+    {
+        "images": {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Images", "x-order": 0},
+        "gains": {"type": "array", "items": {"type": "number"}, "title": "Gains", "default": [1.0], "x-order": 1},
+    },
+    ["images"],
+)
+
 TEXT_SCHEMA = openapi(
     {"prompt": {"type": "string", "title": "Prompt", "x-order": 0}},
     ["prompt"],
@@ -168,6 +176,7 @@ class FakeReplicate:
                   FakeModel("black-forest-labs", "flux-schnell", FLUX_SCHNELL_SCHEMA, "txt2img"),
                   FakeModel("fake", "video", VIDEO_SCHEMA, "video"),
                   FakeModel("fake", "text", TEXT_SCHEMA, "text"),
+                  FakeModel("fake", "stack", STACK_SCHEMA, "stack"),
                   FakeModel("fake", "broken", TXT2IMG_SCHEMA, "fail"),
                   FakeModel("fake", "aborts", TXT2IMG_SCHEMA, "abort"),
                   FakeModel("fake", "notmedia", TXT2IMG_SCHEMA, "not_media")):
@@ -280,6 +289,15 @@ class FakeReplicate:
             with PILImage.open(io.BytesIO(self.read_input_file(inp["image"]))) as im:
                 arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
             return self.serve_bytes(png(1.0 - arr), "image/png", "png")
+        if model.behaviour == "stack":
+            from PIL import Image as PILImage
+
+            urls = []
+            for ref, gain in zip(inp["images"], inp.get("gains") or [1.0] * len(inp["images"]), strict=False):
+                with PILImage.open(io.BytesIO(self.read_input_file(ref))) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+                urls.append(self.serve_bytes(png(arr * float(gain)), "image/png", "png"))
+            return urls
         if model.behaviour == "video":
             return self.serve_bytes(mp4(int(inp.get("num_frames", 4))), "video/mp4", "mp4")
         if model.behaviour == "text":

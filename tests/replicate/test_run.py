@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -157,3 +158,42 @@ def test_a_prediction_past_its_deadline_is_cancelled(fake, make_engine):
     result = make_engine(prediction_seconds=0.3).run(one_node({"model": "fake/txt2img", "prompt": "x"}), ["gen"])
     assert "fake/txt2img: no result after 0.3 s; the prediction was cancelled" in result.errors["gen"]
     assert len(fake.cancelled) == 1
+
+
+def test_array_inputs_take_a_whole_batch_and_a_list_of_numbers(fake, make_engine):
+    g = Graph()
+    g.add_node(NodeInstance("ramp", "imagebash.image.gradient", {"width": 8, "height": 8}))
+    g.add_node(NodeInstance("flat", "imagebash.image.solid_color", {"width": 8, "height": 8, "color": "#c08040"}))
+    g.add_node(NodeInstance("batch", "imagebash.image.join_batch", {}))
+    g.add_node(NodeInstance("gen", RUN, {"model": "fake/stack", "gains": "1, 0.5"}))
+    g.connect(Link("ramp", "image", "batch", "first"))
+    g.connect(Link("flat", "image", "batch", "second"))
+    g.connect(Link("batch", "image", "gen", "images"))
+    result = make_engine().run(g, ["gen", "batch"])
+    assert result.ok, result.errors
+    sent = json.loads(fake.calls("POST", r"fake/stack/predictions$")[0].body)["input"]
+    assert sent["gains"] == [1.0, 0.5] and len(sent["images"]) == 2
+    src = result.output("batch", "image")
+    out = result.output("gen", "image")
+    assert out.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(out[0], src[0], atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(out[1], src[1] * 0.5, atol=2 / 255)
+
+
+def test_outputs_as_plain_urls_and_as_file_outputs(fake, tmp_path):
+    from replicate.helpers import FileOutput
+
+    from nodes.replicate import download
+    from nodes.replicate.client import Limits, get_client
+    from tests.replicate.fake_server import png
+
+    client = get_client()
+    red = np.zeros((4, 6, 3))
+    red[..., 0] = 1.0
+    http_url = fake.serve_bytes(png(red), "image/png", "png")
+    data_url = "data:image/png;base64," + base64.b64encode(png(1 - red)).decode()
+    outs = download.collect([http_url, FileOutput(data_url, client), "caption"], client, model="m",
+                            limits=Limits(), api_base=fake.url)
+    assert [im.shape for im in outs.images] == [(1, 4, 6, 3), (1, 4, 6, 3)]
+    assert outs.images[0][0, 0, 0].tolist() == [1.0, 0.0, 0.0] and outs.images[1][0, 0, 0].tolist() == [0.0, 1.0, 1.0]
+    assert outs.texts == ["caption"]
