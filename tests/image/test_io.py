@@ -209,3 +209,25 @@ def test_editing_the_file_invalidates_the_load_cache(tmp_path):
     assert second.status["load"] == "done"
     assert np.allclose(first[0, 0, 0, 0] * 255, 10)
     assert np.allclose(second.output("load", "image")[0, 0, 0, 0] * 255, 200)
+
+
+def test_concurrent_saves_never_share_a_name(tmp_path):
+    import threading
+
+    from tests.image.helpers import FakeContext
+
+    img = np.zeros((1, 4, 4, 3), np.float32)
+    paths: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        p = save_image(img, "same", ctx=FakeContext(tmp_path / "out"))
+        with lock:
+            paths.append(p)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(paths)) == 6 and len(list((tmp_path / "out").iterdir())) == 6
