@@ -20,3 +20,14 @@ from collections.abc import Callable
 import pytest
 
 WORKFLOW_SETS: dict[str, Callable[[pytest.FixtureRequest], list[str]]] = {}
+
+
+def _fake_replicate(request: pytest.FixtureRequest) -> list[str]:
+    """Point the Replicate client at a fake server on 127.0.0.1 with a test token."""
+    from tests.replicate.fake_server import use_fake_replicate
+
+    use_fake_replicate(request)
+    return ["online.seed=1234"]
+
+
+WORKFLOW_SETS["replicate_blend.json"] = _fake_replicate

@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 
 from app.engine import Engine, EngineSettings
-from tests.replicate.fake_server import TOKEN, FakeReplicate
+from tests.replicate.fake_server import use_fake_replicate
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    server = FakeReplicate().start()
-    monkeypatch.setenv("REPLICATE_BASE_URL", server.url)
-    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
-    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.02")
-    yield server
-    server.stop()
+def fake(request):
+    return use_fake_replicate(request)
 
 
 @pytest.fixture

@@ -346,6 +346,20 @@ class FakeReplicate:
         return 201, self.prediction_json(p)
 
 
+def use_fake_replicate(request: Any, **knobs: Any) -> FakeReplicate:
+    """Start a fake server for one test and point the client at it (env restored afterwards).
+
+    For fixtures and for `tests/workflow_sets.py` overrides, which get the pytest request.
+    """
+    server = FakeReplicate(**knobs).start()
+    request.addfinalizer(server.stop)
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("REPLICATE_BASE_URL", server.url)
+    monkeypatch.setenv("REPLICATE_API_TOKEN", server.token)
+    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.02")
+    return server
+
+
 def _bar(k: int) -> str:
     """One tqdm-style progress line, as Cog models print them."""
     return f"{k * 25:3d}%|{'#' * k}{' ' * (4 - k)}| {k}/4 [00:00<00:00]\n"
