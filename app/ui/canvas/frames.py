@@ -102,13 +102,13 @@ class GroupItem(QGraphicsItem):
         event.accept()
 
     def itemChange(self, change, value):
-        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange and self.canvas.snap_enabled:
-            return self.canvas.snap(value)
-        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange and self.members:
+        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange:
+            value = self.canvas.snap(value) if self.canvas.snap_enabled else value
             delta = value - self.pos()
             for item in self.members:
                 if not item.isSelected():  # selected items are moved by Qt already
                     item.setPos(item.pos() + delta)
+            return value
         return super().itemChange(change, value)
 
 
