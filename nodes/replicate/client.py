@@ -85,10 +85,26 @@ def get_client(settings: Any = None, token: str | None = None) -> Any:
             import replicate
 
             client = replicate.Client(api_token=token, base_url=url,
-                                      timeout=httpx.Timeout(30.0, connect=10.0, pool=30.0))
+                                      timeout=httpx.Timeout(30.0, connect=10.0, pool=30.0),
+                                      event_hooks={"response": [_note_retry_after]})
             client._client  # noqa: B018 - build the shared httpx client once, under the lock
             _clients[key] = client
     return client
+
+
+_last = threading.local()
+
+
+def _note_retry_after(response: Any) -> None:
+    """Keep a 429/5xx answer's Retry-After (the client's error object drops the headers)."""
+    value = response.headers.get("retry-after", "") if response.status_code in RETRY_STATUS else ""
+    _last.retry_after = float(value) if value.strip().isdigit() else None
+
+
+def _take_retry_after() -> float | None:
+    value = getattr(_last, "retry_after", None)
+    _last.retry_after = None
+    return value
 
 
 def describe_error(exc: BaseException, model: str, action: str = "") -> str:
@@ -150,18 +166,23 @@ def with_retry(call: Callable[[], T], *, model: str, action: str, limits: Limits
                on_retry: Callable[[str], None] | None = None) -> T:
     """Run `call`, retrying 429/5xx answers (and lost connections) with backoff until the limit.
 
+    The wait is exponential from 0.25 s, or the server's Retry-After when that is longer.
+
     Non-transient errors (401, 402, 404, 422, ...) become a ReplicateNodeError at once.
     """
     deadline = time.monotonic() + limits.retry_seconds
-    delay = 0.25
+    backoff = 0.25
     attempt = 0
     while True:
         attempt += 1
+        _last.retry_after = None
         try:
             return call()
         except Exception as exc:
             if isinstance(exc, (Cancelled, ReplicateNodeError)):
                 raise
+            asked = _take_retry_after()
+            delay = max(backoff, asked) if asked is not None else backoff
             if not _transient(exc, idempotent) or time.monotonic() + delay > deadline:
                 raise ReplicateNodeError(describe_error(exc, model, action)) from None
             if on_retry is not None:
@@ -170,7 +191,7 @@ def with_retry(call: Callable[[], T], *, model: str, action: str, limits: Limits
                 raise Cancelled("cancelled") from None
             if cancel is None:
                 time.sleep(delay)
-            delay = min(delay * 2, 8.0)
+            backoff = min(backoff * 2, 8.0)
 
 
 def _status_text(exc: BaseException) -> str:

@@ -42,6 +42,12 @@ _enums: dict[tuple[str, str, tuple], type[enum.Enum]] = {}
 _lock = threading.Lock()
 
 
+def forget_failures() -> None:
+    """Drop remembered fetch failures (call after the token or the network settings change)."""
+    with _lock:
+        _failures.clear()
+
+
 def port_name(api: str) -> str:
     return PREFIX + api if api in RESERVED else api
 

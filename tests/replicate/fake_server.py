@@ -169,6 +169,7 @@ class FakeReplicate:
         self.requests: list[Request] = []
         self.cancelled: list[str] = []
         self._failures: list[tuple[str, re.Pattern, int]] = []
+        self.retry_after: int | None = None  # sent with forced failures when set
         self.lock = threading.RLock()
         self.httpd: ThreadingHTTPServer | None = None
         for m in (FakeModel("fake", "txt2img", TXT2IMG_SCHEMA, "txt2img"),
@@ -416,6 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests.append(rec)
         if fake.request_latency:
             time.sleep(fake.request_latency)
+        self.extra_headers: dict[str, str] = {}
         try:
             status, payload, ctype = self._route(method, rec.path, body)
         except Exception as exc:  # a bug in the fake should show up as a 500, not a hang
@@ -425,6 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
+        for key, value in self.extra_headers.items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -443,6 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "detail": f"Invalid token presented: {presented}"}, js
         forced = fake.take_failure(method, path)
         if forced is not None:
+            self.extra_headers = {"Retry-After": str(fake.retry_after)} if fake.retry_after is not None else {}
             return forced, {"title": "Forced failure", "status": forced, "detail": "try again"}, js
         if method == "GET" and (m := re.fullmatch(r"/v1/models/([^/]+)/([^/]+)", path)):
             model = fake.models.get(f"{m.group(1)}/{m.group(2)}")

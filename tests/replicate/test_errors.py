@@ -34,6 +34,14 @@ def test_429_and_500_on_create_are_retried_then_succeed(fake, make_engine):
     assert result.output("gen", "image").shape == (1, 32, 32, 3)
 
 
+def test_retry_after_is_honoured_on_a_post(fake, make_engine):
+    fake.retry_after = 1
+    fake.fail("POST", r"/predictions$", [429])
+    assert run_one(make_engine(), {"model": "fake/txt2img", "prompt": "x"}).ok
+    first, second = fake.calls("POST", r"/predictions$")
+    assert second.start - first.end >= 0.95  # waited the asked second, not the 0.25 s backoff
+
+
 def test_retries_stop_at_the_time_limit(fake, make_engine):
     fake.fail("POST", r"/predictions$", [500] * 50)
     result = run_one(make_engine(retry_seconds=0.6), {"model": "fake/txt2img", "prompt": "x"})

@@ -90,7 +90,12 @@ def test_community_model_without_version_runs_its_latest_version(fake, make_engi
     g, _ = with_image(tmp_path, {"model": "fake/invert"})
     assert make_engine().run(g, ["gen"]).ok
     assert fake.calls("POST", r"^/v1/models/fake/invert/predictions$")[0].status == 404
-    assert fake.models["fake/invert"].version.encode() in fake.calls("POST", r"^/v1/predictions$")[0].body
+    version = fake.models["fake/invert"].version
+    assert json.loads(fake.calls("POST", r"^/v1/predictions$")[0].body)["version"] == version
+    pinned, _ = with_image(tmp_path, {"model": f"fake/invert:{version}"})
+    assert make_engine().run(pinned, ["gen"]).ok
+    assert len(fake.calls("POST", r"^/v1/models/fake/invert/predictions$")) == 1  # pinned: straight to the version
+    assert len(fake.calls("POST", r"^/v1/predictions$")) == 2
 
 
 def test_video_output_is_a_lazy_video(fake, make_engine, tmp_path):
