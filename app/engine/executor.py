@@ -85,7 +85,13 @@ class _Run:
         if self._workflow is None:
             from app.graph.io import graph_to_dict
 
-            self._workflow = graph_to_dict(self.graph)
+            doc = graph_to_dict(self.graph)
+            for n in doc["nodes"]:  # resolved file paths, so a saved PNG re-runs from any folder
+                pn = self.plan.nodes.get(n["id"])
+                for p in pn.ports if pn is not None else ():
+                    if p.kind == "Path" and p.name in n["params"] and pn.params.get(p.name) is not None:
+                        n["params"][p.name] = str(pn.params[p.name])
+            self._workflow = doc
         return self._workflow
 
 

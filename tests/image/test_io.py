@@ -231,3 +231,23 @@ def test_concurrent_saves_never_share_a_name(tmp_path):
     for t in threads:
         t.join()
     assert len(set(paths)) == 6 and len(list((tmp_path / "out").iterdir())) == 6
+
+
+def test_png_saved_from_a_workflow_file_reruns_from_the_output_folder(tmp_path):
+    from app.graph.io import save
+
+    (tmp_path / "project" / "pics").mkdir(parents=True)
+    _write(tmp_path / "project" / "pics" / "in.png", _pattern())
+    g = make_graph({"load": ("image.load", {"path": "pics/in.png"}), "save": ("image.save", {})},
+                   ["load.image -> save.image"])
+    save(g, tmp_path / "project" / "wf.json")
+    engine = Engine(REGISTRY)
+    png = engine.run(load(tmp_path / "project" / "wf.json"), output_dir=tmp_path / "out").output("save")
+    again = engine.run(load(png), output_dir=tmp_path / "out2")
+    assert again.ok, again.errors
+    assert np.array_equal(_rgb8(pathlib.Path(again.output("save"))), _pattern())
+
+
+def _rgb8(path: pathlib.Path) -> np.ndarray:
+    with PILImage.open(path) as im:
+        return np.asarray(im.convert("RGB"))
