@@ -208,6 +208,10 @@ def parse_ref(ref: str) -> tuple[str, str, str | None]:
     return m.group(1), m.group(2), m.group(3)
 
 
+#: Models known to take predictions only by version (community models), so later calls skip the 404.
+_versioned_models: set[tuple[str, str]] = set()
+
+
 @dataclass
 class PredictionResult:
     """What a finished prediction gave: its raw output, id and logs."""
@@ -236,6 +240,7 @@ class Prediction:
         self.on_status = on_status or (lambda text, fraction: None)
         self._latest_version = latest_version
         self.id: str | None = None
+        self._where = (str(getattr(client, "_base_url", "")), self.model)
 
     def _notify(self, text: str) -> None:
         self.on_status(text, None)
@@ -249,17 +254,20 @@ class Prediction:
 
         kw = dict(model=self.ref, action="create", limits=self.limits, cancel=self.cancel_event,
                   on_retry=self._notify)
+        latest = self._latest_version() if self._latest_version else None
         if self.version:
             pred = with_retry(by_version(self.version), **kw)
+        elif latest and self._where in _versioned_models:
+            pred = with_retry(by_version(latest), **kw)
         else:
             try:
                 pred = with_retry(by_model, **kw)
             except ReplicateNodeError as exc:
-                # Community models have no model-level endpoint: run their latest version instead.
-                version = self._latest_version() if "(404)" in str(exc) and self._latest_version else None
-                if not version:
+                # Community models have no model-level endpoint (404): run their latest version.
+                if "(404)" not in str(exc) or not latest:
                     raise
-                pred = with_retry(by_version(version), **kw)
+                pred = with_retry(by_version(latest), **kw)
+                _versioned_models.add(self._where)
         self.id = pred.id
         self._notify(f"{pred.status} ({pred.id})")
         return pred.id

@@ -94,8 +94,11 @@ def test_community_model_without_version_runs_its_latest_version(fake, make_engi
     assert json.loads(fake.calls("POST", r"^/v1/predictions$")[0].body)["version"] == version
     pinned, _ = with_image(tmp_path, {"model": f"fake/invert:{version}"})
     assert make_engine().run(pinned, ["gen"]).ok
-    assert len(fake.calls("POST", r"^/v1/models/fake/invert/predictions$")) == 1  # pinned: straight to the version
-    assert len(fake.calls("POST", r"^/v1/predictions$")) == 2
+    again, _ = with_image(tmp_path, {"model": "fake/invert", "strength": 0.5})
+    assert make_engine().run(again, ["gen"]).ok
+    # the pinned call and the next unpinned one go straight to the version: one 404 in all
+    assert len(fake.calls("POST", r"^/v1/models/fake/invert/predictions$")) == 1
+    assert len(fake.calls("POST", r"^/v1/predictions$")) == 3
 
 
 def test_video_output_is_a_lazy_video(fake, make_engine, tmp_path):
