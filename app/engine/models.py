@@ -1,0 +1,306 @@
+"""The model manager: every loaded pipeline lives here, loaded once and shared.
+
+Pipelines are cached by (source, dtype, config) under a memory budget; when a load goes over it
+the least recently used pipeline moves to the CPU (on a GPU) and, if still over, is dropped. A
+`Model` wire value is only a handle (its key and source), so a handle whose pipeline was dropped
+simply reloads it. Two workflows naming the same file get the same pipeline object, and
+per-pipeline state (loaded LoRA adapters) lives beside it in the entry.
+
+Sources: a single-file `.safetensors` checkpoint (original LDM layout; the component configs
+come from `resources/model_configs/<family>/` or an explicit config folder, so it works
+offline), a diffusers folder, or a hub repo id (downloaded with progress when online). Pickle
+checkpoints are refused. torch and diffusers are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.engine.devices import pick_device, pick_dtype
+from app.paths import resource
+
+Progress = Callable[[float, str], None]
+FAMILIES = ("sd1", "sd2", "sdxl")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded, with a message saying what to do about it."""
+
+
+@dataclass
+class Entry:
+    """One loaded base pipeline and what hangs off it."""
+
+    key: str
+    source: str
+    family: str
+    pipe: Any
+    device: str
+    nbytes: int
+    state: dict[str, Any] = field(default_factory=dict)  # e.g. the LoRA adapters loaded into it
+    derived: dict[str, Any] = field(default_factory=dict)  # img2img/inpaint views sharing weights
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    last_used: float = 0.0
+
+
+def refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelError(
+            f"{path.name} is a pickle checkpoint ({path.suffix}): loading one can run arbitrary code, so "
+            "imagebash loads only .safetensors. Convert it once where you trust the file, e.g. "
+            "`python -c \"import torch, safetensors.torch as s; sd=torch.load('IN.ckpt', weights_only=True); "
+            "s.save_file({k: v.contiguous() for k, v in sd.get('state_dict', sd).items() "
+            "if hasattr(v, 'contiguous')}, 'OUT.safetensors')\"`, or download the .safetensors release.")
+
+
+def checkpoint_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise ModelError(f"{path.name} is not a readable .safetensors file: {exc}") from None
+
+
+def detect_family(path: Path) -> str:
+    """sd1 / sd2 / sdxl, from a diffusers folder's configs or a checkpoint's key layout."""
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ModelError(f"{path} is a folder but not a diffusers model (no model_index.json)")
+        info = json.loads(index.read_text(encoding="utf-8"))
+        if "text_encoder_2" in info or "XL" in str(info.get("_class_name", "")):
+            return "sdxl"
+        unet_cfg = path / "unet" / "config.json"
+        if unet_cfg.is_file() and json.loads(unet_cfg.read_text(encoding="utf-8")).get("cross_attention_dim") == 1024:
+            return "sd2"
+        return "sd1"
+    keys = checkpoint_keys(path)
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"
+    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        return "sd1"
+    if any(k.startswith(("lora_", "lora_unet", "unet.")) or ".lora_" in k for k in keys[:50]):
+        raise ModelError(f"{path.name} is a LoRA, not a base model: load it with a LoRA node")
+    raise ModelError(f"{path.name} is not a Stable Diffusion 1.x/2.x/XL checkpoint (no UNet/text-encoder "
+                     "keys in the original layout)")
+
+
+def pipeline_class(family: str, task: str = "txt2img") -> Any:
+    import diffusers
+
+    names = {
+        ("sdxl", "txt2img"): "StableDiffusionXLPipeline",
+        ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
+        ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+        ("sd", "txt2img"): "StableDiffusionPipeline",
+        ("sd", "img2img"): "StableDiffusionImg2ImgPipeline",
+        ("sd", "inpaint"): "StableDiffusionInpaintPipeline",
+    }
+    return getattr(diffusers, names[("sdxl" if family == "sdxl" else "sd", task)])
+
+
+def config_folder(family: str, explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The diffusers config folder for single-file loading: explicit, else the shipped one."""
+    folder = Path(explicit) if explicit else resource("model_configs", family)
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(f"no diffusers config for single-file loading at {folder} (model_index.json missing)")
+    return folder
+
+
+def _nbytes(pipe: Any) -> int:
+    total = 0
+    for comp in pipe.components.values():
+        if hasattr(comp, "parameters"):
+            total += sum(p.numel() * p.element_size() for p in comp.parameters())
+    return total
+
+
+def _hub_download(repo_id: str, progress: Progress) -> Path:
+    """Fetch a diffusers repo into the Hugging Face cache (or find it there when offline)."""
+    from huggingface_hub import snapshot_download
+    from tqdm.auto import tqdm
+
+    class _Bar(tqdm):  # routes huggingface_hub's byte counts to the node's progress
+        def update(self, n: float | None = 1) -> bool | None:
+            out = super().update(n)
+            if self.total:
+                progress(0.8 * self.n / self.total, f"downloading {repo_id}")
+            return out
+
+    patterns = ["*.json", "*.txt", "*.safetensors", "tokenizer*/*", "scheduler/*"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, tqdm_class=_Bar))
+    except Exception as exc:  # noqa: BLE001 - offline, missing repo, auth: one clear line
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        except Exception:  # noqa: BLE001
+            raise ModelError(f"cannot get '{repo_id}' from the Hugging Face hub ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}) and it is not in the "
+                             "local cache") from None
+
+
+def resolve_source(source: str, search: list[Path] | None = None) -> tuple[Path | None, str]:
+    """(local path or None, hub id): absolute/relative paths, names in the models folders, hub ids."""
+    raw = os.path.expanduser(str(source).strip())
+    if not raw:
+        raise ModelError("no model chosen: pick a checkpoint, a diffusers folder or a hub repo id")
+    p = Path(raw)
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, *[d / p for d in search or []]]
+    for c in candidates:
+        if c.exists():
+            return c.resolve(), ""
+    if p.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or p.is_absolute() or raw.startswith("."):
+        raise ModelError(f"model file not found: {source}")
+    if raw.count("/") == 1:
+        return None, raw
+    raise ModelError(f"model not found: '{source}' is neither a file, a diffusers folder nor a hub id (owner/name)")
+
+
+class ModelManager:
+    """Loads, shares and evicts pipelines; one per engine (service name "models")."""
+
+    def __init__(self, settings: Any = None, events: Any = None) -> None:
+        self.settings = settings
+        self.device = pick_device(getattr(settings, "device", "auto"))
+        self.dtype = pick_dtype(self.device, getattr(settings, "precision", "auto"))
+        self.budget = getattr(settings, "model_budget_bytes", None) or self._default_budget()
+        self.loads = 0  # base pipelines read from disk (tests and benchmarks count these)
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def _default_budget(self) -> int:
+        from app.engine.devices import free_memory
+
+        return int(free_memory(self.device) * 0.75)
+
+    # keys and handles ----------------------------------------------------------------------
+    def key_for(self, path: Path | None, hub_id: str, config: str | None) -> str:
+        dtype = str(self.dtype).replace("torch.", "")
+        return f"{path or 'hub:' + hub_id}|{dtype}|{config or ''}"
+
+    def load(self, source: str, config: str | os.PathLike[str] | None = None,
+             progress: Progress | None = None, search: list[Path] | None = None) -> Entry:
+        """The entry for `source`, loading it if it is not in memory."""
+        progress = progress or (lambda f, t: None)
+        path, hub_id = resolve_source(source, search)
+        if path is not None:
+            refuse_pickle(path)
+        cfg = str(Path(config).resolve()) if config else None
+        key = self.key_for(path, hub_id, cfg)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._touch(entry)
+                progress(1.0, "model already loaded")
+                return entry
+            if path is None:
+                path = _hub_download(hub_id, progress)
+            family = detect_family(path)
+            progress(0.1 if not hub_id else 0.8, f"loading {family} model {path.name}")
+            t0 = time.perf_counter()
+            pipe = self._read(path, family, cfg)
+            self.loads += 1
+            progress(0.9, f"moving to {self.device}")
+            pipe = self._place(pipe)
+            entry = Entry(key, str(path), family, pipe, self.device, _nbytes(pipe))
+            entry.state["load_seconds"] = time.perf_counter() - t0
+            self._entries[key] = entry
+            self._touch(entry)
+            self._enforce_budget(keep=key)
+            progress(1.0, f"loaded {path.name}")
+            return entry
+
+    def _read(self, path: Path, family: str, config: str | None) -> Any:
+        cls = pipeline_class(family)
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if family != "sdxl":
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        try:
+            if path.is_dir():
+                return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+            folder = config_folder(family, config)
+            return cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
+        except ModelError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"cannot load {path.name} as {family}: {first[:200]}") from exc
+
+    def _place(self, pipe: Any) -> Any:
+        if getattr(self.settings, "cpu_offload", False) and self.device.startswith("cuda"):
+            pipe.enable_model_cpu_offload(device=self.device)
+            return pipe
+        return pipe.to(self.device)
+
+    # lookup, LRU ---------------------------------------------------------------------------
+    def entry(self, model: Any, progress: Progress | None = None) -> Entry:
+        """The entry behind a Model handle, reloading it when it was evicted."""
+        with self._lock:
+            entry = self._entries.get(model.key)
+            if entry is not None:
+                if entry.device != self.device:
+                    entry.pipe = self._place(entry.pipe)
+                    entry.device = self.device
+                    self._enforce_budget(keep=entry.key)
+                self._touch(entry)
+                return entry
+        return self.load(model.source, model.extra.get("config"), progress)
+
+    def _touch(self, entry: Entry) -> None:
+        entry.last_used = time.monotonic()
+        self._entries.move_to_end(entry.key)
+
+    def _enforce_budget(self, keep: str) -> None:
+        """Least recently used first: to the CPU (from a GPU), then out of memory."""
+        def on_device() -> int:
+            return sum(e.nbytes for e in self._entries.values() if e.device == self.device)
+
+        for key in list(self._entries):
+            if on_device() <= self.budget:
+                break
+            if key == keep:
+                continue
+            e = self._entries[key]
+            with e.lock:
+                if self.device != "cpu" and e.device != "cpu":
+                    e.pipe = e.pipe.to("cpu")
+                    e.device = "cpu"
+                else:
+                    del self._entries[key]
+        host = sum(e.nbytes for e in self._entries.values() if e.device == "cpu")
+        if self.device != "cpu" and host > self.budget:
+            for key in [k for k, e in self._entries.items() if e.device == "cpu" and k != keep]:
+                del self._entries[key]
+
+    def loaded(self) -> list[str]:
+        return list(self._entries)
+
+    def unload(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def derived(self, entry: Entry, task: str) -> Any:
+        """An img2img/inpaint pipeline sharing the base pipeline's modules (no copy)."""
+        if task == "txt2img":
+            return entry.pipe
+        with entry.lock:
+            if task not in entry.derived:
+                entry.derived[task] = pipeline_class(entry.family, task).from_pipe(entry.pipe)
+            return entry.derived[task]
+
+
+def manager_factory(engine: Any) -> ModelManager:
+    return ModelManager(getattr(engine, "settings", None), getattr(engine, "events", None))

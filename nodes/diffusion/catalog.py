@@ -1,0 +1,82 @@
+"""Where the user's models live: the models folder setting and the lists behind the dropdowns.
+
+The folder is `IMAGEBASH_MODELS` (several joined with the OS path separator), else the
+"models_dir" value of `<config dir>/settings.json`, else `<data dir>/models`. Checkpoints are
+looked for in `checkpoints/` (and A1111's `Stable-diffusion/`), LoRAs in `loras/` (and `Lora/`),
+and both in the folder itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from app.paths import config_dir, data_dir
+
+CHECKPOINT_DIRS = ("checkpoints", "Stable-diffusion", "")
+LORA_DIRS = ("loras", "Lora", "")
+
+
+def models_dirs() -> list[Path]:
+    env = os.environ.get("IMAGEBASH_MODELS", "").strip()
+    if env:
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    settings = config_dir() / "settings.json"
+    try:
+        value = json.loads(settings.read_text(encoding="utf-8")).get("models_dir")
+    except (OSError, ValueError, AttributeError):
+        value = None
+    return [Path(value).expanduser()] if value else [data_dir() / "models"]
+
+
+def search_dirs(kind: str) -> list[Path]:
+    subs = CHECKPOINT_DIRS if kind == "checkpoint" else LORA_DIRS
+    return [root / sub if sub else root for root in models_dirs() for sub in subs]
+
+
+def _is_lora_file(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            for i, key in enumerate(f.keys()):
+                if key.startswith("lora_") or ".lora_" in key or ".lora." in key:
+                    return True
+                if i > 20:
+                    break
+    except Exception:  # noqa: BLE001 - an unreadable file is listed as neither
+        return False
+    return False
+
+
+def _listing(kind: str) -> list[str]:
+    found: dict[str, None] = {}
+    for folder in search_dirs(kind):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and p.suffix.lower() == ".safetensors" and _is_lora_file(p) == (kind == "lora"):
+                found[str(p)] = None
+            elif kind == "checkpoint" and p.is_dir() and (p / "model_index.json").is_file():
+                found[str(p)] = None
+    return list(found)
+
+
+def list_checkpoints() -> list[str]:
+    """Checkpoint files and diffusers folders in the models folders (full paths)."""
+    return _listing("checkpoint")
+
+
+def list_loras() -> list[str]:
+    """LoRA/DoRA .safetensors files in the models folders (full paths)."""
+    return _listing("lora")
+
+
+def find(name: str, kind: str) -> Path | None:
+    """A relative name looked up in the models folders (None when not there)."""
+    for folder in search_dirs(kind):
+        candidate = folder / name
+        if candidate.exists():
+            return candidate
+    return None

@@ -1,0 +1,231 @@
+"""LoRA file formats -> one neutral form: per target module, (down, up, alpha, DoRA magnitude).
+
+Accepted key styles:
+- kohya / A1111 / LyCORIS: `lora_unet_<module_with_underscores>.lora_down.weight` / `.lora_up.weight`
+  / `.alpha` / `.dora_scale`, text encoders as `lora_te_` (SD), `lora_te1_` / `lora_te2_` (SDXL).
+  UNet names may be diffusers-style (`down_blocks_0_attentions_0_...`) or LDM-style
+  (`input_blocks_1_1_...`).
+- diffusers / peft: `unet.<module>.lora_A.weight` / `lora_B`, `text_encoder.` / `text_encoder_2.`,
+  `base_model.model.<module>...` (a bare peft model), `...lora_magnitude_vector` (DoRA), and the
+  old attention-processor form `...processor.to_q_lora.down.weight`.
+
+Names are resolved against the actual modules of the loaded model, so the `text_model.` level
+that transformers 5 removed from CLIPTextModel is matched either way. A key that resolves to no
+module is reported in `unmatched`, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_KOHYA_PREFIX = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
+                 "lora_te2_": "text_encoder_2"}
+_KOHYA_SUFFIX = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha",
+                 "dora_scale": "dora_scale"}
+_PEFT_SUFFIX = [(".lora_A.weight", "down"), (".lora_B.weight", "up"), (".lora.down.weight", "down"),
+                (".lora.up.weight", "up"), (".lora_down.weight", "down"), (".lora_up.weight", "up"),
+                (".lora_magnitude_vector.weight", "magnitude"), (".lora_magnitude_vector", "magnitude"),
+                (".alpha", "alpha")]
+_PROCESSOR = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+
+
+@dataclass
+class LoraModule:
+    down: Any = None
+    up: Any = None
+    alpha: float | None = None
+    magnitude: Any = None
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+
+@dataclass
+class ParsedLora:
+    """Modules per component ({component: {module name: LoraModule}}) and what matched nothing."""
+
+    modules: dict[str, dict[str, LoraModule]] = field(default_factory=dict)
+    unmatched: list[str] = field(default_factory=list)
+    total_keys: int = 0
+    style: str = ""
+
+    @property
+    def dora(self) -> bool:
+        return any(m.magnitude is not None for c in self.modules.values() for m in c.values())
+
+    @property
+    def matched_modules(self) -> int:
+        return sum(len(c) for c in self.modules.values())
+
+
+def ldm_unet_prefixes(config: dict) -> list[tuple[str, str]]:
+    """(diffusers prefix, LDM prefix) pairs for a UNet config: blocks, mid block, in/out layers."""
+    n = config["layers_per_block"]
+    n_blocks = len(config["down_block_types"])
+    up_attn = ["CrossAttn" in t for t in config["up_block_types"]]
+    pairs = [("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
+             ("add_embedding.linear_1.", "label_emb.0.0."), ("add_embedding.linear_2.", "label_emb.0.2."),
+             ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
+             ("mid_block.attentions.0.", "middle_block.1.")]
+    pairs += [(f"mid_block.resnets.{j}.", f"middle_block.{2 * j}.") for j in range(2)]
+    for i in range(n_blocks):
+        for j in range(n):
+            k = (n + 1) * i + j + 1
+            pairs.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{k}.0."))
+            pairs.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{k}.1."))
+        pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(n + 1) * (i + 1)}.0.op."))
+        for j in range(n + 1):
+            k = (n + 1) * i + j
+            pairs.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{k}.0."))
+            pairs.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{k}.1."))
+        k = (n + 1) * i + n
+        pairs.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{k}.{2 if up_attn[i] else 1}."))
+    return pairs
+
+
+RESNET_LDM = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+              ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+
+
+def to_ldm_name(name: str, pairs: list[tuple[str, str]]) -> str | None:
+    """The LDM name of a diffusers UNet module/parameter name (None when it has none)."""
+    for old, new in pairs:
+        if name.startswith(old):
+            rest = name[len(old):]
+            if ".resnets." in old:
+                for a, b in RESNET_LDM:
+                    if rest == a or rest.startswith(a + "."):
+                        rest = b + rest[len(a):]
+            return new + rest
+    return None
+
+
+class ModuleTable:
+    """Every name a LoRA may use for a module of one component, mapped to its real name."""
+
+    def __init__(self, names: list[str], ldm_pairs: list[tuple[str, str]] | None = None) -> None:
+        self.dotted: dict[str, str] = {}
+        self.flat: dict[str, str] = {}
+        for name in names:
+            aliases = {name}
+            if name.startswith("text_model."):
+                aliases.add(name[len("text_model."):])
+            else:
+                aliases.add("text_model." + name)
+            if ldm_pairs:
+                ldm = to_ldm_name(name, ldm_pairs)
+                if ldm:
+                    aliases.add(ldm)
+            for a in aliases:
+                self.dotted.setdefault(a, name)
+                self.flat.setdefault(a.replace(".", "_"), name)
+
+
+def module_tables(pipe: Any) -> dict[str, ModuleTable]:
+    """Tables for the LoRA-targetable (Linear, Conv2d) modules of a pipeline's components."""
+    import torch
+
+    tables = {}
+    for comp in COMPONENTS:
+        module = getattr(pipe, comp, None)
+        if module is None:
+            continue
+        names = list(dict.fromkeys(
+            n.removesuffix(".base_layer") for n, m in module.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and ".lora_" not in n))
+        pairs = ldm_unet_prefixes(dict(module.config)) if comp == "unet" else None
+        tables[comp] = ModuleTable(names, pairs)
+    return tables
+
+
+def _split_kohya(key: str) -> tuple[str, str, str] | None:
+    for prefix, comp in sorted(_KOHYA_PREFIX.items(), key=lambda kv: -len(kv[0])):
+        if key.startswith(prefix):
+            stem, _, suffix = key[len(prefix):].partition(".")
+            if suffix in _KOHYA_SUFFIX:
+                return comp, stem, _KOHYA_SUFFIX[suffix]
+    return None
+
+
+def _split_peft(key: str) -> tuple[str, str, str] | None:
+    m = _PROCESSOR.search(key)
+    if m:
+        module = key[:m.start()] + "." + (m.group(1) if m.group(1) != "to_out" else "to_out.0")
+        part = "down" if m.group(2) == "down" else "up"
+    else:
+        found = next(((s, p) for s, p in _PEFT_SUFFIX if key.endswith(s)), None)
+        if found is None:
+            return None
+        module, part = key[: -len(found[0])], found[1]
+    for comp in ("text_encoder_2", "text_encoder", "unet"):
+        if module.startswith(comp + "."):
+            return comp, module[len(comp) + 1:], part
+    if module.startswith("base_model.model."):
+        module = module[len("base_model.model."):]
+    return "", module, part
+
+
+def parse_lora(state: dict[str, Any], tables: dict[str, ModuleTable]) -> ParsedLora:
+    """Resolve every key of a LoRA state dict against the model's modules."""
+    import torch
+
+    out = ParsedLora(total_keys=len(state))
+    styles = set()
+    for key, value in state.items():
+        split = _split_kohya(key)
+        if split is not None:
+            comp, stem, part = split
+            table = tables.get(comp)
+            name = table.flat.get(stem) if table else None
+            styles.add("kohya")
+        else:
+            split = _split_peft(key)
+            if split is None:
+                out.unmatched.append(key)
+                continue
+            comp, module, part = split
+            styles.add("peft")
+            name = None
+            for c in ([comp] if comp else ["unet", "text_encoder", "text_encoder_2"]):
+                table = tables.get(c)
+                if table and module in table.dotted:
+                    comp, name = c, table.dotted[module]
+                    break
+        if name is None:
+            out.unmatched.append(key)
+            continue
+        mod = out.modules.setdefault(comp, {}).setdefault(name, LoraModule())
+        if part == "alpha":
+            mod.alpha = float(value.item() if isinstance(value, torch.Tensor) else value)
+        elif part == "dora_scale" or part == "magnitude":
+            mod.magnitude = value
+        else:
+            setattr(mod, part, value)
+    for comp, mods in list(out.modules.items()):
+        for name, mod in list(mods.items()):
+            if mod.down is None or mod.up is None:
+                prefix = f"{comp}:{name}"
+                out.unmatched.append(f"{prefix} (has only {'lora_up' if mod.down is None else 'lora_down'})")
+                del mods[name]
+        if not mods:
+            del out.modules[comp]
+    out.style = "+".join(sorted(styles)) or "unknown"
+    return out
+
+
+def magnitude_for(mod: LoraModule, out_features: int) -> tuple[Any, str | None]:
+    """A peft `lora_magnitude_vector` (out,) from a DoRA scale, or (None, reason) if it has none.
+
+    kohya/LyCORIS `dora_scale` is stored (out, 1) (output axis, the norm peft uses) or
+    (1, in) (input axis). peft can only represent the output axis.
+    """
+    mag = mod.magnitude
+    if mag is None:
+        return None, None
+    if mag.numel() == out_features and (mag.ndim == 1 or mag.shape[0] == out_features):
+        return mag.reshape(out_features), None
+    return None, f"DoRA scale of shape {tuple(mag.shape)} (input axis) is not supported"

@@ -1,0 +1,172 @@
+"""LoRA/DoRA adapters inside a shared base pipeline: load each file once, weight them per run.
+
+A file becomes a named peft adapter (named after its content hash) injected into the UNet and
+text encoders of the base pipeline. Its modules keep their own rank and alpha, and DoRA
+magnitudes go in as peft's `lora_magnitude_vector`, so they survive (diffusers' own SD loader
+drops `dora_scale`). Before every sampling call the handle's stack is activated: each tuner
+layer enables exactly the adapters in the stack, with the stack's weights as scales. A weight
+change is therefore a scale change, never a reload, and a workflow without LoRAs sees the base.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.engine.models import Entry, refuse_pickle
+from nodes.diffusion.lora_keys import COMPONENTS, LoraModule, magnitude_for, module_tables, parse_lora
+
+MAX_ADAPTERS = 12  # adapters kept per pipeline; the least recently used is deleted beyond this
+
+
+@dataclass
+class AdapterInfo:
+    name: str
+    path: str
+    style: str
+    matched_modules: int
+    total_keys: int
+    dora: bool
+    unmatched: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        text = (f"{Path(self.path).name}: {self.style} {'DoRA' if self.dora else 'LoRA'}, "
+                f"{self.matched_modules} modules")
+        if self.unmatched:
+            sample = ", ".join(self.unmatched[:3])
+            text += f"; {len(self.unmatched)} of {self.total_keys} keys matched nothing in the model ({sample}...)"
+        return text
+
+
+def adapter_name(file_hash: str) -> str:
+    return "lora_" + file_hash
+
+
+def _adapters(entry: Entry) -> dict[str, AdapterInfo]:
+    return entry.state.setdefault("adapters", {})
+
+
+def ensure_adapter(entry: Entry, path: Path, file_hash: str) -> AdapterInfo:
+    """Load `path` into the entry's pipeline as an adapter unless it is already there."""
+    from safetensors.torch import load_file
+
+    name = adapter_name(file_hash)
+    with entry.lock:
+        known = _adapters(entry)
+        if name in known:
+            known[name] = known.pop(name)  # most recently used last
+            return known[name]
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"LoRA file not found: {path}")
+        refuse_pickle(path)
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - a corrupt file is one clear line
+            raise ValueError(f"{path.name} is not a readable .safetensors LoRA: {exc}") from None
+        parsed = parse_lora(state, module_tables(entry.pipe))
+        if not parsed.matched_modules:
+            raise ValueError(f"{path.name}: none of its {parsed.total_keys} keys match a module of this "
+                             f"{entry.family} model (a LoRA for another model family?)")
+        unmatched = list(parsed.unmatched)
+        for comp, mods in parsed.modules.items():
+            unmatched += _inject(getattr(entry.pipe, comp), mods, name)
+        info = AdapterInfo(name, str(path), parsed.style, parsed.matched_modules, parsed.total_keys,
+                           parsed.dora, unmatched)
+        known[name] = info
+        entry.state["lora_loads"] = entry.state.get("lora_loads", 0) + 1
+        entry.state.pop("tuner_layers", None)
+        while len(known) > MAX_ADAPTERS:
+            _delete(entry, next(iter(known)))
+        return info
+
+
+def _inject(module: Any, mods: dict[str, LoraModule], name: str) -> list[str]:
+    """Inject one adapter into one component; returns the keys peft could not place."""
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    subs = dict(module.named_modules())
+    state: dict[str, Any] = {}
+    problems: list[str] = []
+    use_dora = any(m.magnitude is not None for m in mods.values())
+    for target, mod in mods.items():
+        layer = subs[target]
+        base = getattr(layer, "base_layer", layer)
+        down, up = mod.down, mod.up
+        if isinstance(base, torch.nn.Linear):
+            down, up = down.reshape(down.shape[0], -1), up.reshape(up.shape[0], -1)
+            out_features = base.out_features
+        else:
+            if down.ndim == 2:
+                down = down[:, :, None, None]
+            if up.ndim == 2:
+                up = up[:, :, None, None]
+            out_features = base.out_channels
+        state[f"{target}.lora_A.weight"] = down
+        state[f"{target}.lora_B.weight"] = up
+        if use_dora:
+            mag, reason = magnitude_for(mod, out_features)
+            if reason:
+                problems.append(f"{target}.dora_scale ({reason})")
+            if mag is not None:
+                state[f"{target}.lora_magnitude_vector"] = mag
+    ranks = Counter(m.rank for m in mods.values())
+    rank = ranks.most_common(1)[0][0]
+    alphas = Counter(m.alpha if m.alpha is not None else m.rank for m in mods.values())
+    alpha = alphas.most_common(1)[0][0]
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=sorted(mods), use_dora=use_dora,
+        rank_pattern={t: m.rank for t, m in mods.items() if m.rank != rank},
+        alpha_pattern={t: a for t, m in mods.items()
+                       if (a := (m.alpha if m.alpha is not None else m.rank)) != alpha})
+    with warnings.catch_warnings():  # "multiple adapters in the model" is exactly the intent here
+        warnings.filterwarnings("ignore", message=".*peft_config.*")
+        inject_adapter_in_model(config, module, adapter_name=name)
+    result = set_peft_model_state_dict(module, state, adapter_name=name)
+    problems += [f"{k} (not placed)" for k in getattr(result, "unexpected_keys", []) or []]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return problems
+
+
+def _tuner_layers(entry: Entry) -> list[Any]:
+    layers = entry.state.get("tuner_layers")
+    if layers is None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = []
+        for comp in COMPONENTS:
+            module = getattr(entry.pipe, comp, None)
+            if module is not None:
+                layers += [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        entry.state["tuner_layers"] = layers
+    return layers
+
+
+def _delete(entry: Entry, name: str) -> None:
+    for layer in _tuner_layers(entry):
+        if name in getattr(layer, "lora_A", {}):
+            layer.delete_adapter(name)
+    _adapters(entry).pop(name, None)
+    entry.state.pop("tuner_layers", None)
+
+
+def activate(entry: Entry, stack: list[tuple[str, float]]) -> None:
+    """Enable exactly the adapters of `stack` with their weights (weight 0 = off)."""
+    weights: dict[str, float] = {}
+    for name, weight in stack:
+        if weight:
+            weights[name] = weights.get(name, 0.0) + float(weight)
+    for layer in _tuner_layers(entry):
+        active = [n for n in weights if n in layer.lora_A]
+        if not active:
+            layer.enable_adapters(False)
+            continue
+        layer.enable_adapters(True)
+        layer.set_adapter(active, inference_mode=True)
+        for n in active:
+            layer.set_scale(n, weights[n])

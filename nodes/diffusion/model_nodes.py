@@ -1,0 +1,90 @@
+"""Load Model and LoRA: handles into the model manager, never the weights themselves."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+from app.engine.fingerprint import fingerprint, short_hash
+from nodes.diffusion.catalog import find, list_checkpoints, list_loras, search_dirs
+from nodes.diffusion.loras import ensure_adapter
+from nodes.diffusion.sampling import manager
+from nodes.registry import node
+from nodes.types import Choices, Context, FileFilter, Help, LoraRef, Model, Range
+
+
+def model_hash(path: Path) -> str:
+    """Short content hash for provenance: the file, or a diffusers folder's UNet weights."""
+    if path.is_file():
+        return short_hash(path)
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"):
+        weights = path / "unet" / name
+        if weights.is_file():
+            return short_hash(weights)
+    return fingerprint(path).split(":")[-1][:10]
+
+
+@node("imagebash.diffusion.load_model", version=1, title="Load Model", category="diffusion",
+      device="gpu")
+def load_model(
+    checkpoint: Annotated[str, Choices(list_checkpoints),
+                          Help("a .safetensors checkpoint, a diffusers folder or a hub repo id")] = "",
+    config: Annotated[Path | None, FileFilter(folder=True)] = None,
+    ctx: Context = None,
+) -> Model:
+    """Load a Stable Diffusion 1.x, 2.x or XL model (the family is read from the weights).
+
+    Loaded once and shared: every workflow naming the same file uses the same weights in memory.
+
+    Args:
+        checkpoint: A single-file .safetensors checkpoint, a diffusers folder, or a Hugging Face repo
+            id (downloaded into the hub cache when online). Names are also looked up in the models
+            folder (IMAGEBASH_MODELS).
+        config: Optional diffusers config folder for a single-file checkpoint of unusual geometry
+            (default: the configs shipped for SD 1.x / 2.x / XL).
+    """
+    entry = manager(ctx).load(checkpoint, config, lambda f, t: ctx.progress(f, text=t),
+                              search=search_dirs("checkpoint"))
+    path = Path(entry.source)
+    digest = model_hash(path)
+    ctx.annotate("model", {"name": path.name, "hash": digest, "family": entry.family})
+    ctx.log(f"{path.name}: {entry.family}, {entry.nbytes / 2**20:.0f} MiB on {entry.device}")
+    extra = {"config": str(config)} if config else {}
+    return Model(key=entry.key, family=entry.family, source=entry.source, hash=digest, extra=extra)
+
+
+@node("imagebash.diffusion.lora", version=1, title="LoRA", category="diffusion", device="gpu")
+def lora(
+    model: Model,
+    file: Annotated[str, Choices(list_loras), Help("kohya/A1111, diffusers or peft .safetensors; LoRA or DoRA")] = "",
+    weight: Annotated[float, Range(-4.0, 4.0, step=0.05)] = 1.0,
+    ctx: Context = None,
+) -> Model:
+    """Add one LoRA (or DoRA) to the model's stack; chain several LoRA nodes for a stack.
+
+    The base model is not reloaded: the file is loaded once as a named adapter and its weight is
+    applied at sampling time, so changing the weight only re-runs the samplers. Keys that match
+    no module of the model are counted and reported.
+
+    Args:
+        model: The model (with any LoRAs already stacked on it).
+        file: The LoRA file, a path or a name in the models folder's loras/.
+        weight: Strength; 0 turns this LoRA off, negative values invert it.
+    """
+    if not str(file).strip():
+        raise ValueError("no LoRA file chosen")
+    path = Path(file).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = find(str(file), "lora") or path
+    if not path.is_file():
+        raise FileNotFoundError(f"LoRA file not found: {file}")
+    digest = short_hash(path)
+    entry = manager(ctx).entry(model, lambda f, t: ctx.progress(0.0, text=t))
+    info = ensure_adapter(entry, path, digest)
+    text = info.report()
+    ctx.log(text, "warning" if info.unmatched else "info")
+    ctx.progress(1.0, text=text)
+    ctx.annotate("lora", {"name": path.name, "hash": digest, "weight": float(weight),
+                          "unmatched_keys": len(info.unmatched)})
+    return replace(model, loras=(*model.loras, LoraRef(str(path.resolve()), float(weight), digest, path.stem)))

@@ -1,0 +1,98 @@
+"""Shared sampling plumbing: open a model handle, apply its LoRA stack, scheduler and attention
+policy, run a diffusers pipeline with per-step progress, preview and cancellation, and retry
+once with slicing on an out-of-memory error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.engine import memory
+from app.engine.fingerprint import short_hash
+from app.engine.models import Entry
+from nodes.diffusion.loras import activate, ensure_adapter
+from nodes.diffusion.preview import latent_preview
+from nodes.diffusion.schedulers import Scheduler, make_scheduler
+from nodes.types import Cancelled, Model
+
+
+def manager(ctx: Any) -> Any:
+    return ctx.service("models")
+
+
+def open_model(ctx: Any, model: Model) -> Entry:
+    """The loaded base behind `model` (reloaded if it was evicted), LoRA stack applied."""
+    entry = manager(ctx).entry(model, lambda f, t: ctx.progress(0.0, text=t))
+    apply_loras(entry, model)
+    return entry
+
+
+def apply_loras(entry: Entry, model: Model) -> None:
+    stack = []
+    for ref in model.loras:
+        info = ensure_adapter(entry, Path(ref.path), ref.hash or short_hash(ref.path))
+        stack.append((info.name, ref.weight))
+    activate(entry, stack)
+
+
+def seeds_generators(seed: int, count: int) -> list[Any]:
+    """One CPU generator per image (seed, seed+1, ...): the same seed gives the same pixels on any device."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(int(seed) + i) for i in range(count)]
+
+
+def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, width: int, height: int,
+              batch: int, force_slicing: bool = False) -> None:
+    """Scheduler for this call, and attention slicing decided from free memory (never on CPU in auto)."""
+    base = entry.state.setdefault("scheduler_config", dict(entry.pipe.scheduler.config))
+    pipe.scheduler = make_scheduler(scheduler, base)
+    unet = entry.pipe.unet
+    heads = unet.config.attention_head_dim
+    heads = max(heads) if isinstance(heads, (list, tuple)) else heads
+    need = memory.attention_bytes(width, height, batch, int(heads or 8), unet.dtype.itemsize,
+                                  entry.pipe.vae_scale_factor)
+    mode = getattr(getattr(ctx, "settings", None), "attention_slicing", "auto")
+    slicing = "max" if force_slicing else memory.attention_slicing(mode, entry.device, need)
+    if slicing:
+        pipe.enable_attention_slicing(slicing)
+    else:
+        pipe.disable_attention_slicing()
+
+
+def run_pipeline(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, size: tuple[int, int],
+                 batch: int, **kwargs: Any) -> Any:
+    """Call `pipe(**kwargs)` for latents, reporting each step; returns the latents tensor."""
+    ctx.check_cancelled()
+    width, height = size
+
+    def on_step(p: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        total = getattr(p, "num_timesteps", 0) or kwargs.get("num_inference_steps", 1)
+        ctx.progress((i + 1) / max(total, 1), latent_preview(tensors["latents"], entry.family),
+                     text=f"step {i + 1}/{total}")
+        if ctx.cancelled:
+            raise Cancelled("cancelled")
+        return tensors
+
+    def attempt(force_slicing: bool) -> Any:
+        with entry.lock:
+            configure(ctx, entry, pipe, scheduler, width, height, batch, force_slicing)
+            return pipe(output_type="latent", callback_on_step_end=on_step, **kwargs).images
+
+    return memory.with_oom_retry(lambda: attempt(False), lambda: attempt(True), entry.device,
+                                 lambda m: ctx.log(m, "warning"), "sampling")
+
+
+def to_tensor(image: np.ndarray, device: str = "cpu") -> Any:
+    """Image (N, H, W, C) -> torch (N, 3, H, W) in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.array(image[..., :3], dtype=np.float32)).permute(0, 3, 1, 2).to(device)
+
+
+def check_size(width: int, height: int, multiple: int = 8) -> None:
+    if width % multiple or height % multiple or width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be positive multiples of {multiple} (got {width}x{height})")

@@ -1,0 +1,130 @@
+"""VAE encode/decode with automatic tiling, real tile size/overlap settings and one OOM retry.
+
+diffusers 0.42 tiles through `vae.enable_tiling()` with the tile size in
+`vae.tile_sample_min_size` (pixels), `tile_latent_min_size` (latents) and the seam blend in
+`tile_overlap_factor`; neighbouring tiles are blended linearly over the overlap, so a tiled
+decode differs from an untiled one only slightly (tests bound it). "auto" tiles above
+`VAE_TILE_PIXELS` or when the estimated decode would not fit in half the free memory.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import numpy as np
+
+from app.engine import memory
+from app.engine.models import Entry
+
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 0.25
+
+
+class Tiling(str, enum.Enum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+def vae_scale(vae: Any) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def settings_tile(ctx: Any) -> tuple[str, int, float]:
+    """(mode, tile size, overlap) from the engine settings (GUI settings dialog)."""
+    s = getattr(ctx, "settings", None)
+    extra = getattr(s, "extra", {}) or {}
+    return (getattr(s, "vae_tiling", "auto") or "auto", int(extra.get("vae_tile_size", DEFAULT_TILE)),
+            float(extra.get("vae_tile_overlap", DEFAULT_OVERLAP)))
+
+
+def _configure(vae: Any, tiled: bool, tile: int, overlap: float) -> None:
+    if not tiled:
+        vae.disable_tiling()
+        return
+    scale = vae_scale(vae)
+    tile = max(scale * 4, int(tile) // scale * scale)
+    vae.enable_tiling()
+    vae.tile_sample_min_size = tile
+    vae.tile_latent_min_size = tile // scale
+    vae.tile_overlap_factor = min(max(float(overlap), 0.0), 0.75)
+
+
+def _decide(entry: Entry, mode: str, width: int, height: int, batch: int) -> bool:
+    vae = entry.pipe.vae
+    dtype_bytes = next(vae.parameters()).element_size()
+    need = memory.vae_decode_bytes(width, height, batch, max(vae.config.block_out_channels), dtype_bytes)
+    return memory.vae_tiling(mode, entry.device, width, height, need)
+
+
+def _upcast(vae: Any) -> Any:
+    """The dtype to run the VAE in: SDXL's VAE overflows in fp16 (config force_upcast)."""
+    import torch
+
+    if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
+        return torch.float32
+    return vae.dtype
+
+
+def decode(entry: Entry, latents: Any, mode: str = "auto", tile: int = DEFAULT_TILE,
+           overlap: float = DEFAULT_OVERLAP, log: Any = print) -> np.ndarray:
+    """Latents (model space, N x 4 x h x w) -> Image (N, H, W, 3) float32 in [0, 1]."""
+    import torch
+
+    vae = entry.pipe.vae
+    scale = vae_scale(vae)
+    n, _c, h, w = latents.shape
+    tiled = _decide(entry, mode, w * scale, h * scale, n)
+
+    def run(tiled: bool) -> np.ndarray:
+        with entry.lock, torch.inference_mode():
+            _configure(vae, tiled, tile, overlap)
+            dtype = _upcast(vae)
+            original = vae.dtype
+            if dtype != original:
+                vae.to(dtype)
+            try:
+                z = latents.to(entry.device, dtype) / vae.config.scaling_factor
+                if getattr(vae.config, "shift_factor", None):
+                    z = z + vae.config.shift_factor
+                out = vae.decode(z).sample
+            finally:
+                if dtype != original:
+                    vae.to(original)
+            return (out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+
+    return memory.with_oom_retry(lambda: run(tiled), lambda: run(True), entry.device, log, "VAE decode")
+
+
+def encode(entry: Entry, image: np.ndarray, mode: str = "auto", tile: int = DEFAULT_TILE,
+           overlap: float = DEFAULT_OVERLAP, log: Any = print) -> Any:
+    """Image (N, H, W, C) -> latents in model space (mean of the posterior: deterministic)."""
+    import torch
+
+    vae = entry.pipe.vae
+    scale = vae_scale(vae)
+    img = np.asarray(image, np.float32)[..., :3]
+    n, h, w, _ = img.shape
+    if h % scale or w % scale:
+        raise ValueError(f"image size {w}x{h} is not a multiple of {scale}: resize or crop it first")
+    tiled = _decide(entry, mode, w, h, n)
+
+    def run(tiled: bool) -> Any:
+        with entry.lock, torch.inference_mode():
+            _configure(vae, tiled, tile, overlap)
+            dtype = _upcast(vae)
+            original = vae.dtype
+            if dtype != original:
+                vae.to(dtype)
+            try:
+                x = torch.from_numpy(img).permute(0, 3, 1, 2).to(entry.device, dtype) * 2 - 1
+                z = vae.encode(x).latent_dist.mode()
+            finally:
+                if dtype != original:
+                    vae.to(original)
+            if getattr(vae.config, "shift_factor", None):
+                z = z - vae.config.shift_factor
+            return (z * vae.config.scaling_factor).to(entry.pipe.unet.dtype)
+
+    return memory.with_oom_retry(lambda: run(tiled), lambda: run(True), entry.device, log, "VAE encode")
