@@ -88,6 +88,8 @@ def get_client(settings: Any = None, token: str | None = None) -> Any:
                                       timeout=httpx.Timeout(30.0, connect=10.0, pool=30.0),
                                       event_hooks={"response": [_note_retry_after]})
             client._client  # noqa: B018 - build the shared httpx client once, under the lock
+            for stale in [k for k in _clients if k[1] == url]:  # a replaced token is not kept around
+                del _clients[stale]
             _clients[key] = client
     return client
 

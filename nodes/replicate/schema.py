@@ -176,12 +176,12 @@ def _enum_for(ref: str, name: str, values: list) -> type[enum.Enum]:
     with _lock:
         cls = _enums.get(key)
         if cls is None:
-            members = []
-            for v in values:
-                label = str(v)
-                members.append((label if label and not label.startswith("_") else f"v{label}", v))
+            labels = [str(v) if str(v) and not str(v).startswith("_") else f"v{v}" for v in values]
             title = re.sub(r"\W+", "_", f"{ref}_{name}").strip("_")
-            cls = enum.Enum(title, members, module=__name__)
+            try:
+                cls = enum.Enum(title, list(zip(labels, values, strict=True)), module=__name__)
+            except (TypeError, ValueError):  # labels that clash or that Enum reserves: number them
+                cls = enum.Enum(title, [(f"v{i}", v) for i, v in enumerate(values)], module=__name__)
             _enums[key] = cls
         return cls
 
@@ -206,8 +206,7 @@ def port_for(ref: str, name: str, prop: dict, required: bool) -> PortSpec | None
     items = prop.get("items") or {}
     if (typ == "string" and fmt == "uri") or (typ == "array" and items.get("format") == "uri"):
         if _is_other_file(name, prop):
-            return PortSpec(pname, "str", default=default if default is not REQUIRED else REQUIRED,
-                            optional=not required, help=help_text or "a URL")
+            return PortSpec(pname, "str", default=default, optional=not required, help=help_text or "a URL")
         kind = "Video" if _is_video(name, prop) else "Image"
         return PortSpec(pname, kind, default=REQUIRED if required else None, optional=not required,
                         help=help_text)

@@ -116,6 +116,12 @@ STACK_SCHEMA = openapi(
     ["images"],
 )
 
+VIDCOUNT_SCHEMA = openapi(
+    {"video": {"type": "string", "format": "uri", "title": "Video", "description": "Input video", "x-order": 0}},
+    ["video"],
+    output={"type": "string"},
+)
+
 TEXT_SCHEMA = openapi(
     {"prompt": {"type": "string", "title": "Prompt", "x-order": 0}},
     ["prompt"],
@@ -178,6 +184,7 @@ class FakeReplicate:
                   FakeModel("fake", "video", VIDEO_SCHEMA, "video"),
                   FakeModel("fake", "text", TEXT_SCHEMA, "text"),
                   FakeModel("fake", "stack", STACK_SCHEMA, "stack"),
+                  FakeModel("fake", "vidcount", VIDCOUNT_SCHEMA, "vidcount"),
                   FakeModel("fake", "broken", TXT2IMG_SCHEMA, "fail"),
                   FakeModel("fake", "aborts", TXT2IMG_SCHEMA, "abort"),
                   FakeModel("fake", "notmedia", TXT2IMG_SCHEMA, "not_media")):
@@ -299,6 +306,8 @@ class FakeReplicate:
                     arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
                 urls.append(self.serve_bytes(png(arr * float(gain)), "image/png", "png"))
             return urls
+        if model.behaviour == "vidcount":
+            return count_frames(self.read_input_file(inp["video"]))
         if model.behaviour == "video":
             return self.serve_bytes(mp4(int(inp.get("num_frames", 4))), "video/mp4", "mp4")
         if model.behaviour == "text":
@@ -392,6 +401,30 @@ def mp4(frames: int, size: tuple[int, int] = (32, 24)) -> bytes:
             return f.read()
     finally:
         os.unlink(path)
+
+
+def count_frames(data: bytes) -> str:
+    """'N frames WxH' for an uploaded video."""
+    import os
+    import tempfile
+
+    import cv2
+
+    fd, path = tempfile.mkstemp(suffix=".mp4")
+    try:
+        os.write(fd, data)
+        os.close(fd)
+        cap = cv2.VideoCapture(path)
+        n, size = 0, (0, 0)
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            n, size = n + 1, (frame.shape[1], frame.shape[0])
+        cap.release()
+    finally:
+        os.unlink(path)
+    return f"{n} frames {size[0]}x{size[1]}"
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -205,3 +205,20 @@ def test_outputs_as_plain_urls_and_as_file_outputs(fake, tmp_path):
     assert [im.shape for im in outs.images] == [(1, 4, 6, 3), (1, 4, 6, 3)]
     assert outs.images[0][0, 0, 0].tolist() == [1.0, 0.0, 0.0] and outs.images[1][0, 0, 0].tolist() == [0.0, 1.0, 1.0]
     assert outs.texts == ["caption"]
+
+
+def test_a_graph_video_is_sent_as_an_mp4(fake, make_engine):
+    from app.paths import RESOURCES
+
+    g = Graph()
+    g.add_node(NodeInstance("clip", "imagebash.video.load",
+                            {"path": str(RESOURCES / "samples" / "clip.mp4"), "max_frames": 6}))
+    g.add_node(NodeInstance("gen", RUN, {"model": "fake/vidcount"}))
+    g.connect(Link("clip", "video", "gen", "video"))
+    from nodes import REGISTRY
+
+    assert REGISTRY.get(RUN).input("video", {"model": "fake/vidcount"}).kind == "Video"
+    result = make_engine().run(g, ["gen"])
+    assert result.ok, result.errors
+    assert result.output("gen", "text") == "6 frames 128x96"
+    assert len(fake.predictions) == 1  # one call with the whole clip, not one per frame
