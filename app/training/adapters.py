@@ -114,6 +114,26 @@ def layer_weights(model: Any) -> dict[str, LayerWeights]:
 
 
 # input-axis DoRA ---------------------------------------------------------------------------------
+def set_input_axis_dora(layer: Any, adapter_name: str, magnitude: Any) -> None:
+    """Make adapter `adapter_name` of a peft LoRA Linear `layer` an input-axis DoRA with
+    `magnitude` ((in,) or a kohya `dora_scale` of shape (1, in)); for loaders of such files."""
+    import torch
+    from peft.tuners.lora.dora import DoraLinearLayer
+
+    mag = magnitude.reshape(-1)
+    base = layer.get_base_layer()
+    if mag.numel() != base.in_features:
+        raise ValueError(f"input-axis DoRA scale has {mag.numel()} values, the layer {base.in_features} inputs")
+    if adapter_name not in layer.lora_magnitude_vector:
+        if "lora_magnitude_vector" not in layer.adapter_layer_names:
+            layer.adapter_layer_names = (*layer.adapter_layer_names, "lora_magnitude_vector")
+        layer.lora_magnitude_vector[adapter_name] = DoraLinearLayer(fan_in_fan_out=False)
+    w = base.weight
+    layer.lora_magnitude_vector[adapter_name].weight = torch.nn.Parameter(
+        mag.to(w.device, torch.float32), requires_grad=False)
+    layer.lora_variant[adapter_name] = input_axis_variant()
+
+
 def _make_input_axis(module: Any) -> None:
     import torch
 

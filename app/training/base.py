@@ -8,12 +8,9 @@ files are refused: they can run code when loaded.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from dataclasses import dataclass
 from typing import Any
-
-from app.paths import resource
 
 
 class BaseModelError(ValueError):
@@ -22,7 +19,7 @@ class BaseModelError(ValueError):
 
 @dataclass
 class BaseModel:
-    """The parts of a pipeline training touches, and the family ('sd15' or 'sdxl')."""
+    """The parts of a pipeline training touches, and the family ('sd1', 'sd2' or 'sdxl')."""
 
     family: str
     pipe: Any
@@ -45,79 +42,46 @@ class BaseModel:
         return [t for t in (self.pipe.tokenizer, getattr(self.pipe, "tokenizer_2", None)) if t is not None]
 
 
-def detect_family_folder(folder: pathlib.Path) -> str:
-    index = folder / "model_index.json"
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BaseModelError(f"{folder} is not a diffusers model folder (no model_index.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BaseModelError(f"cannot read {index}: {exc}") from None
-    cls = str(data.get("_class_name", ""))
-    if "XL" in cls:
-        return "sdxl"
-    if cls.startswith("StableDiffusion") or cls == "DiffusionPipeline":
-        return "sd15"
-    raise BaseModelError(f"{folder}: training supports SD 1.x and SDXL pipelines, not {cls or 'this model'}")
-
-
-def detect_family_file(path: pathlib.Path) -> str:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several error types for bad files
-        raise BaseModelError(f"cannot read {path} as safetensors: {exc}") from None
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
-    if any(k.startswith("cond_stage_model.") for k in keys):
-        return "sd15"
-    raise BaseModelError(f"{path}: not an SD 1.x or SDXL checkpoint (no text encoder keys found)")
-
-
-def _pipeline_class(family: str) -> Any:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
-
-
-def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None) -> BaseModel:
-    """Load `source` (a diffusers folder or a single .safetensors file) for training."""
+def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None,
+              search: list[pathlib.Path] | None = None) -> BaseModel:
+    """Load `source` (a diffusers folder or a single .safetensors file, or a name in the models
+    folders) for training; the family detection and configs are the model manager's."""
     import torch
 
-    p = pathlib.Path(source).expanduser()
-    if not str(source):
+    from app.engine.models import (
+        ModelError,
+        config_folder,
+        detect_family,
+        pipeline_class,
+        refuse_pickle,
+        resolve_source,
+    )
+
+    if not str(source).strip():
         raise BaseModelError("no base model given (--base FOLDER_OR_FILE)")
-    if not p.exists():
-        raise BaseModelError(f"base model not found: {p}")
-    if p.is_file() and p.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
-        raise BaseModelError(f"{p.name}: pickled checkpoints can run code when loaded; "
-                             "convert it to .safetensors first")
-    dtype = dtype or torch.float32
-    if p.is_dir():
-        family = detect_family_folder(p)
-        try:
-            pipe = _pipeline_class(family).from_pretrained(p, local_files_only=True, torch_dtype=dtype)
-        except (OSError, ValueError) as exc:
-            raise BaseModelError(f"cannot load {p}: {str(exc).splitlines()[0]}") from None
-    elif p.suffix.lower() == ".safetensors":
-        family = detect_family_file(p)
-        config = resource("model_configs", family)
-        if not config.is_dir():
-            raise BaseModelError(f"{p.name}: no offline config for {family} in {config}; "
-                                 "use a diffusers folder instead")
-        try:
-            pipe = _pipeline_class(family).from_single_file(str(p), config=str(config), local_files_only=True,
-                                                            torch_dtype=dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise BaseModelError(f"cannot load {p}: {str(exc).splitlines()[0]}") from None
-    else:
-        raise BaseModelError(f"{p.name}: expected a diffusers folder or a .safetensors checkpoint")
+    try:
+        path, _hub = resolve_source(str(source), search)
+        if path is None:
+            raise BaseModelError(f"base model not found: {source} (training needs a local file or folder)")
+        refuse_pickle(path)
+        family = detect_family(path)
+        cls = pipeline_class(family)
+        kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "local_files_only": True}
+        if family != "sdxl":
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        if path.is_dir():
+            pipe = cls.from_pretrained(str(path), **kwargs)
+        else:
+            pipe = cls.from_single_file(str(path), config=str(config_folder(family)), **kwargs)
+    except ModelError as exc:
+        raise BaseModelError(str(exc)) from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BaseModelError(f"cannot load base model {source}: {first[:200]}") from None
     pipe.set_progress_bar_config(disable=True)
-    pipe.vae.to(device, torch.float32)  # SDXL's VAE overflows in fp16; it only encodes once per image
+    pipe.vae.to(device)  # kept in float32: SDXL's VAE overflows in fp16, and it encodes each image once
     pipe.unet.to(device)
     for te in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
         if te is not None:
             te.to(device)
-    return BaseModel(family, pipe, str(p))
+    return BaseModel(family, pipe, str(path))

@@ -33,7 +33,7 @@ from app.training.adapters import LayerWeights
 class AdapterExport:
     """What the exporter needs: the family, the adapted layers per model and the U-Net layout."""
 
-    family: str  # "sd15" | "sdxl"
+    family: str  # "sd1" | "sd2" | "sdxl" (the model manager's names)
     unet: dict[str, LayerWeights]
     text_encoders: list[dict[str, LayerWeights]] = field(default_factory=list)
     layers_per_block: int = 2

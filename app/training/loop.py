@@ -89,6 +89,10 @@ class Trainer:
         self.dataset: Dataset | None = None
         self.base: Any = None
         self._plans: dict[int, list[list[int]]] = {}
+        self.step = 0
+        self.total_steps = 0
+        self.on_samples: Callable[[list[pathlib.Path]], None] | None = None
+        self.extra_metadata: dict[str, str] = {}  # added to the exported files' metadata
 
     # paths -------------------------------------------------------------------------------------
     @property
@@ -269,6 +273,22 @@ class Trainer:
             loss = loss * w
         return loss.mean()
 
+    def validation_loss(self, seed: int = 0, rounds: int = 4) -> float:
+        """Mean loss over every image with fixed noise and timesteps: comparable across steps."""
+        import torch
+
+        if self.base is None:
+            self.prepare()
+        g = torch.Generator().manual_seed(seed)
+        n_items = len(self.dataset.items)
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for _ in range(rounds):
+                for i in range(n_items):
+                    total += float(self._loss([i], g))
+                    count += 1
+        return total / max(1, count)
+
     # run ---------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
         """Train to the last step and export; raises TrainingStopped (after a checkpoint) if stopped."""
@@ -283,6 +303,7 @@ class Trainer:
         self.started_at = time.time()
         if resume:
             step, losses = self._resume(g)
+        self.step = step
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         result = TrainResult(None, None, step, self.total_steps, losses)
         t0 = time.perf_counter()
@@ -320,6 +341,7 @@ class Trainer:
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             step += 1
+            self.step = step
             losses.append(total)
             result.step_times.append(time.perf_counter() - ts)
             elapsed = time.perf_counter() - t0
@@ -391,9 +413,12 @@ class Trainer:
         prompts = list(self.cfg.sample_prompts) or [self.cfg.trigger or self.dataset.items[0].caption]
         size = self.cfg.sample_size or self.cfg.resolution
         self.progress(Progress(step, self.total_steps, phase="rendering samples"))
-        return render_samples(self.base.pipe, prompts, seed=self.cfg.sample_seed, steps=self.cfg.sample_steps,
-                              size=(size, size), folder=self.checkpoint_root / "samples", step=step,
-                              device=self.device)
+        paths = render_samples(self.base.pipe, prompts, seed=self.cfg.sample_seed, steps=self.cfg.sample_steps,
+                               size=(size, size), folder=self.checkpoint_root / "samples", step=step,
+                               device=self.device)
+        if self.on_samples is not None and paths:
+            self.on_samples(paths)
+        return paths
 
     # export ------------------------------------------------------------------------------------
     def adapter_export(self) -> Any:
@@ -418,6 +443,7 @@ class Trainer:
             base_name=pathlib.Path(self.cfg.base).name, base_hash=self.base_hash, optimizer=self.optimizer_name,
             precision=self.precision, prediction_type=self.prediction_type,
             final_loss=sum(losses[-20:]) / len(losses[-20:]) if losses else None)
+        meta |= self.extra_metadata
         a = self.adapter_export()
         if not twin:
             write_safetensors(path, kohya_state_dict(a), meta)

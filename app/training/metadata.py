@@ -14,8 +14,8 @@ from typing import Any
 from app.training.config import TrainConfig
 from app.training.dataset import Dataset
 
-_BASE_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
-_ARCH = {"sd15": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-base"}
+_BASE_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+_ARCH = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base"}
 
 
 def training_metadata(cfg: TrainConfig, ds: Dataset, *, family: str, steps: int, epoch: int,
@@ -40,7 +40,7 @@ def training_metadata(cfg: TrainConfig, ds: Dataset, *, family: str, steps: int,
         "ss_sd_model_name": base_name,
         "ss_new_sd_model_hash": base_hash,
         "ss_base_model_version": _BASE_VERSION.get(family, family),
-        "ss_v2": "False",
+        "ss_v2": str(family == "sd2"),
         "ss_network_module": "lycoris.kohya" if dora else "networks.lora",
         "ss_network_dim": str(cfg.rank),
         "ss_network_alpha": f"{cfg.alpha:g}",

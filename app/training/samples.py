@@ -14,13 +14,14 @@ from typing import Any
 
 def sampler_scheduler(pipe: Any) -> Any:
     """The scheduler the Text to Image node uses by default, configured for this pipeline."""
-    try:
-        from nodes.diffusion.samplers import DEFAULT_SAMPLER, make_scheduler
-    except ImportError:
-        from diffusers import EulerDiscreteScheduler
+    import inspect
 
-        return EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    return make_scheduler(DEFAULT_SAMPLER, pipe.scheduler.config)
+    from nodes.diffusion.generate import txt2img
+    from nodes.diffusion.schedulers import make_scheduler
+
+    fn = getattr(txt2img, "__wrapped__", txt2img)
+    default = inspect.signature(fn).parameters["scheduler"].default
+    return make_scheduler(default, dict(pipe.scheduler.config))
 
 
 def render_samples(pipe: Any, prompts: list[str], *, seed: int, steps: int, size: tuple[int, int],

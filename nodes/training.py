@@ -1,0 +1,187 @@
+"""Train LoRA: a folder of images in, a LoRA file out, so a workflow can train and then use it.
+
+The node runs `app.training.Trainer` with the preset for the base model's family, overridden by
+the node's own settings. Progress (steps, loss, ETA) goes to the engine as node progress, sample
+images as previews; cancelling saves a checkpoint first, and `resume` continues from it. When
+the output file already holds a LoRA trained with exactly these settings on exactly these
+images, the node returns it at once instead of training again.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+from nodes.registry import node
+from nodes.types import Cancelled, Choices, Context, FileFilter, Help, Range, Seed
+
+
+def _checkpoints() -> list[str]:
+    from nodes.diffusion.catalog import list_checkpoints
+
+    return list_checkpoints()
+
+
+class Network(str, enum.Enum):
+    LORA = "lora"
+    DORA = "dora"
+
+
+class Targets(str, enum.Enum):
+    ATTENTION = "attention"
+    ATTENTION_FF = "attention+ff"
+
+
+@node("imagebash.training.train_lora", version=1, title="Train LoRA", category="training", device="gpu",
+      cacheable=True)
+def train_lora(
+    folder: Annotated[Path, FileFilter(folder=True), Help("training images; captions in .txt/.caption files")],
+    base: Annotated[str, Choices(_checkpoints), Help("SD 1.x or SDXL: a .safetensors file or diffusers folder")] = "",
+    out: Annotated[Path, FileFilter(("*.safetensors",), save=True)] = Path(""),
+    trigger: str = "",
+    network: Network = Network.LORA,
+    targets: Targets = Targets.ATTENTION,
+    rank: Annotated[int, Range(1, 256)] = 16,
+    alpha: Annotated[float, Range(0.01, 1024.0, step=0.5)] = 8.0,
+    steps: Annotated[int, Range(1, 1_000_000)] = 1000,
+    learning_rate: Annotated[float, Range(1e-7, 1.0, step=1e-5)] = 1e-4,
+    batch_size: Annotated[int, Range(1, 64)] = 1,
+    resolution: Annotated[int, Range(0, 2048, step=64)] = 0,
+    train_text_encoder: bool = False,
+    seed: Seed = 42,
+    save_every: Annotated[int, Range(0, 1_000_000)] = 250,
+    sample_every: Annotated[int, Range(0, 1_000_000)] = 0,
+    resume: bool = False,
+    config: Annotated[Path | None, FileFilter(("*.toml",))] = None,
+    ctx: Context = None,
+) -> Path:
+    """Train a style LoRA or DoRA on a folder of images and return the .safetensors file.
+
+    The file is in kohya/A1111/ComfyUI format (a diffusers/peft twin is written beside it as
+    NAME.peft.safetensors), ready for a LoRA node downstream. Settings not shown here come from
+    the "style" preset for the model family, or from a TOML config file.
+
+    Args:
+        folder: Folder of training images (PNG, JPEG, WebP, subfolders too; `10_name/` repeats 10x).
+        base: The base model to train on.
+        out: Where to write the LoRA (default: the models folder's loras/, named after the folder).
+        trigger: Word put in front of every caption; use it in prompts to call up the style.
+        network: LoRA, or DoRA (adds a learned magnitude per input channel).
+        targets: Layers to adapt: attention only, or attention and feed-forward.
+        rank: Adapter rank (capacity); 8-32 suits a style.
+        alpha: LoRA alpha; the effective scale is alpha / rank.
+        steps: Optimizer steps to train.
+        learning_rate: U-Net learning rate.
+        batch_size: Images per step.
+        resolution: Training resolution; 0 uses the family's (512 for SD 1.x, 1024 for SDXL).
+        train_text_encoder: Train the text encoder(s) too (SDXL presets keep them frozen).
+        seed: Random seed: the same seed and data train the same weights.
+        save_every: Save a resumable checkpoint every N steps (0: only at the end and on cancel).
+        sample_every: Render a sample image every N steps (shown as the node's preview).
+        resume: Continue from the newest checkpoint of a stopped run.
+        config: Optional TOML file with more settings (same keys as the presets).
+    """
+    from app.training.base import BaseModelError
+    from app.training.checkpoint import CheckpointError
+    from app.training.config import ConfigError
+    from app.training.dataset import DatasetError
+    from app.training.loop import Trainer, TrainingStopped
+
+    cfg = _config(folder, base, out, trigger, network, targets, rank, alpha, steps, learning_rate, batch_size,
+                  resolution, train_text_encoder, seed, save_every, sample_every, config)
+    key = _train_key(cfg)
+    target = Path(cfg.out)
+    if not resume and _trained_with(target, key):
+        ctx.log(f"{target.name} is up to date with these settings and images; not training again")
+        ctx.progress(1.0, text="up to date")
+        return target
+
+    def progress(p) -> None:
+        ctx.progress(p.fraction, text=p.text())
+
+    trainer = Trainer(cfg, progress=progress, log=ctx.log, stop=ctx.cancel_event)
+    trainer.on_samples = lambda paths: ctx.progress(trainer_fraction(trainer), preview=_preview(paths[-1]))
+    trainer.extra_metadata = {"imagebash.train_key": key}
+    try:
+        result = trainer.run(resume=resume)
+    except TrainingStopped as exc:
+        raise Cancelled(f"{exc}; run again with resume on to continue") from None
+    except (DatasetError, BaseModelError, CheckpointError, ConfigError) as exc:
+        raise ValueError(str(exc)) from None
+    ctx.annotate("lora_training", {"file": result.lora.name, "steps": result.steps, "network": cfg.network,
+                                   "rank": cfg.rank, "alpha": cfg.alpha})
+    return result.lora
+
+
+def trainer_fraction(trainer) -> float:
+    total = getattr(trainer, "total_steps", 0)
+    return min(1.0, getattr(trainer, "step", 0) / total) if total else 0.0
+
+
+def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, learning_rate, batch_size,
+            resolution, train_text_encoder, seed, save_every, sample_every, config):
+    from app.engine.models import ModelError, detect_family, resolve_source
+    from app.training.config import ConfigError, TrainConfig, load_preset, load_toml
+    from nodes.diffusion.catalog import models_dirs, search_dirs
+
+    if not str(base).strip():
+        raise ValueError("no base model chosen")
+    try:
+        path, _hub = resolve_source(base, search_dirs("checkpoint"))
+        family = detect_family(path) if path is not None else "sd1"
+    except ModelError as exc:
+        raise ValueError(str(exc)) from None
+    if path is None:
+        raise ValueError(f"base model not found: {base} (training needs a local file or folder)")
+    try:
+        cfg = load_preset("style-sdxl" if family == "sdxl" else "style-sd15", TrainConfig())
+        if config is not None and str(config):
+            cfg = load_toml(config, cfg)
+        folder = Path(folder).expanduser()
+        if not str(out) or str(out) == ".":
+            out = models_dirs()[0] / "loras" / f"{folder.name or 'lora'}.safetensors"
+        values = {"data": str(folder), "base": str(path), "out": str(Path(out).expanduser()), "trigger": trigger,
+                  "network": network.value, "targets": targets.value, "rank": rank, "alpha": alpha,
+                  "max_steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
+                  "train_text_encoder": train_text_encoder, "seed": int(seed), "save_every": save_every,
+                  "sample_every": sample_every}
+        if resolution:
+            values["resolution"] = resolution
+        return cfg.replace(**values).validate()
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _train_key(cfg) -> str:
+    """A digest of the settings and of every training image and caption, and of the base model."""
+    from app.engine.fingerprint import fingerprint
+
+    d = cfg.to_dict()
+    for k in ("out", "checkpoint_dir", "cache_dir", "device", "extra"):
+        d.pop(k, None)
+    d["data_fingerprint"] = fingerprint(cfg.data)
+    d["base_fingerprint"] = fingerprint(cfg.base)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _trained_with(path: Path, key: str) -> bool:
+    if not path.is_file():
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("imagebash.train_key") == key
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not up to date
+        return False
+
+
+def _preview(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return (np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)[None]
