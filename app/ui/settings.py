@@ -1,12 +1,14 @@
 """The user's settings: one typed store over QSettings (an .ini in `app.paths.config_dir()`).
 
 Everything the settings dialog edits lives here and nowhere else; the engine gets its part as an
-`EngineSettings`. Secrets (the Replicate token) never pass through this store: they go to the OS
-keyring via `app.secrets`.
+`EngineSettings`. The models folder is the exception: the headless side (the model catalog, the
+CLI) reads it from `config_dir()/settings.json`, so it is kept there, and only there. Secrets
+(the Replicate token) never pass through this store: they go to the OS keyring via `app.secrets`.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from dataclasses import dataclass
 from typing import Any
@@ -88,12 +90,12 @@ class Settings:
 
     @property
     def models_dir(self) -> pathlib.Path:
-        v = self.q.value("paths/models_dir", "")
-        return pathlib.Path(v).expanduser() if v else paths.data_dir() / "models"
+        v = _shared().get("models_dir")
+        return pathlib.Path(v).expanduser() if isinstance(v, str) and v else paths.data_dir() / "models"
 
     @models_dir.setter
     def models_dir(self, folder: str | pathlib.Path) -> None:
-        self.q.setValue("paths/models_dir", str(folder))
+        _set_shared("models_dir", str(folder))
 
     @property
     def output_dir(self) -> pathlib.Path:
@@ -148,3 +150,24 @@ class Settings:
 
     def remove_recent(self, path: str) -> None:
         self.q.setValue("ui/recent_files", [s for s in self.recent_files() if s != path])
+
+
+SHARED_FILE = "settings.json"
+
+
+def _shared() -> dict[str, Any]:
+    """Settings shared with headless code (`config_dir()/settings.json`); {} when absent or broken."""
+    try:
+        data = json.loads((paths.config_dir() / SHARED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _set_shared(key: str, value: Any) -> None:
+    data = _shared()
+    data[key] = value
+    target = paths.config_dir() / SHARED_FILE
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(target)

@@ -284,6 +284,7 @@ class MainWindow(QMainWindow):
         view.nodeActivated.connect(lambda nid, v=view: self._node_activated(v, nid))
         view.workflowDropped.connect(self.open_path)
         view.runNodeRequested.connect(lambda nid, v=view: self.run_nodes(v, [nid]))
+        view.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self._views.append(view)
         if title:
             self._titles[id(doc)] = title
@@ -555,7 +556,7 @@ class MainWindow(QMainWindow):
     def _select_node(self, node_id: str) -> None:
         view = self.current_view()
         if view is not None and node_id in view.document.graph.nodes:
-            view.select_nodes([node_id]) if hasattr(view, "select_nodes") else None
+            view.select_nodes([node_id])
             view.frame_selected()
 
     # dialogs ------------------------------------------------------------------------------------
@@ -593,8 +594,10 @@ class MainWindow(QMainWindow):
     def train_dialog(self) -> None:
         from app.ui.dialogs.train_lora import TrainLoraDialog
 
-        dlg = TrainLoraDialog(self.settings, self)
-        dlg.show()
+        if getattr(self, "_train_dialog", None) is None:
+            self._train_dialog = TrainLoraDialog(self.settings, self)
+        self._train_dialog.show()
+        self._train_dialog.raise_()
 
     def error(self, message: str) -> None:
         """Report a problem without blocking: log line, status bar, and a window-modal note."""
@@ -615,6 +618,8 @@ class MainWindow(QMainWindow):
             if answer == "cancel" or (answer == "save" and not self.save_document(doc)):
                 event.ignore()
                 return
+        if getattr(self, "_train_dialog", None) is not None:
+            self._train_dialog.stop()  # the trainer writes a checkpoint before it stops
         self.settings.set("ui/geometry", self.saveGeometry())
         self.settings.set("ui/state", self.saveState())
         self.settings.sync()

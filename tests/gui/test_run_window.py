@@ -118,3 +118,17 @@ def test_run_selected_runs_only_what_the_node_needs(make_window, qtbot, test_reg
     assert job.status == "done"
     assert node_item(view, "other").state == "done"
     assert node_item(view, "slow").state == "idle" and node_item(view, "noise").state == "idle"
+
+
+def test_a_saved_png_reopens_its_workflow(make_window, qtbot, gui_settings):
+    win = make_window()
+    doc = win.current_document()
+    doc.set_param("grade", "saturation", 0.5)
+    job = wait_job(qtbot, win, win.run_current())
+    png = next(p for p in job.files if p.suffix == ".png")
+    view = win.open_path(png)  # what dropping the PNG on the canvas does (workflowDropped)
+    assert win.tabs.count() == 2 and view is win.current_view()
+    reopened = view.document
+    assert set(reopened.graph.nodes) == set(doc.graph.nodes)
+    assert reopened.graph.nodes["grade"].params["saturation"] == 0.5
+    assert reopened.path is None  # saving asks where: the PNG is never overwritten with JSON

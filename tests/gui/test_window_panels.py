@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtWidgets import QAbstractSpinBox, QCheckBox
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QCheckBox
 
 from app.graph.model import Graph, NodeInstance
 from app.ui.document import WorkflowDocument
@@ -55,6 +56,11 @@ def test_preview_zoom_fit_and_before_after(make_window, qtbot):
     pv.view.fit_to_window()
     fit_zoom = pv.view.zoom
     center = QPointF(pv.view.width() / 2, pv.view.height() / 2)
+    wheel = QWheelEvent(center, pv.view.mapToGlobal(center), QPoint(0, 0), QPoint(0, 240),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(pv.view, wheel)
+    assert pv.view.zoom == pytest.approx(fit_zoom * 1.25 ** 2)
+    assert pv.zoom_label.text() == f"{fit_zoom * 1.25 ** 2 * 100:.0f}%"
     pv.view.set_zoom(fit_zoom * 4, center)
     assert pv.view.zoom == pytest.approx(fit_zoom * 4)
     qtbot.mouseDClick(pv.view, Qt.MouseButton.LeftButton, pos=center.toPoint())
@@ -140,7 +146,8 @@ def memory_keyring():
     keyring.set_keyring(old)
 
 
-def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory_keyring, gui_settings):
+def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory_keyring, gui_settings, tmp_path,
+                                                              monkeypatch):
     from app import paths, secrets
     from app.ui.dialogs.settings import SettingsDialog
     from app.ui.settings import DEVICE, VAE_TILING
@@ -153,6 +160,7 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
     dlg.combos[VAE_TILING.key].setCurrentText("on")
     dlg.cpu_offload.setChecked(True)
     dlg.cache_budget.setValue(2.5)
+    dlg.models_dir.setText(str(tmp_path / "my models"))
     dlg.accept()
     assert dlg.result() == dlg.DialogCode.Accepted
     win.apply_settings()
@@ -163,6 +171,11 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
     assert (es.device, es.vae_tiling, es.cpu_offload) == ("cpu", "on", True)
     assert es.cache_budget_bytes == int(2.5 * (1 << 30))
     assert win.runner.engine.settings.device == "cpu"
+    # the models folder reaches the model lists of the diffusion nodes
+    from nodes.diffusion.catalog import models_dirs
+
+    monkeypatch.delenv("IMAGEBASH_MODELS", raising=False)
+    assert models_dirs() == [tmp_path / "my models"]
     # no file under the config or data folders holds the token
     for root in (paths.config_dir(), paths.data_dir()):
         for f in root.rglob("*"):
