@@ -6,7 +6,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QPainterPath, QPainterPathStroker, QPen
+from PySide6.QtGui import QColor, QPainter, QPainterPath, QPainterPathStroker, QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsItem, QGraphicsPathItem
 
 from app.graph import Link
@@ -45,6 +45,7 @@ class LinkItem(QGraphicsPathItem):
         super().__init__()
         self.canvas, self.link = canvas, link
         self.dots: list[RerouteDot] = []
+        self._bounds = QRectF()
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
         self.setZValue(0)
         out = canvas.doc.output_port(link.src, link.src_port)
@@ -94,10 +95,17 @@ class LinkItem(QGraphicsPathItem):
         stroker.setWidth(10)
         return stroker.createStroke(self.path())
 
+    def setPath(self, path: QPainterPath) -> None:
+        self.prepareGeometryChange()
+        self._bounds = path.controlPointRect().adjusted(-4, -4, 4, 4)
+        super().setPath(path)
+
     def boundingRect(self) -> QRectF:
-        return super().boundingRect().adjusted(-4, -4, 4, 4)
+        return self._bounds
 
     def paint(self, painter, option, widget=None) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing,
+                              option.levelOfDetailFromTransform(painter.worldTransform()) >= 0.5)
         painter.setPen(self._pen_sel if self.isSelected() else self._pen)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.path())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen, QStaticText
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from app.graph import NodeMode
@@ -135,6 +135,7 @@ class NodeItem(QGraphicsItem):
             self.in_ports = {p.name: QPointF(0, mid) for p in inputs}
             self.out_ports = {p.name: QPointF(w, mid) for p in outputs}
             self._size, self._thumb_rect = (w, TITLE_H), QRectF()
+            self._prepare_paint()
             return
         y = TITLE_H + PROGRESS_H + 2
         for i in range(max(len(wires), len(outputs))):
@@ -157,13 +158,13 @@ class NodeItem(QGraphicsItem):
             self._thumb_rect = QRectF((WIDTH - tw) / 2, y + 4, tw, th)
             y += th + 8
         self._size = (WIDTH, y + 6)
+        self._prepare_paint()
 
     def size(self) -> tuple[float, float]:
         return self._size
 
     def boundingRect(self) -> QRectF:
-        w, h = self._size
-        return QRectF(-PORT_R - 2, -2, w + 2 * PORT_R + 4, h + 4)
+        return self._bounds
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
@@ -219,6 +220,43 @@ class NodeItem(QGraphicsItem):
     def _state_color(self, pal: dict[str, QColor]) -> QColor | None:
         return pal.get(self.state) if self.state not in ("idle", "done") else None
 
+    def _prepare_paint(self) -> None:
+        """Bounds, port dots and row labels, computed once per layout instead of in every frame."""
+        w, h = self._size
+        self._bounds = QRectF(-PORT_R - 2, -2, w + 2 * PORT_R + 4, h + 4)
+        spec = self.spec
+        kinds: dict[tuple[str, bool], str] = {}
+        if spec is not None:
+            kinds.update({(p.name, False): p.kind for p in spec.inputs_for(self.node.params)})
+            kinds.update({(p.name, True): p.kind for p in spec.outputs})
+        self._ports = [(c, QBrush(port_color(kinds.get((name, output), "Any"))))
+                       for output, table in ((False, self.in_ports), (True, self.out_ports))
+                       for name, c in table.items()]
+        _, font = _Fonts.get()
+        fm = QFontMetricsF(font)
+        half = (WIDTH - 2 * PAD) / 2
+        params = self.node.params
+        self._boxes, self._labels = [], []
+
+        def label(r: QRectF, text: str, right: bool, dim: bool) -> None:
+            st = QStaticText(text)
+            st.setTextFormat(Qt.TextFormat.PlainText)
+            x = r.right() - fm.horizontalAdvance(text) if right else r.left()
+            self._labels.append((QPointF(x, r.center().y() - fm.height() / 2), st, dim))
+
+        for row in self.rows:
+            r = QRectF(PAD + 4, row.y - ROW_H / 2, WIDTH - 2 * PAD - 8, ROW_H)
+            if row.param and row.left is not None:
+                self._boxes.append(QRectF(PAD, row.y - ROW_H / 2 + 2, WIDTH - 2 * PAD, ROW_H - 4))
+                label(r, fm.elidedText(row.left.name, _ER, half), False, True)
+                value = format_value(row.left, params.get(row.left.name))
+                label(r, fm.elidedText(value, Qt.TextElideMode.ElideMiddle, r.width() - half - 4), True, False)
+                continue
+            if row.left is not None:
+                label(r, fm.elidedText(row.left.name + ("" if row.left.required else " ?"), _ER, half), False, False)
+            if row.right is not None:
+                label(r, fm.elidedText(row.right.name, _ER, half), True, False)
+
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         pal = self.canvas.palette
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
@@ -226,43 +264,40 @@ class NodeItem(QGraphicsItem):
         mode = self.node.mode
         body = QRectF(0, 0, w, h)
         state_col = self._state_color(pal)
-        if mode is NodeMode.MUTED:
-            painter.setOpacity(0.45)
-        if lod < 0.3:  # far away: a block in the title colour is all the eye can use
+        painter.setOpacity(0.45 if mode is NodeMode.MUTED else 1.0)
+        if lod < 0.4:  # far away: a block in the title colour is all the eye can use
             painter.fillRect(body, state_col or (pal["selection"] if self.isSelected() else pal["node_title"]))
             return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, lod >= 0.7)
         border = pal["selection"] if self.isSelected() else (state_col or pal["node_border"])
         painter.setPen(QPen(border, 2.0 if (self.isSelected() or state_col is not None) else 1.0))
         painter.setBrush(pal["node_bg"])
         painter.drawRoundedRect(body, 5, 5)
-        title_rect = QRectF(1, 1, w - 2, TITLE_H - 1)
         painter.setPen(Qt.PenStyle.NoPen)
         title_col = pal["bypassed"] if mode is NodeMode.BYPASSED else (
             pal["failed"] if self.state == "failed" else pal["node_title"])
         painter.setBrush(title_col)
-        painter.drawRoundedRect(title_rect, 4, 4)
+        painter.drawRoundedRect(QRectF(1, 1, w - 2, TITLE_H - 1), 4, 4)
         if self.state == "running":
             frac = 1.0 if self.progress is None else max(0.0, min(1.0, self.progress))
             painter.fillRect(QRectF(1, TITLE_H, (w - 2) * frac, PROGRESS_H), pal["running"])
-        title_font, body_font = _Fonts.get()
-        if lod >= 0.5:
-            painter.setFont(title_font)
-            painter.setPen(pal["node_text"])
-            fm = QFontMetricsF(title_font)
-            badge = {"cached": "cached", "failed": "failed", "queued": "queued", "skipped": "skipped"}.get(self.state)
-            if mode is not NodeMode.NORMAL:
-                badge = mode.value
-            text_w = w - 2 * PAD - (fm.horizontalAdvance(badge) + 8 if badge else 0)
-            painter.drawText(QRectF(PAD, 0, text_w, TITLE_H), Qt.AlignmentFlag.AlignVCenter,
-                             fm.elidedText(self.title(), _ER, text_w))
-            if badge:
-                painter.setPen(pal["node_text"] if self.state == "failed" else (
-                    pal["node_text_dim"] if state_col is None or mode is not NodeMode.NORMAL else state_col))
-                painter.drawText(QRectF(0, 0, w - PAD, TITLE_H),
-                                 _AR, badge)
-        self._paint_ports(painter, pal)
-        if lod >= 0.5 and not self.node.collapsed:
-            self._paint_rows(painter, pal, body_font)
+        detail = lod >= 0.5
+        if detail:
+            self._paint_title(painter, pal, state_col, mode)
+        painter.setPen(QPen(pal["node_border"], 1.0))
+        for c, brush in self._ports:
+            painter.setBrush(brush)
+            painter.drawEllipse(c, PORT_R, PORT_R)
+        if detail and not self.node.collapsed:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(pal["bg_alt"])
+            for box in self._boxes:
+                painter.drawRoundedRect(box, 3, 3)
+            painter.setFont(_Fonts.get()[1])
+            dim, text = pal["node_text_dim"], pal["node_text"]
+            for pos, static, is_dim in self._labels:
+                painter.setPen(dim if is_dim else text)
+                painter.drawStaticText(pos, static)
         if self.thumbnail is not None and not self._thumb_rect.isNull():
             painter.drawImage(self._thumb_rect, self.thumbnail)
         if mode is NodeMode.BYPASSED:
@@ -271,44 +306,24 @@ class NodeItem(QGraphicsItem):
             tint.setAlpha(50)
             painter.setBrush(tint)
             painter.drawRoundedRect(body, 5, 5)
+        painter.setOpacity(1.0)
 
-    def _paint_ports(self, painter: QPainter, pal: dict[str, QColor]) -> None:
-        spec = self.spec
-        kinds: dict[tuple[str, bool], str] = {}
-        if spec is not None:
-            kinds.update({(p.name, False): p.kind for p in spec.inputs_for(self.node.params)})
-            kinds.update({(p.name, True): p.kind for p in spec.outputs})
-        painter.setPen(QPen(pal["node_border"], 1.0))
-        for output, table in ((False, self.in_ports), (True, self.out_ports)):
-            for name, c in table.items():
-                painter.setBrush(QBrush(port_color(kinds.get((name, output), "Any"))))
-                painter.drawEllipse(c, PORT_R, PORT_R)
-
-    def _paint_rows(self, painter: QPainter, pal: dict[str, QColor], font: QFont) -> None:
-        painter.setFont(font)
-        fm = QFontMetricsF(font)
-        params = self.node.params
-        half = (WIDTH - 2 * PAD) / 2
-        for row in self.rows:
-            r = QRectF(PAD + 4, row.y - ROW_H / 2, WIDTH - 2 * PAD - 8, ROW_H)
-            if row.param and row.left is not None:
-                painter.setPen(Qt.PenStyle.NoPen)
-                painter.setBrush(pal["bg_alt"])
-                painter.drawRoundedRect(QRectF(PAD, row.y - ROW_H / 2 + 2, WIDTH - 2 * PAD, ROW_H - 4), 3, 3)
-                painter.setPen(pal["node_text_dim"])
-                painter.drawText(r, _AV, fm.elidedText(row.left.name, _ER, half))
-                painter.setPen(pal["node_text"])
-                value = format_value(row.left, params.get(row.left.name))
-                painter.drawText(r, _AR,
-                                 fm.elidedText(value, Qt.TextElideMode.ElideMiddle, r.width() - half - 4))
-                continue
-            painter.setPen(pal["node_text"])
-            if row.left is not None:
-                label = row.left.name + ("" if row.left.required else " ?")
-                painter.drawText(r, _AV, fm.elidedText(label, _ER, half))
-            if row.right is not None:
-                painter.drawText(r, _AR,
-                                 fm.elidedText(row.right.name, _ER, half))
+    def _paint_title(self, painter: QPainter, pal: dict[str, QColor], state_col: QColor | None,
+                     mode: NodeMode) -> None:
+        title_font = _Fonts.get()[0]
+        w = self._size[0]
+        painter.setFont(title_font)
+        painter.setPen(pal["node_text"])
+        fm = QFontMetricsF(title_font)
+        badge = {"cached": "cached", "failed": "failed", "queued": "queued", "skipped": "skipped"}.get(self.state)
+        if mode is not NodeMode.NORMAL:
+            badge = mode.value
+        text_w = w - 2 * PAD - (fm.horizontalAdvance(badge) + 8 if badge else 0)
+        painter.drawText(QRectF(PAD, 0, text_w, TITLE_H), _AV, fm.elidedText(self.title(), _ER, text_w))
+        if badge:
+            painter.setPen(pal["node_text"] if self.state == "failed" else (
+                pal["node_text_dim"] if state_col is None or mode is not NodeMode.NORMAL else state_col))
+            painter.drawText(QRectF(0, 0, w - PAD, TITLE_H), _AR, badge)
 
     # interaction -------------------------------------------------------------------------------
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:

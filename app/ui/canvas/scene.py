@@ -10,7 +10,8 @@ import math
 from typing import Any
 
 from PySide6.QtCore import QLineF, QPointF, QRectF, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QGraphicsProxyWidget, QGraphicsScene, QInputDialog, QWidget
+from PySide6.QtGui import QPainter, QPen, QPixmapCache
+from PySide6.QtWidgets import QComboBox, QGraphicsItem, QGraphicsProxyWidget, QGraphicsScene, QInputDialog, QWidget
 
 from app.graph import GraphEvent, Link
 from app.ui import theme
@@ -23,6 +24,9 @@ from nodes.registry import PortSpec
 
 GRID = 10.0
 SCENE_EXTENT = 100_000.0
+#: Below this zoom nodes are drawn as blocks and links too paint from cached pixmaps: with hundreds
+#: in view, calling into Python per item and frame is what costs, not the drawing.
+FAR_SCALE = 0.4
 
 
 class CanvasScene(QGraphicsScene):
@@ -37,6 +41,8 @@ class CanvasScene(QGraphicsScene):
         self.palette = theme.canvas_palette()
         self.snap_enabled = True
         self.user_moving = False
+        self.far = False
+        QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 128 * 1024))  # KiB, for the item caches
         self.nodes: dict[str, NodeItem] = {}
         self.links: dict[Link, LinkItem] = {}
         self.groups: dict[str, GroupItem] = {}
@@ -72,6 +78,7 @@ class CanvasScene(QGraphicsScene):
         item.setPos(*self.doc.graph.nodes[nid].position)
         self.nodes[nid] = item
         self.addItem(item)
+        self._cache(item)
 
     def _add_link(self, ln: Link) -> None:
         item = LinkItem(self, ln)
@@ -79,6 +86,21 @@ class CanvasScene(QGraphicsScene):
         self._by_node.setdefault(ln.src, set()).add(ln)
         self._by_node.setdefault(ln.dst, set()).add(ln)
         self.addItem(item)
+        self._cache(item)
+
+    def _cache(self, item: QGraphicsItem) -> None:
+        """Nodes always, links when far, paint from device-resolution pixmaps: panning blits them."""
+        cached = self.far or isinstance(item, NodeItem)
+        item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache if cached
+                          else QGraphicsItem.CacheMode.NoCache)
+
+    def set_far(self, far: bool) -> None:
+        """Switch between full detail and the cached far-away look (see FAR_SCALE)."""
+        if far == self.far:
+            return
+        self.far = far
+        for item in (*self.nodes.values(), *self.links.values()):
+            self._cache(item)
 
     def _add_group(self, gid: str) -> None:
         self.groups[gid] = GroupItem(self, gid)
@@ -160,8 +182,11 @@ class CanvasScene(QGraphicsScene):
         self.palette = theme.canvas_palette(name)
         for note in self.notes.values():
             note.sync()
+        for item in self.items():
+            item.update()  # drops the item's cached pixmap too
+        for view in self.views():
+            view.resetCachedContent()
         self.invalidate()
-        self.update()
 
     # geometry helpers for items ----------------------------------------------------------------
     def port_pos(self, node_id: str, port: str, output: bool) -> QPointF:
@@ -274,16 +299,20 @@ class CanvasScene(QGraphicsScene):
 
     # background --------------------------------------------------------------------------------
     def drawBackground(self, painter, rect: QRectF) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         painter.fillRect(rect, self.palette["canvas_bg"])
         scale = painter.worldTransform().m11()
         for step, key, min_scale in ((GRID * 2, "grid", 0.6), (GRID * 10, "grid_major", 0.15)):
             if scale < min_scale:
                 continue
-            painter.setPen(self.palette[key])
+            pen = QPen(self.palette[key], 0)  # cosmetic hairline
+            painter.setPen(pen)
             left, top = math.floor(rect.left() / step) * step, math.floor(rect.top() / step) * step
             lines = [QLineF(x, rect.top(), x, rect.bottom()) for x in _frange(left, rect.right(), step)]
             lines += [QLineF(rect.left(), y, rect.right(), y) for y in _frange(top, rect.bottom(), step)]
             painter.drawLines(lines)
+        painter.restore()
 
 
 def _frange(start: float, stop: float, step: float):

@@ -27,7 +27,7 @@ from app.ui.canvas.gestures import GESTURES, Gesture
 from app.ui.canvas.link_item import LinkItem, RerouteDot
 from app.ui.canvas.minimap import Minimap
 from app.ui.canvas.node_item import NodeItem
-from app.ui.canvas.scene import CanvasScene
+from app.ui.canvas.scene import FAR_SCALE, CanvasScene
 from app.ui.canvas.search import NodeSearchPopup
 from app.ui.document import WorkflowDocument, is_workflow_json
 from nodes.registry import NodeSpec, compatible
@@ -56,7 +56,9 @@ class CanvasView(QGraphicsView):
         self.setScene(self.canvas)
         self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
-        self.setOptimizationFlags(QGraphicsView.OptimizationFlag.DontSavePainterState)
+        self.setOptimizationFlags(QGraphicsView.OptimizationFlag.DontSavePainterState
+                                  | QGraphicsView.OptimizationFlag.DontAdjustForAntialiasing)
+        self.setCacheMode(QGraphicsView.CacheModeFlag.CacheBackground)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -512,6 +514,10 @@ class CanvasView(QGraphicsView):
         super().resizeEvent(event)
         m = 10
         self.minimap.move(self.width() - self.minimap.width() - m, self.height() - self.minimap.height() - m)
+
+    def paintEvent(self, event) -> None:
+        self.canvas.set_far(self.transform().m11() < FAR_SCALE)
+        super().paintEvent(event)
 
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         super().scrollContentsBy(dx, dy)
