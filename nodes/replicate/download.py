@@ -227,12 +227,19 @@ def flatten(output: Any) -> list[Any]:
     return [output]
 
 
+def is_text_output(output_schema: dict | None) -> bool:
+    """Whether a model's Output schema declares plain strings (so a URL in them is just text)."""
+    out = output_schema or {}
+    item = (out.get("items") or {}) if out.get("type") == "array" else out
+    return item.get("type") == "string" and item.get("format") != "uri"
+
+
 def collect(output: Any, client: Any, *, model: str, limits: Limits, api_base: str,
-            cancel: threading.Event | None = None) -> Outputs:
+            cancel: threading.Event | None = None, text_only: bool = False) -> Outputs:
     """Download and decode every file in `output`; text pieces are kept as text."""
     result = Outputs()
     for item in flatten(output):
-        url = url_of(item)
+        url = None if text_only else url_of(item)
         if url is None:
             result.texts.append(str(item))
             continue

@@ -99,7 +99,7 @@ def run_model(ctx: Context, ref: str, inputs: dict[str, Any]) -> ReplicateOutput
     ctx.annotate("replicate", {"model": ref, "version": doc.get("version"), "prediction": result.id})
     ctx.progress(1.0, text="downloading results")
     outs = download.collect(result.output, client, model=ref, limits=limits, api_base=base_url(settings),
-                            cancel=cancel)
+                            cancel=cancel, text_only=download.is_text_output(doc.get("output")))
     image: Any = download.image_batch(outs.images)
     video: Any = outs.videos[0] if outs.videos else None
     if image is None and video is not None:

@@ -119,6 +119,18 @@ def test_text_output_is_joined(fake, make_engine):
     assert result.output("gen", "image") is None
 
 
+def test_a_url_in_a_text_answer_stays_text():
+    from nodes.replicate import download
+
+    text_schema = {"type": "array", "items": {"type": "string"}, "x-cog-array-type": "iterator"}
+    assert download.is_text_output(text_schema) and download.is_text_output({"type": "string"})
+    assert not download.is_text_output({"type": "string", "format": "uri"})
+    assert not download.is_text_output({"type": "array", "items": {"type": "string", "format": "uri"}})
+    outs = download.collect(["see ", "http://127.0.0.1:9/x.png"], None, model="m",
+                            limits=download.Limits(), api_base="http://127.0.0.1:9", text_only=True)
+    assert outs.texts == ["see ", "http://127.0.0.1:9/x.png"] and not outs.images
+
+
 def test_progress_shows_status_and_model_logs(fake, make_engine):
     fake.delay = 0.3
     engine = make_engine()
