@@ -73,6 +73,9 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from app.secrets import install_log_redaction
+
+    install_log_redaction()  # API tokens never reach a log line, whichever command runs
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

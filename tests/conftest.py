@@ -7,8 +7,11 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No test may read a token stored in the developer's real keyring (and so reach the real API);
+# tests that exercise the keyring install an in-memory backend themselves.
+os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
 
-import pytest  # noqa: E402
+import pytest
 
 pytest_plugins = ["tests.fixtures_models"]
 

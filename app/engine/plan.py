@@ -16,7 +16,7 @@ import networkx as nx
 
 from app.engine.fingerprint import fingerprint
 from app.graph.model import Graph, NodeInstance, NodeMode
-from app.graph.validate import Problem, ValidationError, coerce_params, find_cycle, upgrade_nodes
+from app.graph.validate import Problem, ValidationError, coerce_params, dynamic_hint, find_cycle, upgrade_nodes
 from nodes.registry import NodeSpec, PortSpec, Registry, compatible
 
 
@@ -104,7 +104,8 @@ def make_plan(graph: Graph, registry: Registry, targets: list[str] | None = None
         for port_name, (src, src_port) in links.items():
             dst_port = by_name.get(port_name)
             if dst_port is None:
-                problems.append(Problem(nid, port_name, f"{spec.id} has no input '{port_name}'"))
+                problems.append(Problem(nid, port_name, f"{spec.id} has no input '{port_name}'"
+                                                        + dynamic_hint(spec)))
                 continue
             src_spec = registry.get(graph.nodes[src].type)
             out = src_spec.output_port(src_port) if src_spec else None

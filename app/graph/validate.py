@@ -65,6 +65,14 @@ def upgrade_nodes(graph: Graph, registry: Registry) -> list[Problem]:
     return problems
 
 
+def dynamic_hint(spec: NodeSpec) -> str:
+    """For nodes whose ports come from their settings (an online model's schema), say so."""
+    if spec.dynamic_inputs is None:
+        return ""
+    return (" with its current settings (this node's inputs are read from its parameters, e.g. an online "
+            "model's schema, which may be unreadable right now: check the model name, token and network)")
+
+
 def find_cycle(graph: Graph) -> list[str] | None:
     """The node ids of one cycle, in order, or None."""
     g = nx.DiGraph()
@@ -118,7 +126,8 @@ def validate(graph: Graph, registry: Registry) -> list[Problem]:
             continue
         inp = dst.input(ln.dst_port, graph.nodes[ln.dst].params)
         if inp is None:
-            problems.append(Problem(ln.dst, ln.dst_port, f"{dst.id} has no input '{ln.dst_port}'"))
+            problems.append(Problem(ln.dst, ln.dst_port, f"{dst.id} has no input '{ln.dst_port}'"
+                                                         + dynamic_hint(dst)))
             continue
         from nodes.registry import compatible
 
