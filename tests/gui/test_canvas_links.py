@@ -161,3 +161,28 @@ def test_port_colour_is_drawn(qtbot):
     img = view.grab()
     assert close_to(pixel(img, view, port_pos(view, a, "image", True)), port_color("Image"), 30)
     assert close_to(pixel(img, view, port_pos(view, b, "mask", False)), port_color("Mask"), 30)
+
+
+def test_space_drag_pans(qtbot):
+    view, _doc, _a, _b = two_nodes(qtbot)
+    view.setFocus()
+    before = view.mapToScene(view.viewport().rect().center())
+    QTest.keyPress(view, Qt.Key.Key_Space)
+    drag(view, QPointF(600, 400), QPointF(500, 300), viewport=True)
+    QTest.keyRelease(view, Qt.Key.Key_Space)
+    after = view.mapToScene(view.viewport().rect().center())
+    assert abs((after.x() - before.x()) - 100) <= 3 and abs((after.y() - before.y()) - 100) <= 3
+    assert not view.selected_node_ids()  # a pan, not a rubber band
+
+
+def test_drag_from_an_empty_input_offers_nodes_with_a_fitting_output(qtbot):
+    view, doc, a, b = two_nodes(qtbot)
+    drag(view, port_pos(view, b, "mask", False), QPointF(100, 500))
+    popup = view.search_popup
+    offered = popup.type_ids()
+    assert "test.canvas.to_mask" in offered  # nodes with a Mask output
+    assert not {"test.canvas.solid", "test.canvas.blend", "test.canvas.prompt"} & set(offered)
+    QTest.keyClicks(popup.edit, "to mask")
+    QTest.keyClick(popup.edit, Qt.Key.Key_Return)
+    (new,) = set(doc.graph.nodes) - {a, b}
+    assert doc.graph.links == [Link(new, "mask", b, "mask")]

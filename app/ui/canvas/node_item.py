@@ -79,6 +79,18 @@ def format_value(port: PortSpec, value: Any) -> str:
     return text
 
 
+def _range_fraction(port: PortSpec, value: Any) -> float | None:
+    """Where a bounded number sits in its range (0..1), or None for anything else."""
+    r = port.range
+    if r is None or r.min is None or r.max is None or r.max <= r.min:
+        return None
+    if value is None:
+        value = None if port.default is REQUIRED else port.default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return max(0.0, min(1.0, (float(value) - r.min) / (r.max - r.min)))
+
+
 class NodeItem(QGraphicsItem):
     """The view of one NodeInstance; reads the model, never writes it (edits go to the document)."""
 
@@ -236,7 +248,7 @@ class NodeItem(QGraphicsItem):
         fm = QFontMetricsF(font)
         half = (WIDTH - 2 * PAD) / 2
         params = self.node.params
-        self._boxes, self._labels = [], []
+        self._boxes, self._labels, self._fills = [], [], []
 
         def label(r: QRectF, text: str, right: bool, dim: bool) -> None:
             st = QStaticText(text)
@@ -247,7 +259,11 @@ class NodeItem(QGraphicsItem):
         for row in self.rows:
             r = QRectF(PAD + 4, row.y - ROW_H / 2, WIDTH - 2 * PAD - 8, ROW_H)
             if row.param and row.left is not None:
-                self._boxes.append(QRectF(PAD, row.y - ROW_H / 2 + 2, WIDTH - 2 * PAD, ROW_H - 4))
+                box = QRectF(PAD, row.y - ROW_H / 2 + 2, WIDTH - 2 * PAD, ROW_H - 4)
+                self._boxes.append(box)
+                frac = _range_fraction(row.left, params.get(row.left.name))
+                if frac is not None:  # a bounded number reads like a slider
+                    self._fills.append(QRectF(box.left(), box.top(), box.width() * frac, box.height()))
                 label(r, fm.elidedText(row.left.name, _ER, half), False, True)
                 value = format_value(row.left, params.get(row.left.name))
                 label(r, fm.elidedText(value, Qt.TextElideMode.ElideMiddle, r.width() - half - 4), True, False)
@@ -292,6 +308,11 @@ class NodeItem(QGraphicsItem):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(pal["bg_alt"])
             for box in self._boxes:
+                painter.drawRoundedRect(box, 3, 3)
+            fill = QColor(pal["accent"])
+            fill.setAlpha(70)
+            painter.setBrush(fill)
+            for box in self._fills:
                 painter.drawRoundedRect(box, 3, 3)
             painter.setFont(_Fonts.get()[1])
             dim, text = pal["node_text_dim"], pal["node_text"]
