@@ -9,7 +9,6 @@ them without a modal dialog.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Callable
 from typing import Any
@@ -19,14 +18,9 @@ from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QUndoGroup
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
     QMainWindow,
     QMessageBox,
-    QSizePolicy,
     QTabWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -41,6 +35,7 @@ from app.ui.panels.inspector import InspectorPanel
 from app.ui.panels.log import LogPanel
 from app.ui.panels.preview import PreviewPanel
 from app.ui.panels.queue import QueuePanel
+from app.ui.panels.welcome import WelcomeStrip, example_title, example_workflows
 from app.ui.runner import RunController, RunJob, apply_event_to_view
 from app.ui.settings import Settings
 from nodes.registry import REGISTRY, Registry
@@ -52,20 +47,6 @@ WORKFLOW_FILTER = "Workflows (*.json *.png);;All files (*)"
 def icon(name: str) -> QIcon:
     p = paths.resource("icons", f"{name}.svg")
     return QIcon(str(p)) if p.exists() else QIcon()
-
-
-def example_workflows() -> list[pathlib.Path]:
-    return sorted(paths.WORKFLOWS.glob("*.json")) if paths.WORKFLOWS.is_dir() else []
-
-
-def _example_title(p: pathlib.Path) -> str:
-    try:
-        meta = json.loads(p.read_text(encoding="utf-8")).get("meta", {})
-        if isinstance(meta, dict) and isinstance(meta.get("title"), str):
-            return meta["title"]
-    except (OSError, ValueError):
-        pass
-    return p.stem.replace("_", " ").capitalize()
 
 
 class MainWindow(QMainWindow):
@@ -100,7 +81,11 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.tabCloseRequested.connect(lambda i: self.close_tab(i))
         self.tabs.currentChanged.connect(self._tab_changed)
-        self.welcome = self._welcome_strip()
+        self.welcome = WelcomeStrip()
+        self.welcome.setVisible(self.settings.show_welcome)
+        self.welcome.exampleClicked.connect(self.open_example)
+        self.welcome.closed.connect(self._hide_welcome)
+        self.example_buttons = self.welcome.buttons
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -147,38 +132,7 @@ class MainWindow(QMainWindow):
         self.docks[title] = dock
         return dock
 
-    def _welcome_strip(self) -> QFrame:
-        strip = QFrame()
-        strip.setObjectName("welcomeStrip")
-        row = QHBoxLayout(strip)
-        row.setContentsMargins(10, 4, 4, 4)
-        hello = QLabel("<b>Welcome to imagebash.</b> Open an example:")
-        row.addWidget(hello)
-        self.example_buttons: list[QToolButton] = []
-        for p in example_workflows():
-            b = QToolButton()
-            b.setText(_example_title(p))
-            b.setToolTip(str(p))
-            b.setObjectName(f"example_{p.stem}")
-            b.setAutoRaise(True)
-            b.setCursor(Qt.CursorShape.PointingHandCursor)
-            b.clicked.connect(lambda _=False, path=p: self.open_example(path))
-            row.addWidget(b)
-            self.example_buttons.append(b)
-        row.addStretch(1)
-        close = QToolButton()
-        close.setText("✕")
-        close.setToolTip("Hide the welcome strip (Help ▸ Examples still lists them)")
-        close.setAutoRaise(True)
-        close.clicked.connect(self._hide_welcome)
-        row.addWidget(close)
-        strip.setVisible(self.settings.show_welcome)
-        # never let the strip decide the window's minimum width (small screens clip it instead)
-        strip.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        return strip
-
     def _hide_welcome(self) -> None:
-        self.welcome.hide()
         self.settings.show_welcome = False
 
     def _action(self, text: str, slot: Callable[[], Any], shortcut: Any = None, icon_name: str = "",
@@ -243,7 +197,7 @@ class MainWindow(QMainWindow):
         h = mb.addMenu("&Help")
         ex = h.addMenu("&Examples")
         for p in example_workflows():
-            ex.addAction(_example_title(p), lambda path=p: self.open_example(path))
+            ex.addAction(example_title(p), lambda path=p: self.open_example(path))
 
         tb = self.addToolBar("Main")
         tb.setObjectName("toolbar_main")
@@ -426,23 +380,14 @@ class MainWindow(QMainWindow):
 
     # questions (replaceable) --------------------------------------------------------------------
     def _ask_unsaved_dialog(self, doc: WorkflowDocument) -> str:
-        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved changes",
-                          f"Save the changes to {self.tab_title(doc).rstrip(' *')} before closing?",
-                          QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                          | QMessageBox.StandardButton.Cancel, self)
-        box.setDefaultButton(QMessageBox.StandardButton.Save)
-        answer = box.exec()
-        return {QMessageBox.StandardButton.Save: "save",
-                QMessageBox.StandardButton.Discard: "discard"}.get(QMessageBox.StandardButton(answer), "cancel")
+        from app.ui.dialogs.questions import ask_unsaved
+
+        return ask_unsaved(self, self.tab_title(doc).rstrip(" *"))
 
     def _ask_save_path_dialog(self, doc: WorkflowDocument) -> pathlib.Path | None:
-        start = str(doc.path or pathlib.Path(str(self.settings.get("ui/last_dir", pathlib.Path.home())))
-                    / (self.tab_title(doc).rstrip(" *").removesuffix(".json") + ".json"))
-        f, _ = QFileDialog.getSaveFileName(self, "Save workflow", start, "Workflows (*.json)")
-        if not f:
-            return None
-        self.settings.set("ui/last_dir", str(pathlib.Path(f).parent))
-        return pathlib.Path(f)
+        from app.ui.dialogs.questions import ask_save_path
+
+        return ask_save_path(self, self.settings, self.tab_title(doc).rstrip(" *"), doc.path)
 
     def _ask_restore_dialog(self, entries: list[A.AutosaveEntry]) -> bool:
         from app.ui.dialogs.restore import ask_restore
@@ -503,6 +448,8 @@ class MainWindow(QMainWindow):
         if view is not None:
             view.clear_states()
         self.act_cancel.setEnabled(True)
+        what = f"nodes {', '.join(job.targets)}" if job.targets else "workflow"
+        self.log.add("info", f"run #{job.number} started: {job.title} ({what})")
         self.statusBar().showMessage(f"Running {job.title}…")
 
     def _job_finished(self, job: RunJob) -> None:

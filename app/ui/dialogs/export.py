@@ -67,6 +67,7 @@ class ExportDialog(QDialog):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent or window)
         self.setWindowTitle("Export")
+        self.setMinimumWidth(460)
         self.window_ = window
         self.document = document
         self.job: Any = None
