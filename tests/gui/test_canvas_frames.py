@@ -8,7 +8,7 @@ from PySide6.QtTest import QTest
 from app.graph import NodeMode
 from app.ui.canvas.frames import GROUP_TITLE_H
 from app.ui.canvas.node_item import TITLE_H
-from tests.gui.canvas_support import CTRL, close_to, double_click, drag, make_view, pixel
+from tests.gui.canvas_support import CTRL, REG, close_to, double_click, drag, make_view, pixel
 
 
 def test_dragging_a_node_moves_it_on_the_grid_in_one_undo_step(qtbot):
@@ -118,3 +118,31 @@ def test_double_click_title_collapses_and_ports_follow(qtbot):
     assert abs(end.y() - TITLE_H / 2) < 1  # the link now ends on the collapsed title
     doc.undo_stack.undo()
     assert not doc.graph.nodes[b].collapsed
+
+
+def test_group_resize_corner_is_one_undo_step(qtbot):
+    view = make_view(qtbot)
+    doc = view.document
+    gid = doc.add_group("G", (0, 0, 400, 300))
+    doc.undo_stack.clear()
+    drag(view, QPointF(395, 295), QPointF(595, 395))
+    x, y, w, h = doc.graph.groups[gid].rect
+    assert (x, y) == (0.0, 0.0) and abs(w - 600) <= 10 and abs(h - 400) <= 10
+    doc.undo_stack.undo()
+    assert doc.graph.groups[gid].rect == (0.0, 0.0, 400.0, 300.0)
+
+
+def test_a_closed_view_stops_following_its_document(qtbot):
+    from app.ui.canvas.view import CanvasView
+    from app.ui.document import WorkflowDocument
+
+    doc = WorkflowDocument(registry=REG)
+    a = doc.add_node("test.canvas.solid", (0, 0))
+    view = CanvasView(doc)  # not handed to qtbot: this test deletes it
+    view.show()
+    assert doc.graph._listeners
+    view.close()
+    view.deleteLater()
+    qtbot.waitUntil(lambda: not doc.graph._listeners, timeout=2000)
+    doc.set_param(a, "value", 0.7)  # no view left to update: nothing breaks
+    assert doc.graph.nodes[a].params["value"] == 0.7

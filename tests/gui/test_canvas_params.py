@@ -126,3 +126,16 @@ def test_make_editor_kinds(qtbot):
     seed = make_editor(PortSpec("seed", "Seed", 0), 7, got.append)
     assert seed.value() == 7 and seed.minimum() == 0
     assert QApplication.instance() is not None and REG.get("test.canvas.blend") is not None
+
+
+def test_escape_cancels_an_edit(qtbot, blend_view):
+    view, doc, nid = blend_view
+    view.setFocus()
+    click(view, row_point(view, nid, "opacity"))
+    editor = view.canvas.editor_widget()
+    editor.spin.selectAll()
+    QTest.keyClicks(editor.spin, "0.1")
+    QTest.keyClick(view, Qt.Key.Key_Escape)
+    assert view.canvas.editor is None
+    qtbot.wait(10)
+    assert doc.graph.nodes[nid].params["opacity"] == 1.0 and doc.undo_stack.count() == 0

@@ -49,6 +49,7 @@ class CanvasScene(QGraphicsScene):
         self.notes: dict[str, NoteItem] = {}
         self._by_node: dict[str, set[Link]] = {}
         self.editor: tuple[QGraphicsProxyWidget, str, str] | None = None
+        self._editor_done: dict[str, bool] = {}
         self.setSceneRect(-SCENE_EXTENT / 2, -SCENE_EXTENT / 2, SCENE_EXTENT, SCENE_EXTENT)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
         for gid in doc.graph.groups:
@@ -113,8 +114,12 @@ class CanvasScene(QGraphicsScene):
     # model events ------------------------------------------------------------------------------
     def _on_event(self, ev: GraphEvent) -> None:
         handler = getattr(self, f"_ev_{ev.kind}", None)
-        if handler is not None:
+        if handler is None:
+            return
+        try:
             handler(**ev.data)
+        except RuntimeError:  # the Qt side is gone (view closed) while the document lives on
+            self._unsubscribe()
 
     def _ev_node_added(self, node, **_: Any) -> None:
         self._add_node(node.id)
@@ -265,6 +270,7 @@ class CanvasScene(QGraphicsScene):
         proxy.setPos(item.mapToScene(rect.topLeft()))
         proxy.resize(rect.width(), height)
         self.editor = (proxy, node_id, port.name)
+        self._editor_done = done
         widget.setFocus()
         if isinstance(widget, QComboBox) and not widget.isEditable():
             QTimer.singleShot(0, widget.showPopup)
@@ -278,13 +284,16 @@ class CanvasScene(QGraphicsScene):
         except ValueError as exc:
             self.message.emit(str(exc))
 
-    def close_editor(self) -> None:
+    def close_editor(self, cancel: bool = False) -> None:
+        """Remove the editor; a text edit still open commits unless `cancel` (Escape)."""
         if self.editor is None:
             return
         proxy, _, _ = self.editor
         self.editor = None
+        if cancel:
+            self._editor_done["closed"] = True
         widget = proxy.widget()
-        if isinstance(widget, PromptEdit):
+        if isinstance(widget, PromptEdit) and not cancel:
             widget.commit()
         self.removeItem(proxy)
         proxy.deleteLater()

@@ -276,7 +276,9 @@ class CanvasView(QGraphicsView):
     def keyPressEvent(self, event) -> None:
         if self._editing_text():
             if event.key() == Qt.Key.Key_Escape:
-                self.canvas.close_editor()
+                self.canvas.close_editor(cancel=True)
+                self.setFocus()
+                return
             super().keyPressEvent(event)
             return
         key, mods = event.key(), event.modifiers()
