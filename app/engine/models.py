@@ -288,6 +288,9 @@ class ModelManager:
     def loaded(self) -> list[str]:
         return list(self._entries)
 
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
     def unload(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)
