@@ -138,3 +138,26 @@ def test_minimap_click_moves_the_view(qtbot):
     QTest.mouseClick(view.minimap, Qt.MouseButton.LeftButton, pos=view.minimap.rect().bottomRight() - QPoint(5, 5))
     centre = view.mapToScene(view.viewport().rect().center())
     assert centre.x() > 2500 and centre.y() > 1500
+
+
+def test_unknown_node_type_is_kept_and_marked(qtbot, tmp_path):
+    from app.graph import Graph, Link, NodeInstance
+    from app.ui.document import WorkflowDocument
+    from tests.gui.canvas_support import REG
+
+    g = Graph()
+    g.add_node(NodeInstance("a", "test.canvas.solid", {"value": 0.3}))
+    g.add_node(NodeInstance("x", "somepack.magic.sparkle", {"amount": 3}, position=(400, 0)))
+    g.connect(Link("a", "image", "x", "image"))
+    doc = WorkflowDocument(g, REG)
+    view = make_view(qtbot, doc)
+    item = view.canvas.nodes["x"]
+    assert "Unknown node type 'somepack.magic.sparkle'" in item.toolTip()
+    assert "image" in item.in_ports  # its link still ends on it
+    img = view.grab()
+    border = pixel(img, view, (400 + WIDTH / 2, item.size()[1] - 0.5))
+    assert close_to(border, view.canvas.palette["failed"], 40)
+    path = tmp_path / "kept.json"
+    doc.save(path)
+    again = WorkflowDocument.load(path)
+    assert again.graph.nodes["x"].params == {"amount": 3} and again.graph.links == [Link("a", "image", "x", "image")]

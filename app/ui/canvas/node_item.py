@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen, QStaticText
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
@@ -79,6 +80,25 @@ def format_value(port: PortSpec, value: Any) -> str:
     return text
 
 
+def to_qimage(image: Any, max_side: int = 256) -> QImage:
+    """A display copy of a float image ((N,) H, W, C or H, W in [0, 1]) as a QImage."""
+    arr = np.asarray(image)
+    if arr.ndim == 4:
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    arr = np.ascontiguousarray((np.clip(arr[..., :4], 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
+    h, w, c = arr.shape
+    fmt = QImage.Format.Format_RGBA8888 if c == 4 else QImage.Format.Format_RGB888
+    img = QImage(arr.data, w, h, w * c, fmt).copy()
+    if max(w, h) > max_side:
+        img = img.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
+                         Qt.TransformationMode.SmoothTransformation)
+    return img
+
+
 def _range_fraction(port: PortSpec, value: Any) -> float | None:
     """Where a bounded number sits in its range (0..1), or None for anything else."""
     r = port.range
@@ -136,7 +156,9 @@ class NodeItem(QGraphicsItem):
         if spec is not None:
             inputs = spec.inputs_for(node.params)
             outputs = list(spec.outputs)
-        else:  # unknown type: keep its links visible so nothing is lost
+        else:  # unknown type: keep it, its parameters and links as they are, and say so
+            self.setToolTip(f"Unknown node type '{node.type}': the node pack that provides it is not "
+                            "installed. It is kept and saved unchanged, but cannot run.")
             inputs = [PortSpec(ln.dst_port, "Any") for ln in graph.links_into(self.node_id)]
             outputs = [PortSpec(p, "Any") for p in dict.fromkeys(ln.src_port for ln in graph.links_from(self.node_id))]
         wires = [p for p in inputs if not p.is_param]
@@ -219,7 +241,10 @@ class NodeItem(QGraphicsItem):
         if state not in STATES:
             raise ValueError(f"unknown node state {state!r}; one of {', '.join(STATES)}")
         self.state, self.progress, self.message = state, progress, message
-        self.setToolTip(f"{self.title()} failed:\n{message}" if state == "failed" and message else "")
+        if state == "failed" and message:
+            self.setToolTip(f"{self.title()} failed:\n{message}")
+        elif self.spec is not None:
+            self.setToolTip("")
         self.update()
 
     def set_thumbnail(self, image: QImage | None) -> None:
@@ -230,6 +255,8 @@ class NodeItem(QGraphicsItem):
 
     # painting ----------------------------------------------------------------------------------
     def _state_color(self, pal: dict[str, QColor]) -> QColor | None:
+        if self.state == "idle" and self.spec is None:
+            return pal["failed"]
         return pal.get(self.state) if self.state not in ("idle", "done") else None
 
     def _prepare_paint(self) -> None:
@@ -355,7 +382,7 @@ class NodeItem(QGraphicsItem):
         return super().itemChange(change, value)
 
     def hoverMoveEvent(self, event) -> None:
-        if self.state == "failed" and self.message:
+        if (self.state == "failed" and self.message) or self.spec is None:
             return super().hoverMoveEvent(event)
         hit = self.port_at(event.scenePos())
         tip = ""

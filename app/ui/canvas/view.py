@@ -9,9 +9,8 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QGuiApplication, QImage, QKeySequence, QPainter
+from PySide6.QtGui import QFont, QGuiApplication, QKeySequence, QPainter
 from PySide6.QtWidgets import (
     QGraphicsProxyWidget,
     QGraphicsSimpleTextItem,
@@ -22,11 +21,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.graph import GraphError, Link, NodeMode, io
+from app.ui.canvas.drops import drop_files
 from app.ui.canvas.frames import GroupItem, NoteItem
 from app.ui.canvas.gestures import GESTURES, Gesture
 from app.ui.canvas.link_item import LinkItem, RerouteDot
 from app.ui.canvas.minimap import Minimap
-from app.ui.canvas.node_item import NodeItem
+from app.ui.canvas.node_item import NodeItem, to_qimage
 from app.ui.canvas.scene import FAR_SCALE, CanvasScene
 from app.ui.canvas.search import NodeSearchPopup
 from app.ui.document import WorkflowDocument, is_workflow_json
@@ -34,9 +34,6 @@ from nodes.registry import NodeSpec, compatible
 
 NODE_MIME = "application/x-imagebash-node"
 WORKFLOW_MIME = "application/x-imagebash-workflow"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
-LOAD_IMAGE, LOAD_VIDEO = "imagebash.image.load", "imagebash.video.load"
 MIN_SCALE, MAX_SCALE = 0.05, 3.0
 
 
@@ -482,32 +479,8 @@ class CanvasView(QGraphicsView):
 
     def drop_files(self, files: list[pathlib.Path], pos: QPointF) -> list[str]:
         """A PNG carrying a workflow opens it; other images and videos become Load nodes."""
-        loads: list[tuple[str, pathlib.Path]] = []
-        for f in files:
-            suffix = f.suffix.lower()
-            if suffix == ".png" and io.workflow_from_png(f) is not None:
-                self.workflowDropped.emit(str(f))
-            elif suffix in IMAGE_SUFFIXES:
-                loads.append((LOAD_IMAGE, f))
-            elif suffix in VIDEO_SUFFIXES:
-                loads.append((LOAD_VIDEO, f))
-            else:
-                self.statusMessage.emit(f"{f.name}: not an image, video or workflow imagebash can open")
-        ids: list[str] = []
-        if not loads:
-            return ids
-        doc = self.document
-        doc.undo_stack.beginMacro("Drop files")
-        try:
-            for i, (type_id, f) in enumerate(loads):
-                spec = doc.registry.get(type_id)
-                port = next((p for p in spec.inputs if p.kind == "Path"), None) if spec else None
-                if port is None:
-                    self.statusMessage.emit(f"{f.name}: no '{type_id}' node is installed to load it")
-                    continue
-                ids.append(doc.add_node(type_id, (pos.x(), pos.y() + 60 * i), {port.name: str(f)}))
-        finally:
-            doc.undo_stack.endMacro()
+        ids = drop_files(self.document, files, (pos.x(), pos.y()), self.workflowDropped.emit,
+                         self.statusMessage.emit)
         self.select_nodes(ids)
         return ids
 
@@ -524,22 +497,3 @@ class CanvasView(QGraphicsView):
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         super().scrollContentsBy(dx, dy)
         self.minimap.update()
-
-
-def to_qimage(image: Any, max_side: int = 256) -> QImage:
-    """A display copy of a float image ((N,) H, W, C or H, W in [0, 1]) as a QImage."""
-    arr = np.asarray(image)
-    if arr.ndim == 4:
-        arr = arr[0]
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    arr = np.ascontiguousarray((np.clip(arr[..., :4], 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
-    h, w, c = arr.shape
-    fmt = QImage.Format.Format_RGBA8888 if c == 4 else QImage.Format.Format_RGB888
-    img = QImage(arr.data, w, h, w * c, fmt).copy()
-    if max(w, h) > max_side:
-        img = img.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
-                         Qt.TransformationMode.SmoothTransformation)
-    return img

@@ -1,0 +1,48 @@
+"""Files dropped on a canvas: a PNG carrying a workflow opens it; images and videos become Load nodes."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+
+from app.graph import io
+from app.ui.document import WorkflowDocument
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
+LOAD_IMAGE, LOAD_VIDEO = "imagebash.image.load", "imagebash.video.load"
+
+
+def drop_files(doc: WorkflowDocument, files: list[pathlib.Path], pos: tuple[float, float],
+               open_workflow: Callable[[str], None], say: Callable[[str], None]) -> list[str]:
+    """Add a Load node per image / video (one undo step, stacked from `pos`); returns their ids.
+
+    `open_workflow(path)` is called for each PNG that carries a workflow, `say(text)` for files
+    that cannot be used, with the reason.
+    """
+    loads: list[tuple[str, pathlib.Path]] = []
+    for f in files:
+        suffix = f.suffix.lower()
+        if suffix == ".png" and io.workflow_from_png(f) is not None:
+            open_workflow(str(f))
+        elif suffix in IMAGE_SUFFIXES:
+            loads.append((LOAD_IMAGE, f))
+        elif suffix in VIDEO_SUFFIXES:
+            loads.append((LOAD_VIDEO, f))
+        else:
+            say(f"{f.name}: not an image, video or workflow imagebash can open")
+    ids: list[str] = []
+    if not loads:
+        return ids
+    doc.undo_stack.beginMacro("Drop files")
+    try:
+        for i, (type_id, f) in enumerate(loads):
+            spec = doc.registry.get(type_id)
+            port = next((p for p in spec.inputs if p.kind == "Path"), None) if spec else None
+            if port is None:
+                say(f"{f.name}: no '{type_id}' node is installed to load it")
+                continue
+            ids.append(doc.add_node(type_id, (pos[0], pos[1] + 60 * i), {port.name: str(f)}))
+    finally:
+        doc.undo_stack.endMacro()
+    return ids
