@@ -38,6 +38,8 @@ class RunJob:
     started_at: float | None = None
     finished_at: float | None = None
     files: list[pathlib.Path] = field(default_factory=list)
+    #: Files that Save nodes returned as their output.
+    reported_files: list[pathlib.Path] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     message: str = ""
     problems: list[Any] = field(default_factory=list)  # validation Problems when the run could not start
@@ -97,6 +99,8 @@ class RunController(QObject):
 
     def apply_settings(self, engine_settings: Any) -> None:
         """New engine settings: rebuild the engine now if idle, else once the queue drains."""
+        if engine_settings == self._settings:
+            return  # nothing changed: keep the engine and its cache
         self._settings = engine_settings
         if self._engine is None:
             return
@@ -186,7 +190,10 @@ class RunController(QObject):
         job.status = status
         job.message = message
         job.finished_at = time.time()
-        job.files = _new_files(job.output_dir, job.started_at or job.queued_at)
+        # what Save nodes reported, plus anything else new in the folder (a Save mapped over video
+        # frames reports only its last file)
+        new = _new_files(job.output_dir, job.started_at or job.queued_at)
+        job.files = list(dict.fromkeys([*job.reported_files, *new]))
         self.current = None
         self.jobFinished.emit(job)
         self._start_next()
@@ -202,6 +209,7 @@ class RunController(QObject):
             return
         if isinstance(event, ev.NodeFinished) and event.node_id and event.outputs:
             self._outputs.setdefault(id(job.document), {})[event.node_id] = dict(event.outputs)
+            job.reported_files += _reported_files(event.outputs, job.output_dir)
         self.engineEvent.emit(job, event)
 
     def outputs(self, document: Any) -> dict[str, dict[str, Any]]:
@@ -224,6 +232,28 @@ class RunController(QObject):
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+def _reported_files(outputs: dict[str, Any], folder: pathlib.Path) -> list[pathlib.Path]:
+    """Existing files inside `folder` named by a node's str/Path outputs (Save nodes return their paths)."""
+    found = []
+    try:
+        root = folder.resolve()
+    except OSError:
+        return found
+    for value in outputs.values():
+        if isinstance(value, pathlib.PurePath):
+            value = str(value)
+        if not isinstance(value, str) or len(value) > 100_000:
+            continue
+        for line in value.splitlines()[:MAX_LISTED_FILES]:
+            p = pathlib.Path(line.strip())
+            try:
+                if line.strip() and p.is_file() and p.resolve().is_relative_to(root):
+                    found.append(p)
+            except (OSError, ValueError):
+                continue
+    return found
 
 
 def _new_files(folder: pathlib.Path, since: float) -> list[pathlib.Path]:

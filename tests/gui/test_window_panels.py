@@ -107,6 +107,17 @@ def test_preview_scrubs_video_frames(make_window, qtbot, test_registry):
     assert pv.frame_label.text() == "4/6"
     assert view is win.current_view()
 
+    # exporting the clip as a PNG sequence writes (and the queue lists) one file per frame
+    from app.ui.dialogs.export import ExportDialog
+
+    dlg = ExportDialog(win, view.document, preselect="clip")
+    dlg.format.setCurrentIndex([dlg.format.itemText(i) for i in range(dlg.format.count())].index("PNG image sequence"))
+    dlg.prefix.setText("frames/f")
+    job = wait_job(qtbot, win, dlg.start_export())
+    assert job.status == "done", job.message or job.errors
+    assert len(job.files) == 6 and len({p.name for p in job.files}) == 6
+    assert win.queue.files_of(job.number) == [str(p) for p in job.files]
+
 
 class MemoryKeyring:
     """An in-memory keyring backend for tests."""
