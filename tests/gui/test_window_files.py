@@ -37,6 +37,9 @@ def test_save_reopen_and_compare(make_window, tmp_path):
     assert target.is_file() and not doc.is_dirty()
     assert win.tabs.tabText(0) == "mine.json"
     assert str(target.resolve()) in win.settings.recent_files()
+    win._fill_recent()
+    recent = [a for a in win.recent_menu.actions() if a.text() == str(target.resolve())]
+    assert len(recent) == 1
 
     other = make_window(workflow=target)
     reopened = other.current_document()
@@ -46,6 +49,10 @@ def test_save_reopen_and_compare(make_window, tmp_path):
     count = other.tabs.count()
     other.open_path(target)
     assert other.tabs.count() == count
+    other.tabs.setCurrentIndex(0)
+    other._fill_recent()
+    next(a for a in other.recent_menu.actions() if a.text() == str(target.resolve())).trigger()
+    assert other.current_document() is reopened  # File > Open Recent finds the open tab
 
 
 def test_new_tab_and_undo_redo_follow_the_current_tab(make_window, qtbot):

@@ -87,7 +87,7 @@ class InspectorPanel(QScrollArea):
             lay.addWidget(missing)
             self.setWidget(body)
             return
-        doc = QLabel(spec.description)
+        doc = QLabel(_reflow(spec.description))
         doc.setWordWrap(True)
         doc.setObjectName("nodeDoc")
         doc.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -155,6 +155,12 @@ class InspectorPanel(QScrollArea):
         touched = event.data.get("node_id") == self.node_id or (link is not None and link.dst == self.node_id)
         if touched:
             self._rebuild()
+
+
+def _reflow(text: str) -> str:
+    """Docstring text with its hard line breaks joined; blank lines stay paragraph breaks."""
+    paras = [" ".join(line.strip() for line in para.splitlines()) for para in text.split("\n\n")]
+    return "\n\n".join(p for p in paras if p)
 
 
 def _port_tip(port: Any) -> str:
