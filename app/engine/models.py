@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.devices import pick_device, pick_dtype
-from app.paths import resource
+from app.engine.model_configs import shipped_config
 
 Progress = Callable[[float, str], None]
 FAMILIES = ("sd1", "sd2", "sdxl")
@@ -114,7 +114,9 @@ def pipeline_class(family: str, task: str = "txt2img") -> Any:
 
 def config_folder(family: str, explicit: str | os.PathLike[str] | None = None) -> Path:
     """The diffusers config folder for single-file loading: explicit, else the shipped one."""
-    folder = Path(explicit) if explicit else resource("model_configs", family)
+    if not explicit:
+        return shipped_config(family)
+    folder = Path(explicit)
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"no diffusers config for single-file loading at {folder} (model_index.json missing)")
     return folder
