@@ -21,6 +21,7 @@ from app.engine import events as ev
 from app.graph.model import Graph
 
 MAX_LISTED_FILES = 200
+PROGRESS_INTERVAL_S = 1 / 30
 
 
 @dataclass
@@ -80,6 +81,7 @@ class RunController(QObject):
         self.current: RunJob | None = None
         #: Last outputs of every node that finished, per document: {id(doc): {node_id: {port: value}}}.
         self._outputs: dict[int, dict[str, dict[str, Any]]] = {}
+        self._last_progress: dict[tuple[int, str | None], float] = {}
         self._bridged.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
         self._poll = QTimer(self)
         self._poll.setInterval(25)
@@ -94,7 +96,7 @@ class RunController(QObject):
             from nodes.registry import REGISTRY
 
             self._engine = Engine(self._registry or REGISTRY, self._settings)
-            self._engine.events.subscribe(self._bridged.emit)
+            self._engine.events.subscribe(self._forward)
         return self._engine
 
     def apply_settings(self, engine_settings: Any) -> None:
@@ -114,6 +116,22 @@ class RunController(QObject):
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+    def _forward(self, event: ev.Event) -> None:
+        """On an engine thread: pass the event to the GUI thread, at most ~30 progress events/s per node.
+
+        A node may report progress far faster than anyone can see (per pixel row, per frame);
+        queuing all of it would flood the GUI thread and freeze the window.
+        """
+        if isinstance(event, ev.NodeProgress) and event.fraction < 1.0:
+            now = time.monotonic()
+            key = (event.run_id, event.node_id)
+            if now - self._last_progress.get(key, 0.0) < PROGRESS_INTERVAL_S:
+                return
+            self._last_progress[key] = now
+        elif isinstance(event, ev.RunFinished):
+            self._last_progress.clear()
+        self._bridged.emit(event)
 
     @property
     def busy(self) -> bool:

@@ -97,6 +97,14 @@ def slow(image: Image, seconds: float = 30.0, ctx: Context = None) -> Image:
     return image
 
 
+@node("test.gui.chatty", category="test", registry=TEST_REGISTRY)
+def chatty(image: Image, reports: int = 50000, ctx: Context = None) -> Image:
+    """Reports progress far more often than a screen can show."""
+    for i in range(reports):
+        ctx.progress(i / reports, text=f"row {i}")
+    return image
+
+
 @node("test.gui.fail", category="test", registry=TEST_REGISTRY)
 def fail(image: Image) -> Image:
     """Always fails."""

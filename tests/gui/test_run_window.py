@@ -132,3 +132,19 @@ def test_a_saved_png_reopens_its_workflow(make_window, qtbot, gui_settings):
     assert set(reopened.graph.nodes) == set(doc.graph.nodes)
     assert reopened.graph.nodes["grade"].params["saturation"] == 0.5
     assert reopened.path is None  # saving asks where: the PNG is never overwritten with JSON
+
+
+def test_a_flood_of_progress_reports_does_not_flood_the_window(make_window, qtbot, test_registry):
+    win = make_window(registry=test_registry, open_default=False)
+    g = Graph()
+    g.add_node(NodeInstance("noise", "test.gui.noise"))
+    g.add_node(NodeInstance("chatty", "test.gui.chatty", {"reports": 50000}, position=(260, 0)))
+    g.connect(Link("noise", "image", "chatty", "image"))
+    view = win.add_document(WorkflowDocument(g, test_registry))
+    delivered = []
+    win.runner.engineEvent.connect(lambda job, e: delivered.append(type(e).__name__))
+    job = wait_job(qtbot, win, win.run_current(), timeout=60000)
+    assert job.status == "done"
+    assert node_item(view, "chatty").state == "done"
+    assert delivered.count("NodeProgress") < 2000  # throttled: the GUI thread saw a few per frame
+    assert delivered[-1] == "RunFinished"
