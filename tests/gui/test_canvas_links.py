@@ -186,3 +186,13 @@ def test_drag_from_an_empty_input_offers_nodes_with_a_fitting_output(qtbot):
     QTest.keyClick(popup.edit, Qt.Key.Key_Return)
     (new,) = set(doc.graph.nodes) - {a, b}
     assert doc.graph.links == [Link(new, "mask", b, "mask")]
+
+
+def test_linking_into_a_taken_input_replaces_its_link_and_undo_restores_it(qtbot):
+    view, doc, a, b = two_nodes(qtbot)
+    other = doc.add_node("test.canvas.solid", (0, 300))
+    doc.connect(a, "image", b, "base")
+    drag(view, port_pos(view, other, "image", True), port_pos(view, b, "base", False))
+    assert doc.graph.links == [Link(other, "image", b, "base")]
+    doc.undo_stack.undo()
+    assert doc.graph.links == [Link(a, "image", b, "base")]

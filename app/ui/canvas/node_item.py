@@ -331,7 +331,7 @@ class NodeItem(QGraphicsItem):
         for c, brush in self._ports:
             painter.setBrush(brush)
             painter.drawEllipse(c, PORT_R, PORT_R)
-        if detail and not self.node.collapsed:
+        if lod >= 0.6 and not self.node.collapsed:  # row text below this is too small to read
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(pal["bg_alt"])
             for box in self._boxes:

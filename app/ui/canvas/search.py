@@ -41,13 +41,16 @@ class NodeSearchPopup(QFrame):
         self.refilter("")
 
     def refilter(self, query: str) -> None:
+        """List the matching nodes, those whose title starts with the query first."""
         self.list.clear()
-        for spec in self.specs:
-            if matches(spec, query):
-                item = QListWidgetItem(f"{spec.title}    ·  {spec.category}")
-                item.setData(Qt.ItemDataRole.UserRole, spec.id)
-                item.setToolTip(spec.description)
-                self.list.addItem(item)
+        q = query.strip().lower()
+        found = [s for s in self.specs if matches(s, query)]
+        found.sort(key=lambda s: (not s.title.lower().startswith(q), q not in s.title.lower()))
+        for spec in found:
+            item = QListWidgetItem(f"{spec.title}    ·  {spec.category}")
+            item.setData(Qt.ItemDataRole.UserRole, spec.id)
+            item.setToolTip(spec.description)
+            self.list.addItem(item)
         self.list.setCurrentRow(0)
 
     def type_ids(self) -> list[str]:

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QGraphicsSimpleTextItem,
     QGraphicsTextItem,
     QGraphicsView,
+    QInputDialog,
     QMenu,
     QWidget,
 )
@@ -405,6 +406,13 @@ class CanvasView(QGraphicsView):
         finally:
             self.document.undo_stack.endMacro()
 
+    def rename_node(self, node_id: str) -> None:
+        item = self.canvas.nodes[node_id]
+        title, ok = QInputDialog.getText(self, "Rename node", "Title (empty for the default):", text=item.title())
+        if ok:
+            spec = item.spec
+            self.document.set_title(node_id, None if spec is not None and title == spec.title else title.strip())
+
     def _emit_selection(self) -> None:
         try:
             self.selectionChanged.emit(self.selected_node_ids())
@@ -426,6 +434,7 @@ class CanvasView(QGraphicsView):
             menu.addAction("Mute\tCtrl+M", lambda: doc.toggle_mode(ids, NodeMode.MUTED))
             menu.addAction("Bypass\tCtrl+B", lambda: doc.toggle_mode(ids, NodeMode.BYPASSED))
             menu.addAction("Collapse / expand\tH", self.toggle_collapse)
+            menu.addAction("Rename…", lambda: self.rename_node(node.node_id))
             menu.addAction("Group\tCtrl+G", self.group_selection)
             menu.addSeparator()
             menu.addAction("Duplicate\tCtrl+D", self.duplicate_selection)
