@@ -53,6 +53,17 @@ def make_window(qtbot, gui_settings):
             win.close()
 
 
+@pytest.fixture
+def restore_theme(qapp):
+    """Put the application's style sheet and canvas theme back after a test that changes them."""
+    from app.ui import theme
+
+    sheet, name = qapp.styleSheet(), theme.current_theme()
+    yield
+    theme.apply_theme(qapp, name)
+    qapp.setStyleSheet(sheet)
+
+
 def activate(qtbot, win):
     """Make `win` the active window, so its keyboard shortcuts fire (offscreen needs asking)."""
     win.windowHandle().requestActivate()

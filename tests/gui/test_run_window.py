@@ -114,7 +114,11 @@ def test_run_selected_runs_only_what_the_node_needs(make_window, qtbot, test_reg
     view.scene().clearSelection()
     node_item(view, "other").setSelected(True)
     assert view.selected_node_ids() == ["other"]
-    job = wait_job(qtbot, win, win.run_selected())
+    view.setFocus()
+    with qtbot.waitSignal(win.runner.jobFinished, timeout=20000) as finished:
+        qtbot.keyClick(view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    job = finished.args[0]
+    assert job.targets == ["other"]
     assert job.status == "done"
     assert node_item(view, "other").state == "done"
     assert node_item(view, "slow").state == "idle" and node_item(view, "noise").state == "idle"

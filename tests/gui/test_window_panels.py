@@ -247,3 +247,17 @@ def test_export_writes_a_jpeg_sequence_and_an_mp4(make_window, qtbot, tmp_path):
     ok, frame = cap.read()
     cap.release()
     assert ok and frame.shape[:2] == (384, 512) and np.std(frame) > 5
+
+
+def test_theme_toggle_restyles_the_app_and_is_remembered(make_window, qapp, gui_settings, restore_theme):
+    from app.ui import theme
+
+    win = make_window()
+    win.apply_theme(gui_settings.theme)
+    assert gui_settings.theme == "dark" and theme.TOKENS["dark"]["bg"] in qapp.styleSheet()
+    win.toggle_theme()
+    assert gui_settings.theme == "light" and theme.current_theme() == "light"
+    assert theme.TOKENS["light"]["bg"] in qapp.styleSheet()
+    from app.ui.settings import Settings
+
+    assert Settings().theme == "light"  # stored: the next start opens in the light theme

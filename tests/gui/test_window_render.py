@@ -10,7 +10,7 @@ import numpy as np
 from tests.gui.conftest import wait_job
 
 
-def test_render_window_with_default_workflow(make_window, qtbot, tmp_path):
+def test_render_window_with_default_workflow(make_window, qtbot, tmp_path, restore_theme):
     win = make_window()
     win.apply_theme("dark")
     win.resize(1600, 1000)
