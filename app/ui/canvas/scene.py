@@ -42,6 +42,7 @@ class CanvasScene(QGraphicsScene):
         self.snap_enabled = True
         self.user_moving = False
         self.far = False
+        self.zooming = False
         QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 128 * 1024))  # KiB, for the item caches
         self.nodes: dict[str, NodeItem] = {}
         self.links: dict[Link, LinkItem] = {}
@@ -90,16 +91,24 @@ class CanvasScene(QGraphicsScene):
         self._cache(item)
 
     def _cache(self, item: QGraphicsItem) -> None:
-        """Nodes always, links when far, paint from device-resolution pixmaps: panning blits them."""
-        cached = self.far or isinstance(item, NodeItem)
+        """Nodes always, links when far, paint from device-resolution pixmaps: panning blits them.
+        While zooming every frame would re-render those pixmaps, so painting direct is cheaper."""
+        cached = not self.zooming and (self.far or isinstance(item, NodeItem))
         item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache if cached
                           else QGraphicsItem.CacheMode.NoCache)
 
     def set_far(self, far: bool) -> None:
         """Switch between full detail and the cached far-away look (see FAR_SCALE)."""
-        if far == self.far:
-            return
-        self.far = far
+        if far != self.far:
+            self.far = far
+            self._recache()
+
+    def set_zooming(self, zooming: bool) -> None:
+        if zooming != self.zooming:
+            self.zooming = zooming
+            self._recache()
+
+    def _recache(self) -> None:
         for item in (*self.nodes.values(), *self.links.values()):
             self._cache(item)
 

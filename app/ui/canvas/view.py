@@ -77,6 +77,8 @@ class CanvasView(QGraphicsView):
         self.canvas.addItem(self.refusal)
         self._refusal_timer = QTimer(self, singleShot=True, interval=2500)
         self._refusal_timer.timeout.connect(self.hide_refusal)
+        self._zoom_timer = QTimer(self, singleShot=True, interval=250)
+        self._zoom_timer.timeout.connect(lambda: self.canvas.set_zooming(False))
         self.minimap = Minimap(self)
         self.canvas.selectionChanged.connect(self._emit_selection)
         self.canvas.nodeActivated.connect(self.nodeActivated)
@@ -144,6 +146,8 @@ class CanvasView(QGraphicsView):
         factor = max(MIN_SCALE / s, min(MAX_SCALE / s, factor))
         anchor = anchor if anchor is not None else QPointF(self.viewport().rect().center())
         before = self.mapToScene(anchor.toPoint())
+        self.canvas.set_zooming(True)
+        self._zoom_timer.start()
         self.scale(factor, factor)
         after = self.mapToScene(anchor.toPoint())
         d = after - before
@@ -151,6 +155,7 @@ class CanvasView(QGraphicsView):
         self.minimap.update()
 
     def pan_by(self, dx: float, dy: float) -> None:
+        self.canvas.set_zooming(False)  # a pan is a new gesture: blit cached nodes again
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - round(dx))
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() - round(dy))
         self.minimap.update()
