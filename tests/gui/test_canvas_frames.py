@@ -146,3 +146,34 @@ def test_a_closed_view_stops_following_its_document(qtbot):
     qtbot.waitUntil(lambda: not doc.graph._listeners, timeout=2000)
     doc.set_param(a, "value", 0.7)  # no view left to update: nothing breaks
     assert doc.graph.nodes[a].params["value"] == 0.7
+
+
+def _action(menu, text):
+    for act in menu.actions():
+        if act.menu() is not None:
+            found = _action(act.menu(), text)
+            if found is not None:
+                return found
+        if act.text().split("\t")[0] == text:
+            return act
+    return None
+
+
+def test_context_menus_colour_a_group_and_run_a_node(qtbot):
+    view = make_view(qtbot)
+    doc = view.document
+    nid = doc.add_node("test.canvas.solid", (40, 60))
+    gid = doc.add_group("G", (0, 0, 400, 300))
+    _action(view.context_menu(QPointF(200, 10)), "Red").trigger()
+    assert doc.graph.groups[gid].color == "#8a3a3a"
+    doc.undo_stack.undo()
+    assert doc.graph.groups[gid].color == "#3a5f8a"
+    with qtbot.waitSignal(view.runNodeRequested) as sig:
+        _action(view.context_menu(QPointF(100, 100)), "Run to here").trigger()
+    assert sig.args == [nid]
+    _action(view.context_menu(QPointF(100, 100)), "Bypass").trigger()
+    assert doc.graph.nodes[nid].mode is NodeMode.BYPASSED
+    _action(view.context_menu(QPointF(200, 10)), "Remove group (keep its nodes)").trigger()
+    assert not doc.graph.groups and nid in doc.graph.nodes
+    _action(view.context_menu(QPointF(900, 600)), "Add note").trigger()
+    assert len(doc.graph.notes) == 1

@@ -36,6 +36,8 @@ from nodes.registry import NodeSpec, compatible
 NODE_MIME = "application/x-imagebash-node"
 WORKFLOW_MIME = "application/x-imagebash-workflow"
 MIN_SCALE, MAX_SCALE = 0.05, 3.0
+GROUP_COLOURS = {"Blue": "#3a5f8a", "Green": "#3f7a4f", "Red": "#8a3a3a", "Orange": "#a0662a",
+                 "Purple": "#6a4a8a", "Grey": "#5a5d63"}
 
 
 class CanvasView(QGraphicsView):
@@ -426,11 +428,22 @@ class CanvasView(QGraphicsView):
 
     # context menu ------------------------------------------------------------------------------
     def contextMenuEvent(self, event) -> None:
-        pos = self.mapToScene(event.pos())
+        self.context_menu(self.mapToScene(event.pos())).exec(event.globalPos())
+
+    def context_menu(self, pos: QPointF) -> QMenu:
+        """The right-click menu for what is at scene point `pos` (a node, a group or the canvas)."""
         node = self.node_item_at(pos)
         menu = QMenu(self)
         doc = self.document
-        if node is not None:
+        group = next((it for it in self.canvas.items(pos) if isinstance(it, GroupItem)), None)
+        if node is None and group is not None:
+            gid = group.group_id
+            menu.addAction("Rename group…", lambda: self.canvas.rename_group(gid))
+            colours = menu.addMenu("Colour")
+            for name, colour in GROUP_COLOURS.items():
+                colours.addAction(name, lambda c=colour: doc.update_group(gid, color=c))
+            menu.addAction("Remove group (keep its nodes)", lambda: doc.remove_nodes([], [gid]))
+        elif node is not None:
             if not node.isSelected():
                 self.select_nodes([node.node_id])
             ids = self.selected_node_ids()
@@ -455,7 +468,7 @@ class CanvasView(QGraphicsView):
             snap.setCheckable(True)
             snap.setChecked(self.canvas.snap_enabled)
             snap.toggled.connect(lambda on: setattr(self.canvas, "snap_enabled", on))
-        menu.exec(event.globalPos())
+        return menu
 
     # drag and drop -----------------------------------------------------------------------------
     def _accepts(self, mime: QMimeData) -> bool:
