@@ -492,13 +492,19 @@ class MainWindow(QMainWindow):
             return
         self.inspector.show_node(view.document, ids[0] if len(ids) == 1 else None)
         if len(ids) == 1:
-            self.preview.show_output(ids[0])
+            self._preview_node(view.document, ids[0])
 
     def _node_activated(self, view: CanvasView, node_id: str) -> None:
         self.preview.set_outputs(self.runner.outputs(view.document))
-        if self.preview.show_output(node_id):
+        if self._preview_node(view.document, node_id):
             self.docks["Preview"].show()
             self.docks["Preview"].raise_()
+
+    def _preview_node(self, doc: WorkflowDocument, node_id: str) -> bool:
+        """Show a node's output; for a sink without one (Save), the picture it was fed."""
+        if self.preview.show_output(node_id):
+            return True
+        return any(self.preview.show_output(f"{ln.src}.{ln.src_port}") for ln in doc.graph.links_into(node_id))
 
     def _select_node(self, node_id: str) -> None:
         view = self.current_view()

@@ -37,6 +37,8 @@ def test_ctrl_enter_runs_the_default_workflow(make_window, qtbot, gui_settings):
     assert win.queue.status_of(job.number) == "done"
     assert win.queue.files_of(job.number) == [str(files[0])]
     assert "grade.image" in [win.preview.source.itemText(i) for i in range(win.preview.source.count())]
+    view.select_nodes(["save"])  # a sink: the preview shows what it saved
+    assert win.preview.source.currentText() == "grade.image"
 
     # a second run hits the cache for unchanged nodes and writes a second file
     job2 = wait_job(qtbot, win, win.run_current())
