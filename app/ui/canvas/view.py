@@ -26,6 +26,7 @@ from app.ui.canvas.drops import drop_files
 from app.ui.canvas.frames import GroupItem, NoteItem
 from app.ui.canvas.gestures import GESTURES, Gesture
 from app.ui.canvas.link_item import LinkItem, RerouteDot
+from app.ui.canvas.menus import build_context_menu
 from app.ui.canvas.minimap import Minimap
 from app.ui.canvas.node_item import NodeItem, to_qimage
 from app.ui.canvas.scene import FAR_SCALE, CanvasScene
@@ -36,8 +37,7 @@ from nodes.registry import NodeSpec, compatible
 NODE_MIME = "application/x-imagebash-node"
 WORKFLOW_MIME = "application/x-imagebash-workflow"
 MIN_SCALE, MAX_SCALE = 0.05, 3.0
-GROUP_COLOURS = {"Blue": "#3a5f8a", "Green": "#3f7a4f", "Red": "#8a3a3a", "Orange": "#a0662a",
-                 "Purple": "#6a4a8a", "Grey": "#5a5d63"}
+
 
 
 class CanvasView(QGraphicsView):
@@ -214,7 +214,7 @@ class CanvasView(QGraphicsView):
 
         popup.picked.connect(picked)
         self.search_popup = popup
-        popup.show_at(self.mapToGlobal(self.mapFromScene(scene_pos)))
+        popup.show_at(self.viewport().mapToGlobal(self.mapFromScene(scene_pos)))
         return popup
 
     # mouse -------------------------------------------------------------------------------------
@@ -432,43 +432,7 @@ class CanvasView(QGraphicsView):
 
     def context_menu(self, pos: QPointF) -> QMenu:
         """The right-click menu for what is at scene point `pos` (a node, a group or the canvas)."""
-        node = self.node_item_at(pos)
-        menu = QMenu(self)
-        doc = self.document
-        group = next((it for it in self.canvas.items(pos) if isinstance(it, GroupItem)), None)
-        if node is None and group is not None:
-            gid = group.group_id
-            menu.addAction("Rename group…", lambda: self.canvas.rename_group(gid))
-            colours = menu.addMenu("Colour")
-            for name, colour in GROUP_COLOURS.items():
-                colours.addAction(name, lambda c=colour: doc.update_group(gid, color=c))
-            menu.addAction("Remove group (keep its nodes)", lambda: doc.remove_nodes([], [gid]))
-        elif node is not None:
-            if not node.isSelected():
-                self.select_nodes([node.node_id])
-            ids = self.selected_node_ids()
-            menu.addAction("Run to here", lambda: self.runNodeRequested.emit(node.node_id))
-            menu.addSeparator()
-            menu.addAction("Mute\tCtrl+M", lambda: doc.toggle_mode(ids, NodeMode.MUTED))
-            menu.addAction("Bypass\tCtrl+B", lambda: doc.toggle_mode(ids, NodeMode.BYPASSED))
-            menu.addAction("Collapse / expand\tH", self.toggle_collapse)
-            menu.addAction("Rename…", lambda: self.rename_node(node.node_id))
-            menu.addAction("Group\tCtrl+G", self.group_selection)
-            menu.addSeparator()
-            menu.addAction("Duplicate\tCtrl+D", self.duplicate_selection)
-            menu.addAction("Copy\tCtrl+C", self.copy_selection)
-            menu.addAction("Delete\tDel", self.delete_selection)
-        else:
-            menu.addAction("Add node…\tTab", lambda: self.open_search(pos))
-            menu.addAction("Add note", lambda: doc.add_note("Note", (pos.x(), pos.y())))
-            menu.addAction("Paste\tCtrl+V", lambda: self.paste(pos))
-            menu.addSeparator()
-            menu.addAction("Frame all\tHome", self.frame_all)
-            snap = menu.addAction("Snap to grid")
-            snap.setCheckable(True)
-            snap.setChecked(self.canvas.snap_enabled)
-            snap.toggled.connect(lambda on: setattr(self.canvas, "snap_enabled", on))
-        return menu
+        return build_context_menu(self, pos)
 
     # drag and drop -----------------------------------------------------------------------------
     def _accepts(self, mime: QMimeData) -> bool:
