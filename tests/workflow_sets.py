@@ -31,3 +31,15 @@ def _fake_replicate(request: pytest.FixtureRequest) -> list[str]:
 
 
 WORKFLOW_SETS["replicate_blend.json"] = _fake_replicate
+
+
+def _tiny_sd(request: pytest.FixtureRequest) -> str:
+    return f"model.checkpoint={request.getfixturevalue('tiny_sd_dir')}"
+
+
+WORKFLOW_SETS["txt2img_two_loras.json"] = lambda request: [
+    _tiny_sd(request), f"style.file={request.getfixturevalue('tiny_lora_kohya')}",
+    f"detail.file={request.getfixturevalue('tiny_lora_peft')}", "gen.width=64", "gen.height=64", "gen.steps=2"]
+WORKFLOW_SETS["img2img_restyle_blend.json"] = lambda request: [_tiny_sd(request), "restyle.steps=2"]
+WORKFLOW_SETS["latent_blend_prompts.json"] = lambda request: [
+    _tiny_sd(request), "empty.width=64", "empty.height=64", "forest.steps=2", "city.steps=2"]
