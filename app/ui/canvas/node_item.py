@@ -29,7 +29,7 @@ TITLE_H = 26.0
 ROW_H = 22.0
 PORT_R = 5.0
 PAD = 10.0
-THUMB_MAX_H = 180.0
+THUMB_MAX_H = 120.0
 PROGRESS_H = 3.0
 
 _AV = Qt.AlignmentFlag.AlignVCenter
@@ -331,7 +331,7 @@ class NodeItem(QGraphicsItem):
         for c, brush in self._ports:
             painter.setBrush(brush)
             painter.drawEllipse(c, PORT_R, PORT_R)
-        if lod >= 0.6 and not self.node.collapsed:  # row text below this is too small to read
+        if detail and not self.node.collapsed:
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(pal["bg_alt"])
             for box in self._boxes:

@@ -66,6 +66,7 @@ class CanvasView(QGraphicsView):
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.space_held = False
+        self._auto_frame = True  # keep the workflow framed through layout resizes until the user moves
         self._gesture: Gesture | None = None
         self._last_scene_pos = QPointF()
         self.search_popup: NodeSearchPopup | None = None
@@ -86,7 +87,7 @@ class CanvasView(QGraphicsView):
         self.canvas.nodeActivated.connect(self.nodeActivated)
         self.canvas.message.connect(self.statusMessage)
         self.destroyed.connect(self.canvas.close)
-        self.centerOn(0, 0)
+        super().centerOn(0, 0)
 
     # public API for the window -----------------------------------------------------------------
     def selected_node_ids(self) -> list[str]:
@@ -124,13 +125,13 @@ class CanvasView(QGraphicsView):
     def frame_rect(self, rect: QRectF) -> None:
         if rect.isNull() or not rect.isValid():
             self.resetTransform()
-            self.centerOn(0, 0)
+            super().centerOn(0, 0)
             return
         self.fitInView(rect.adjusted(-60, -60, 60, 60), Qt.AspectRatioMode.KeepAspectRatio)
         s = self.transform().m11()
         if s > 1.25:
             self.scale(1.25 / s, 1.25 / s)
-            self.centerOn(rect.center())
+            super().centerOn(rect.center())
         self.minimap.update()
 
     def frame_all(self) -> None:
@@ -142,12 +143,18 @@ class CanvasView(QGraphicsView):
             rect = rect.united(it.sceneBoundingRect())
         self.frame_rect(rect if rect.isValid() else self.content_rect())
 
+    def centerOn(self, *args) -> None:
+        """Centre the view (the minimap, a test or the window chose a place: stop auto-framing)."""
+        self._auto_frame = False
+        super().centerOn(*args)
+
     def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
         """Zoom keeping the scene point under `anchor` (viewport coordinates) in place."""
         s = self.transform().m11()
         factor = max(MIN_SCALE / s, min(MAX_SCALE / s, factor))
         anchor = anchor if anchor is not None else QPointF(self.viewport().rect().center())
         before = self.mapToScene(anchor.toPoint())
+        self._auto_frame = False
         self.canvas.set_zooming(True)
         self._zoom_timer.start()
         self.scale(factor, factor)
@@ -157,6 +164,7 @@ class CanvasView(QGraphicsView):
         self.minimap.update()
 
     def pan_by(self, dx: float, dy: float) -> None:
+        self._auto_frame = False
         self.canvas.set_zooming(False)  # a pan is a new gesture: blit cached nodes again
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - round(dx))
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() - round(dy))
@@ -219,6 +227,7 @@ class CanvasView(QGraphicsView):
 
     # mouse -------------------------------------------------------------------------------------
     def mousePressEvent(self, event) -> None:
+        self._auto_frame = False
         self._last_scene_pos = self.mapToScene(event.position().toPoint())
         if self.canvas.editor is not None or self._editing_text():
             super().mousePressEvent(event)
@@ -478,6 +487,8 @@ class CanvasView(QGraphicsView):
     # layout ------------------------------------------------------------------------------------
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        if self._auto_frame and self.canvas.nodes:
+            self.frame_all()
         m = 10
         self.minimap.move(self.width() - self.minimap.width() - m, self.height() - self.minimap.height() - m)
 
