@@ -139,3 +139,31 @@ def test_escape_cancels_an_edit(qtbot, blend_view):
     assert view.canvas.editor is None
     qtbot.wait(10)
     assert doc.graph.nodes[nid].params["opacity"] == 1.0 and doc.undo_stack.count() == 0
+
+
+def test_editor_keys_win_over_window_shortcuts(qtbot, blend_view):
+    from PySide6.QtGui import QAction, QKeySequence
+    from PySide6.QtWidgets import QMainWindow
+
+    view, _doc, nid = blend_view
+    win = QMainWindow()
+    win.setCentralWidget(view)
+    fired = []
+    cancel = QAction("Cancel run", win)
+    cancel.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+    cancel.triggered.connect(lambda: fired.append("esc"))
+    win.addAction(cancel)
+    try:
+        win.show()
+        win.activateWindow()
+        qtbot.waitUntil(win.isActiveWindow)  # shortcuts only fire in the active window
+        view.setFocus()
+        click(view, row_point(view, nid, "opacity"))
+        assert view.canvas.editor is not None
+        QTest.keyClick(view, Qt.Key.Key_Escape)
+        assert view.canvas.editor is None and fired == []
+        QTest.keyClick(view, Qt.Key.Key_Escape)  # nothing being edited: the window's action runs
+        assert fired == ["esc"]
+    finally:
+        win.takeCentralWidget()  # the view stays qtbot's to close
+        win.close()

@@ -276,6 +276,9 @@ class CanvasView(QGraphicsView):
         return isinstance(focus, (QGraphicsProxyWidget, QGraphicsTextItem))
 
     def event(self, event) -> bool:
+        if event.type() == event.Type.ShortcutOverride and self._editing_text():
+            event.accept()  # typing in an editor: Esc, Del, Ctrl+Z... belong to it, not the window's actions
+            return True
         if event.type() == event.Type.KeyPress and event.key() == Qt.Key.Key_Tab and not self._editing_text():
             self.open_search(self._cursor_scene_pos())
             return True
