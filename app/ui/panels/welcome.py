@@ -6,7 +6,7 @@ import json
 import pathlib
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QToolButton, QWidget
 
 from app import paths
 
@@ -36,28 +36,40 @@ class WelcomeStrip(QFrame):
         super().__init__(parent)
         self.setObjectName("welcomeStrip")
         row = QHBoxLayout(self)
-        row.setContentsMargins(10, 4, 4, 4)
+        row.setContentsMargins(10, 2, 4, 2)
         row.addWidget(QLabel("<b>Welcome to imagebash.</b> Open an example:"))
+        links = QWidget()
+        links_row = QHBoxLayout(links)
+        links_row.setContentsMargins(0, 0, 0, 0)
         self.buttons: list[QToolButton] = []
         for p in example_workflows():
             b = QToolButton()
-            b.setText(example_title(p))
-            b.setToolTip(str(p))
+            title = example_title(p)
+            b.setText(title if len(title) <= 28 else title[:26].rstrip(" ,") + "…")
+            b.setToolTip(f"{title}\n{p}")
             b.setObjectName(f"example_{p.stem}")
             b.setAutoRaise(True)
             b.setCursor(Qt.CursorShape.PointingHandCursor)
             b.clicked.connect(lambda _=False, path=p: self.exampleClicked.emit(str(path)))
-            row.addWidget(b)
+            links_row.addWidget(b)
             self.buttons.append(b)
-        row.addStretch(1)
+        links_row.addStretch(1)
+        # the links scroll sideways on a narrow window instead of widening it
+        scroll = QScrollArea()
+        scroll.setWidget(links)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setSizeAdjustPolicy(QScrollArea.SizeAdjustPolicy.AdjustToContents)
+        scroll.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        row.addWidget(scroll, 1)
         close = QToolButton()
         close.setText("✕")
         close.setToolTip("Hide the welcome strip (Help ▸ Examples still lists them)")
         close.setAutoRaise(True)
         close.clicked.connect(self._close)
         row.addWidget(close)
-        # never let the strip decide the window's minimum width (small screens clip it instead)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
 
     def _close(self) -> None:
         self.hide()
