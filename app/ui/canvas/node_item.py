@@ -364,6 +364,9 @@ class NodeItem(QGraphicsItem):
         painter.setPen(pal["node_text"])
         fm = QFontMetricsF(title_font)
         badge = {"cached": "cached", "failed": "failed", "queued": "queued", "skipped": "skipped"}.get(self.state)
+        if self.state == "running":
+            badge = self.message or (f"{self.progress:.0%}" if self.progress is not None else "running")
+            badge = fm.elidedText(badge, _ER, w * 0.45)
         if mode is not NodeMode.NORMAL:
             badge = mode.value
         text_w = w - 2 * PAD - (fm.horizontalAdvance(badge) + 8 if badge else 0)
