@@ -161,3 +161,22 @@ def test_unknown_node_type_is_kept_and_marked(qtbot, tmp_path):
     doc.save(path)
     again = WorkflowDocument.load(path)
     assert again.graph.nodes["x"].params == {"amount": 3} and again.graph.links == [Link("a", "image", "x", "image")]
+
+
+def test_rows_are_drafted_out_while_zooming_and_come_back(qtbot, one_node):
+    view, _doc, nid = one_node
+    item = view.canvas.nodes[nid]
+    row = next(r for r in item.rows if r.left is not None and r.left.name == "opacity")
+
+    def text_pixels() -> int:
+        img = view.grab().toImage()
+        top_left = view.mapFromScene(QPointF(14, row.y - 6))
+        text = view.canvas.palette["node_text_dim"]
+        return sum(close_to(img.pixelColor(top_left.x() + dx, top_left.y() + dy), text, 30)
+                   for dx in range(0, 60) for dy in range(0, 12))
+
+    assert text_pixels() > 10
+    view.zoom_by(1.0)
+    assert view.canvas.zooming and text_pixels() == 0
+    qtbot.waitUntil(lambda: not view.canvas.zooming, timeout=2000)
+    assert text_pixels() > 10

@@ -331,7 +331,7 @@ class NodeItem(QGraphicsItem):
         for c, brush in self._ports:
             painter.setBrush(brush)
             painter.drawEllipse(c, PORT_R, PORT_R)
-        if detail and not self.node.collapsed:
+        if detail and not self.node.collapsed and not self.canvas.zooming:  # rows come back when zooming stops
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(pal["bg_alt"])
             for box in self._boxes:

@@ -104,9 +104,12 @@ class CanvasScene(QGraphicsScene):
             self._recache()
 
     def set_zooming(self, zooming: bool) -> None:
+        """While the view zooms, nodes paint direct and without their rows (a draft of each frame)."""
         if zooming != self.zooming:
             self.zooming = zooming
             self._recache()
+            if not zooming:
+                self.update()
 
     def _recache(self) -> None:
         for item in (*self.nodes.values(), *self.links.values()):
