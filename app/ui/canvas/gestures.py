@@ -15,7 +15,6 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QGraphicsRectIte
 
 from app.graph import Link
 from app.ui.canvas.link_item import LinkItem, curve
-from app.ui.canvas.node_item import NodeItem
 from app.ui.theme import port_color
 from nodes.registry import compatible
 
@@ -248,4 +247,4 @@ class RubberBandGesture(Gesture):
 
 GESTURES: tuple[type[Gesture], ...] = (PanGesture, CutGesture, LinkDragGesture, RubberBandGesture)
 
-__all__ = ["GESTURES", "CutGesture", "Gesture", "LinkDragGesture", "NodeItem", "PanGesture", "RubberBandGesture"]
+__all__ = ["GESTURES", "CutGesture", "Gesture", "LinkDragGesture", "PanGesture", "RubberBandGesture"]
