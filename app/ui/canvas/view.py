@@ -39,7 +39,6 @@ WORKFLOW_MIME = "application/x-imagebash-workflow"
 MIN_SCALE, MAX_SCALE = 0.05, 3.0
 
 
-
 class CanvasView(QGraphicsView):
     """See the module docstring. `document` is the model; `canvas` the scene showing it."""
 
@@ -52,7 +51,7 @@ class CanvasView(QGraphicsView):
     def __init__(self, document: WorkflowDocument, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.document = document
-        self.canvas = CanvasScene(document, self)  # a Python reference: the view does not own it
+        self.canvas = CanvasScene(document, self)  # kept referenced: a view does not own its scene
         self.setScene(self.canvas)
         self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
