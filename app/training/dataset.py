@@ -35,7 +35,7 @@ class Item:
     repeats: int
     size: tuple[int, int]  # original (w, h) after EXIF rotation
     fit: Fit
-    folder: str  # the concept folder it came from (for tag frequency metadata)
+    folder: str  # its repeat folder (else its parent folder): kohya's dataset dir, for metadata
     has_caption: bool = True
 
     @property
@@ -133,15 +133,16 @@ def with_trigger(caption: str, trigger: str) -> str:
     return caption if first == trigger else f"{trigger}, {caption}"
 
 
-def repeats_for(path: pathlib.Path, root: pathlib.Path) -> tuple[int, str]:
-    """(repeats, concept) from the nearest `N_name` folder between `path` and `root` (inclusive)."""
+def repeats_for(path: pathlib.Path, root: pathlib.Path) -> tuple[int, str, str]:
+    """(repeats, concept, folder name) from the nearest `N_name` folder between `path` and `root`
+    (inclusive); (1, "", parent folder name) when there is none."""
     folder = path.parent
     while True:
         m = _REPEAT_RE.match(folder.name)
         if m:
-            return max(1, int(m.group(1))), m.group(2).replace("_", " ").strip()
+            return max(1, int(m.group(1))), m.group(2).replace("_", " ").strip(), folder.name
         if folder == root or folder == folder.parent:
-            return 1, ""
+            return 1, "", path.parent.name
         folder = folder.parent
 
 
@@ -178,14 +179,13 @@ def scan(folder: str | pathlib.Path, cfg: TrainConfig) -> Dataset:
         if min(w, h) < cfg.min_image_size:
             skipped.append((p, f"too small ({w}x{h}; the shorter side must be at least {cfg.min_image_size} px)"))
             continue
-        repeats, concept = repeats_for(p, root)
+        repeats, concept, folder_name = repeats_for(p, root)
         caption = read_caption(p, cfg.caption_extensions)
         has = bool(caption)
         if not has:
             uncaptioned.append(p)
             caption = cfg.default_caption or concept
         caption = with_trigger(caption or "", cfg.trigger)
-        folder_name = p.parent.name if p.parent != root else root.name
         items.append(Item(p, caption, repeats, (w, h), fit(w, h, pick_bucket(w, h, buckets)),
                           folder_name, has))
     if not items:

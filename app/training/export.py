@@ -11,9 +11,12 @@ Here:
 - `.alpha` is the real lora_alpha, DoRA magnitudes are `dora_scale` of shape (1, in);
 - metadata: kohya `ss_*`, `modelspec.*`, all strings, and `sshs_model_hash` (sha256 of the tensor
   data, as kohya computes it).
-The peft file keeps peft names (`unet.<module>.lora_A.weight`) with diffusers' adapter metadata;
-its DoRA magnitudes are `lora_magnitude_vector` of shape (1, in): a stock peft loader, which
-expects (out,), refuses them loudly instead of applying them on the wrong axis.
+The peft file keeps peft names (`unet.<module>.lora_A.weight`) with diffusers' adapter metadata.
+Its alpha/rank scale is folded into `lora_B` and `lora_alpha` written as the rank, so every
+loader gives the same weights whether it reads diffusers' metadata or, like many, assumes
+alpha = rank when a peft file has no alpha. Its DoRA magnitudes are `lora_magnitude_vector` of
+shape (1, in): a stock peft loader, which expects (out,), refuses them loudly instead of
+applying them on the wrong axis.
 """
 
 from __future__ import annotations
@@ -130,13 +133,13 @@ def _te_prefix(i: int) -> str:
 
 
 def peft_state_dict(a: AdapterExport) -> dict[str, Any]:
-    """Tensors in diffusers' peft form: `unet.<module>.lora_A.weight` and so on."""
+    """Tensors in diffusers' peft form: `unet.<module>.lora_A.weight` and so on (scale in lora_B)."""
     out: dict[str, Any] = {}
     groups = [("unet", a.unet)] + [(_te_prefix(i), te) for i, te in enumerate(a.text_encoders)]
     for prefix, layers in groups:
         for name, w in layers.items():
             out[f"{prefix}.{name}.lora_A.weight"] = w.down.contiguous()
-            out[f"{prefix}.{name}.lora_B.weight"] = w.up.contiguous()
+            out[f"{prefix}.{name}.lora_B.weight"] = (w.up * (w.alpha / w.rank)).contiguous()
             if w.magnitude is not None:
                 out[f"{prefix}.{name}.lora_magnitude_vector"] = w.magnitude.reshape(1, -1).contiguous()
     return out
@@ -151,7 +154,7 @@ def peft_adapter_metadata(a: AdapterExport) -> dict[str, Any]:
         if not layers:
             continue
         first = next(iter(layers.values()))
-        for k, v in (("r", first.rank), ("lora_alpha", first.alpha), ("target_modules", sorted(targets)),
+        for k, v in (("r", first.rank), ("lora_alpha", first.rank), ("target_modules", sorted(targets)),
                      ("use_dora", first.magnitude is not None), ("init_lora_weights", True)):
             out[f"{prefix}.{k}"] = v
     return out
