@@ -1,0 +1,87 @@
+"""The Train LoRA node in a workflow: trains, feeds the LoRA node, is not retrained when up to
+date, and a cancel saves a checkpoint that `resume` continues."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from app.engine import Engine, EngineSettings, NodeLog, NodeProgress
+from nodes.registry import REGISTRY
+from tests.diffusion.conftest import make_graph
+
+
+@pytest.fixture
+def engine():
+    eng = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
+    yield eng
+    eng.shutdown()
+
+
+def _graph(folder, base, out, config, steps=4, **extra):
+    train = {"folder": str(folder), "base": str(base), "out": str(out), "steps": steps, "resolution": 64,
+             "rank": 4, "alpha": 4.0, "batch_size": 2, "learning_rate": 1e-2, "trigger": "zzstyle",
+             "save_every": 0, "config": str(config), **extra}
+    gen = {"prompt": "zzstyle", "width": 64, "height": 64, "steps": 2, "seed": 1, "scheduler": "euler"}
+    nodes = {"train": ("imagebash.training.train_lora", train), "load": ("load_model", {"checkpoint": str(base)}),
+             "lora": ("lora", {"weight": 1.0}), "gen": ("txt2img", gen), "plain": ("txt2img", gen)}
+    links = ["train.path>lora.file", "load.model>lora.model", "lora.model>gen.model", "load.model>plain.model"]
+    return make_graph(nodes, links)
+
+
+@pytest.fixture
+def settings_file(tmp_path):
+    f = tmp_path / "quick.toml"
+    f.write_text(f'warmup_steps = 0\ncache_dir = "{tmp_path / "cache"}"\ndevice = "cpu"\n')
+    return f
+
+
+def test_workflow_trains_then_uses_the_lora_and_skips_when_up_to_date(tmp_path, style_folder, tiny_sd_dir, engine,
+                                                                         settings_file):
+    out = tmp_path / "loras" / "style.safetensors"
+    events = []
+    engine.events.subscribe(events.append)
+    result = engine.run(_graph(style_folder, tiny_sd_dir, out, settings_file), targets=["train", "gen", "plain"])
+    assert result.ok, result.errors
+    assert result.output("train") == out and out.is_file()
+    assert np.abs(result.output("gen") - result.output("plain")).mean() > 1e-3
+    texts = [e.text for e in events if isinstance(e, NodeProgress) and e.node_id == "train" and e.text]
+    assert any(t.startswith("step 4/4 loss ") for t in texts)
+
+    stamp = out.stat().st_mtime_ns
+    fresh = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
+    logs = []
+    fresh.events.subscribe(lambda e: logs.append(e.message) if isinstance(e, NodeLog) else None)
+    again = fresh.run(_graph(style_folder, tiny_sd_dir, out, settings_file), targets=["train"])
+    fresh.shutdown()
+    assert again.ok and out.stat().st_mtime_ns == stamp
+    assert any("up to date" in m for m in logs)
+
+
+def test_cancel_saves_a_checkpoint_and_resume_continues(tmp_path, style_folder, tiny_sd_dir, engine, settings_file):
+    out = tmp_path / "c.safetensors"
+    cancel = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, NodeProgress) and e.node_id == "train" and (e.text or "").startswith("step 2/"):
+            cancel.set()
+
+    engine.events.subscribe(on_event)
+    graph = _graph(style_folder, tiny_sd_dir, out, settings_file, steps=50)
+    result = engine.run(graph, targets=["train"], cancel=cancel)
+    assert result.cancelled and result.status["train"] == "cancelled"
+    ck = sorted((tmp_path / "c_checkpoints").glob("step_*"))
+    assert len(ck) == 1 and 2 <= int(ck[0].name[5:]) < 50
+    graph.set_param("train", "resume", True)
+    graph.set_param("train", "steps", int(ck[0].name[5:]) + 1)
+    done = engine.run(graph, targets=["train"])
+    assert done.ok, done.errors and out.is_file()
+
+
+def test_bad_folder_fails_the_node_with_one_line(tmp_path, tiny_sd_dir, engine, settings_file):
+    result = engine.run(_graph(tmp_path / "nope", tiny_sd_dir, tmp_path / "x.safetensors", settings_file),
+                        targets=["train"])
+    assert "training folder not found" in result.errors["train"]
+    assert "\n" not in result.errors["train"]
