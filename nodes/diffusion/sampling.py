@@ -49,7 +49,12 @@ def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, wid
               batch: int, force_slicing: bool = False) -> None:
     """Scheduler for this call, and attention slicing decided from free memory (never on CPU in auto)."""
     base = entry.state.setdefault("scheduler_config", dict(entry.pipe.scheduler.config))
-    pipe.scheduler = make_scheduler(scheduler, base)
+    schedulers = entry.state.setdefault("schedulers", {})
+    choice = Scheduler(scheduler)
+    if choice not in schedulers:  # reused: set_timesteps resets a scheduler at every call
+        schedulers[choice] = make_scheduler(choice, base)
+    if pipe.scheduler is not schedulers[choice]:
+        pipe.scheduler = schedulers[choice]
     unet = entry.pipe.unet
     heads = unet.config.attention_head_dim
     heads = max(heads) if isinstance(heads, (list, tuple)) else heads
@@ -57,10 +62,12 @@ def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, wid
                                   entry.pipe.vae_scale_factor)
     mode = getattr(getattr(ctx, "settings", None), "attention_slicing", "auto")
     slicing = "max" if force_slicing else memory.attention_slicing(mode, entry.device, need)
-    if slicing:
-        pipe.enable_attention_slicing(slicing)
-    else:
-        pipe.disable_attention_slicing()
+    if entry.state.get("slicing", "unset") != slicing:  # the UNet is shared by every task's pipeline
+        if slicing:
+            pipe.enable_attention_slicing(slicing)
+        else:
+            pipe.disable_attention_slicing()
+        entry.state["slicing"] = slicing
 
 
 def run_pipeline(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, size: tuple[int, int],
