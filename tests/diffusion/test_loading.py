@@ -92,3 +92,76 @@ def test_shipped_configs_have_the_official_geometry(family, unet_params, te_para
     # the ids OpenAI's CLIP tokenizer gives this prompt
     assert tok("a photograph of an astronaut riding a horse").input_ids == [
         49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
+
+
+def test_family_is_read_from_the_checkpoint_key_layout(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from app.engine.models import ModelError, detect_family
+
+    layouts = {
+        "sd1": "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight",
+        "sd2": "cond_stage_model.model.token_embedding.weight",
+        "sdxl": "conditioner.embedders.1.model.positional_embedding",
+    }
+    for family, key in layouts.items():
+        path = tmp_path / f"{family}.safetensors"
+        save_file({key: torch.zeros(2, 2), "model.diffusion_model.out.2.bias": torch.zeros(4)}, str(path))
+        assert detect_family(path) == family
+    save_file({"first_stage_model.decoder.conv_in.bias": torch.zeros(2)}, str(tmp_path / "vae.safetensors"))
+    with pytest.raises(ModelError, match="not a Stable Diffusion"):
+        detect_family(tmp_path / "vae.safetensors")
+
+
+def test_hub_id_offline_and_uncached_is_a_clear_error(engine, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = engine.run(make_graph({"load": ("load_model", {"checkpoint": "someone/not-downloaded"})}, []))
+    assert "cannot get 'someone/not-downloaded' from the Hugging Face hub" in result.errors["load"]
+    assert "not in the local cache" in result.errors["load"]
+
+
+def test_loading_reports_progress_and_lru_budget_evicts(tiny_sd_dir, tiny_sdxl_dir):
+    from app.engine import Engine, EngineSettings, NodeProgress
+    from nodes.registry import REGISTRY
+
+    engine = Engine(REGISTRY, EngineSettings(device="cpu", model_budget_bytes=1))
+    events = []
+    engine.events.subscribe(lambda e: events.append(e.text) if isinstance(e, NodeProgress) else None)
+    sd = run_ok(engine, txt2img_graph(tiny_sd_dir), targets=["load", "gen"]).output("load")
+    assert any(t and t.startswith("loading sd1 model") for t in events)
+    assert any(t and t.startswith("loaded tiny-sd") for t in events)
+    models = engine.services.get("models")
+    run_ok(engine, txt2img_graph(tiny_sdxl_dir), targets=["load", "gen"])
+    assert models.loaded() == [models.entries()[0].key] and models.entries()[0].family == "sdxl"
+    # the evicted model's handle still works: it is read again
+    first = run_ok(engine, txt2img_graph(tiny_sd_dir, seed=2), targets=["gen"])
+    assert models.loads == 3 and sd.key in models.loaded()
+    assert first.output("gen").shape == (1, 64, 64, 3)
+    engine.shutdown()
+
+
+def test_sdxl_kohya_lora_with_te1_and_te2_names(engine, tiny_sdxl_dir, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(3)
+    state = {}
+    for prefix in ("lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+                   "lora_te2_text_model_encoder_layers_1_self_attn_v_proj",
+                   "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k"):
+        fin = 64 if prefix.startswith("lora_unet") else 32
+        fout = 32
+        state[prefix + ".lora_down.weight"] = torch.randn(4, fin, generator=g)
+        state[prefix + ".lora_up.weight"] = torch.randn(fout, 4, generator=g)
+        state[prefix + ".alpha"] = torch.tensor(4.0)
+    save_file(state, str(tmp_path / "xl.safetensors"))
+    base = run_ok(engine, txt2img_graph(tiny_sdxl_dir)).output("gen")
+    logs = []
+    from app.engine import NodeLog
+
+    engine.events.subscribe(lambda e: logs.append(e.message) if isinstance(e, NodeLog) else None)
+    styled = run_ok(engine, txt2img_graph(tiny_sdxl_dir, loras=[(tmp_path / "xl.safetensors", 1.0)])).output("gen")
+    assert np.abs(styled - base).mean() > 0.001
+    assert any("kohya LoRA, 3 modules" in m and "matched nothing" not in m for m in logs)
