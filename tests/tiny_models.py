@@ -17,24 +17,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app.engine.model_configs import byte_chars
+from nodes.diffusion.lora_keys import ldm_unet_prefixes, to_ldm_name
+
 SEED = 1234
 TE_HIDDEN = 32
 
 # ---------------------------------------------------------------------------------- tokenizer
-
-
-def _byte_chars() -> list[str]:
-    """GPT-2/CLIP's byte -> printable unicode table, in byte order."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs, strict=True))]
 
 
 _MERGES = ["t h", "th e</w>", "a n", "o n", "e r", "i n", "r e", "a r", "o r", "s t"]
@@ -43,7 +32,7 @@ _MERGES = ["t h", "th e</w>", "a n", "o n", "e r", "i n", "r e", "a r", "o r", "
 def write_tokenizer_files(folder: Path) -> Path:
     """Write a small CLIP BPE vocab.json + merges.txt into `folder` (covers every byte)."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = _byte_chars()
+    chars = byte_chars()  # CLIP's byte table, the same the shipped tokenizers use
     tokens = chars + [c + "</w>" for c in chars]
     for m in _MERGES:
         tokens.append(m.replace(" ", ""))
@@ -161,49 +150,15 @@ def save_sdxl_folder(folder: Path) -> Path:
 # ------------------------------------------------------------------- diffusers -> LDM layout
 
 
-_UNET_RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
-                ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"),
-                ("conv_shortcut", "skip_connection")]
-
-
 def unet_to_ldm(sd: dict, config: dict) -> dict:
     """Rename a diffusers UNet state dict to the original LDM (`model.diffusion_model.`) layout."""
-    n = config["layers_per_block"]
-    nblocks = len(config["down_block_types"])
-    up_attn = ["CrossAttn" in t for t in config["up_block_types"]]
-    prefixes: list[tuple[str, str]] = [
-        ("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
-        ("add_embedding.linear_1.", "label_emb.0.0."), ("add_embedding.linear_2.", "label_emb.0.2."),
-        ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
-        ("mid_block.attentions.0.", "middle_block.1."),
-    ]
-    for j in range(2):
-        prefixes.append((f"mid_block.resnets.{j}.", f"middle_block.{2 * j}."))
-    for i in range(nblocks):
-        for j in range(n):
-            k = (n + 1) * i + j + 1
-            prefixes.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{k}.0."))
-            prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{k}.1."))
-        prefixes.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(n + 1) * (i + 1)}.0.op."))
-        for j in range(n + 1):
-            k = (n + 1) * i + j
-            prefixes.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{k}.0."))
-            prefixes.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{k}.1."))
-        k = (n + 1) * i + n
-        prefixes.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{k}.{2 if up_attn[i] else 1}."))
+    pairs = ldm_unet_prefixes(config)
     out = {}
     for key, value in sd.items():
-        for old, new in prefixes:
-            if key.startswith(old):
-                rest = key[len(old):]
-                if ".resnets." in old or old.startswith("mid_block.resnets"):
-                    for a, b in _UNET_RESNET:
-                        if rest.startswith(a + "."):
-                            rest = b + rest[len(a):]
-                out["model.diffusion_model." + new + rest] = value
-                break
-        else:
+        name = to_ldm_name(key, pairs)
+        if name is None:
             raise KeyError(f"no LDM name for UNet key {key}")
+        out["model.diffusion_model." + name] = value
     return out
 
 

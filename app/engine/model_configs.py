@@ -21,7 +21,7 @@ BPE_FILE = "clip_bpe_simple_vocab_16e6.txt.gz"
 _N_MERGES = 49152 - 256 - 2
 
 
-def _byte_chars() -> list[str]:
+def byte_chars() -> list[str]:
     """CLIP's byte -> printable unicode table in its own order (printable bytes first)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -38,7 +38,7 @@ def clip_vocab(bpe_path: Path) -> tuple[dict[str, int], list[str]]:
     """(vocab, merges) exactly as the Hugging Face CLIP tokenizer files hold them (49408 tokens)."""
     with gzip.open(bpe_path, "rt", encoding="utf-8") as f:
         merges = f.read().split("\n")[1: _N_MERGES + 1]
-    chars = _byte_chars()
+    chars = byte_chars()
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(tokens)}, merges

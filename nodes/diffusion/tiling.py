@@ -9,7 +9,9 @@ decode differs from an untiled one only slightly (tests bound it). "auto" tiles 
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -58,13 +60,21 @@ def _decide(entry: Entry, mode: str, width: int, height: int, batch: int) -> boo
     return memory.vae_tiling(mode, entry.device, width, height, need)
 
 
-def _upcast(vae: Any) -> Any:
-    """The dtype to run the VAE in: SDXL's VAE overflows in fp16 (config force_upcast)."""
+@contextlib.contextmanager
+def _vae_ready(vae: Any, tiled: bool, tile: int, overlap: float) -> Iterator[Any]:
+    """Tiling set as asked and the dtype to run in: SDXL's VAE overflows in fp16 (force_upcast)."""
     import torch
 
-    if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
-        return torch.float32
-    return vae.dtype
+    _configure(vae, tiled, tile, overlap)
+    original = vae.dtype
+    dtype = torch.float32 if original == torch.float16 and vae.config.get("force_upcast", False) else original
+    if dtype != original:
+        vae.to(dtype)
+    try:
+        yield dtype
+    finally:
+        if dtype != original:
+            vae.to(original)
 
 
 def decode(entry: Entry, latents: Any, mode: str = "auto", tile: int = DEFAULT_TILE,
@@ -78,20 +88,11 @@ def decode(entry: Entry, latents: Any, mode: str = "auto", tile: int = DEFAULT_T
     tiled = _decide(entry, mode, w * scale, h * scale, n)
 
     def run(tiled: bool) -> np.ndarray:
-        with entry.lock, torch.inference_mode():
-            _configure(vae, tiled, tile, overlap)
-            dtype = _upcast(vae)
-            original = vae.dtype
-            if dtype != original:
-                vae.to(dtype)
-            try:
-                z = latents.to(entry.device, dtype) / vae.config.scaling_factor
-                if getattr(vae.config, "shift_factor", None):
-                    z = z + vae.config.shift_factor
-                out = vae.decode(z).sample
-            finally:
-                if dtype != original:
-                    vae.to(original)
+        with entry.lock, torch.inference_mode(), _vae_ready(vae, tiled, tile, overlap) as dtype:
+            z = latents.to(entry.device, dtype) / vae.config.scaling_factor
+            if getattr(vae.config, "shift_factor", None):
+                z = z + vae.config.shift_factor
+            out = vae.decode(z).sample
             return (out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
 
     return memory.with_oom_retry(lambda: run(tiled), lambda: run(True), entry.device, log, "VAE decode")
@@ -111,18 +112,9 @@ def encode(entry: Entry, image: np.ndarray, mode: str = "auto", tile: int = DEFA
     tiled = _decide(entry, mode, w, h, n)
 
     def run(tiled: bool) -> Any:
-        with entry.lock, torch.inference_mode():
-            _configure(vae, tiled, tile, overlap)
-            dtype = _upcast(vae)
-            original = vae.dtype
-            if dtype != original:
-                vae.to(dtype)
-            try:
-                x = torch.from_numpy(img).permute(0, 3, 1, 2).to(entry.device, dtype) * 2 - 1
-                z = vae.encode(x).latent_dist.mode()
-            finally:
-                if dtype != original:
-                    vae.to(original)
+        with entry.lock, torch.inference_mode(), _vae_ready(vae, tiled, tile, overlap) as dtype:
+            x = torch.from_numpy(img).permute(0, 3, 1, 2).to(entry.device, dtype) * 2 - 1
+            z = vae.encode(x).latent_dist.mode()
             if getattr(vae.config, "shift_factor", None):
                 z = z - vae.config.shift_factor
             return (z * vae.config.scaling_factor).to(entry.pipe.unet.dtype)
