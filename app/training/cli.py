@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rank", type=int, help="adapter rank (default 16)")
     p.add_argument("--alpha", type=float, help="lora alpha; the effective scale is alpha/rank")
     p.add_argument("--targets", choices=TARGETS, help="layers to adapt (default attention)")
-    p.add_argument("--text-encoder", action="store_true", help="train the text encoder(s) too")
+    p.add_argument("--text-encoder", action=argparse.BooleanOptionalAction, help="train the text encoder(s) too")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
     p.add_argument("--text-encoder-lr", type=float, help="text encoder learning rate (default 5e-5)")
     p.add_argument("--scheduler", choices=SCHEDULERS, help="learning-rate schedule (default cosine)")
@@ -66,7 +66,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int, help="epochs (default 10)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
+                   help="less memory, slower steps (the presets turn it on)")
     p.add_argument("--mixed-precision", choices=PRECISIONS, help="GPU only; auto picks bf16 or fp16")
     p.add_argument("--caption-dropout", type=float, help="probability of training on the empty caption")
     p.add_argument("--noise-offset", type=float)

@@ -88,6 +88,11 @@ class Dataset:
             more = f" and {len(self.uncaptioned) - 8} more" if len(self.uncaptioned) > 8 else ""
             lines.append(f"warning: {len(self.uncaptioned)} images have no caption and train on the trigger "
                          f"word or default caption only: {names}{more}")
+        small = [it for it in self.items if it.fit.resized[0] > it.size[0] * 1.05]
+        if small:
+            lines.append(f"warning: {len(small)} images are smaller than their bucket and will be upscaled "
+                         f"(e.g. {_rel(small[0].path, self.root)}, {small[0].size[0]}x{small[0].size[1]} "
+                         f"for {small[0].bucket[0]}x{small[0].bucket[1]}); they may look soft")
         for p, why in self.skipped:
             lines.append(f"warning: skipped {_rel(p, self.root)}: {why}")
         return lines

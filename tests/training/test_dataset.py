@@ -65,6 +65,14 @@ def test_unreadable_and_tiny_images_are_skipped_and_reported(tmp_path):
     assert any("skipped broken.png" in line for line in ds.warnings())
 
 
+def test_images_smaller_than_their_bucket_are_reported(tmp_path):
+    write_image(tmp_path / "small.png", 0, size=(100, 100))
+    write_image(tmp_path / "big.png", 1, size=(300, 300))
+    lines = scan(tmp_path, cfg(resolution=256)).warnings()
+    assert any("1 images are smaller than their bucket" in line and "small.png, 100x100 for 256x256" in line
+               for line in lines), lines
+
+
 def test_truncated_image_is_skipped(tmp_path):
     good = write_image(tmp_path / "good.png", 0)
     data = good.read_bytes()
