@@ -153,3 +153,42 @@ def test_lora_provenance_reaches_saved_png(engine, tiny_sd_dir, tiny_lora_kohya,
         prov = json.loads(im.info["imagebash.provenance"])
     assert prov["lora"][0]["hash"] == short_hash(tiny_lora_kohya) and prov["lora"][0]["weight"] == weight
     assert prov["model"][0]["hash"] and prov["model"][0]["family"] == "sd1"
+
+
+def test_every_key_style_resolves_to_the_same_modules(engine, tiny_sd_dir):
+    import torch
+
+    from nodes.diffusion.lora_keys import module_tables, parse_lora
+
+    pipe = engine.services.get("models").load(str(tiny_sd_dir)).pipe
+    tables = module_tables(pipe)
+    unet_mod = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    te_mod = "text_model.encoder.layers.1.self_attn.out_proj"
+    down, up = torch.zeros(4, 16), torch.zeros(16, 4)
+    te_down, te_up = torch.zeros(4, 32), torch.zeros(32, 4)
+    styles = {
+        "peft bare model": {f"base_model.model.{unet_mod}.to_q.lora_A.weight": down,
+                            f"base_model.model.{unet_mod}.to_q.lora_B.weight": up},
+        "diffusers": {f"unet.{unet_mod}.to_q.lora_A.weight": down, f"unet.{unet_mod}.to_q.lora_B.weight": up,
+                      f"text_encoder.{te_mod}.lora_A.weight": te_down,
+                      f"text_encoder.{te_mod}.lora_B.weight": te_up},
+        "old diffusers processor": {f"unet.{unet_mod}.processor.to_q_lora.down.weight": down,
+                                    f"unet.{unet_mod}.processor.to_q_lora.up.weight": up,
+                                    f"unet.{unet_mod}.processor.to_out_lora.down.weight": down,
+                                    f"unet.{unet_mod}.processor.to_out_lora.up.weight": up},
+        "peft DoRA": {f"unet.{unet_mod}.to_q.lora_A.weight": down, f"unet.{unet_mod}.to_q.lora_B.weight": up,
+                      f"unet.{unet_mod}.to_q.lora_magnitude_vector": torch.ones(16)},
+    }
+    expected = {
+        "peft bare model": {("unet", f"{unet_mod}.to_q")},
+        "diffusers": {("unet", f"{unet_mod}.to_q"), ("text_encoder", te_mod.removeprefix("text_model."))},
+        "old diffusers processor": {("unet", f"{unet_mod}.to_q"), ("unet", f"{unet_mod}.to_out.0")},
+        "peft DoRA": {("unet", f"{unet_mod}.to_q")},
+    }
+    for style, state in styles.items():
+        parsed = parse_lora(state, tables)
+        assert not parsed.unmatched, (style, parsed.unmatched)
+        assert {(c, n) for c, mods in parsed.modules.items() for n in mods} == expected[style], style
+    assert parse_lora(styles["peft DoRA"], tables).dora
+    half = parse_lora({f"unet.{unet_mod}.to_q.lora_A.weight": down}, tables)
+    assert half.unmatched == [f"unet:{unet_mod}.to_q (has only lora_down)"] and not half.modules
