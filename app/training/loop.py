@@ -130,7 +130,7 @@ class Trainer:
         self.precision = self._precision(torch)
         self.progress(Progress(0, 0, phase="loading base model"))
         self.base = base = load_base(cfg.base, self.device)
-        model_key = _digest(f"{fingerprint(cfg.base)}|{base.family}")
+        model_key = _digest(f"{fingerprint(base.source)}|{base.family}|{self.precision}")  # fp16 encoders differ
         self.base_hash = model_key[:10]
         from app.paths import cache_dir
 
