@@ -51,3 +51,20 @@ def test_adamw8bit_without_bitsandbytes_falls_back_with_a_warning(tmp_path, styl
     else:
         assert trainer.optimizer_name == "torch.optim.AdamW"
         assert any("needs bitsandbytes" in line for line in logs)
+
+
+def test_v_prediction_models_train_on_velocity_with_min_snr(tmp_path, style_folder, tiny_sd_dir):
+    import json
+    import shutil
+
+    from safetensors import safe_open
+
+    base = shutil.copytree(tiny_sd_dir, tmp_path / "tiny-v")
+    sched = base / "scheduler" / "scheduler_config.json"
+    sched.write_text(json.dumps({**json.loads(sched.read_text()), "prediction_type": "v_prediction"}))
+    trainer = Trainer(small_config(tmp_path, style_folder, base, max_steps=3, min_snr_gamma=5.0))
+    result = trainer.run()
+    assert trainer.prediction_type == "v_prediction"
+    assert all(np.isfinite(result.losses))
+    with safe_open(str(result.lora), framework="pt") as f:
+        assert f.metadata()["modelspec.prediction_type"] == "v"

@@ -169,3 +169,17 @@ def first_losses(trainer):
     from app.training import checkpoint
 
     return checkpoint.read_state(checkpoint.latest(trainer.checkpoint_root))["losses"]
+
+
+def test_sdxl_with_both_text_encoders_exports_te1_and_te2_that_all_load(tmp_path, style_folder, tiny_sdxl_dir, engine):
+    cfg = small_config(tmp_path, style_folder, tiny_sdxl_dir, max_steps=2, train_text_encoder=True)
+    result = Trainer(cfg).run()
+    keys = load_file(str(result.lora))
+    assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight" in keys
+    assert "lora_te2_text_model_encoder_layers_1_self_attn_out_proj.alpha" in keys
+    logs = []
+    engine.events.subscribe(lambda e: logs.append(getattr(e, "message", "")))
+    for path in (result.lora, result.peft):
+        _gen(engine, tiny_sdxl_dir, [(path, 1.0)])
+    reports = [m for m in logs if "modules" in m]
+    assert len(reports) == 2 and not any("matched nothing" in m for m in logs), logs
