@@ -10,7 +10,7 @@ Run from the repository root: `python tests/benchmarks/bench_training.py`. Print
                       decodes, resizes and VAE-encodes every image and encodes every caption; the
                       images are JPEGs 8x the training size, as photos usually are; aim < 0.7)
 Steps are timed in process CPU seconds (one torch thread for both), so another busy process on a
-small shared runner skews the ratio less; three alternating rounds of each, medians of the steps
+small shared runner skews the ratio less; four rounds of each in ABBA order, medians of the steps
 after a warm-up.
 """
 
@@ -27,7 +27,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-RES, BATCH, RANK, STEPS, WARMUP, ROUNDS = 64, 2, 4, 25, 5, 3
+RES, BATCH, RANK, STEPS, WARMUP, ROUNDS = 64, 2, 4, 25, 5, 4
 
 
 def emit(**kv) -> None:
@@ -123,9 +123,11 @@ def main() -> None:
         make_images(data, 8, RES)
         plain: list[float] = []
         mine: list[float] = []
-        for r in range(ROUNDS):  # alternate, so drift in the machine's load hits both sides alike
-            plain += plain_loop(model_dir, data)[WARMUP:]
-            mine += ours(model_dir, data, work, STEPS + 1, f"steps{r}")[1][WARMUP:]
+        for r in range(ROUNDS):  # alternate (ABBA...), so drift in the machine's load hits both sides alike
+            runs = [lambda: plain.extend(plain_loop(model_dir, data)[WARMUP:]),
+                    lambda r=r: mine.extend(ours(model_dir, data, work, STEPS + 1, f"steps{r}")[1][WARMUP:])]
+            for run in runs if r % 2 == 0 else runs[::-1]:
+                run()
         base, own = statistics.median(plain), statistics.median(mine)
         emit(step_time_ratio=round(own / base, 3), ours_step_s=round(own, 4), plain_step_s=round(base, 4))
 
