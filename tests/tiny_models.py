@@ -9,7 +9,7 @@ checkpoint in the original LDM key layout; the SDXL-style one has two text encod
 
 LoRA writers produce kohya/A1111 files (`lora_unet_...`, `lora_te_text_model_...` with
 `lora_down`/`lora_up`/`alpha`), peft/diffusers files (`unet....lora_A.weight`) and kohya DoRA
-files (`dora_scale`, output axis, shape (out, 1)).
+files (`dora_scale`, input axis (1, in) by default, or output axis (out, 1)).
 """
 
 from __future__ import annotations
@@ -257,8 +257,11 @@ def lora_tensors(pipe, rank: int = 4, seed: int = 7, scale: float = 0.6,
 
 
 def write_kohya_lora(pipe, path: Path, rank: int = 4, seed: int = 7, alpha: float | None = None,
-                     dora: bool = False, unet_only: bool = False) -> Path:
-    """A kohya/A1111-style LoRA (or LyCORIS-style DoRA with output-axis `dora_scale`)."""
+                     dora: bool = False, unet_only: bool = False, dora_axis: str = "in",
+                     dora_jitter: float = 0.5) -> Path:
+    """A kohya/A1111-style LoRA, or a LyCORIS-style DoRA: `dora_scale` of shape (1, in) (input axis,
+    the kohya/LyCORIS default) or (out, 1) (output axis, peft's), set to the norm of W + dW along
+    that axis times (1 + jitter * uniform noise); jitter 0 makes the DoRA equal the plain LoRA."""
     import torch
     from safetensors.torch import save_file
 
@@ -274,8 +277,8 @@ def write_kohya_lora(pipe, path: Path, rank: int = 4, seed: int = 7, alpha: floa
         if dora:
             w = (modules[name] if comp == "unet" else modules[("te", name)]).weight.detach()
             delta = up @ down * ((alpha if alpha is not None else rank) / rank)
-            norm = (w + delta).norm(dim=1, keepdim=True)
-            sd[base + ".dora_scale"] = norm * (1.0 + 0.5 * torch.rand(norm.shape, generator=g))
+            norm = (w + delta).norm(dim=0 if dora_axis == "in" else 1, keepdim=True)
+            sd[base + ".dora_scale"] = norm * (1.0 + dora_jitter * torch.rand(norm.shape, generator=g))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path),
               metadata={"ss_network_module": "lycoris.kohya" if dora else "networks.lora"})

@@ -217,15 +217,18 @@ def parse_lora(state: dict[str, Any], tables: dict[str, ModuleTable]) -> ParsedL
     return out
 
 
-def magnitude_for(mod: LoraModule, out_features: int) -> tuple[Any, str | None]:
-    """A peft `lora_magnitude_vector` (out,) from a DoRA scale, or (None, reason) if it has none.
+def magnitude_for(mod: LoraModule, out_features: int, in_features: int) -> tuple[Any, str]:
+    """(magnitude, axis) of a DoRA module: axis "out", "in", "" (no DoRA) or "bad".
 
-    kohya/LyCORIS `dora_scale` is stored (out, 1) (output axis, the norm peft uses) or
-    (1, in) (input axis). peft can only represent the output axis.
+    peft's `lora_magnitude_vector` is 1-D on the output axis; kohya/LyCORIS `dora_scale` is
+    (out, 1) on the output axis or (1, in) on the input axis (what kohya, LyCORIS and the
+    imagebash trainer write by default, and what ComfyUI reads).
     """
     mag = mod.magnitude
     if mag is None:
-        return None, None
-    if mag.numel() == out_features and (mag.ndim == 1 or mag.shape[0] == out_features):
-        return mag.reshape(out_features), None
-    return None, f"DoRA scale of shape {tuple(mag.shape)} (input axis) is not supported"
+        return None, ""
+    if mag.ndim == 1 or (mag.shape[0] == out_features and mag.numel() == out_features):
+        return (mag.reshape(out_features), "out") if mag.numel() == out_features else (None, "bad")
+    if mag.shape[0] == 1 and mag.numel() == in_features:
+        return mag.reshape(in_features), "in"
+    return None, "bad"

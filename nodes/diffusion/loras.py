@@ -2,10 +2,12 @@
 
 A file becomes a named peft adapter (named after its content hash) injected into the UNet and
 text encoders of the base pipeline. Its modules keep their own rank and alpha, and DoRA
-magnitudes go in as peft's `lora_magnitude_vector`, so they survive (diffusers' own SD loader
-drops `dora_scale`). Before every sampling call the handle's stack is activated: each tuner
-layer enables exactly the adapters in the stack, with the stack's weights as scales. A weight
-change is therefore a scale change, never a reload, and a workflow without LoRAs sees the base.
+magnitudes survive (diffusers' own SD loader drops `dora_scale`): output-axis ones go in as
+peft's `lora_magnitude_vector`, input-axis ones (kohya/LyCORIS default, what the imagebash
+trainer writes) through the trainer's input-axis DoRA variant. Before every sampling call the
+handle's stack is activated: each tuner layer enables exactly the adapters in the stack, with
+the stack's weights as scales. A weight change is therefore a scale change, never a reload, and
+a workflow without LoRAs sees the base.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.models import Entry, refuse_pickle
+from app.training.adapters import set_input_axis_dora
 from nodes.diffusion.lora_keys import COMPONENTS, LoraModule, magnitude_for, module_tables, parse_lora
 
 MAX_ADAPTERS = 12  # adapters kept per pipeline; the least recently used is deleted beyond this
@@ -92,28 +95,31 @@ def _inject(module: Any, mods: dict[str, LoraModule], name: str) -> list[str]:
     subs = dict(module.named_modules())
     state: dict[str, Any] = {}
     problems: list[str] = []
-    use_dora = any(m.magnitude is not None for m in mods.values())
+    input_axis: dict[str, Any] = {}
     for target, mod in mods.items():
         layer = subs[target]
         base = getattr(layer, "base_layer", layer)
         down, up = mod.down, mod.up
-        if isinstance(base, torch.nn.Linear):
+        linear = isinstance(base, torch.nn.Linear)
+        if linear:
             down, up = down.reshape(down.shape[0], -1), up.reshape(up.shape[0], -1)
-            out_features = base.out_features
+            sizes = (base.out_features, base.in_features)
         else:
             if down.ndim == 2:
                 down = down[:, :, None, None]
             if up.ndim == 2:
                 up = up[:, :, None, None]
-            out_features = base.out_channels
+            sizes = (base.out_channels, base.in_channels)
         state[f"{target}.lora_A.weight"] = down
         state[f"{target}.lora_B.weight"] = up
-        if use_dora:
-            mag, reason = magnitude_for(mod, out_features)
-            if reason:
-                problems.append(f"{target}.dora_scale ({reason})")
-            if mag is not None:
-                state[f"{target}.lora_magnitude_vector"] = mag
+        mag, axis = magnitude_for(mod, *sizes)
+        if axis == "out":
+            state[f"{target}.lora_magnitude_vector"] = mag
+        elif axis == "in" and linear:
+            input_axis[target] = mag
+        elif axis:
+            problems.append(f"{target}.dora_scale (shape {tuple(mod.magnitude.shape)} does not fit the layer)")
+    use_dora = any(k.endswith(".lora_magnitude_vector") for k in state)
     ranks = Counter(m.rank for m in mods.values())
     rank = ranks.most_common(1)[0][0]
     alphas = Counter(m.alpha if m.alpha is not None else m.rank for m in mods.values())
@@ -128,6 +134,8 @@ def _inject(module: Any, mods: dict[str, LoraModule], name: str) -> list[str]:
         inject_adapter_in_model(config, module, adapter_name=name)
     result = set_peft_model_state_dict(module, state, adapter_name=name)
     problems += [f"{k} (not placed)" for k in getattr(result, "unexpected_keys", []) or []]
+    for target, mag in input_axis.items():
+        set_input_axis_dora(module.get_submodule(target), name, mag)
     for p in module.parameters():
         p.requires_grad_(False)
     return problems

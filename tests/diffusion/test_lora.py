@@ -48,7 +48,8 @@ def test_two_workflows_share_one_base(engine, tiny_sd_dir, tiny_lora_kohya):
 
 
 def test_dora_magnitudes_change_the_output(engine, tiny_sd_dir, tiny_dora, tiny_dora_plain):
-    assert any(k.endswith(".dora_scale") for k in load_file(str(tiny_dora)))
+    scales = [v for k, v in load_file(str(tiny_dora)).items() if k.endswith(".dora_scale")]
+    assert scales and all(v.shape[0] == 1 for v in scales)  # input axis, as kohya/LyCORIS write it
     dora = _gen(engine, tiny_sd_dir, [(tiny_dora, 1.0)])
     plain = _gen(engine, tiny_sd_dir, [(tiny_dora_plain, 1.0)])
     base = _gen(engine, tiny_sd_dir)
@@ -192,3 +193,20 @@ def test_every_key_style_resolves_to_the_same_modules(engine, tiny_sd_dir):
     assert parse_lora(styles["peft DoRA"], tables).dora
     half = parse_lora({f"unet.{unet_mod}.to_q.lora_A.weight": down}, tables)
     assert half.unmatched == [f"unet:{unet_mod}.to_q (has only lora_down)"] and not half.modules
+
+
+@pytest.mark.parametrize("axis", ["in", "out"])
+def test_dora_with_the_norm_as_magnitude_equals_plain_lora(engine, tiny_sd_dir, tmp_path, axis):
+    """DoRA rescales W + dW to the magnitude: a magnitude equal to its norm changes nothing."""
+    from diffusers import StableDiffusionPipeline
+
+    from tests.tiny_models import write_kohya_lora
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd_dir), local_files_only=True)
+    exact = write_kohya_lora(pipe, tmp_path / "exact.safetensors", seed=5, dora=True, dora_axis=axis,
+                             dora_jitter=0.0)
+    scaled = write_kohya_lora(pipe, tmp_path / "scaled.safetensors", seed=5, dora=True, dora_axis=axis)
+    plain = write_kohya_lora(pipe, tmp_path / "plain.safetensors", seed=5)
+    out = {p.stem: _gen(engine, tiny_sd_dir, [(p, 1.0)]) for p in (exact, scaled, plain)}
+    np.testing.assert_allclose(out["exact"], out["plain"], atol=2e-3)
+    assert np.abs(out["scaled"] - out["plain"]).mean() > 0.01
