@@ -25,6 +25,7 @@ from app.engine import events as ev
 from app.engine.cache import OutputCache
 from app.engine.plan import Plan, PlanNode, compute_signatures, make_plan
 from app.engine.services import Services
+from app.engine.video_map import map_over_video
 from app.graph.model import Graph, NodeMode
 from nodes.registry import REGISTRY, REQUIRED, Registry
 from nodes.types import Cancelled, Video
@@ -238,7 +239,8 @@ class Engine:
         video_ports = [p.name for p in pn.ports
                        if p.kind in ("Image", "Mask") and isinstance(kwargs.get(p.name), Video)]
         if video_ports:
-            return self._map_video(run, pn, kwargs, video_ports)
+            kinds = {p.name: p.kind for p in pn.ports}
+            return map_over_video(lambda kw: self._call(pn, kw), spec, kinds, kwargs, video_ports, run.cancel)
         return self._call(pn, kwargs)
 
     def _call(self, pn: PlanNode, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -253,52 +255,6 @@ class Engine:
         if spec.outputs:
             return {spec.outputs[0].name: result}
         return {}
-
-    def _map_video(self, run: _Run, pn: PlanNode, kwargs: dict[str, Any], video_ports: list[str]) -> dict[str, Any]:
-        videos = {name: kwargs[name] for name in video_ports}
-        length = min(len(v) for v in videos.values())
-        ctx = kwargs.get("ctx")
-
-        def call_frame(i: int) -> dict[str, Any]:
-            kw = dict(kwargs)
-            for name, v in videos.items():
-                frame = v.frame(i)
-                kw[name] = frame[..., 0] if pn.spec.input(name).kind == "Mask" else frame
-            return self._call(pn, kw)
-
-        if pn.spec.output or not any(p.kind == "Image" for p in pn.spec.outputs):
-            last: dict[str, Any] = {}
-            for i in range(length):
-                if run.cancel.is_set():
-                    raise Cancelled("cancelled")
-                last = call_frame(i)
-                if ctx is not None:
-                    ctx.progress((i + 1) / max(length, 1), text=f"frame {i + 1}/{length}")
-            return last
-        lock = threading.Lock()
-        memo: dict[int, dict[str, Any]] = {}
-
-        def frame_outputs(i: int) -> dict[str, Any]:
-            with lock:
-                if i in memo:
-                    return memo[i]
-            out = call_frame(i)
-            with lock:
-                memo.clear()
-                memo[i] = out
-            return out
-
-        first = frame_outputs(0) if length else {}
-        fps = next(iter(videos.values())).fps
-        result: dict[str, Any] = {}
-        for p in pn.spec.outputs:
-            if p.kind == "Image" and length:
-                img = first[p.name]
-                _n, h, w, c = img.shape
-                result[p.name] = Video(length, fps, (w, h), lambda i, name=p.name: frame_outputs(i)[name], c)
-            else:
-                result[p.name] = first.get(p.name)
-        return result
 
     def store_annotations(self, sig: str, notes: dict[str, Any] | None) -> None:
         if notes:

@@ -13,7 +13,7 @@ import pytest
 
 from app.graph.model import Graph, Link, NodeInstance
 from nodes.registry import Registry, node
-from nodes.types import Context, Image, Range, Video
+from nodes.types import Context, Image, Mask, Range, Video
 
 
 class Op(str, enum.Enum):
@@ -114,6 +114,22 @@ def make_registry() -> Registry:
     def frames(video: Video) -> int:
         """Number of frames of a Video input (an Image batch arrives as a Video)."""
         return len(video)
+
+    @node("test.online_invert", registry=reg, category="test", io=True)
+    def online_invert(image: Image) -> Image:
+        """Stands in for a paid online call: counts every call."""
+        _count("online")
+        return 1.0 - image
+
+    @node("test.luma", registry=reg, category="test")
+    def luma(image: Image) -> Mask:
+        """The mean of the channels as a mask."""
+        return image.mean(axis=-1)
+
+    @node("test.double", registry=reg, category="test")
+    def double(image: Image) -> Image:
+        """Two images for every one given."""
+        return np.concatenate([image, image])
 
     @node("test.read", registry=reg, category="test")
     def read(path: pathlib.Path) -> str:

@@ -283,3 +283,41 @@ def test_image_batch_plays_as_video(reg):
     g.add_node(NodeInstance("f", "test.frames"))
     g.connect(Link("n", "image", "f", "video"))
     assert Engine(reg).run(g, ["f"]).output("f") == 1
+
+
+def test_io_node_over_video_calls_each_frame_once(reg):
+    g = Graph()
+    g.add_node(NodeInstance("clip", "test.clip", {"frames": 4}))
+    g.add_node(NodeInstance("online", "test.online_invert"))
+    g.add_node(NodeInstance("a", "test.scale"))
+    g.add_node(NodeInstance("b", "test.scale", {"factor": 2.0}))
+    g.connect(Link("clip", "video", "online", "image"))
+    g.connect(Link("online", "image", "a", "image"))
+    g.connect(Link("online", "image", "b", "image"))
+    r = Engine(reg).run(g, ["a", "b"])
+    for nid in ("a", "b"):
+        video = r.output(nid)
+        _ = [video.frame(i) for i in range(len(video))]
+    assert CALLS["online"] == 4
+    assert r.output("a").frame(3)[0, 0, 0, 0] == pytest.approx((1 - 3 / 4) * 0.5)
+
+
+def test_mask_outputs_over_video_stay_per_frame(reg):
+    from nodes.types import Video
+
+    g = Graph()
+    g.add_node(NodeInstance("clip", "test.clip", {"frames": 3}))
+    g.add_node(NodeInstance("luma", "test.luma"))
+    g.connect(Link("clip", "video", "luma", "image"))
+    out = Engine(reg).run(g, ["luma"]).output("luma")
+    assert isinstance(out, Video) and len(out) == 3
+    assert out.frame(2)[0, 0, 0, 0] == pytest.approx(2 / 3)
+
+
+def test_node_making_several_images_per_frame_fails_clearly(reg):
+    g = Graph()
+    g.add_node(NodeInstance("clip", "test.clip", {"frames": 3}))
+    g.add_node(NodeInstance("double", "test.double"))
+    g.connect(Link("clip", "video", "double", "image"))
+    r = Engine(reg).run(g, ["double"])
+    assert "made 2 images from one video frame" in r.errors["double"]
