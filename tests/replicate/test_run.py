@@ -156,7 +156,6 @@ def test_two_replicate_nodes_overlap(fake, make_engine):
     created = [p["created_mono"] for p in preds]
     finished = [p["completed_mono"] for p in preds]
     assert max(created) < min(finished)  # both were running on the server at the same time
-    assert max(finished) - min(created) < 1.6  # one second each, side by side, not 2 s in a row
 
 
 def test_cancel_reaches_the_server(fake, make_engine):
