@@ -1,14 +1,13 @@
 """Every workflow in workflows/ runs through the real engine into a temporary folder.
 
 Workflows made only of image and video nodes run as shipped; others run with the overrides in
-`tests/workflow_sets.py` (a tiny model, a fake server), or are only validated, with a warning
-naming them. The shipped examples also get checks on the pixels and files they produce.
+`tests/workflow_sets.py` (a tiny model, a fake server); a workflow that needs them and has no
+entry there fails, naming what to add. The shipped examples also get checks on the pixels and files they produce.
 """
 
 from __future__ import annotations
 
 import pathlib
-import warnings
 from collections.abc import Callable
 
 import cv2
@@ -116,9 +115,9 @@ def test_workflow_runs(wf, tmp_path, request):
     assert len(set(positions)) == len(positions), "two nodes share a canvas position"
     sets = WORKFLOW_SETS.get(wf.name)
     if sets is None and not all(n.type.startswith(SELF_CONTAINED) for n in graph):
-        warnings.warn(f"{wf.name} needs a model or the network and has no entry in tests/workflow_sets.py: "
-                      "only validated, not run", stacklevel=1)
-        return
+        pytest.fail(f"{wf.name} uses nodes that need a model or the network but has no entry in "
+                    f"tests/workflow_sets.py: add WORKFLOW_SETS[{wf.name!r}] = lambda request: [...] with the "
+                    "--set overrides (a tiny model fixture, the fake Replicate server) that let it run here")
     if sets is not None:
         apply_sets(graph, REGISTRY, sets(request))
     engine = Engine(REGISTRY, EngineSettings(device="cpu"))

@@ -5,8 +5,8 @@ video nodes run as they are. A workflow that uses other nodes (a diffusion model
 call, training) runs only if it has an entry here: the workflow's file name mapped to a function
 that takes the pytest request (to reach fixtures such as a tiny test model or a fake Replicate
 server, via `request.getfixturevalue`) and returns `--set NODE.PARAM=VALUE` strings, applied with
-`app.cli.apply_sets` exactly as on the command line. A workflow without an entry is only
-validated, and the test run says so in its warnings summary.
+`app.cli.apply_sets` exactly as on the command line. A workflow that needs one and has no
+entry fails its test, naming the entry to add.
 
 Example:
     WORKFLOW_SETS["txt2img_lora.json"] = lambda request: [
