@@ -68,3 +68,16 @@ def test_v_prediction_models_train_on_velocity_with_min_snr(tmp_path, style_fold
     assert all(np.isfinite(result.losses))
     with safe_open(str(result.lora), framework="pt") as f:
         assert f.metadata()["modelspec.prediction_type"] == "v"
+
+
+def test_epochs_set_the_step_count_and_feed_forward_targets_export(tmp_path, style_folder, tiny_sd_dir):
+    from safetensors.torch import load_file
+
+    cfg = small_config(tmp_path, style_folder, tiny_sd_dir, max_steps=0, epochs=1, targets="attention+ff",
+                       train_text_encoder=True)
+    result = Trainer(cfg).run()
+    assert result.steps == 4  # 4 images x 2 repeats, batch 2
+    keys = load_file(str(result.lora))
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_ff_net_0_proj.lora_down.weight" in keys
+    assert "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.alpha" in keys
+    assert "lora_te_text_model_encoder_layers_1_mlp_fc2.lora_up.weight" in keys
