@@ -42,11 +42,20 @@ def test_retry_after_is_honoured_on_a_post(fake, make_engine):
     assert second.start - first.end >= 0.95  # waited the asked second, not the 0.25 s backoff
 
 
+def test_each_failure_is_retried_once_within_the_limit(fake, make_engine):
+    fake.fail("POST", r"/predictions$", [500, 502, 503])
+    result = run_one(make_engine(retry_seconds=10), {"model": "fake/txt2img", "prompt": "x"})
+    assert result.ok, result.errors
+    assert [r.status for r in fake.calls("POST", r"/predictions$")] == [500, 502, 503, 201]
+
+
 def test_retries_stop_at_the_time_limit(fake, make_engine):
-    fake.fail("POST", r"/predictions$", [500] * 50)
-    result = run_one(make_engine(retry_seconds=0.6), {"model": "fake/txt2img", "prompt": "x"})
-    assert error_of(result).startswith("Replicate fake/txt2img (create): Replicate answered 500")
-    assert 2 <= len(fake.calls("POST", r"/predictions$")) < 10
+    # The server asks for 2 s between tries; a 4 s limit leaves room for one retry, not two.
+    fake.retry_after = 2
+    fake.fail("POST", r"/predictions$", [503] * 50)
+    result = run_one(make_engine(retry_seconds=4), {"model": "fake/txt2img", "prompt": "x"})
+    assert error_of(result).startswith("Replicate fake/txt2img (create): Replicate answered 503")
+    assert len(fake.calls("POST", r"/predictions$")) == 2
 
 
 def test_rejected_token(fake, make_engine, monkeypatch):
