@@ -32,8 +32,26 @@ def run_ok(engine: Engine, graph: Graph, **kw: Any) -> RunResult:
     return result
 
 
+@pytest.fixture(scope="session")
+def shared_models():
+    """One model manager for the tests that do not count loads: a pipeline's first call is slow."""
+    from app.engine.models import ModelManager
+
+    return ModelManager(EngineSettings(device="cpu"))
+
+
 @pytest.fixture
-def engine():
+def engine(shared_models):
+    """An engine whose model manager is shared across tests (loaded pipelines and LoRAs persist)."""
+    eng = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
+    eng.services.set("models", shared_models)
+    yield eng
+    eng.shutdown()
+
+
+@pytest.fixture
+def fresh_engine():
+    """An engine with its own model manager, for tests that count loads."""
     eng = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
     yield eng
     eng.shutdown()

@@ -10,15 +10,15 @@ from nodes.diffusion.catalog import list_checkpoints, list_loras
 from tests.diffusion.conftest import make_graph, run_ok, txt2img_graph
 
 
-def test_single_file_checkpoint_gives_the_same_pixels_as_the_folder(engine, tiny_sd_dir, tiny_sd_ckpt):
-    folder = run_ok(engine, txt2img_graph(tiny_sd_dir, seed=4), targets=["load", "gen"])
+def test_single_file_checkpoint_gives_the_same_pixels_as_the_folder(fresh_engine, tiny_sd_dir, tiny_sd_ckpt):
+    folder = run_ok(fresh_engine, txt2img_graph(tiny_sd_dir, seed=4), targets=["load", "gen"])
     g = txt2img_graph(tiny_sd_ckpt, seed=4)
     g.set_param("load", "config", str(tiny_sd_dir))
-    single = run_ok(engine, g, targets=["load", "gen"])
+    single = run_ok(fresh_engine, g, targets=["load", "gen"])
     model = single.output("load")
     assert model.family == "sd1" and model.hash == short_hash(tiny_sd_ckpt)
     np.testing.assert_array_equal(single.output("gen"), folder.output("gen"))
-    assert engine.services.get("models").loads == 2
+    assert fresh_engine.services.get("models").loads == 2
 
 
 def test_sdxl_folder_is_detected_and_generates(engine, tiny_sdxl_dir, tiny_sd_dir):

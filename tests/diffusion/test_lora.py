@@ -28,9 +28,9 @@ def test_kohya_and_peft_loras_change_output_and_weight_zero_is_base(engine, tiny
     np.testing.assert_array_equal(_gen(engine, tiny_sd_dir), base)
 
 
-def test_changing_a_weight_does_not_reload_base_or_lora(engine, tiny_sd_dir, tiny_lora_kohya, tiny_lora_kohya_b):
-    outs = [_gen(engine, tiny_sd_dir, [(tiny_lora_kohya, w), (tiny_lora_kohya_b, 0.5)]) for w in (0.3, 0.9, 0.3)]
-    models = engine.services.get("models")
+def test_changing_a_weight_does_not_reload_base_or_lora(fresh_engine, tiny_sd_dir, tiny_lora_kohya, tiny_lora_kohya_b):
+    outs = [_gen(fresh_engine, tiny_sd_dir, [(tiny_lora_kohya, w), (tiny_lora_kohya_b, 0.5)]) for w in (0.3, 0.9, 0.3)]
+    models = fresh_engine.services.get("models")
     assert models.loads == 1
     (entry,) = models.entries()
     assert entry.state["lora_loads"] == 2
@@ -38,11 +38,11 @@ def test_changing_a_weight_does_not_reload_base_or_lora(engine, tiny_sd_dir, tin
     np.testing.assert_array_equal(outs[0], outs[2])
 
 
-def test_two_workflows_share_one_base(engine, tiny_sd_dir, tiny_lora_kohya):
-    a = run_ok(engine, txt2img_graph(tiny_sd_dir), targets=["load", "gen"]).output("load")
+def test_two_workflows_share_one_base(fresh_engine, tiny_sd_dir, tiny_lora_kohya):
+    a = run_ok(fresh_engine, txt2img_graph(tiny_sd_dir), targets=["load", "gen"]).output("load")
     g = txt2img_graph(tiny_sd_dir, seed=9, loras=[(tiny_lora_kohya, 1.0)])
-    b = run_ok(engine, g, targets=["load", "gen"]).output("load")
-    models = engine.services.get("models")
+    b = run_ok(fresh_engine, g, targets=["load", "gen"]).output("load")
+    models = fresh_engine.services.get("models")
     assert a.key == b.key and models.loads == 1
     assert models.entry(a).pipe.unet is models.entry(b).pipe.unet
 
