@@ -5,11 +5,13 @@ source): models and versions with their OpenAPI schema, predictions created for 
 version, polled, cancelled, and file uploads (multipart). Outputs are served from the server
 itself at absolute `http://127.0.0.1:PORT/...` URLs, as the real API hands out delivery URLs.
 
-Knobs for tests: `delay` (seconds a prediction takes), `fail(method, path_regex, [codes])`
-(answer the next matching requests with those statuses), `token` (anything else gets 401; the
-401 echoes the presented token, so tests prove it never reaches a user-visible message),
-`request_latency` (every answer waits this long). Every request is recorded with monotonic
-start/end times, and each prediction keeps when it was created and first seen finished.
+Knobs for tests: `delay` (seconds a prediction takes), `polls_to_finish` (when set, a prediction
+instead advances one step per poll and answers its result on that poll, whatever the time),
+`fail(method, path_regex, [codes])` (answer the next matching requests with those statuses),
+`token` (anything else gets 401; the 401 echoes the presented token, so tests prove it never
+reaches a user-visible message), `request_latency` (every answer waits this long). Every
+request is recorded with monotonic start/end times, and each prediction keeps when it was
+created and first seen finished.
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ class FakeReplicate:
     def __init__(self, token: str = TOKEN, delay: float = 0.0) -> None:
         self.token = token
         self.delay = delay
+        self.polls_to_finish: int | None = None
         self.request_latency = 0.0
         self.models: dict[str, FakeModel] = {}
         self.predictions: dict[str, dict] = {}
@@ -242,13 +245,16 @@ class FakeReplicate:
         return {k: p.get(k) for k in keys}
 
     def advance(self, p: dict) -> None:
-        """Move a prediction along in time: processing with tqdm-like logs, then its result."""
+        """Move a prediction along (in time, or by polls): processing with tqdm-like logs, then its result."""
         if p["status"] in ("succeeded", "failed", "canceled", "aborted"):
             return
-        elapsed = time.monotonic() - p["created_mono"]
-        total = p["delay"]
+        p["polls"] = p.get("polls", 0) + 1
+        if self.polls_to_finish is not None:
+            elapsed, total = p["polls"] - 1, self.polls_to_finish - 1
+        else:
+            elapsed, total = time.monotonic() - p["created_mono"], p["delay"]
         if elapsed < total:
-            done = int(4 * elapsed / total) if total else 4
+            done = int(4 * elapsed / total)
             p["status"] = "processing"
             p["logs"] = "Loading model\n" + "".join(_bar(k) for k in range(done + 1))
             return

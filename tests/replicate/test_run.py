@@ -132,7 +132,7 @@ def test_a_url_in_a_text_answer_stays_text():
 
 
 def test_progress_shows_status_and_model_logs(fake, make_engine):
-    fake.delay = 0.3
+    fake.polls_to_finish = 4  # 0/4, 1/4 and 2/4 on the first three polls, the result on the fourth
     engine = make_engine()
     seen: list[NodeProgress] = []
     engine.events.subscribe(lambda e: seen.append(e) if isinstance(e, NodeProgress) else None)
