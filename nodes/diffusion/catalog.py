@@ -57,19 +57,20 @@ def _listing(kind: str) -> list[str]:
             continue
         for p in sorted(folder.iterdir()):
             if p.is_file() and p.suffix.lower() == ".safetensors" and _is_lora_file(p) == (kind == "lora"):
-                found[str(p)] = None
+                found.setdefault(p.name, None)
             elif kind == "checkpoint" and p.is_dir() and (p / "model_index.json").is_file():
-                found[str(p)] = None
+                found.setdefault(p.name, None)
     return list(found)
 
 
 def list_checkpoints() -> list[str]:
-    """Checkpoint files and diffusers folders in the models folders (full paths)."""
+    """Checkpoint files and diffusers folders in the models folders, by name (workflows stay
+    portable: a name is looked up in the models folders of whoever opens the workflow)."""
     return _listing("checkpoint")
 
 
 def list_loras() -> list[str]:
-    """LoRA/DoRA .safetensors files in the models folders (full paths)."""
+    """LoRA/DoRA .safetensors files in the models folders, by name."""
     return _listing("lora")
 
 

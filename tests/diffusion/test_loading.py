@@ -62,9 +62,8 @@ def test_models_folder_lists_checkpoints_and_loras(engine, monkeypatch, tmp_path
     shutil.copytree(tiny_sd_dir, tmp_path / "checkpoints" / "tiny-folder")
     shutil.copy(tiny_lora_kohya, tmp_path / "loras" / "style.safetensors")
     monkeypatch.setenv("IMAGEBASH_MODELS", str(tmp_path))
-    assert list_checkpoints() == [str(tmp_path / "checkpoints" / "mine.safetensors"),
-                                  str(tmp_path / "checkpoints" / "tiny-folder")]
-    assert list_loras() == [str(tmp_path / "loras" / "style.safetensors")]
+    assert list_checkpoints() == ["mine.safetensors", "tiny-folder"]
+    assert list_loras() == ["style.safetensors"]
     # names resolve inside the models folder
     g = txt2img_graph("tiny-folder", loras=[("style.safetensors", 0.7)])
     result = run_ok(engine, g, targets=["lora0"])
