@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nodes.replicate.client import Limits, with_retry
+from nodes.replicate.client import Limits, ReplicateNodeError, with_retry
 from nodes.types import Video
 
 
@@ -72,8 +72,9 @@ def encode_input(client: Any, value: Any, name: str, *, model: str, limits: Limi
                          limits=limits, cancel=cancel)
     arr = np.asarray(value)
     frames = [arr[i] for i in range(arr.shape[0])] if arr.ndim == 4 else [arr]
-    if not as_list:
-        frames = frames[:1]
+    if not as_list and len(frames) != 1:
+        raise ReplicateNodeError(f"Replicate {model}: input '{name}' takes one image, got a batch of "
+                                 f"{len(frames)}; use Select from Batch")
     urls = [send_file(client, png_bytes(f), f"{name}_{i}.png" if as_list else f"{name}.png", "image/png",
                       model=model, limits=limits, cancel=cancel) for i, f in enumerate(frames)]
     return urls if as_list else urls[0]

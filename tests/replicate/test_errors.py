@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.graph.model import Graph, NodeInstance
+from app.graph.model import Graph, Link, NodeInstance
 from tests.replicate.fake_server import TOKEN
 
 RUN = "imagebash.replicate.run"
@@ -115,3 +115,19 @@ def test_download_size_limit(fake, make_engine):
     from nodes.replicate.download import output_dir
 
     assert not [p for p in output_dir().iterdir() if p.suffix == ".png"]  # nothing half-written kept
+
+
+def test_a_batch_into_a_single_image_input_is_an_error_not_a_silent_first_image(fake, make_engine):
+    g = Graph()
+    g.add_node(NodeInstance("ramp", "imagebash.image.gradient", {"width": 8, "height": 8}))
+    g.add_node(NodeInstance("flat", "imagebash.image.solid_color", {"width": 8, "height": 8}))
+    g.add_node(NodeInstance("batch", "imagebash.image.join_batch", {}))
+    g.add_node(NodeInstance("gen", RUN, {"model": "fake/invert"}))
+    g.connect(Link("ramp", "image", "batch", "first"))
+    g.connect(Link("flat", "image", "batch", "second"))
+    g.connect(Link("batch", "image", "gen", "image"))
+    msg = error_of(make_engine().run(g, ["gen"]))
+    assert msg.endswith("Replicate fake/invert: input 'image' takes one image, got a batch of 2; "
+                        "use Select from Batch")
+    assert not fake.predictions  # nothing was sent
+
