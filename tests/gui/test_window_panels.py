@@ -199,6 +199,24 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
     assert secrets.get_token("replicate") is None
 
 
+def test_a_token_saved_in_settings_is_used_at_once(make_window, memory_keyring, gui_settings, request,
+                                                   monkeypatch):
+    from app.ui.dialogs.settings import SettingsDialog
+    from nodes.replicate import schema
+    from nodes.replicate.client import ReplicateNodeError
+    from tests.replicate.fake_server import TOKEN, use_fake_replicate
+
+    use_fake_replicate(request)
+    monkeypatch.delenv("REPLICATE_API_TOKEN")
+    with pytest.raises(ReplicateNodeError, match="no Replicate API token"):
+        schema.load_schema("fake/txt2img")  # the failure is remembered for a while
+    dlg = SettingsDialog(gui_settings, make_window())
+    dlg.token.setText(TOKEN)
+    assert dlg.apply()
+    # the model's inputs load now, not when the remembered failure runs out
+    assert "prompt" in schema.load_schema("fake/txt2img")["properties"]
+
+
 def test_settings_dialog_reports_a_missing_keyring(make_window, gui_settings):
     import keyring
     from keyring.backends import fail
