@@ -40,7 +40,7 @@ class Targets(str, enum.Enum):
 def train_lora(
     folder: Annotated[Path, FileFilter(folder=True), Help("training images; captions in .txt/.caption files")],
     base: Annotated[str, Choices(_checkpoints), Help("SD 1.x or SDXL: a .safetensors file or diffusers folder")] = "",
-    out: Annotated[Path, FileFilter(("*.safetensors",), save=True)] = Path(""),
+    out: Annotated[Path | None, FileFilter(("*.safetensors",), save=True)] = None,
     trigger: str = "",
     network: Network = Network.LORA,
     targets: Targets = Targets.ATTENTION,
@@ -141,7 +141,7 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
         if config is not None and str(config):
             cfg = load_toml(config, cfg)
         folder = Path(folder).expanduser()
-        if not str(out) or str(out) == ".":
+        if out is None or not str(out) or str(out) == ".":
             out = models_dirs()[0] / "loras" / f"{folder.name or 'lora'}.safetensors"
         values = {"data": str(folder), "base": str(path), "out": str(Path(out).expanduser()), "trigger": trigger,
                   "network": network.value, "targets": targets.value, "rank": rank, "alpha": alpha,
