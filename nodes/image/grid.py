@@ -16,6 +16,8 @@ def grid_one(images: np.ndarray, columns: int, spacing: int, background: tuple[f
              ctx: object = None) -> np.ndarray:
     """Lay a (N, H, W, C) batch out in rows of `columns` with `spacing` pixels between and around."""
     n, h, w, c = images.shape
+    if n == 0:
+        raise ValueError("the input batch is empty")
     cols = columns if columns > 0 else math.ceil(math.sqrt(n))
     cols = min(cols, n)
     rows = math.ceil(n / cols)
@@ -33,6 +35,12 @@ def grid_one(images: np.ndarray, columns: int, spacing: int, background: tuple[f
     return sheet
 
 
+def _not_empty(images: np.ndarray, port: str) -> np.ndarray:
+    if not len(images):
+        raise ValueError(f"'{port}': the input batch is empty")
+    return images
+
+
 @node("imagebash.image.grid", title="Grid", category="image/layout")
 def grid(image: Image, columns: Annotated[int, Range(0, 256)] = 0,
          spacing: Annotated[int, Range(0, 512)] = 8, background: str = "#202020",
@@ -46,7 +54,7 @@ def grid(image: Image, columns: Annotated[int, Range(0, 256)] = 0,
         background: Sheet colour (#rrggbb, #rrggbbaa or a name).
         cell_width: Shrink or grow each cell to this width first, keeping aspect (0 = as is).
     """
-    images = check_image(image)
+    images = _not_empty(check_image(image), "image")
     if cell_width:
         h, w = images.shape[1:3]
         ch = max(1, round(h * cell_width / w))
@@ -66,8 +74,8 @@ def join_batch(first: Image, second: Image) -> Image:
         first: The images that come first; their size and channels win.
         second: The images appended after them.
     """
-    a = check_image(first, "first")
-    b = check_image(second, "second")
+    a = _not_empty(check_image(first, "first"), "first")
+    b = _not_empty(check_image(second, "second"), "second")
     h, w = a.shape[1:3]
     if b.shape[1:3] != (h, w):
         b = np.stack([resize(im, w, h) for im in b])

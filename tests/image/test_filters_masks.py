@@ -125,6 +125,18 @@ def test_join_batch_and_select():
         select(both, start=3)
 
 
+def test_an_empty_batch_is_a_clear_error():
+    empty = np.zeros((0, 4, 6, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^'image': the input batch is empty$"):
+        grid(empty)
+    with pytest.raises(ValueError, match=r"^'image': the input batch is empty$"):
+        grid(empty, cell_width=3)
+    with pytest.raises(ValueError, match=r"^'second': the input batch is empty$"):
+        join_batch(solid(2, 2, (0.5, 0.5, 0.5)), empty)
+    with pytest.raises(ValueError, match=r"^'first': the input batch is empty$"):
+        join_batch(empty, solid(4, 6, (0.5, 0.5, 0.5)))
+
+
 def test_generators():
     img = solid_color(8, 4, "#ff8000")
     assert img.shape == (1, 4, 8, 3) and np.allclose(img[0, 0, 0], [1.0, 128 / 255, 0.0])
