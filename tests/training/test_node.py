@@ -4,6 +4,7 @@ date, and a cancel saves a checkpoint that `resume` continues."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +86,16 @@ def test_bad_folder_fails_the_node_with_one_line(tmp_path, tiny_sd_dir, engine, 
                         targets=["train"])
     assert "training folder not found" in result.errors["train"]
     assert "\n" not in result.errors["train"]
+
+
+def test_default_output_lands_in_the_models_folder_where_the_lora_node_lists_it(tmp_path, style_folder, tiny_sd_dir,
+                                                                                engine, settings_file):
+    from nodes.diffusion.catalog import list_loras
+
+    graph = _graph(style_folder, tiny_sd_dir, "", settings_file, steps=1)
+    graph.set_param("train", "out", None)
+    result = engine.run(graph, targets=["train"])
+    assert result.ok, result.errors
+    path = result.output("train")
+    assert path.name == "data.safetensors" and path.parent.name == "loras"
+    assert path.name in {Path(p).name for p in list_loras()}
