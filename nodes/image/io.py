@@ -1,10 +1,12 @@
 """Load Image, Load Folder and Save Image: files in, files out.
 
 Loading goes through Pillow (PNG, JPEG, WebP, TIFF, BMP), applies the EXIF orientation a camera
-wrote and keeps alpha as a fourth channel. Saving writes into the run's output directory only:
-names are sanitised, sub-folders in the prefix stay inside it, and a counter picks the next free
-number (files are created exclusively, so two Save nodes never overwrite each other). PNGs carry
-the workflow, so dropping one back into imagebash restores the graph.
+wrote and keeps alpha as a fourth channel. Pillow cuts 16-bit RGB/RGBA files to 8 bits, so those
+are decoded by OpenCV instead (full precision; the EXIF orientation is still applied). Saving
+writes into the run's output directory only: names are sanitised, sub-folders in the prefix stay
+inside it, and a counter picks the next free number (files are created exclusively, so two Save
+nodes never overwrite each other). PNGs carry the workflow, so dropping one back into imagebash
+restores the graph.
 """
 
 from __future__ import annotations
@@ -43,15 +45,66 @@ def read_image(path: pathlib.Path) -> np.ndarray:
         raise IsADirectoryError(f"{path} is a folder; use Load Folder for image sequences")
     try:
         with PILImage.open(path) as im:
+            if _deeper_than_8_bits(im):
+                return _oriented(_read_deep(path), im.getexif().get(_ORIENTATION, 1))
             im = ImageOps.exif_transpose(im)
-            return _pil_to_float(im)
+            return pil_to_float(im)
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image Pillow can read") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read image: {exc}") from None
 
 
-def _pil_to_float(im: Any) -> np.ndarray:
+_ORIENTATION = 0x0112
+
+
+def _deeper_than_8_bits(im: Any) -> bool:
+    """Whether a colour file has more than 8 bits per channel (Pillow would truncate it)."""
+    if im.mode not in ("RGB", "RGBA", "LA"):
+        return False
+    bits = getattr(im, "tag_v2", {}).get(258)  # TIFF BitsPerSample
+    if bits:
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    raw = im.tile[0].args if im.tile else ""
+    raw = raw[0] if isinstance(raw, tuple) and raw else raw
+    return isinstance(raw, str) and (";16" in raw or ";32" in raw)
+
+
+def _read_deep(path: pathlib.Path) -> np.ndarray:
+    """A 16-bit (or float) file through OpenCV as float32 RGB(A); OpenCV gives BGR(A)."""
+    import cv2
+
+    a = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        raise ValueError(f"{path}: cannot decode image")
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(a.dtype, 1.0)
+    f = np.clip(a.astype(np.float32) / np.float32(scale), 0.0, 1.0)
+    if f.ndim == 2:
+        f = f[..., None]
+    if f.shape[-1] == 1:
+        return np.repeat(f, 3, axis=-1)
+    if f.shape[-1] == 2:  # grey + alpha
+        return np.concatenate([np.repeat(f[..., :1], 3, axis=-1), f[..., 1:]], axis=-1)
+    return np.ascontiguousarray(f[..., [2, 1, 0, 3][: f.shape[-1]]])
+
+
+def _oriented(a: np.ndarray, orientation: int) -> np.ndarray:
+    """`a` turned as EXIF orientation 1-8 says (what Pillow's exif_transpose does)."""
+    ops = {
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: x.transpose(1, 0, 2),
+        6: lambda x: np.rot90(x, -1),
+        7: lambda x: x[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda x: np.rot90(x, 1),
+    }
+    op = ops.get(int(orientation or 1))
+    return np.ascontiguousarray(op(a)) if op else a
+
+
+def pil_to_float(im: Any) -> np.ndarray:
+    """A Pillow image (or frame) as float32 (H, W, 3|4) in [0, 1], alpha kept."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float32)

@@ -148,19 +148,27 @@ def _plain_http() -> Any:
 
 
 def decode_image(path: Path) -> np.ndarray:
-    """All frames of an image file as an Image batch (animated GIF/WebP give several)."""
+    """All frames of an image file as an Image batch (animated GIF/WebP give several).
+
+    A still goes through Load Image's reader (16-bit files keep their precision, EXIF turns).
+    """
     from PIL import Image as PILImage
     from PIL import ImageSequence
 
-    frames = []
+    from nodes.image.io import pil_to_float, read_image
+    from nodes.image.util import match_channels
+
     with PILImage.open(path) as im:
-        for frame in ImageSequence.Iterator(im):
-            has_alpha = frame.mode in ("RGBA", "LA", "PA") or "transparency" in frame.info
-            rgb = frame.convert("RGBA" if has_alpha else "RGB")
-            frames.append(np.asarray(rgb, dtype=np.float32) / 255.0)
-    if len({f.shape for f in frames}) > 1:
+        if getattr(im, "n_frames", 1) <= 1:
+            frames = None
+        else:
+            frames = [pil_to_float(frame) for frame in ImageSequence.Iterator(im)]
+    if frames is None:
+        return read_image(path)[None]
+    if len({f.shape[:2] for f in frames}) > 1:
         frames = frames[:1]
-    return np.stack(frames, axis=0)
+    channels = max(f.shape[-1] for f in frames)
+    return np.stack([match_channels(f, channels) for f in frames], axis=0)
 
 
 def open_video(path: Path) -> Video:

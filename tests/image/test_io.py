@@ -71,6 +71,55 @@ def test_load_gray_and_16bit(tmp_path):
     assert np.allclose(img16[0, ..., 1], deep / 65535, atol=1e-6)
 
 
+def _png16(path: pathlib.Path, arr16: np.ndarray, orientation: int = 1) -> pathlib.Path:
+    """A 16-bit RGB(A) PNG written by OpenCV, with an eXIf chunk when an orientation is given."""
+    import zlib
+
+    import cv2
+
+    ok, data = cv2.imencode(".png", arr16[..., [2, 1, 0, 3][: arr16.shape[-1]]])
+    assert ok
+    data = data.tobytes()
+    if orientation != 1:
+        exif = PILImage.Exif()
+        exif[0x0112] = orientation
+        payload = exif.tobytes()
+        payload = payload[6:] if payload.startswith(b"Exif\x00\x00") else payload
+        chunk = len(payload).to_bytes(4, "big") + b"eXIf" + payload + \
+            zlib.crc32(b"eXIf" + payload).to_bytes(4, "big")
+        data = data[:33] + chunk + data[33:]  # right after the signature and IHDR
+    path.write_bytes(data)
+    return path
+
+
+def test_load_keeps_16_bit_colour(tmp_path):
+    rng = np.random.default_rng(3)
+    deep = (rng.integers(0, 256, (6, 9, 4)) * 256 + rng.integers(0, 256, (6, 9, 4))).astype(np.uint16)
+    deep[0, 0, :3] = (1000, 1001, 1002)  # one 8-bit step is 257: these three differ only in 16 bits
+    img, _ = load_image(_png16(tmp_path / "rgb16.png", deep[..., :3]))
+    assert img.shape == (1, 6, 9, 3) and img.dtype == np.float32
+    np.testing.assert_allclose(img[0], deep[..., :3] / 65535, atol=1e-6)
+    assert len(set(img[0, 0, 0].tolist())) == 3
+    rgba, mask = load_image(_png16(tmp_path / "rgba16.png", deep))
+    np.testing.assert_allclose(rgba[0], deep / 65535, atol=1e-6)
+    np.testing.assert_allclose(mask[0], deep[..., 3] / 65535, atol=1e-6)
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_16_bit_files_get_the_exif_orientation_pillow_gives_8_bit_ones(tmp_path, orientation):
+    rng = np.random.default_rng(orientation)
+    small = rng.integers(0, 256, (5, 8, 3)).astype(np.uint8)
+    deep = np.minimum(small.astype(np.int64) * 257 + rng.integers(0, 100, small.shape), 65535).astype(np.uint16)
+    im = PILImage.fromarray(small)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "eight.png", exif=exif.tobytes())
+    want, _ = load_image(tmp_path / "eight.png")
+    got, _ = load_image(_png16(tmp_path / "deep.png", deep, orientation))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=0.5 / 255)
+
+
 def test_load_applies_exif_orientation(tmp_path):
     arr = np.zeros((20, 40, 3), np.uint8)
     arr[:5, :5] = 255  # white mark in the top-left corner of the stored pixels

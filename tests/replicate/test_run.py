@@ -218,6 +218,23 @@ def test_outputs_as_plain_urls_and_as_file_outputs(fake, tmp_path):
     assert outs.texts == ["caption"]
 
 
+def test_16_bit_outputs_keep_their_precision(fake):
+    import cv2
+
+    from nodes.replicate import download
+    from nodes.replicate.client import Limits, get_client
+
+    deep = np.random.default_rng(5).integers(0, 65536, (4, 6, 3)).astype(np.uint16)
+    deep[0, 0] = (1000, 1001, 1002)  # equal in 8 bits
+    urls = [fake.serve_bytes(cv2.imencode(".png", deep[..., ::-1])[1].tobytes(), "image/png", "png"),
+            fake.serve_bytes(cv2.imencode(".png", deep[..., 0])[1].tobytes(), "image/png", "png")]
+    outs = download.collect(urls, get_client(), model="m", limits=Limits(), api_base=fake.url)
+    rgb, grey = outs.images
+    assert rgb.shape == (1, 4, 6, 3) and grey.shape == (1, 4, 6, 3)
+    np.testing.assert_allclose(rgb[0], deep / 65535, atol=1e-6)
+    np.testing.assert_allclose(grey[0], np.repeat(deep[..., :1], 3, -1) / 65535, atol=1e-6)
+
+
 def test_a_graph_video_is_sent_as_an_mp4(fake, make_engine):
     from app.paths import RESOURCES
 
