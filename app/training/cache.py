@@ -65,7 +65,7 @@ class EmbeddingCache:
         import torch
 
         vae = self.base.vae
-        px = load_pixels(item)[None].to(self.device, vae.dtype)
+        px = load_pixels(item)[None].to(vae.device, vae.dtype)  # wherever the VAE is (parked on the CPU or not)
         with torch.no_grad():
             lat = vae.encode(px).latent_dist.mean
         shift = getattr(vae.config, "shift_factor", None) or 0.0
@@ -126,14 +126,14 @@ def encode_prompts(base: Any, captions: list[str], device: str, grad: bool = Fal
     with ctx:
         for tok, te in zip(base.tokenizers, base.text_encoders, strict=True):
             ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                      return_tensors="pt").input_ids.to(device)
+                      return_tensors="pt").input_ids.to(te.device)
             if base.family == "sdxl":
                 out = te(ids, output_hidden_states=True)
-                hidden.append(out.hidden_states[-2])
+                hidden.append(out.hidden_states[-2].to(device))
                 if hasattr(out, "text_embeds"):
-                    pooled = out.text_embeds
+                    pooled = out.text_embeds.to(device)
             else:
-                hidden.append(te(ids)[0])
+                hidden.append(te(ids)[0].to(device))
     res = {"hidden": torch.cat(hidden, dim=-1)}
     if pooled is not None:
         res["pooled"] = pooled

@@ -175,6 +175,9 @@ class Trainer:
         self.noise_scheduler = DDPMScheduler.from_config(base.pipe.scheduler.config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self._parked = False
+        if cfg.caption_dropout > 0 and not self.trained_tes:
+            self.cache.text("")  # cached up front: dropout may first strike after the encoders are parked
         self.log(f"{cfg.network.upper()} rank {cfg.rank}, alpha {cfg.alpha:g}: effective scale {cfg.scale:g} "
                  f"(alpha/rank; learning rates transfer between tools only at the same scale)")
         self.log(f"{self.total_steps} steps, {self.batches_per_epoch} batches per epoch, batch {cfg.batch_size} "
@@ -321,7 +324,8 @@ class Trainer:
                 if epoch_now is not None and epoch != epoch_now:
                     now = time.perf_counter()
                     result.epoch_times.append(now - epoch_started)
-                    epoch_started = now
+                    self._park_encoders()
+                    epoch_started = time.perf_counter()
                 epoch_now = epoch
                 loss = self._loss(batch, g) / cfg.grad_accum
                 if self.scaler is not None:
@@ -361,6 +365,25 @@ class Trainer:
         result.lora, result.peft = self.export(self.out_path, step, losses)
         self.log(f"saved {result.lora} (and {result.peft.name}) after {step} steps")
         return result
+
+    def _park_encoders(self, to: str = "cpu") -> None:
+        """After an epoch every latent and caption is cached: move the VAE and the frozen text
+        encoders off the training device (a few GB for SDXL). They still encode there if a
+        resumed run meets an uncached image, only slower; samples bring them back for a moment."""
+        import torch
+
+        if self._parked:
+            return
+        self._parked = True
+        self._move_encoders(to)
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def _move_encoders(self, device: str) -> None:
+        self.base.vae.to(device)
+        for te in self.base.text_encoders:
+            if te not in self.trained_tes:
+                te.to(device)
 
     def _rng_state(self, g: Any) -> dict[str, Any]:
         import torch
@@ -413,9 +436,15 @@ class Trainer:
         prompts = list(self.cfg.sample_prompts) or [self.cfg.trigger or self.dataset.items[0].caption]
         size = self.cfg.sample_size or self.cfg.resolution
         self.progress(Progress(step, self.total_steps, phase="rendering samples"))
-        paths = render_samples(self.base.pipe, prompts, seed=self.cfg.sample_seed, steps=self.cfg.sample_steps,
-                               size=(size, size), folder=self.checkpoint_root / "samples", step=step,
-                               device=self.device)
+        if self._parked:
+            self._move_encoders(self.device)
+        try:
+            paths = render_samples(self.base.pipe, prompts, seed=self.cfg.sample_seed, steps=self.cfg.sample_steps,
+                                   size=(size, size), folder=self.checkpoint_root / "samples", step=step,
+                                   device=self.device)
+        finally:
+            if self._parked:
+                self._move_encoders("cpu")
         if self.on_samples is not None and paths:
             self.on_samples(paths)
         return paths

@@ -22,14 +22,15 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, style_folder, 
 def test_samples_every_n_steps_use_fixed_seed_and_the_node_default_sampler(tmp_path, style_folder, tiny_sd_dir):
     from app.training.samples import sampler_scheduler
 
-    cfg = small_config(tmp_path, style_folder, tiny_sd_dir, max_steps=4, sample_every=2, sample_steps=2,
+    cfg = small_config(tmp_path, style_folder, tiny_sd_dir, max_steps=6, sample_every=3, sample_steps=2,
                        sample_prompts=("zzstyle, stripes", "zzstyle"), learning_rate=1e-9)
     seen = []
     trainer = Trainer(cfg)
     trainer.on_samples = seen.append
     result = trainer.run()
     names = sorted(p.name for p in result.samples)
-    assert names == ["step_000002_0.png", "step_000002_1.png", "step_000004_0.png", "step_000004_1.png"]
+    assert names == ["step_000003_0.png", "step_000003_1.png", "step_000006_0.png", "step_000006_1.png"]
+    assert trainer._parked  # epoch 1 ended at step 4: the encoders were parked, and came back for step 6
     assert len(seen) == 2 and all(p.parent.name == "samples" for p in result.samples)
     a, b = (np.asarray(Image.open(result.checkpoint.parent / "samples" / n)) for n in names[::2])
     assert a.shape == (64, 64, 3) and np.abs(a.astype(int) - b.astype(int)).max() <= 2  # same seed, ~same weights
