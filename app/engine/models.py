@@ -49,7 +49,6 @@ class Entry:
     state: dict[str, Any] = field(default_factory=dict)  # e.g. the LoRA adapters loaded into it
     derived: dict[str, Any] = field(default_factory=dict)  # img2img/inpaint views sharing weights
     lock: threading.RLock = field(default_factory=threading.RLock)
-    last_used: float = 0.0
 
 
 def refuse_pickle(path: Path) -> None:
@@ -174,7 +173,7 @@ def resolve_source(source: str, search: list[Path] | None = None) -> tuple[Path 
 class ModelManager:
     """Loads, shares and evicts pipelines; one per engine (service name "models")."""
 
-    def __init__(self, settings: Any = None, events: Any = None) -> None:
+    def __init__(self, settings: Any = None) -> None:
         self.settings = settings
         self.device = pick_device(getattr(settings, "device", "auto"))
         self.dtype = pick_dtype(self.device, getattr(settings, "precision", "auto"))
@@ -262,7 +261,6 @@ class ModelManager:
         return self.load(model.source, model.extra.get("config"), progress)
 
     def _touch(self, entry: Entry) -> None:
-        entry.last_used = time.monotonic()
         self._entries.move_to_end(entry.key)
 
     def _enforce_budget(self, keep: str) -> None:
@@ -308,4 +306,4 @@ class ModelManager:
 
 
 def manager_factory(engine: Any) -> ModelManager:
-    return ModelManager(getattr(engine, "settings", None), getattr(engine, "events", None))
+    return ModelManager(getattr(engine, "settings", None))

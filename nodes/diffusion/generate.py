@@ -11,7 +11,14 @@ from typing import Annotated
 import numpy as np
 
 from nodes.diffusion import tiling
-from nodes.diffusion.sampling import check_size, open_model, run_pipeline, seeds_generators, to_tensor
+from nodes.diffusion.sampling import (
+    check_size,
+    open_model,
+    run_pipeline,
+    seeds_generators,
+    task_pipeline,
+    to_tensor,
+)
 from nodes.diffusion.schedulers import Scheduler
 from nodes.registry import node
 from nodes.types import Context, Image, Mask, Model, Multiline, Range, Seed
@@ -64,15 +71,13 @@ def img2img(model: Model, image: Image, prompt: Prompt = "", negative_prompt: Pr
         strength: 0 keeps the image, 1 ignores it.
         batch_size: Variations per input image.
     """
-    from nodes.diffusion.tiling import encode, settings_tile
-
     entry = open_model(ctx, model)
-    mode, tile, overlap = settings_tile(ctx)
-    latents = encode(entry, image, mode, tile, overlap, lambda m: ctx.log(m, "warning"))
+    mode, tile, overlap = tiling.settings_tile(ctx)
+    latents = tiling.encode(entry, image, mode, tile, overlap, lambda m: ctx.log(m, "warning"))
     n, h, w = image.shape[0], image.shape[1], image.shape[2]
     if strength <= 0:
         return _decode(ctx, entry, latents.repeat_interleave(batch_size, 0))
-    out = run_pipeline(ctx, entry, manager_task(ctx, entry, "img2img"), scheduler, (w, h), n * batch_size,
+    out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), scheduler, (w, h), n * batch_size,
                        prompt=[prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
                        image=latents, strength=strength, num_inference_steps=steps,
                        guidance_scale=guidance, num_images_per_prompt=batch_size,
@@ -100,7 +105,7 @@ def inpaint(model: Model, image: Image, mask: Mask, prompt: Prompt = "", negativ
     if m.shape[0] != n:
         raise ValueError(f"mask batch {mask.shape[0]} does not match image batch {n}")
     entry = open_model(ctx, model)
-    pipe = manager_task(ctx, entry, "inpaint")
+    pipe = task_pipeline(ctx, entry, "inpaint")
     out = run_pipeline(ctx, entry, pipe, scheduler, (w, h), n * batch_size,
                        prompt=[prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
                        image=to_tensor(image), mask_image=to_tensor(np.ascontiguousarray(m)[..., None])[:, :1],
@@ -111,7 +116,3 @@ def inpaint(model: Model, image: Image, mask: Mask, prompt: Prompt = "", negativ
     src = np.tile(image[..., :3], (batch_size, 1, 1, 1))  # diffusers orders a batch image-major
     keep = np.tile(m, (batch_size, 1, 1))[..., None]
     return (src * (1.0 - keep) + result * keep).astype(np.float32)
-
-
-def manager_task(ctx: Context, entry, task: str):
-    return ctx.service("models").derived(entry, task)

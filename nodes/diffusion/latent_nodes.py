@@ -12,8 +12,8 @@ from typing import Annotated
 import numpy as np
 
 from nodes.diffusion import tiling
-from nodes.diffusion.generate import Guidance, Prompt, Steps, manager_task
-from nodes.diffusion.sampling import open_model, run_pipeline, seeds_generators
+from nodes.diffusion.generate import Guidance, Prompt, Steps
+from nodes.diffusion.sampling import open_model, run_pipeline, seeds_generators, task_pipeline
 from nodes.diffusion.schedulers import Scheduler
 from nodes.diffusion.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tiling
 from nodes.registry import node
@@ -97,7 +97,7 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
                            height=size[1], num_images_per_prompt=n,
                            **{**common, "negative_prompt": negative_prompt or None})
     else:
-        out = run_pipeline(ctx, entry, manager_task(ctx, entry, "img2img"), scheduler, size, n,
+        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), scheduler, size, n,
                            prompt=[prompt] * n, image=samples.to(entry.device, entry.pipe.unet.dtype),
                            strength=denoise, **common)
     return Latent(out, model.family, latent.scale_factor)

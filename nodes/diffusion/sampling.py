@@ -30,6 +30,11 @@ def open_model(ctx: Any, model: Model) -> Entry:
     return entry
 
 
+def task_pipeline(ctx: Any, entry: Entry, task: str) -> Any:
+    """The img2img/inpaint pipeline that shares `entry`'s weights."""
+    return manager(ctx).derived(entry, task)
+
+
 def apply_loras(entry: Entry, model: Model) -> None:
     stack = []
     for ref in model.loras:
