@@ -145,3 +145,28 @@ def test_latent_nodes_two_prompts_blend(engine, tiny_sd_dir):
     assert np.abs(r.output("dec") - r.output("dec_a")).mean() > 1e-3
     assert r.output("refine").samples.shape == (1, 4, 8, 8)
     assert r.output("enc").samples.shape == (1, 4, 8, 8) and r.output("enc").family == "sd1"
+
+
+def test_two_lora_styles_in_one_run_stay_separate(engine, tiny_sd_dir, tiny_lora_kohya, tiny_lora_peft):
+    """Two samplers on one base with different stacks: each sees only its own LoRA."""
+    nodes = {
+        "load": ("load_model", {"checkpoint": str(tiny_sd_dir)}),
+        "la": ("lora", {"file": str(tiny_lora_kohya), "weight": 1.0}),
+        "lb": ("lora", {"file": str(tiny_lora_peft), "weight": 1.0}),
+        "empty": ("empty_latent", {"width": 64, "height": 64}),
+        "a": ("sample", {"prompt": "a cat", "steps": 2, "seed": 1, "scheduler": "euler"}),
+        "b": ("sample", {"prompt": "a cat", "steps": 2, "seed": 1, "scheduler": "euler"}),
+        "mix": ("latent_blend", {"factor": 0.5}),
+    }
+    links = ["load.model>la.model", "load.model>lb.model", "load.model>empty.model", "la.model>a.model",
+             "lb.model>b.model", "empty.latent>a.latent", "empty.latent>b.latent", "a.latent>mix.a",
+             "b.latent>mix.b"]
+    both = run_ok(engine, make_graph(nodes, links), targets=["a", "b", "mix"])
+    engine.cache.clear()
+    only_b = run_ok(engine, make_graph({k: v for k, v in nodes.items() if k in ("load", "lb", "empty", "b")},
+                                       ["load.model>lb.model", "load.model>empty.model", "lb.model>b.model",
+                                        "empty.latent>b.latent"]), targets=["b"])
+    a, b = both.output("a").samples, both.output("b").samples
+    assert (a - b).abs().mean() > 1e-3
+    assert np.array_equal(b.numpy(), only_b.output("b").samples.numpy())
+    assert np.allclose(both.output("mix").samples.numpy(), ((a + b) / 2).numpy(), atol=1e-6)
