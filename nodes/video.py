@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import pathlib
 import threading
+import weakref
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
@@ -24,16 +25,22 @@ from nodes.types import Context, FileFilter, Image, Range, Video
 VIDEO_PATTERNS = ("*.mp4", "*.mov", "*.avi", "*.mkv", "*.webm", "*.m4v", "*.gif")
 
 
-class _Reader:
-    """Frames of one file on demand, thread-safe; a forward read reuses the open capture."""
+class FrameReader:
+    """Frames of one file on demand, thread-safe; a forward read reuses the open capture.
 
-    def __init__(self, path: pathlib.Path, start: int, stride: int) -> None:
-        self.path = path
+    The capture (and its file handle) is released after the clip's last frame is read, by
+    `close()`, and at the latest when the reader is garbage-collected; a later read reopens it.
+    """
+
+    def __init__(self, path: pathlib.Path, start: int = 0, stride: int = 1, length: int | None = None) -> None:
+        self.path = pathlib.Path(path)
         self.start = start
         self.stride = stride
-        self._cap: Any = None
+        self.length = length
+        self._held: list[Any] = [None]  # the open capture, shared with the finalizer
         self._next = -1  # index in the file of the frame the capture reads next
         self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _release, self._held)
 
     def _open(self) -> Any:
         import cv2
@@ -48,21 +55,50 @@ class _Reader:
 
         want = self.start + i * self.stride
         with self._lock:
-            if self._cap is None:
-                self._cap = self._open()
+            cap = self._held[0]
+            if cap is None:
+                cap = self._held[0] = self._open()
                 self._next = 0
             if want != self._next:
                 if want < self._next or want - self._next > 32:
-                    self._cap.set(cv2.CAP_PROP_POS_FRAMES, want)
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, want)
                     self._next = want
                 while self._next < want:
-                    self._cap.grab()
+                    cap.grab()
                     self._next += 1
-            ok, bgr = self._cap.read()
+            ok, bgr = cap.read()
             self._next += 1
+            if not ok or (self.length is not None and i >= self.length - 1):
+                _release(self._held)
         if not ok:
             raise ValueError(f"{self.path}: cannot read frame {want}")
         return from_uint8(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))[None]
+
+    def close(self) -> None:
+        """Release the capture now (a later read reopens the file)."""
+        with self._lock:
+            _release(self._held)
+
+
+def _release(held: list[Any]) -> None:
+    cap, held[0] = held[0], None
+    if cap is not None:
+        cap.release()
+
+
+def open_video(path: pathlib.Path, start: int = 0, max_frames: int = 0, stride: int = 1) -> Video:
+    """A lazy Video over a file: frames from `start`, every `stride`-th, at most `max_frames` (0 = all)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    total, fps, w, h = probe(path)
+    length = max(0, -(-(total - start) // stride))
+    if max_frames:
+        length = min(length, max_frames)
+    if length == 0:
+        raise ValueError(f"{path}: no frames from frame {start} on (the clip has {total})")
+    reader = FrameReader(path, start, stride, length)
+    return Video(length, fps / stride, (w, h), reader.frame, channels=3)
 
 
 def probe(path: pathlib.Path) -> tuple[int, float, int, int]:
@@ -105,17 +141,8 @@ def load_video(path: Annotated[pathlib.Path, FileFilter(VIDEO_PATTERNS)],
         max_frames: Use at most this many frames (0 = to the end).
         stride: Use every n-th frame (2 = every other frame, at half the fps).
     """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    total, fps, w, h = probe(path)
-    length = max(0, -(-(total - start) // stride))
-    if max_frames:
-        length = min(length, max_frames)
-    if length == 0:
-        raise ValueError(f"{path}: no frames from frame {start} on (the clip has {total})")
-    reader = _Reader(path, start, stride)
-    return LoadedVideo(Video(length, fps / stride, (w, h), reader.frame, channels=3), fps / stride)
+    video = open_video(path, start, max_frames, stride)
+    return LoadedVideo(video, video.fps)
 
 
 class VideoCodec(str, enum.Enum):
@@ -184,9 +211,23 @@ def save_video(video: Video, filename_prefix: str = "imagebash_video", codec: Vi
     if len(video) == 0:
         raise ValueError("the video has no frames")
     codec = VideoCodec(codec)
-    rate = fps or video.fps or 24.0
     out_dir = pathlib.Path(getattr(ctx, "output_dir", None) or "output")
     path = reserve_file(out_dir, filename_prefix, _CONTAINER[codec])
+    rate = write_video(video, path, codec, fps, crf, ctx)
+    if ctx is not None:
+        ctx.log(f"saved {path} ({len(video)} frames, {rate:g} fps)")
+    return str(path)
+
+
+def write_video(video: Video, path: pathlib.Path, codec: VideoCodec = VideoCodec.MP4V, fps: float = 0.0,
+                crf: int = 18, ctx: Context | None = None) -> float:
+    """Encode every frame of `video` into `path`, one frame at a time; returns the frame rate used.
+
+    Alpha is dropped and a frame of another size than the first is stretched to it. On any
+    error (or a cancel) the partial file is deleted.
+    """
+    codec = VideoCodec(codec)
+    rate = fps or video.fps or 24.0
     writer: Any = None
     try:
         size: tuple[int, int] = (0, 0)
@@ -207,7 +248,8 @@ def save_video(video: Video, filename_prefix: str = "imagebash_video", codec: Vi
             writer.write(to_uint8(frame))
             if ctx is not None:
                 ctx.progress((i + 1) / len(video), text=f"frame {i + 1}/{len(video)}")
-        writer.close()
+        if writer is not None:
+            writer.close()
         writer = None
     except BaseException:
         if writer is not None:
@@ -215,11 +257,9 @@ def save_video(video: Video, filename_prefix: str = "imagebash_video", codec: Vi
                 writer.close()
             except Exception:  # noqa: BLE001 - the original error is the one to report
                 pass
-        path.unlink(missing_ok=True)
+        pathlib.Path(path).unlink(missing_ok=True)
         raise
-    if ctx is not None:
-        ctx.log(f"saved {path} ({len(video)} frames, {rate:g} fps)")
-    return str(path)
+    return rate
 
 
 @node("imagebash.video.from_images", title="Images to Video", category="video")

@@ -16,7 +16,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -250,9 +250,9 @@ def png_info(workflow: dict | None, provenance: dict | None) -> Any:
     return info
 
 
-def write_image(img: np.ndarray, path: pathlib.Path, fmt: ImageFormat, quality: int = 95,
+def write_image(img: np.ndarray, path: pathlib.Path | BinaryIO, fmt: ImageFormat, quality: int = 95,
                 workflow: dict | None = None, provenance: dict | None = None) -> None:
-    """Write one (H, W, 3|4) float image; JPEG drops alpha, PNG gets the workflow text chunk."""
+    """Write one (H, W, 3|4) float image to a file or a stream; JPEG drops alpha, PNG gets the workflow."""
     from PIL import Image as PILImage
 
     arr = to_uint8(img)

@@ -172,46 +172,14 @@ def decode_image(path: Path) -> np.ndarray:
 
 
 def open_video(path: Path) -> Video:
-    """A lazy Video over a downloaded file; frames are read on demand (sequential reads are cheap)."""
-    import cv2
+    """A lazy Video over a downloaded file (Load Video's reader: frames on demand)."""
+    from nodes.video import open_video as open_file
 
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ReplicateNodeError(f"the video {path.name} from Replicate cannot be decoded")
-    length = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    fps = float(cap.get(cv2.CAP_PROP_FPS)) or 24.0
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    cap.release()
-    if length <= 0:
-        raise ReplicateNodeError(f"the video {path.name} from Replicate has no frames")
-    reader = _FrameReader(path)
-    return Video(length, fps, (w, h), reader.frame, channels=3)
-
-
-class _FrameReader:
-    """Reads frame i from a video file, keeping the capture open for sequential access."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock = threading.Lock()
-        self.cap: Any = None
-        self.next = 0
-
-    def frame(self, i: int) -> np.ndarray:
-        import cv2
-
-        with self.lock:
-            if self.cap is None:
-                self.cap = cv2.VideoCapture(str(self.path))
-                self.next = 0
-            if i != self.next:
-                self.cap.set(cv2.CAP_PROP_POS_FRAMES, i)
-            ok, bgr = self.cap.read()
-            if not ok:
-                raise ReplicateNodeError(f"frame {i} of {self.path.name} cannot be read")
-            self.next = i + 1
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return (rgb.astype(np.float32) / 255.0)[None]
+    try:
+        return open_file(path)
+    except ValueError as exc:
+        raise ReplicateNodeError(f"the video {path.name} from Replicate cannot be decoded: "
+                                 f"{str(exc).removeprefix(f'{path}: ')}") from None
 
 
 @dataclass
@@ -264,17 +232,13 @@ def image_batch(images: list[np.ndarray]) -> np.ndarray | None:
     """One Image batch from several results; later ones are resized to the first one's size."""
     if not images:
         return None
+    from nodes.image.util import Interpolation, match_channels, resize
+
     h, w = images[0].shape[1:3]
     channels = max(im.shape[-1] for im in images)
     out = []
     for im in images:
         if im.shape[1:3] != (h, w):
-            from PIL import Image as PILImage
-
-            out.append(np.stack([np.asarray(PILImage.fromarray((f * 255 + 0.5).astype(np.uint8)).resize(
-                (w, h), PILImage.LANCZOS), dtype=np.float32) / 255.0 for f in im]))
-        else:
-            out.append(im)
-    out = [np.concatenate([o, np.ones((*o.shape[:3], 1), np.float32)], -1) if o.shape[-1] < channels else o
-           for o in out]
+            im = np.stack([np.clip(resize(f, w, h, Interpolation.LANCZOS), 0.0, 1.0) for f in im])
+        out.append(match_channels(im, channels))
     return np.concatenate(out, axis=0).astype(np.float32)

@@ -2,7 +2,7 @@
 
 A small PNG travels inline as a data URI (no extra request, nothing left on the server); a big
 one is uploaded through the files API and passed by the URL the server gives back. A Video is
-encoded to an mp4 first (OpenCV, imported only when a video is sent).
+encoded to an mp4 first (Save Video's writer, imported only when a video is sent).
 """
 
 from __future__ import annotations
@@ -19,38 +19,28 @@ from nodes.types import Video
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """Encode one (H, W, C) or (1, H, W, C) float image in [0, 1] as PNG."""
-    from PIL import Image as PILImage
+    """Encode one (H, W, C) or (1, H, W, C) float image in [0, 1] as PNG (Save Image's writer)."""
+    from nodes.image.io import ImageFormat, write_image
 
     arr = np.asarray(image)
     if arr.ndim == 4:
         arr = arr[0]
-    arr = np.clip(np.nan_to_num(arr), 0.0, 1.0)
-    u8 = (arr * 255.0 + 0.5).astype(np.uint8)
-    mode = "RGBA" if u8.shape[-1] == 4 else "RGB"
     buf = io.BytesIO()
-    PILImage.fromarray(u8, mode).save(buf, format="PNG", compress_level=4)
+    write_image(np.nan_to_num(arr), buf, ImageFormat.PNG)
     return buf.getvalue()
 
 
 def mp4_bytes(video: Video) -> bytes:
-    """Encode a Video as an mp4 (mp4v) in memory via a temporary file."""
+    """Encode a Video as an mp4 (mp4v, Save Video's writer) in memory via a temporary file."""
+    import pathlib
     import tempfile
 
-    import cv2
+    from nodes.video import VideoCodec, write_video
 
-    w, h = video.size
     with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/input.mp4"
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), max(video.fps, 1.0), (w, h))
-        try:
-            for frame in video.frames():
-                rgb = (np.clip(frame[0, ..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
-                writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        finally:
-            writer.release()
-        with open(path, "rb") as f:
-            return f.read()
+        path = pathlib.Path(tmp) / "input.mp4"
+        write_video(video, path, VideoCodec.MP4V, fps=max(video.fps, 1.0))
+        return path.read_bytes()
 
 
 def send_file(client: Any, data: bytes, filename: str, content_type: str, *, model: str,

@@ -71,3 +71,11 @@ def make_graph(nodes: dict[str, tuple[str, dict[str, Any]]], links: list[str]) -
         a, b = (s.strip() for s in ln.split("->"))
         doc["links"].append({"from": a.split("."), "to": b.split(".")})
     return graph_from_dict(doc)
+
+
+def open_handles(path: pathlib.Path) -> int:
+    """How many open files of this process are `path` (psutil comes with accelerate)."""
+    import psutil
+
+    target = pathlib.Path(path).resolve()
+    return sum(1 for f in psutil.Process().open_files() if pathlib.Path(f.path).resolve() == target)

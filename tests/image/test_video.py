@@ -13,7 +13,7 @@ from nodes.image.util import check_image
 from nodes.registry import REGISTRY
 from nodes.types import Cancelled, Video
 from nodes.video import VideoCodec, images_to_video, load_video, save_video, video_to_images
-from tests.image.helpers import FakeContext, make_graph
+from tests.image.helpers import FakeContext, make_graph, open_handles
 
 
 def _ramp(n: int = 12, h: int = 48, w: int = 64) -> np.ndarray:
@@ -65,6 +65,31 @@ def test_load_range_stride_and_random_access(ctx):
     assert np.allclose(means, expected, atol=0.03)
     picked = video_to_images(lv.video, start=1, count=2, step=2)
     assert picked.shape[0] == 2 and abs(picked[1, :, 32:].mean() - np.linspace(0.1, 0.9, 12)[8]) < 0.03
+
+
+def test_a_video_file_is_not_held_open(ctx):
+    import gc
+
+    from nodes.video import FrameReader
+
+    path = pathlib.Path(save_video(Video.from_batch(_ramp(5)), "held", codec=VideoCodec.MJPG, ctx=ctx))
+    video = load_video(path).video
+    video.frame(1)
+    assert open_handles(path) >= 1  # sequential reads keep one capture open
+    video_to_images(video)
+    assert open_handles(path) == 0  # released after the last frame
+    assert abs(video.frame(4)[0, :, 32:].mean() - 0.9) < 0.03 and open_handles(path) == 0
+    video.frame(0)  # reopened on demand
+    assert open_handles(path) >= 1
+    del video
+    gc.collect()
+    assert open_handles(path) == 0  # and released when the Video goes away
+    reader = FrameReader(path)
+    reader.frame(2)
+    assert open_handles(path) >= 1
+    reader.close()
+    assert open_handles(path) == 0
+    assert reader.frame(3).shape == (1, 48, 64, 3)
 
 
 def test_missing_and_broken_video_files(tmp_path):

@@ -12,7 +12,9 @@ from PIL import Image as PILImage
 
 from app.engine import NodeProgress
 from app.graph.model import Graph, Link, NodeInstance
+from nodes.replicate import download
 from nodes.types import Video
+from tests.image.helpers import open_handles
 
 RUN = "imagebash.replicate.run"
 
@@ -111,6 +113,18 @@ def test_video_output_is_a_lazy_video(fake, make_engine, tmp_path):
     assert first.shape == (1, 24, 32, 3)
     assert first.mean() < 0.1 and last.mean() > 0.9  # the fake fades black to white
     assert result.output("gen", "image") is video  # image ports fed a Video map over its frames
+    (path,) = download.output_dir().glob("*.mp4")
+    assert video.to_batch().shape == (5, 24, 32, 3)
+    assert open_handles(path) == 0  # the capture is released after the last frame
+
+
+def test_results_of_different_sizes_join_one_batch():
+    small = np.full((1, 4, 6, 3), 0.25, np.float32)
+    big = np.full((2, 9, 13, 4), 0.75, np.float32)
+    batch = download.image_batch([small, big])
+    assert batch.shape == (3, 4, 6, 4) and batch.dtype == np.float32
+    assert np.allclose(batch[0], [0.25, 0.25, 0.25, 1.0], atol=1e-6)
+    assert np.allclose(batch[1:], 0.75, atol=1e-5)
 
 
 def test_text_output_is_joined(fake, make_engine):
@@ -120,8 +134,6 @@ def test_text_output_is_joined(fake, make_engine):
 
 
 def test_a_url_in_a_text_answer_stays_text():
-    from nodes.replicate import download
-
     text_schema = {"type": "array", "items": {"type": "string"}, "x-cog-array-type": "iterator"}
     assert download.is_text_output(text_schema) and download.is_text_output({"type": "string"})
     assert not download.is_text_output({"type": "string", "format": "uri"})
@@ -202,7 +214,6 @@ def test_array_inputs_take_a_whole_batch_and_a_list_of_numbers(fake, make_engine
 def test_outputs_as_plain_urls_and_as_file_outputs(fake, tmp_path):
     from replicate.helpers import FileOutput
 
-    from nodes.replicate import download
     from nodes.replicate.client import Limits, get_client
     from tests.replicate.fake_server import png
 
@@ -221,7 +232,6 @@ def test_outputs_as_plain_urls_and_as_file_outputs(fake, tmp_path):
 def test_16_bit_outputs_keep_their_precision(fake):
     import cv2
 
-    from nodes.replicate import download
     from nodes.replicate.client import Limits, get_client
 
     deep = np.random.default_rng(5).integers(0, 65536, (4, 6, 3)).astype(np.uint16)
