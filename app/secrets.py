@@ -48,11 +48,12 @@ def _keyring():
     """The keyring module, or None when it is missing or has no usable backend."""
     try:
         import keyring
-        from keyring.backends import fail
+        from keyring.backends import fail, null
     except ImportError:
         return None
     try:
-        if isinstance(keyring.get_keyring(), fail.Keyring):
+        # fail: no backend found; null: one that stores nothing (PYTHON_KEYRING_BACKEND=...null.Keyring)
+        if isinstance(keyring.get_keyring(), (fail.Keyring, null.Keyring)):
             return None
     except Exception:  # noqa: BLE001 - a broken backend means "no keyring", never a crash
         return None

@@ -42,12 +42,13 @@ def memory_keyring():
     keyring.set_keyring(previous)
 
 
-@pytest.fixture
-def no_keyring():
-    from keyring.backends import fail
+@pytest.fixture(params=["fail", "null"])
+def no_keyring(request):
+    """No backend at all (fail), or the one that silently stores nothing (null)."""
+    from keyring.backends import fail, null
 
     previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
+    keyring.set_keyring(fail.Keyring() if request.param == "fail" else null.Keyring())
     yield
     keyring.set_keyring(previous)
 
