@@ -63,6 +63,23 @@ def test_thumbnail_is_drawn_and_double_click_activates_it(qtbot, one_node):
     assert item._thumb_rect.isNull()
 
 
+def test_a_thumbnail_is_small_and_shows_nan_as_black(one_node):
+    import warnings
+
+    view, _doc, nid = one_node
+    big = np.full((1, 600, 900, 3), np.nan, np.float32)
+    big[..., :450, 1] = 1.0  # the left half green, the right half not a number
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in cast"
+        view.set_node_thumbnail(nid, big)
+    item = view.canvas.nodes[nid]
+    assert max(item.thumbnail.width(), item.thumbnail.height()) == 256
+    right = item.thumbnail.pixelColor(200, 80)
+    left = item.thumbnail.pixelColor(50, 80)
+    assert (right.red(), right.green(), right.blue()) == (0, 0, 0)
+    assert (left.red(), left.green(), left.blue()) == (0, 255, 0)
+
+
 def test_zoomed_out_nodes_are_drawn_as_blocks(one_node):
     view, _doc, nid = one_node
     view.set_node_state(nid, "failed", message="x")

@@ -11,7 +11,6 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPen, QStaticText
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
@@ -78,25 +77,6 @@ def format_value(port: PortSpec, value: Any) -> str:
     if port.kind == "Path":
         text = text.replace("\\", "/").rsplit("/", 1)[-1] or text
     return text
-
-
-def to_qimage(image: Any, max_side: int = 256) -> QImage:
-    """A display copy of a float image ((N,) H, W, C or H, W in [0, 1]) as a QImage."""
-    arr = np.asarray(image)
-    if arr.ndim == 4:
-        arr = arr[0]
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    arr = np.ascontiguousarray((np.clip(arr[..., :4], 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
-    h, w, c = arr.shape
-    fmt = QImage.Format.Format_RGBA8888 if c == 4 else QImage.Format.Format_RGB888
-    img = QImage(arr.data, w, h, w * c, fmt).copy()
-    if max(w, h) > max_side:
-        img = img.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
-                         Qt.TransformationMode.SmoothTransformation)
-    return img
 
 
 def _range_fraction(port: PortSpec, value: Any) -> float | None:

@@ -28,10 +28,11 @@ from app.ui.canvas.gestures import GESTURES, Gesture
 from app.ui.canvas.link_item import LinkItem, RerouteDot
 from app.ui.canvas.menus import build_context_menu
 from app.ui.canvas.minimap import Minimap
-from app.ui.canvas.node_item import NodeItem, to_qimage
+from app.ui.canvas.node_item import NodeItem
 from app.ui.canvas.scene import FAR_SCALE, CanvasScene
 from app.ui.canvas.search import NodeSearchPopup
 from app.ui.document import WorkflowDocument, is_workflow_json
+from app.ui.panels.images import to_qimage
 from nodes.registry import NodeSpec, compatible
 
 NODE_MIME = "application/x-imagebash-node"

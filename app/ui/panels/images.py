@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage
 
 from nodes.types import Video
@@ -45,8 +45,11 @@ def frame_count(value: Any) -> int:
     return 0
 
 
-def to_qimage(frame: np.ndarray) -> QImage:
-    """An (H, W, C) float frame in [0, 1] (C = 1, 3 or 4) as an 8-bit QImage that owns its pixels."""
+def to_qimage(frame: np.ndarray, max_side: int | None = None) -> QImage:
+    """An (H, W, C) float frame in [0, 1] (C = 1, 3 or 4) as an 8-bit QImage that owns its pixels.
+
+    NaN shows as black; with `max_side` the image is scaled down (smoothly) to fit that square.
+    """
     a = np.asarray(frame)
     if a.ndim == 4:
         a = a[0]
@@ -60,8 +63,11 @@ def to_qimage(frame: np.ndarray) -> QImage:
         a8, fmt = np.ascontiguousarray(a8), QImage.Format.Format_RGB888
     else:
         a8, fmt = np.ascontiguousarray(a8[..., :4]), QImage.Format.Format_RGBA8888
-    img = QImage(a8.data, w, h, a8.strides[0], fmt)
-    return img.copy()  # detach from the numpy buffer
+    img = QImage(a8.data, w, h, a8.strides[0], fmt).copy()  # detach from the numpy buffer
+    if max_side is not None and max(w, h) > max_side:
+        img = img.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
+                         Qt.TransformationMode.SmoothTransformation)
+    return img
 
 
 class FrameFetcher(QObject):
