@@ -2,9 +2,9 @@
 
 Each tab is a WorkflowDocument (the model: Graph + undo stack) shown by a CanvasView. The window
 owns one RunController (the engine), one AutosaveManager and the dock panels; it routes engine
-events to the view of the document that started the run. Questions that would block (unsaved
-changes, where to save, restore after a crash) go through replaceable callables, so tests answer
-them without a modal dialog.
+events to the view of the document that started the run. Its actions, menus and toolbar are
+built in `app.ui.actions`. Questions that would block (unsaved changes, where to save, restore
+after a crash) go through replaceable callables, so tests answer them without a modal dialog.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QUndoGroup
+from PySide6.QtGui import QCloseEvent, QUndoGroup
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.graph.io import WorkflowFormatError
 from app.ui import autosave as A
+from app.ui.actions import build_actions, icon
 from app.ui.canvas.palette import NodePalette
 from app.ui.canvas.view import CanvasView
 from app.ui.document import WorkflowDocument
@@ -35,18 +36,13 @@ from app.ui.panels.inspector import InspectorPanel
 from app.ui.panels.log import LogPanel
 from app.ui.panels.preview import PreviewPanel
 from app.ui.panels.queue import QueuePanel
-from app.ui.panels.welcome import WelcomeStrip, example_title, example_workflows
+from app.ui.panels.welcome import WelcomeStrip
 from app.ui.runner import RunController, RunJob, apply_event_to_view
 from app.ui.settings import Settings
 from nodes.registry import REGISTRY, Registry
 
 DEFAULT_WORKFLOW = "blend_and_grade.json"
 WORKFLOW_FILTER = "Workflows (*.json *.png);;All files (*)"
-
-
-def icon(name: str) -> QIcon:
-    p = paths.resource("icons", f"{name}.svg")
-    return QIcon(str(p)) if p.exists() else QIcon()
 
 
 class MainWindow(QMainWindow):
@@ -110,7 +106,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Queue"], self.docks["Log"])
         self.docks["Queue"].raise_()
 
-        self._build_actions()
+        build_actions(self)
         self.statusBar().showMessage("Ready", 3000)
         self._restore_layout()
 
@@ -134,87 +130,6 @@ class MainWindow(QMainWindow):
 
     def _hide_welcome(self) -> None:
         self.settings.show_welcome = False
-
-    def _action(self, text: str, slot: Callable[[], Any], shortcut: Any = None, icon_name: str = "",
-                tip: str = "") -> QAction:
-        a = QAction(icon(icon_name) if icon_name else QIcon(), text, self)
-        if shortcut is not None:
-            a.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
-        a.setToolTip(f"{tip or text} ({a.shortcut().toString()})" if shortcut is not None else (tip or text))
-        a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        a.triggered.connect(lambda _=False: slot())
-        self.addAction(a)
-        return a
-
-    def _build_actions(self) -> None:
-        K = QKeySequence
-        self.act_new = self._action("&New", self.new_document, K.StandardKey.New, "new")
-        self.act_open = self._action("&Open…", self.open_dialog, K.StandardKey.Open, "open")
-        self.act_save = self._action("&Save", self.save_current, K.StandardKey.Save, "save")
-        self.act_save_as = self._action("Save &As…", self.save_current_as, K("Ctrl+Shift+S"))
-        self.act_close = self._action("&Close Tab", self.close_tab, K("Ctrl+W"))
-        self.act_export = self._action("&Export…", self.export_dialog, K("Ctrl+E"), "export",
-                                       "Export a node's output as images or a video")
-        self.act_settings = self._action("Se&ttings…", self.settings_dialog, K("Ctrl+,"), "settings")
-        self.act_quit = self._action("&Quit", self.close, K("Ctrl+Q"))
-        self.act_run = self._action("&Run", self.run_current, [K("Ctrl+Return"), K("Ctrl+Enter")], "run",
-                                    "Run the workflow")
-        self.act_run_selected = self._action("Run &Selected", self.run_selected,
-                                             [K("Ctrl+Shift+Return"), K("Ctrl+Shift+Enter")], "run_selected",
-                                             "Run the selected nodes and what they need")
-        self.act_cancel = self._action("&Cancel", self.cancel_run, K("Esc"), "cancel", "Cancel the run")
-        self.act_cancel.setEnabled(False)
-        self.act_train = self._action("Train &LoRA…", self.train_dialog, None, "train",
-                                      "Train a style LoRA or DoRA on a folder of images")
-        self.act_undo = self.undo_group.createUndoAction(self, "&Undo")
-        self.act_undo.setShortcuts(QKeySequence.StandardKey.Undo)
-        self.act_redo = self.undo_group.createRedoAction(self, "&Redo")
-        self.act_redo.setShortcuts([K("Ctrl+Shift+Z"), K("Ctrl+Y")])
-        for a in (self.act_undo, self.act_redo):
-            self.addAction(a)
-
-        mb = self.menuBar()
-        m = mb.addMenu("&File")
-        m.addActions([self.act_new, self.act_open])
-        self.recent_menu = m.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        m.addSeparator()
-        m.addActions([self.act_save, self.act_save_as, self.act_export])
-        m.addSeparator()
-        m.addActions([self.act_settings, self.act_close, self.act_quit])
-        e = mb.addMenu("&Edit")
-        e.addActions([self.act_undo, self.act_redo])
-        r = mb.addMenu("&Run")
-        r.addActions([self.act_run, self.act_run_selected, self.act_cancel])
-        t = mb.addMenu("&Tools")
-        t.addAction(self.act_train)
-        v = mb.addMenu("&View")
-        for dock in self.docks.values():
-            v.addAction(dock.toggleViewAction())
-        v.addSeparator()
-        v.addAction(self._action("Toggle Light/Dark Theme", self.toggle_theme))
-        v.addAction(self._action("Show Welcome Strip", lambda: self.welcome.show()))
-        h = mb.addMenu("&Help")
-        ex = h.addMenu("&Examples")
-        for p in example_workflows():
-            ex.addAction(example_title(p), lambda path=p: self.open_example(path))
-
-        tb = self.addToolBar("Main")
-        tb.setObjectName("toolbar_main")
-        tb.setMovable(False)
-        tb.addActions([self.act_new, self.act_open, self.act_save])
-        tb.addSeparator()
-        tb.addActions([self.act_run, self.act_run_selected, self.act_cancel])
-        tb.addSeparator()
-        tb.addActions([self.act_export, self.act_train, self.act_settings])
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        items = self.settings.recent_files()
-        for p in items:
-            self.recent_menu.addAction(p, lambda path=p: self.open_path(path))
-        if not items:
-            self.recent_menu.addAction("(none)").setEnabled(False)
 
     # documents and tabs -------------------------------------------------------------------------
     @property

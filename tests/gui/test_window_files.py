@@ -37,7 +37,7 @@ def test_save_reopen_and_compare(make_window, tmp_path):
     assert target.is_file() and not doc.is_dirty()
     assert win.tabs.tabText(0) == "mine.json"
     assert str(target.resolve()) in win.settings.recent_files()
-    win._fill_recent()
+    win.recent_menu.aboutToShow.emit()  # what opening the menu does
     recent = [a for a in win.recent_menu.actions() if a.text() == str(target.resolve())]
     assert len(recent) == 1
 
@@ -50,7 +50,7 @@ def test_save_reopen_and_compare(make_window, tmp_path):
     other.open_path(target)
     assert other.tabs.count() == count
     other.tabs.setCurrentIndex(0)
-    other._fill_recent()
+    other.recent_menu.aboutToShow.emit()
     next(a for a in other.recent_menu.actions() if a.text() == str(target.resolve())).trigger()
     assert other.current_document() is reopened  # File > Open Recent finds the open tab
 
