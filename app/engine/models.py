@@ -71,6 +71,15 @@ def checkpoint_keys(path: Path) -> list[str]:
         raise ModelError(f"{path.name} is not a readable .safetensors file: {exc}") from None
 
 
+def unet_in_channels(path: Path) -> int:
+    """Input channels of a single-file checkpoint's UNet (9 for inpainting models)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        key = "model.diffusion_model.input_blocks.0.0.weight"
+        return int(f.get_slice(key).get_shape()[1]) if key in f.keys() else 4
+
+
 def detect_family(path: Path) -> str:
     """sd1 / sd2 / sdxl, from a diffusers folder's configs or a checkpoint's key layout."""
     if path.is_dir():
@@ -233,6 +242,13 @@ class ModelManager:
             if path.is_dir():
                 return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
             folder = config_folder(family, config)
+            in_channels = unet_in_channels(path)
+            if in_channels != 4:  # an inpainting checkpoint (9 channels: latents, mask, masked image)
+                from diffusers import UNet2DConditionModel
+
+                kwargs["unet"] = UNet2DConditionModel.from_single_file(
+                    str(path), config=str(folder), subfolder="unet", local_files_only=True,
+                    in_channels=in_channels, dtype=self.dtype)
             return cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
         except ModelError:
             raise

@@ -52,7 +52,7 @@ def txt2img(model: Model, prompt: Prompt = "", negative_prompt: Prompt = "",
     """
     check_size(width, height)
     entry = open_model(ctx, model)
-    latents = run_pipeline(ctx, entry, entry.pipe, scheduler, (width, height), batch_size,
+    latents = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), scheduler, (width, height), batch_size,
                            prompt=prompt, negative_prompt=negative_prompt or None, width=width,
                            height=height, num_inference_steps=steps, guidance_scale=guidance,
                            num_images_per_prompt=batch_size, generator=seeds_generators(seed, batch_size))

@@ -93,8 +93,8 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
     if denoise <= 0:
         return latent
     if denoise >= 1:
-        out = run_pipeline(ctx, entry, entry.pipe, scheduler, size, n, prompt=prompt, width=size[0],
-                           height=size[1], num_images_per_prompt=n,
+        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), scheduler, size, n, prompt=prompt,
+                           width=size[0], height=size[1], num_images_per_prompt=n,
                            **{**common, "negative_prompt": negative_prompt or None})
     else:
         out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), scheduler, size, n,

@@ -31,7 +31,10 @@ def open_model(ctx: Any, model: Model) -> Entry:
 
 
 def task_pipeline(ctx: Any, entry: Entry, task: str) -> Any:
-    """The img2img/inpaint pipeline that shares `entry`'s weights."""
+    """The txt2img/img2img/inpaint pipeline that shares `entry`'s weights."""
+    if entry.pipe.unet.config.in_channels != 4 and task != "inpaint":
+        raise ValueError(f"{Path(entry.source).name} is an inpainting model "
+                         f"({entry.pipe.unet.config.in_channels}-channel UNet): use it with the Inpaint node")
     return manager(ctx).derived(entry, task)
 
 

@@ -164,3 +164,29 @@ def test_sdxl_kohya_lora_with_te1_and_te2_names(engine, tiny_sdxl_dir, tmp_path)
     styled = run_ok(engine, txt2img_graph(tiny_sdxl_dir, loras=[(tmp_path / "xl.safetensors", 1.0)])).output("gen")
     assert np.abs(styled - base).mean() > 0.001
     assert any("kohya LoRA, 3 modules" in m and "matched nothing" not in m for m in logs)
+
+
+def test_inpainting_single_file_loads_and_only_inpaints(engine, tiny_sd_ckpt, tiny_sd_dir, tmp_path):
+    """A 9-channel (inpainting) UNet in a single file: loaded with the right geometry, refused by txt2img."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from nodes.diffusion import generate
+    from tests.diffusion.test_generate import _Ctx, _source
+
+    state = load_file(str(tiny_sd_ckpt))
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    w = state[key]
+    state[key] = torch.cat([w, torch.randn(w.shape[0], 5, *w.shape[2:], generator=torch.Generator().manual_seed(0))
+                            * 0.05], dim=1)
+    path = tmp_path / "tiny-inpainting.safetensors"
+    save_file(state, str(path))
+    g = make_graph({"load": ("load_model", {"checkpoint": str(path), "config": str(tiny_sd_dir)})}, [])
+    model = run_ok(engine, g).output("load")
+    src = _source()
+    mask = np.zeros((1, 64, 64), np.float32)
+    mask[:, 8:40, 8:40] = 1
+    out = generate.inpaint(model, src, mask, "a door", steps=2, scheduler="euler", seed=3, ctx=_Ctx(engine))
+    assert out.shape == (1, 64, 64, 3) and np.abs(out[0, 8:40, 8:40] - src[0, 8:40, 8:40]).mean() > 0.01
+    with pytest.raises(ValueError, match=r"is an inpainting model .*use it with the Inpaint node"):
+        generate.txt2img(model, "a door", width=64, height=64, steps=2, ctx=_Ctx(engine))
