@@ -1,7 +1,8 @@
 """Diffusion benchmarks on the tiny model, as ratios (one JSON object per line).
 
 - engine_overhead_ratio: txt2img through the engine / the same call on a raw diffusers pipeline
-  (same model, seed, steps, size, scheduler), medians of several runs.
+  (same model, seed, steps, size, scheduler), best of several interleaved runs each (the best
+  run is the one least disturbed by other work on the machine).
 - lora_switch_ratio: re-run after changing one LoRA weight / a run that loads base and LoRA from
   scratch.
 - tiled_decode_peak_mem_ratio: extra peak memory of a tiled 1024x1024 VAE decode / an untiled one,
@@ -61,11 +62,13 @@ def engine_overhead(models: dict[str, Path]) -> float:
 
     via_engine(), via_diffusers()  # warm both (imports, first allocation)
     eng, base = [], []
-    for _ in range(REPEAT):
-        eng.append(via_engine())
-        base.append(via_diffusers())
+    for i in range(2 * REPEAT):
+        first, second = (via_engine, via_diffusers) if i % 2 else (via_diffusers, via_engine)
+        times = {first: first(), second: second()}
+        eng.append(times[via_engine])
+        base.append(times[via_diffusers])
     engine.shutdown()
-    return statistics.median(eng) / statistics.median(base)
+    return min(eng) / min(base)
 
 
 def lora_switch(models: dict[str, Path]) -> float:
