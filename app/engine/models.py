@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine.devices import pick_device, pick_dtype
+from app.engine.devices import free_memory, pick_device, pick_dtype
 from app.engine.model_configs import shipped_config
 
 Progress = Callable[[float, str], None]
@@ -187,13 +187,12 @@ class ModelManager:
         self.device = pick_device(getattr(settings, "device", "auto"))
         self.dtype = pick_dtype(self.device, getattr(settings, "precision", "auto"))
         self.budget = getattr(settings, "model_budget_bytes", None) or self._default_budget()
+        self.host_budget = int(free_memory("cpu") * 0.5) if self.device != "cpu" else self.budget
         self.loads = 0  # base pipelines read from disk (tests and benchmarks count these)
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.RLock()
 
     def _default_budget(self) -> int:
-        from app.engine.devices import free_memory
-
         return int(free_memory(self.device) * 0.75)
 
     # keys and handles ----------------------------------------------------------------------
@@ -280,25 +279,26 @@ class ModelManager:
         self._entries.move_to_end(entry.key)
 
     def _enforce_budget(self, keep: str) -> None:
-        """Least recently used first: to the CPU (from a GPU), then out of memory."""
-        def on_device() -> int:
-            return sum(e.nbytes for e in self._entries.values() if e.device == self.device)
+        """Least recently used first: off the GPU to the CPU, then (over the host budget) out."""
+        def used(device: str) -> int:
+            return sum(e.nbytes for e in self._entries.values() if e.device == device)
 
         for key in list(self._entries):
-            if on_device() <= self.budget:
+            if used(self.device) <= self.budget:
                 break
-            if key == keep:
-                continue
             e = self._entries[key]
+            if key == keep or e.device != self.device:
+                continue
+            if self.device == "cpu":
+                del self._entries[key]
+                continue
             with e.lock:
-                if self.device != "cpu" and e.device != "cpu":
-                    e.pipe = e.pipe.to("cpu")
-                    e.device = "cpu"
-                else:
-                    del self._entries[key]
-        host = sum(e.nbytes for e in self._entries.values() if e.device == "cpu")
-        if self.device != "cpu" and host > self.budget:
+                e.pipe = e.pipe.to("cpu")
+                e.device = "cpu"
+        if self.device != "cpu":
             for key in [k for k, e in self._entries.items() if e.device == "cpu" and k != keep]:
+                if used("cpu") <= self.host_budget:
+                    break
                 del self._entries[key]
 
     def loaded(self) -> list[str]:

@@ -190,3 +190,21 @@ def test_inpainting_single_file_loads_and_only_inpaints(engine, tiny_sd_ckpt, ti
     assert out.shape == (1, 64, 64, 3) and np.abs(out[0, 8:40, 8:40] - src[0, 8:40, 8:40]).mean() > 0.01
     with pytest.raises(ValueError, match=r"is an inpainting model .*use it with the Inpaint node"):
         generate.txt2img(model, "a door", width=64, height=64, steps=2, ctx=_Ctx(engine))
+
+
+def test_on_a_gpu_the_least_recently_used_model_moves_to_the_cpu_first(tiny_sd_dir, tiny_sdxl_dir, monkeypatch):
+    """The budget policy on a GPU, with placement stubbed (this machine has none)."""
+    from app.engine.models import ModelManager
+
+    models = ModelManager()
+    models.device, models.budget, models.host_budget = "cuda", 1, 1 << 40
+    monkeypatch.setattr(models, "_place", lambda pipe: pipe)
+    sd = models.load(str(tiny_sd_dir))
+    xl = models.load(str(tiny_sdxl_dir))
+    assert (sd.device, xl.device) == ("cpu", "cuda") and len(models.loaded()) == 2
+    handle = type("Handle", (), {"key": sd.key, "source": sd.source, "extra": {}})()
+    assert models.entry(handle) is sd and (sd.device, xl.device) == ("cuda", "cpu")
+    assert models.loads == 2  # moved back, not read again
+    models.host_budget = 1  # over the host budget too: the model on the CPU is dropped
+    models._enforce_budget(keep=sd.key)
+    assert models.loaded() == [sd.key]
