@@ -256,6 +256,7 @@ class ModelManager:
             raise ModelError(f"cannot load {path.name} as {family}: {first[:200]}") from exc
 
     def _place(self, pipe: Any) -> Any:
+        pipe.set_progress_bar_config(disable=True)  # progress goes to the node's events instead
         if getattr(self.settings, "cpu_offload", False) and self.device.startswith("cuda"):
             pipe.enable_model_cpu_offload(device=self.device)
             return pipe
@@ -317,7 +318,9 @@ class ModelManager:
             return entry.pipe
         with entry.lock:
             if task not in entry.derived:
-                entry.derived[task] = pipeline_class(entry.family, task).from_pipe(entry.pipe)
+                derived = pipeline_class(entry.family, task).from_pipe(entry.pipe)
+                derived.set_progress_bar_config(disable=True)
+                entry.derived[task] = derived
             return entry.derived[task]
 
 
