@@ -94,13 +94,7 @@ class PortSpec:
                         return member
                 raise ValueError
             if k == "bool":
-                if isinstance(value, str):
-                    if value.lower() in ("true", "1", "yes", "on"):
-                        return True
-                    if value.lower() in ("false", "0", "no", "off"):
-                        return False
-                    raise ValueError
-                return bool(value)
+                return parse_bool(value)
             if k in ("int", "Seed"):
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                     raise ValueError
@@ -159,6 +153,17 @@ class PortSpec:
         if self.help:
             d["help"] = self.help
         return d
+
+
+def parse_bool(value: Any) -> bool:
+    """A bool from JSON, TOML or a command line ('true', 'off', 1 ...); raise ValueError otherwise."""
+    if isinstance(value, str):
+        if value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(value)
+    return bool(value)
 
 
 def _fmt(x: float | None) -> str:

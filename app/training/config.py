@@ -19,6 +19,7 @@ else:  # pragma: no cover - python 3.10
     import tomli as tomllib
 
 from app.paths import resource
+from nodes.registry import parse_bool
 
 NETWORKS = ("lora", "dora")
 TARGETS = ("attention", "attention+ff")
@@ -150,13 +151,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 value = [value]
             return tuple(str(v) for v in value)
         if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes", "on"):
-                    return True
-                if value.lower() in ("false", "0", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
+            return parse_bool(value)
         if isinstance(default, int):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError

@@ -13,12 +13,12 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from app.engine import Engine  # noqa: E402
-from app.graph.model import Graph, Link, NodeInstance  # noqa: E402
-from nodes.registry import Registry, node  # noqa: E402
-from nodes.types import Image  # noqa: E402
+from app.engine import Engine
+from app.graph.model import Graph, Link, NodeInstance
+from nodes.registry import Registry, node
+from nodes.types import Image
 
 REG = Registry()
 REG._loaded = True
