@@ -191,6 +191,7 @@ class NodeSpec:
     multi_output: bool = False  # fn returns a NamedTuple
     dynamic_inputs: Callable[[dict[str, Any]], list[PortSpec]] | None = None
     migrate: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
+    cache_key: Callable[[dict[str, Any]], str] | None = None
     source_module: str = ""
     _by_name: dict[str, PortSpec] = field(default_factory=dict, repr=False)
 
@@ -345,13 +346,19 @@ def node(node_id: str, *, version: int = 1, title: str | None = None, category: 
          legacy_ids: tuple[str, ...] = (),
          dynamic_inputs: Callable[[dict[str, Any]], list[PortSpec]] | None = None,
          migrate: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
+         cache_key: Callable[[dict[str, Any]], str] | None = None,
          registry: Registry | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a node: decorate a typed function; its signature is the single source of truth."""
+    """Declare a node: decorate a typed function; its signature is the single source of truth.
+
+    `cache_key(params)` adds to the node's cache signature what its parameters do not show, such
+    as the content of a file named by a str parameter (a model looked up in the models folder).
+    """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         spec = build_spec(fn, node_id, version=version, title=title, category=category,
                           device=device, io=io, cacheable=cacheable, output=output,
-                          legacy_ids=legacy_ids, dynamic_inputs=dynamic_inputs, migrate=migrate)
+                          legacy_ids=legacy_ids, dynamic_inputs=dynamic_inputs, migrate=migrate,
+                          cache_key=cache_key)
         (registry or REGISTRY).register(spec)
         fn.__node_spec__ = spec  # type: ignore[attr-defined]
         return fn
@@ -430,7 +437,8 @@ def build_spec(fn: Callable[..., Any], node_id: str, **kw: Any) -> NodeSpec:
         category=kw["category"], description=description, fn=fn, inputs=inputs, outputs=outputs,
         device=kw["device"], io=kw["io"], cacheable=kw["cacheable"], output=kw["output"],
         legacy_ids=tuple(kw["legacy_ids"]), wants_ctx=wants_ctx, multi_output=multi,
-        dynamic_inputs=kw["dynamic_inputs"], migrate=kw["migrate"], source_module=fn.__module__)
+        dynamic_inputs=kw["dynamic_inputs"], migrate=kw["migrate"], cache_key=kw.get("cache_key"),
+        source_module=fn.__module__)
 
 
 #: The built-in node modules; each imports torch lazily so listing nodes stays fast.

@@ -198,7 +198,11 @@ class ModelManager:
     # keys and handles ----------------------------------------------------------------------
     def key_for(self, path: Path | None, hub_id: str, config: str | None) -> str:
         dtype = str(self.dtype).replace("torch.", "")
-        return f"{path or 'hub:' + hub_id}|{dtype}|{config or ''}"
+        stamp = ""
+        if path is not None and path.is_file():  # a file replaced on disk is a different model
+            st = path.stat()
+            stamp = f"|{st.st_size}:{st.st_mtime_ns}"
+        return f"{path or 'hub:' + hub_id}{stamp}|{dtype}|{config or ''}"
 
     def load(self, source: str, config: str | os.PathLike[str] | None = None,
              progress: Progress | None = None, search: list[Path] | None = None) -> Entry:

@@ -140,6 +140,11 @@ def compute_signatures(plan: Plan, nonce: str) -> None:
         for p in pn.ports:
             if p.kind == "Path" and pn.params.get(p.name) is not None and p.name not in pn.links:
                 files[p.name] = fingerprint(pn.params[p.name])
+        if pn.spec.cache_key is not None:
+            try:
+                files["__key__"] = pn.spec.cache_key(pn.params)
+            except Exception as exc:  # noqa: BLE001 - the node itself will report the problem when it runs
+                files["__key__"] = f"unresolved: {exc}"
         ups = sorted((port, plan.nodes[src].signature, sp) for port, (src, sp) in pn.links.items())
         # Side effects are per node: two identical Save nodes both write, and an uncacheable node
         # is never merged with an identical twin.

@@ -25,8 +25,25 @@ def model_hash(path: Path) -> str:
     return fingerprint(path).split(":")[-1][:10]
 
 
+def _checkpoint_key(params: dict) -> str:
+    """The checkpoint's content, so replacing the file on disk re-runs Load Model."""
+    from app.engine.models import resolve_source
+
+    path, hub_id = resolve_source(str(params.get("checkpoint", "")), search_dirs("checkpoint"))
+    return fingerprint(path) if path is not None else f"hub:{hub_id}"
+
+
+def _lora_key(params: dict) -> str:
+    """The LoRA file's content, so retraining a LoRA in place re-runs what uses it."""
+    file = str(params.get("file", "")).strip()
+    path = Path(file).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = find(file, "lora") or path
+    return fingerprint(path)
+
+
 @node("imagebash.diffusion.load_model", version=1, title="Load Model", category="diffusion",
-      device="gpu")
+      device="gpu", cache_key=_checkpoint_key)
 def load_model(
     checkpoint: Annotated[str, Choices(list_checkpoints),
                           Help("a .safetensors checkpoint, a diffusers folder or a hub repo id")] = "",
@@ -54,7 +71,8 @@ def load_model(
     return Model(key=entry.key, family=entry.family, source=entry.source, hash=digest, extra=extra)
 
 
-@node("imagebash.diffusion.lora", version=1, title="LoRA", category="diffusion", device="gpu")
+@node("imagebash.diffusion.lora", version=1, title="LoRA", category="diffusion", device="gpu",
+      cache_key=_lora_key)
 def lora(
     model: Model,
     file: Annotated[str, Choices(list_loras), Help("kohya/A1111, diffusers or peft .safetensors; LoRA or DoRA")] = "",

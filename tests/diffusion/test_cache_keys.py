@@ -1,0 +1,42 @@
+"""Files named by str parameters (a checkpoint, a LoRA) key the cache on their content."""
+
+from __future__ import annotations
+
+import shutil
+
+from safetensors.torch import load_file, save_file
+
+from app.engine import Engine, EngineSettings
+from tests.diffusion.conftest import make_graph, run_ok
+
+
+def test_replacing_a_lora_file_on_disk_reruns_the_lora_node(tmp_path, tiny_sd_dir, tiny_lora_kohya):
+    lora = tmp_path / "style.safetensors"
+    shutil.copy(tiny_lora_kohya, lora)
+    g = make_graph({"m": ("load_model", {"checkpoint": str(tiny_sd_dir)}),
+                    "l": ("lora", {"file": str(lora), "weight": 1.0})}, ["m.model>l.model"])
+    eng = Engine(settings=EngineSettings(device="cpu"))
+    first = run_ok(eng, g, targets=["l"])
+    assert run_ok(eng, g, targets=["l"]).status == {"m": "cached", "l": "cached"}
+    tensors = load_file(str(lora))
+    key = next(k for k in tensors if k.endswith("lora_up.weight"))
+    tensors[key] = tensors[key] * 2
+    save_file(tensors, str(lora))
+    again = run_ok(eng, g, targets=["l"])
+    assert again.status == {"m": "cached", "l": "done"}
+    assert again.output("l").loras[0].hash != first.output("l").loras[0].hash
+
+
+def test_replacing_a_checkpoint_on_disk_reloads_it(tmp_path, tiny_sd_ckpt, tiny_sd_dir):
+    ckpt = tmp_path / "model.safetensors"
+    shutil.copy(tiny_sd_ckpt, ckpt)
+    g = make_graph({"m": ("load_model", {"checkpoint": str(ckpt), "config": str(tiny_sd_dir)})}, [])
+    eng = Engine(settings=EngineSettings(device="cpu"))
+    run_ok(eng, g)
+    assert run_ok(eng, g).status["m"] == "cached"
+    tensors = load_file(str(ckpt))
+    save_file(tensors, str(ckpt), metadata={"edited": "yes"})  # same weights, new file content
+    models = eng.services.get("models")
+    loads = models.loads
+    assert run_ok(eng, g).status["m"] == "done"
+    assert models.loads == loads + 1  # the manager does not hand back the old file's pipeline
