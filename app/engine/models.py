@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine.devices import free_memory, pick_device, pick_dtype
+from app.engine.devices import free_memory, pick_device, pick_dtype, release_memory
 from app.engine.model_configs import shipped_config
 
 Progress = Callable[[float, str], None]
@@ -305,6 +305,25 @@ class ModelManager:
                 if used("cpu") <= self.host_budget:
                     break
                 del self._entries[key]
+
+    def offload_all(self) -> None:
+        """Move every loaded pipeline to the CPU and return cached GPU memory (e.g. before training).
+
+        Entries stay loaded, so the next sampling call moves its pipeline back without a disk read.
+        No-op on CPU.
+        """
+        if self.device == "cpu":
+            return
+        with self._lock:
+            for e in self._entries.values():
+                if e.device == "cpu":
+                    continue
+                with e.lock:
+                    if getattr(e.pipe, "_all_hooks", None):
+                        e.pipe.remove_all_hooks()  # model CPU offload: hooks would pull modules back
+                    e.pipe = e.pipe.to("cpu")
+                    e.device = "cpu"
+            release_memory(self.device)
 
     def loaded(self) -> list[str]:
         return list(self._entries)

@@ -129,3 +129,21 @@ def test_latent_blend_factors_and_mask():
     assert mid.norm() > latent_blend(x, y, 0.5).samples.norm()
     with pytest.raises(ValueError, match="cannot mix a sd1 latent with a sdxl latent"):
         latent_blend(a, Latent(b.samples, "sdxl"))
+
+
+def test_offload_all_moves_pipelines_to_cpu_and_keeps_them_loaded(tiny_sd_dir, monkeypatch):
+    """On a GPU machine the entries end on the CPU (still loaded, no disk read on reuse); on CPU a no-op."""
+    from app.engine import EngineSettings
+    from app.engine import models as models_mod
+
+    mm = models_mod.ModelManager(EngineSettings(device="cpu"))
+    entry = mm.load(str(tiny_sd_dir))
+    mm.offload_all()  # CPU: nothing moves, nothing is dropped
+    assert mm.loaded() == [entry.key] and entry.device == "cpu"
+    released = []
+    monkeypatch.setattr(models_mod, "release_memory", released.append)
+    mm.device = entry.device = "cuda"  # as if loaded on a GPU (the weights are on the CPU here)
+    mm.offload_all()
+    assert entry.device == "cpu" and mm.loaded() == [entry.key] and released == ["cuda"]
+    assert all(p.device.type == "cpu" for p in entry.pipe.unet.parameters())
+    assert mm.loads == 1
