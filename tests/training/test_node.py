@@ -78,7 +78,8 @@ def test_cancel_saves_a_checkpoint_and_resume_continues(tmp_path, style_folder, 
     graph.set_param("train", "resume", True)
     graph.set_param("train", "steps", int(ck[0].name[5:]) + 1)
     done = engine.run(graph, targets=["train"])
-    assert done.ok, done.errors and out.is_file()
+    assert done.ok, done.errors
+    assert out.is_file()
 
 
 def test_bad_folder_fails_the_node_with_one_line(tmp_path, tiny_sd_dir, engine, settings_file):
