@@ -1,9 +1,10 @@
 """Sample images during training: fixed prompts and seed, the sampler users will actually run.
 
 Samples drawn with another sampler than the Text to Image node's default look different from
-what the user later gets, so the scheduler comes from `sampler_scheduler`, the same place the
-node takes its default from. Images are written as PNG beside the checkpoints:
-`samples/step_000050_0.png`.
+what the user later gets, so the scheduler is read from the node's signature. Under mixed
+precision the U-Net and text encoders run in fp16/bf16 while the VAE stays float32 (SDXL's VAE
+overflows in fp16), so the pipeline stops at latents and the VAE decodes them in its own dtype.
+Images are written as PNG beside the checkpoints: `samples/step_000050_0.png`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,31 @@ import pathlib
 from typing import Any
 
 
-def sampler_scheduler(pipe: Any) -> Any:
-    """The scheduler the Text to Image node uses by default, configured for this pipeline."""
+def node_default(name: str) -> Any:
+    """The default of the Text to Image node's parameter `name`."""
     import inspect
 
     from nodes.diffusion.generate import txt2img
-    from nodes.diffusion.schedulers import make_scheduler
 
     fn = getattr(txt2img, "__wrapped__", txt2img)
-    default = inspect.signature(fn).parameters["scheduler"].default
-    return make_scheduler(default, dict(pipe.scheduler.config))
+    return inspect.signature(fn).parameters[name].default
+
+
+def sampler_scheduler(pipe: Any) -> Any:
+    """The scheduler the Text to Image node uses by default, configured for this pipeline."""
+    from nodes.diffusion.schedulers import make_scheduler
+
+    return make_scheduler(node_default("scheduler"), dict(pipe.scheduler.config))
+
+
+def decode(pipe: Any, latents: Any) -> Any:
+    """PIL images from the pipeline's raw latents, decoded by the VAE in the VAE's dtype."""
+    vae = pipe.vae
+    latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift:
+        latents = latents + shift
+    return pipe.image_processor.postprocess(vae.decode(latents).sample, output_type="pil")
 
 
 def render_samples(pipe: Any, prompts: list[str], *, seed: int, steps: int, size: tuple[int, int],
@@ -40,8 +56,9 @@ def render_samples(pipe: Any, prompts: list[str], *, seed: int, steps: int, size
         for i, prompt in enumerate(prompts):
             gen = torch.Generator("cpu").manual_seed(seed)
             with torch.no_grad():
-                image = pipe(prompt, num_inference_steps=steps, width=size[0], height=size[1], generator=gen,
-                             output_type="pil").images[0]
+                latents = pipe(prompt, num_inference_steps=steps, width=size[0], height=size[1],
+                               generator=gen, output_type="latent").images
+                image = decode(pipe, latents)[0]
             path = folder / f"step_{step:06d}_{i}.png"
             image.save(path)
             written.append(path)
