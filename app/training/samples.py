@@ -1,7 +1,7 @@
 """Sample images during training: fixed prompts and seed, the sampler users will actually run.
 
-Samples drawn with another sampler than the Text to Image node's default look different from
-what the user later gets, so the scheduler is read from the node's signature. Under mixed
+Samples drawn with another sampler or guidance than the Text to Image node's defaults look
+different from what the user later gets, so both are read from the node's signature. Under mixed
 precision the U-Net and text encoders run in fp16/bf16 while the VAE stays float32 (SDXL's VAE
 overflows in fp16), so the pipeline stops at latents and the VAE decodes them in its own dtype.
 Images are written as PNG beside the checkpoints: `samples/step_000050_0.png`.
@@ -50,6 +50,7 @@ def render_samples(pipe: Any, prompts: list[str], *, seed: int, steps: int, size
     was_training = unet.training
     original = pipe.scheduler
     pipe.scheduler = sampler_scheduler(pipe)
+    guidance = float(node_default("guidance"))
     unet.eval()
     written = []
     try:
@@ -57,7 +58,7 @@ def render_samples(pipe: Any, prompts: list[str], *, seed: int, steps: int, size
             gen = torch.Generator("cpu").manual_seed(seed)
             with torch.no_grad():
                 latents = pipe(prompt, num_inference_steps=steps, width=size[0], height=size[1],
-                               generator=gen, output_type="latent").images
+                               guidance_scale=guidance, generator=gen, output_type="latent").images
                 image = decode(pipe, latents)[0]
             path = folder / f"step_{step:06d}_{i}.png"
             image.save(path)
