@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from app.engine.models import Entry, refuse_pickle
 from app.training.adapters import set_input_axis_dora
 from nodes.diffusion.lora_keys import COMPONENTS, LoraModule, magnitude_for, module_tables, parse_lora
 
-MAX_ADAPTERS = 12  # adapters kept per pipeline; the least recently used is deleted beyond this
+MAX_ADAPTERS = 12
+"""Adapters kept per pipeline: beyond this the least recently used one not in the stack being
+applied is deleted (a stack longer than this keeps all of its own adapters)."""
 
 
 @dataclass
@@ -52,8 +55,11 @@ def _adapters(entry: Entry) -> dict[str, AdapterInfo]:
     return entry.state.setdefault("adapters", {})
 
 
-def ensure_adapter(entry: Entry, path: Path, file_hash: str) -> AdapterInfo:
-    """Load `path` into the entry's pipeline as an adapter unless it is already there."""
+def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[str] = ()) -> AdapterInfo:
+    """Load `path` into the entry's pipeline as an adapter unless it is already there.
+
+    Adapters named in `keep` (the rest of the stack being applied) are never evicted for it.
+    """
     from safetensors.torch import load_file
 
     name = adapter_name(file_hash)
@@ -82,8 +88,9 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str) -> AdapterInfo:
         known[name] = info
         entry.state["lora_loads"] = entry.state.get("lora_loads", 0) + 1
         entry.state.pop("tuner_layers", None)
-        while len(known) > MAX_ADAPTERS:
-            _delete(entry, next(iter(known)))
+        protected = {*keep, name}
+        for old in [n for n in known if n not in protected][:max(0, len(known) - MAX_ADAPTERS)]:
+            _delete(entry, old)
         return info
 
 
@@ -159,12 +166,20 @@ def _delete(entry: Entry, name: str) -> None:
     for layer in _tuner_layers(entry):
         if name in getattr(layer, "lora_A", {}):
             layer.delete_adapter(name)
+    for comp in COMPONENTS:
+        config = getattr(getattr(entry.pipe, comp, None), "peft_config", None)
+        if isinstance(config, dict):
+            config.pop(name, None)
     _adapters(entry).pop(name, None)
     entry.state.pop("tuner_layers", None)
 
 
 def activate(entry: Entry, stack: list[tuple[str, float]]) -> None:
     """Enable exactly the adapters of `stack` with their weights (weight 0 = off)."""
+    missing = [name for name, _w in stack if name not in _adapters(entry)]
+    if missing:
+        raise RuntimeError(f"LoRA adapter(s) {', '.join(missing)} of this stack are not loaded in the "
+                           "pipeline (evicted?): run again to reload them")
     weights: dict[str, float] = {}
     for name, weight in stack:
         if weight:

@@ -210,3 +210,64 @@ def test_dora_with_the_norm_as_magnitude_equals_plain_lora(engine, tiny_sd_dir, 
     out = {p.stem: _gen(engine, tiny_sd_dir, [(p, 1.0)]) for p in (exact, scaled, plain)}
     np.testing.assert_allclose(out["exact"], out["plain"], atol=2e-3)
     assert np.abs(out["scaled"] - out["plain"]).mean() > 0.01
+
+
+def test_stack_longer_than_the_adapter_cap_keeps_every_adapter(engine, fresh_engine, tiny_sd_dir, tiny_lora_kohya,
+                                                               tiny_lora_kohya_b, tiny_lora_peft, tiny_dora,
+                                                               monkeypatch):
+    from nodes.diffusion import loras as loras_mod
+
+    stack = [(tiny_lora_kohya, 0.7), (tiny_lora_kohya_b, 0.6), (tiny_lora_peft, 0.5)]
+    expected = _gen(engine, tiny_sd_dir, stack)  # default cap: nothing evicted
+    monkeypatch.setattr(loras_mod, "MAX_ADAPTERS", 2)
+    capped = _gen(fresh_engine, tiny_sd_dir, stack)
+    np.testing.assert_array_equal(capped, expected)  # the first LoRA was not silently dropped
+    (entry,) = fresh_engine.services.get("models").entries()
+    before = set(entry.state["adapters"])
+    assert len(before) == 3
+    _gen(fresh_engine, tiny_sd_dir, [(tiny_dora, 1.0)])  # now the cap applies to the old stack
+    after = set(entry.state["adapters"])
+    evicted = before - after
+    assert len(after) == 2 and len(evicted) == 2
+    for comp in ("unet", "text_encoder"):
+        assert not evicted & set(getattr(entry.pipe, comp).peft_config)
+    with pytest.raises(RuntimeError, match="not loaded in the pipeline"):
+        loras_mod.activate(entry, [(next(iter(evicted)), 1.0)])
+
+
+def test_two_threads_on_one_pipeline_sample_with_their_own_stacks(engine, shared_models, tiny_sd_dir,
+                                                                   tiny_lora_kohya, monkeypatch):
+    """A stack is activated inside the sampling lock: another thread's stack cannot leak in."""
+    import threading
+
+    from app.engine import Engine, EngineSettings
+    from nodes.diffusion import generate
+    from nodes.registry import REGISTRY
+
+    with_lora = _gen(engine, tiny_sd_dir, [(tiny_lora_kohya, 1.0)], seed=4)
+    plain = _gen(engine, tiny_sd_dir, seed=4)
+    engine.cache.clear()
+    first_opened, second_opened = threading.Event(), threading.Event()
+    real = generate.task_pipeline
+
+    def interleave(ctx, entry, task):  # thread A waits here until thread B has opened its model
+        if not first_opened.is_set():
+            first_opened.set()
+            second_opened.wait(10)
+        else:
+            second_opened.set()
+        return real(ctx, entry, task)
+
+    monkeypatch.setattr(generate, "task_pipeline", interleave)
+    other = Engine(REGISTRY, EngineSettings(device="cpu"))
+    other.services.set("models", shared_models)
+    results = {}
+    a = threading.Thread(target=lambda: results.setdefault(
+        "lora", _gen(engine, tiny_sd_dir, [(tiny_lora_kohya, 1.0)], seed=4)))
+    a.start()
+    assert first_opened.wait(60)
+    results["plain"] = _gen(other, tiny_sd_dir, seed=4)
+    a.join(60)
+    other.shutdown()
+    np.testing.assert_array_equal(results["lora"], with_lora)
+    np.testing.assert_array_equal(results["plain"], plain)
