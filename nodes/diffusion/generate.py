@@ -15,7 +15,6 @@ from nodes.diffusion.sampling import (
     check_size,
     open_model,
     run_pipeline,
-    seeds_generators,
     task_pipeline,
     to_tensor,
 )
@@ -52,10 +51,10 @@ def txt2img(model: Model, prompt: Prompt = "", negative_prompt: Prompt = "",
     """
     check_size(width, height)
     entry = open_model(ctx, model)
-    latents = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), scheduler, (width, height), batch_size,
-                           prompt=prompt, negative_prompt=negative_prompt or None, width=width,
+    latents = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), model, scheduler, (width, height),
+                           batch_size, seed, prompt=prompt, negative_prompt=negative_prompt or None, width=width,
                            height=height, num_inference_steps=steps, guidance_scale=guidance,
-                           num_images_per_prompt=batch_size, generator=seeds_generators(seed, batch_size))
+                           num_images_per_prompt=batch_size)
     return _decode(ctx, entry, latents)
 
 
@@ -77,11 +76,11 @@ def img2img(model: Model, image: Image, prompt: Prompt = "", negative_prompt: Pr
     n, h, w = image.shape[0], image.shape[1], image.shape[2]
     if strength <= 0:
         return _decode(ctx, entry, latents.repeat_interleave(batch_size, 0))
-    out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), scheduler, (w, h), n * batch_size,
+    out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), model, scheduler, (w, h),
+                       n * batch_size, seed,
                        prompt=[prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
                        image=latents, strength=strength, num_inference_steps=steps,
-                       guidance_scale=guidance, num_images_per_prompt=batch_size,
-                       generator=seeds_generators(seed, n * batch_size))
+                       guidance_scale=guidance, num_images_per_prompt=batch_size)
     return _decode(ctx, entry, out)
 
 
@@ -106,12 +105,11 @@ def inpaint(model: Model, image: Image, mask: Mask, prompt: Prompt = "", negativ
         raise ValueError(f"mask batch {mask.shape[0]} does not match image batch {n}")
     entry = open_model(ctx, model)
     pipe = task_pipeline(ctx, entry, "inpaint")
-    out = run_pipeline(ctx, entry, pipe, scheduler, (w, h), n * batch_size,
+    out = run_pipeline(ctx, entry, pipe, model, scheduler, (w, h), n * batch_size, seed,
                        prompt=[prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
                        image=to_tensor(image), mask_image=to_tensor(np.ascontiguousarray(m)[..., None])[:, :1],
                        strength=strength, height=h, width=w, num_inference_steps=steps,
-                       guidance_scale=guidance, num_images_per_prompt=batch_size,
-                       generator=seeds_generators(seed, n * batch_size))
+                       guidance_scale=guidance, num_images_per_prompt=batch_size)
     result = _decode(ctx, entry, out)
     src = np.tile(image[..., :3], (batch_size, 1, 1, 1))  # diffusers orders a batch image-major
     keep = np.tile(m, (batch_size, 1, 1))[..., None]

@@ -13,7 +13,7 @@ import numpy as np
 
 from nodes.diffusion import tiling
 from nodes.diffusion.generate import Guidance, Prompt, Steps
-from nodes.diffusion.sampling import open_model, run_pipeline, seeds_generators, task_pipeline
+from nodes.diffusion.sampling import open_model, run_pipeline, task_pipeline
 from nodes.diffusion.schedulers import Scheduler
 from nodes.diffusion.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tiling
 from nodes.registry import node
@@ -88,16 +88,17 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
     samples = latent.samples
     n, _c, h, w = samples.shape
     size = (w * latent.scale_factor, h * latent.scale_factor)
-    common = dict(num_inference_steps=steps, guidance_scale=guidance, generator=seeds_generators(seed, n),
+    common = dict(num_inference_steps=steps, guidance_scale=guidance,
                   negative_prompt=[negative_prompt] * n if negative_prompt else None)
     if denoise <= 0:
         return latent
     if denoise >= 1:
-        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), scheduler, size, n, prompt=prompt,
+        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), model, scheduler, size, n, seed,
+                           prompt=prompt,
                            width=size[0], height=size[1], num_images_per_prompt=n,
                            **{**common, "negative_prompt": negative_prompt or None})
     else:
-        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), scheduler, size, n,
+        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), model, scheduler, size, n, seed,
                            prompt=[prompt] * n, image=samples.to(entry.device, entry.pipe.unet.dtype),
                            strength=denoise, **common)
     return Latent(out, model.family, latent.scale_factor)

@@ -1,10 +1,16 @@
 """Shared sampling plumbing: open a model handle, apply its LoRA stack, scheduler and attention
 policy, run a diffusers pipeline with per-step progress, preview and cancellation, and retry
-once with slicing on an out-of-memory error.
+once with slicing and VAE tiling on an out-of-memory error.
+
+Each attempt holds the entry's lock while it activates the handle's LoRA stack and samples, so
+two threads sharing one pipeline never sample with each other's stacks, and builds its own seed
+generators, so a retried run gives the pixels a normal run gives.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +19,8 @@ import numpy as np
 from app.engine import memory
 from app.engine.fingerprint import short_hash
 from app.engine.models import Entry
-from nodes.diffusion.loras import activate, ensure_adapter
+from nodes.diffusion import tiling
+from nodes.diffusion.loras import activate, adapter_name, ensure_adapter
 from nodes.diffusion.preview import latent_preview
 from nodes.diffusion.schedulers import Scheduler, make_scheduler
 from nodes.types import Cancelled, Model
@@ -24,10 +31,8 @@ def manager(ctx: Any) -> Any:
 
 
 def open_model(ctx: Any, model: Model) -> Entry:
-    """The loaded base behind `model` (reloaded if it was evicted), LoRA stack applied."""
-    entry = manager(ctx).entry(model, lambda f, t: ctx.progress(0.0, text=t))
-    apply_loras(entry, model)
-    return entry
+    """The loaded base behind `model` (reloaded if it was evicted); `run_pipeline` applies its LoRAs."""
+    return manager(ctx).entry(model, lambda f, t: ctx.progress(0.0, text=t))
 
 
 def task_pipeline(ctx: Any, entry: Entry, task: str) -> Any:
@@ -39,11 +44,15 @@ def task_pipeline(ctx: Any, entry: Entry, task: str) -> Any:
 
 
 def apply_loras(entry: Entry, model: Model) -> None:
-    stack = []
-    for ref in model.loras:
-        info = ensure_adapter(entry, Path(ref.path), ref.hash or short_hash(ref.path))
-        stack.append((info.name, ref.weight))
-    activate(entry, stack)
+    """Load (once) and activate `model`'s LoRA stack; call with `entry.lock` held up to sampling."""
+    hashes = [ref.hash or short_hash(ref.path) for ref in model.loras]
+    keep = {adapter_name(h) for h in hashes}
+    with entry.lock:
+        stack = []
+        for ref, file_hash in zip(model.loras, hashes, strict=True):
+            info = ensure_adapter(entry, Path(ref.path), file_hash, keep=keep)
+            stack.append((info.name, ref.weight))
+        activate(entry, stack)
 
 
 def seeds_generators(seed: int, count: int) -> list[Any]:
@@ -78,9 +87,10 @@ def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, wid
         entry.state["slicing"] = slicing
 
 
-def run_pipeline(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, size: tuple[int, int],
-                 batch: int, **kwargs: Any) -> Any:
-    """Call `pipe(**kwargs)` for latents, reporting each step; returns the latents tensor."""
+def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Scheduler | str,
+                 size: tuple[int, int], batch: int, seed: int, **kwargs: Any) -> Any:
+    """Call `pipe(**kwargs)` for latents with `model`'s LoRA stack and `batch` generators from `seed`
+    (seed, seed+1, ...), reporting each step; returns the latents tensor."""
     ctx.check_cancelled()
     width, height = size
 
@@ -92,13 +102,31 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, 
             raise Cancelled("cancelled")
         return tensors
 
-    def attempt(force_slicing: bool) -> Any:
-        with entry.lock:
-            configure(ctx, entry, pipe, scheduler, width, height, batch, force_slicing)
-            return pipe(output_type="latent", callback_on_step_end=on_step, **kwargs).images
+    def attempt(retry: bool) -> Any:
+        with entry.lock, _vae_tiled(ctx, entry.pipe.vae, retry):  # inpaint encodes inside the pipeline
+            apply_loras(entry, model)
+            configure(ctx, entry, pipe, scheduler, width, height, batch, retry)
+            return pipe(output_type="latent", callback_on_step_end=on_step,
+                        generator=seeds_generators(seed, batch), **kwargs).images
 
     return memory.with_oom_retry(lambda: attempt(False), lambda: attempt(True), entry.device,
                                  lambda m: ctx.log(m, "warning"), "sampling")
+
+
+@contextlib.contextmanager
+def _vae_tiled(ctx: Any, vae: Any, on: bool) -> Iterator[None]:
+    """VAE tiling on for the OOM retry (restored after); unchanged otherwise."""
+    if not on:
+        yield
+        return
+    was = bool(getattr(vae, "use_tiling", False))
+    _mode, tile, overlap = tiling.settings_tile(ctx)
+    tiling.configure_vae(vae, True, tile, overlap)
+    try:
+        yield
+    finally:
+        if not was:
+            vae.disable_tiling()
 
 
 def to_tensor(image: np.ndarray, device: str = "cpu") -> Any:

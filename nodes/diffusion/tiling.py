@@ -41,7 +41,7 @@ def settings_tile(ctx: Any) -> tuple[str, int, float]:
             float(extra.get("vae_tile_overlap", DEFAULT_OVERLAP)))
 
 
-def _configure(vae: Any, tiled: bool, tile: int, overlap: float) -> None:
+def configure_vae(vae: Any, tiled: bool, tile: int, overlap: float) -> None:
     if not tiled:
         vae.disable_tiling()
         return
@@ -65,7 +65,7 @@ def _vae_ready(vae: Any, tiled: bool, tile: int, overlap: float) -> Iterator[Any
     """Tiling set as asked and the dtype to run in: SDXL's VAE overflows in fp16 (force_upcast)."""
     import torch
 
-    _configure(vae, tiled, tile, overlap)
+    configure_vae(vae, tiled, tile, overlap)
     original = vae.dtype
     dtype = torch.float32 if original == torch.float16 and vae.config.get("force_upcast", False) else original
     if dtype != original:

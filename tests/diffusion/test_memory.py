@@ -91,24 +91,53 @@ def test_oom_during_decode_retries_once_with_tiling(engine, entry, tiny_sd_dir, 
 
 
 def test_oom_during_sampling_retries_with_slicing(engine, entry, tiny_sd_dir, monkeypatch):
+    """The retry gives the pixels a normal run gives for the seed (fresh generators per attempt)."""
     from tests.diffusion.conftest import txt2img_graph
 
+    normal = run_ok(engine, txt2img_graph(tiny_sd_dir, seed=5, steps=3)).output("gen")
+    engine.cache.clear()
     unet = entry.pipe.unet
     real = unet.forward
-    state = {"failed": False}
+    calls = {"n": 0}
 
-    def once(*args, **kwargs):
-        if not state["failed"]:
-            state["failed"] = True
+    def fail_on_second_step(*args, **kwargs):  # the failed attempt has drawn noise already
+        calls["n"] += 1
+        if calls["n"] == 2:
             raise RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(unet, "forward", once)
+    monkeypatch.setattr(unet, "forward", fail_on_second_step)
     logs = []
     engine.events.subscribe(lambda e: logs.append(e.message) if isinstance(e, NodeLog) else None)
-    img = run_ok(engine, txt2img_graph(tiny_sd_dir)).output("gen")
-    assert img.shape == (1, 64, 64, 3)
+    retried = run_ok(engine, txt2img_graph(tiny_sd_dir, seed=5, steps=3)).output("gen")
+    assert retried.shape == (1, 64, 64, 3)
     assert any("out of memory during sampling" in m for m in logs)
+    np.testing.assert_allclose(retried, normal, atol=1e-5)
+
+
+def test_oom_retry_in_inpaint_tiles_the_vae_inside_the_pipeline(engine, entry, tiny_sd_dir, monkeypatch):
+    """Inpaint encodes the image inside the pipeline: the retry must run that encode tiled."""
+    from nodes.diffusion import generate
+    from tests.diffusion.test_generate import _Ctx
+
+    vae = entry.pipe.vae
+    real = vae.encoder.forward
+    seen = []
+
+    def flaky(*args, **kwargs):
+        seen.append(vae.use_tiling)
+        if not vae.use_tiling:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vae.encoder, "forward", flaky)
+    model = run_ok(engine, make_graph({"load": ("load_model", {"checkpoint": str(tiny_sd_dir)})}, [])).output("load")
+    src = np.full((1, 64, 64, 3), 0.5, np.float32)
+    mask = np.ones((1, 64, 64), np.float32)
+    out = generate.inpaint(model, src, mask, "a window", steps=2, scheduler="euler", seed=3, ctx=_Ctx(engine))
+    assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
+    assert seen[0] is False and True in seen
+    assert not vae.use_tiling  # restored after the retry
 
 
 def test_latent_blend_factors_and_mask():
