@@ -25,6 +25,16 @@ def _checkpoints() -> list[str]:
     return list_checkpoints()
 
 
+def _base_key(params: dict) -> str:
+    """The base model's content (resolved as the node resolves it), so replacing the file re-trains."""
+    from app.engine.fingerprint import fingerprint
+    from app.engine.models import resolve_source
+    from nodes.diffusion.catalog import search_dirs
+
+    path, hub_id = resolve_source(str(params.get("base", "")), search_dirs("checkpoint"))
+    return fingerprint(path) if path is not None else f"hub:{hub_id}"
+
+
 class Network(str, enum.Enum):
     LORA = "lora"
     DORA = "dora"
@@ -36,7 +46,7 @@ class Targets(str, enum.Enum):
 
 
 @node("imagebash.training.train_lora", version=1, title="Train LoRA", category="training", device="gpu",
-      cacheable=True)
+      cacheable=True, cache_key=_base_key)
 def train_lora(
     folder: Annotated[Path, FileFilter(folder=True), Help("training images; captions in .txt/.caption files")],
     base: Annotated[str, Choices(_checkpoints), Help("SD 1.x or SDXL: a .safetensors file or diffusers folder")] = "",

@@ -3,6 +3,7 @@ date, and a cancel saves a checkpoint that `resume` continues."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -100,3 +101,28 @@ def test_default_output_lands_in_the_models_folder_where_the_lora_node_lists_it(
     path = result.output("train")
     assert path.name == "data.safetensors" and path.parent.name == "loras"
     assert path.name in {Path(p).name for p in list_loras()}
+
+
+def test_replacing_the_base_model_file_invalidates_the_cached_lora(tmp_path, style_folder, tiny_sd_ckpt):
+    """`base` is a name, not a Path port: the node's cache must still follow the file's content."""
+    from safetensors.torch import load_file, save_file
+
+    from app.engine.plan import compute_signatures, make_plan
+
+    base = tmp_path / "base.safetensors"
+    shutil.copyfile(tiny_sd_ckpt, base)
+    graph = make_graph({"train": ("imagebash.training.train_lora", {"folder": str(style_folder),
+                                                                    "base": str(base)})}, [])
+
+    def signature() -> str:
+        plan = make_plan(graph, REGISTRY, ["train"])
+        compute_signatures(plan, nonce="run")
+        return plan.nodes["train"].signature
+
+    before = signature()
+    assert signature() == before
+    weights = load_file(str(base))
+    name = next(k for k in weights if k.endswith("attn1.to_q.weight"))
+    weights[name] = weights[name] * 1.5  # a retrained base, same name and size
+    save_file(weights, str(base))
+    assert signature() != before
