@@ -109,6 +109,10 @@ def train_lora(
         ctx.progress(1.0, text="up to date")
         return target
 
+    # Training loads its own copy of the base: the engine's pipelines leave the GPU first (they stay
+    # in RAM, and the next sampling node moves its model back), so train-then-use never holds two.
+    ctx.service("models").offload_all()
+
     def progress(p) -> None:
         ctx.progress(p.fraction, text=p.text())
 

@@ -42,11 +42,21 @@ def settings_file(tmp_path):
 
 def test_workflow_trains_then_uses_the_lora_and_skips_when_up_to_date(tmp_path, style_folder, tiny_sd_dir, engine,
                                                                          settings_file):
+    from app.engine.models import ModelManager
+
+    class Manager(ModelManager):
+        def offload_all(self) -> None:  # a no-op on the CPU: record when training asked for it
+            offloads.append(len([e for e in events if isinstance(e, NodeProgress) and e.node_id == "train"]))
+            super().offload_all()
+
+    offloads = []
+    engine.services.set("models", Manager(engine.settings))
     out = tmp_path / "loras" / "style.safetensors"
     events = []
     engine.events.subscribe(events.append)
     result = engine.run(_graph(style_folder, tiny_sd_dir, out, settings_file), targets=["train", "gen", "plain"])
     assert result.ok, result.errors
+    assert offloads == [0]  # the engine's pipelines left the GPU before training loaded its own base copy
     assert result.output("train") == out and out.is_file()
     assert np.abs(result.output("gen") - result.output("plain")).mean() > 1e-3
     texts = [e.text for e in events if isinstance(e, NodeProgress) and e.node_id == "train" and e.text]
