@@ -138,9 +138,49 @@ def _nbytes(pipe: Any) -> int:
     return total
 
 
-def _hub_download(repo_id: str, progress: Progress) -> Path:
-    """Fetch a diffusers repo into the Hugging Face cache (or find it there when offline)."""
-    from huggingface_hub import snapshot_download
+def _weight_variant(name: str) -> str | None:
+    """'' (plain) or the variant ('fp16') of a safetensors weight or shard index name; None otherwise."""
+    parts = name.split(".")
+    if parts[-1] == "safetensors" and len(parts) in (2, 3):
+        return parts[1] if len(parts) == 3 else ""
+    if parts[-1] == "json" and len(parts) in (4, 5) and parts[1:3] == ["safetensors", "index"]:
+        return parts[3] if len(parts) == 5 else ""
+    return None
+
+
+def hub_files(files: list[str], model_index: dict[str, Any], half: bool) -> tuple[list[str], str]:
+    """(files to download, weight variant) for a diffusers repo: model_index.json, and for each
+    component it names its configs/tokenizer/scheduler files and ONE weight variant: "fp16" when
+    running in half precision and every component has it, else the plain weights. Root single-file
+    checkpoints, ONNX/Flax/OpenVINO exports and unused folders (vae_1_0, ...) are skipped."""
+    components = {k for k, v in model_index.items()
+                  if not k.startswith("_") and isinstance(v, list) and v and v[0] is not None}
+    by_comp: dict[str, list[str]] = {c: [] for c in components}
+    for f in files:
+        comp, _, name = f.partition("/")
+        if comp in by_comp and name and "/" not in name:
+            by_comp[comp].append(name)
+    weights = {c: [n for n in names if _weight_variant(n) is not None] for c, names in by_comp.items()}
+    has = {c: {_weight_variant(n) for n in ws} for c, ws in weights.items() if ws}
+    plain_everywhere = all("" in v for v in has.values())
+    fp16_everywhere = all("fp16" in v for v in has.values())
+    variant = "fp16" if has and fp16_everywhere and (half or not plain_everywhere) else ""
+    chosen = ["model_index.json"] if "model_index.json" in files else []
+    for comp, names in sorted(by_comp.items()):
+        for name in names:
+            v = _weight_variant(name)
+            if v is None and (name.endswith((".json", ".txt", ".model")) or comp.startswith(("tokenizer",
+                                                                                               "scheduler"))):
+                chosen.append(f"{comp}/{name}")
+            elif v is not None and v == variant:
+                chosen.append(f"{comp}/{name}")
+    return chosen, variant
+
+
+def _hub_download(repo_id: str, progress: Progress, half: bool) -> Path:
+    """Fetch what a diffusers repo needs (one weight variant) into the Hugging Face cache, or find
+    it there when offline."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from tqdm.auto import tqdm
 
     class _Bar(tqdm):  # routes huggingface_hub's byte counts to the node's progress
@@ -150,16 +190,32 @@ def _hub_download(repo_id: str, progress: Progress) -> Path:
                 progress(0.8 * self.n / self.total, f"downloading {repo_id}")
             return out
 
-    patterns = ["*.json", "*.txt", "*.safetensors", "tokenizer*/*", "scheduler/*"]
     try:
+        files = HfApi().list_repo_files(repo_id)
+        if "model_index.json" not in files:
+            raise ModelError(f"'{repo_id}' on the Hugging Face hub is not a diffusers model (no "
+                             "model_index.json): download its .safetensors checkpoint and load the file")
+        index = json.loads(Path(hf_hub_download(repo_id, "model_index.json")).read_text(encoding="utf-8"))
+        patterns, _variant = hub_files(files, index, half)
         return Path(snapshot_download(repo_id, allow_patterns=patterns, tqdm_class=_Bar))
+    except ModelError:
+        raise
     except Exception as exc:  # noqa: BLE001 - offline, missing repo, auth: one clear line
         try:
-            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+            return Path(snapshot_download(repo_id, local_files_only=True))
         except Exception:  # noqa: BLE001
             raise ModelError(f"cannot get '{repo_id}' from the Hugging Face hub ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''}) and it is not in the "
                              "local cache") from None
+
+
+def folder_variant(path: Path) -> str | None:
+    """"fp16" when a diffusers folder's components hold only fp16-variant weights (a hub download
+    in half precision), else None (plain weights)."""
+    files = [f"{p.parent.name}/{p.name}" for p in path.glob("*/*") if p.is_file()]
+    index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    _chosen, variant = hub_files(["model_index.json", *files], index, half=False)
+    return variant or None
 
 
 def resolve_source(source: str, search: list[Path] | None = None) -> tuple[Path | None, str]:
@@ -220,7 +276,7 @@ class ModelManager:
                 progress(1.0, "model already loaded")
                 return entry
             if path is None:
-                path = _hub_download(hub_id, progress)
+                path = _hub_download(hub_id, progress, self.dtype.itemsize == 2)
             family = detect_family(path)
             progress(0.1 if not hub_id else 0.8, f"loading {family} model {path.name}")
             t0 = time.perf_counter()
@@ -243,7 +299,8 @@ class ModelManager:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
             if path.is_dir():
-                return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+                return cls.from_pretrained(str(path), local_files_only=True,
+                                           variant=folder_variant(path), **kwargs)
             folder = config_folder(family, config)
             in_channels = unet_in_channels(path)
             if in_channels != 4:  # an inpainting checkpoint (9 channels: latents, mask, masked image)
