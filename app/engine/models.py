@@ -61,6 +61,19 @@ def refuse_pickle(path: Path) -> None:
             "if hasattr(v, 'contiguous')}, 'OUT.safetensors')\"`, or download the .safetensors release.")
 
 
+def _refuse_pickle_folder(path: Path) -> None:
+    """A diffusers folder whose weights are only pickles (.bin/.ckpt): refused, like a .ckpt file."""
+    index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    for comp in sorted(p for p in path.iterdir() if p.is_dir() and p.name in index):
+        pickles = [f for f in comp.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES]
+        if pickles and not any(f.suffix == ".safetensors" for f in comp.iterdir()):
+            raise ModelError(
+                f"{path.name}/{comp.name} holds only pickle weights ({pickles[0].name}): loading one can run "
+                "arbitrary code, so imagebash loads only .safetensors. Convert the folder once where you "
+                "trust it (diffusers: `Pipeline.from_pretrained(IN).save_pretrained(OUT, "
+                "safe_serialization=True)`), or download its .safetensors release.")
+
+
 def checkpoint_keys(path: Path) -> list[str]:
     from safetensors import safe_open
 
@@ -299,7 +312,8 @@ class ModelManager:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
             if path.is_dir():
-                return cls.from_pretrained(str(path), local_files_only=True,
+                _refuse_pickle_folder(path)
+                return cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
                                            variant=folder_variant(path), **kwargs)
             folder = config_folder(family, config)
             in_channels = unet_in_channels(path)

@@ -40,3 +40,20 @@ def test_replacing_a_checkpoint_on_disk_reloads_it(tmp_path, tiny_sd_ckpt, tiny_
     loads = models.loads
     assert run_ok(eng, g).status["m"] == "done"
     assert models.loads == loads + 1  # the manager does not hand back the old file's pipeline
+
+
+def test_a_diffusers_folder_of_pickle_weights_is_refused(tmp_path, tiny_sd_dir):
+    import torch
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_sd_dir, folder)
+    weights = next((folder / "unet").glob("*.safetensors"))
+    torch.save(load_file(str(weights)), folder / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    eng = Engine(settings=EngineSettings(device="cpu"))
+    result = eng.run(make_graph({"load": ("load_model", {"checkpoint": str(folder)})}, []))
+    error = result.errors["load"]
+    assert "unet holds only pickle weights (diffusion_pytorch_model.bin)" in error
+    assert "loads only .safetensors" in error and "\n" not in error
+    assert eng.services.get("models").loads == 0
+    eng.shutdown()
