@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.devices import free_memory, pick_device, pick_dtype, release_memory
+from app.engine.fingerprint import fingerprint
 from app.engine.model_configs import shipped_config
 
 Progress = Callable[[float, str], None]
@@ -271,6 +272,8 @@ class ModelManager:
         if path is not None and path.is_file():  # a file replaced on disk is a different model
             st = path.stat()
             stamp = f"|{st.st_size}:{st.st_mtime_ns}"
+        elif path is not None and path.is_dir():  # so is a folder whose files changed (stat only)
+            stamp = "|" + fingerprint(path)
         return f"{path or 'hub:' + hub_id}{stamp}|{dtype}|{config or ''}"
 
     def load(self, source: str, config: str | os.PathLike[str] | None = None,
@@ -288,6 +291,7 @@ class ModelManager:
                 self._touch(entry)
                 progress(1.0, "model already loaded")
                 return entry
+            self._drop_stale(path, key)
             if path is None:
                 path = _hub_download(hub_id, progress, self.dtype.itemsize == 2)
             family = detect_family(path)
@@ -304,6 +308,17 @@ class ModelManager:
             self._enforce_budget(keep=key)
             progress(1.0, f"loaded {path.name}")
             return entry
+
+    def _drop_stale(self, path: Path | None, key: str) -> None:
+        """Unload the pipelines of an older version of the same file or folder (replaced on disk)."""
+        if path is None:
+            return
+        stale = [k for k, e in self._entries.items() if e.source == str(path) and k != key
+                 and k.split("|")[-2:] == key.split("|")[-2:]]  # same dtype and config, other stamp
+        for k in stale:
+            del self._entries[k]
+        if stale and self.device != "cpu":
+            release_memory(self.device)
 
     def _read(self, path: Path, family: str, config: str | None) -> Any:
         cls = pipeline_class(family)

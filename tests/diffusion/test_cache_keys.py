@@ -42,6 +42,27 @@ def test_replacing_a_checkpoint_on_disk_reloads_it(tmp_path, tiny_sd_ckpt, tiny_
     assert models.loads == loads + 1  # the manager does not hand back the old file's pipeline
 
 
+def test_replacing_a_diffusers_folder_reloads_it_and_unloads_the_old_one(tmp_path, tiny_sd_dir):
+    import numpy as np
+
+    from tests.diffusion.conftest import txt2img_graph
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_sd_dir, folder)
+    eng = Engine(settings=EngineSettings(device="cpu"))
+    models = eng.services.get("models")
+    first = run_ok(eng, txt2img_graph(folder, seed=2)).output("gen")
+    weights = next((folder / "unet").glob("*.safetensors"))
+    tensors = load_file(str(weights))
+    tensors = {k: v * 1.5 if k.endswith("weight") else v for k, v in tensors.items()}
+    save_file(tensors, str(weights))  # the folder is replaced by a retrained model
+    second = run_ok(eng, txt2img_graph(folder, seed=2))
+    assert second.status["load"] == "done" and models.loads == 2
+    assert np.abs(second.output("gen") - first).mean() > 1e-3  # the new weights, not the old pipeline
+    assert len(models.loaded()) == 1  # the old version's pipeline is gone, not kept beside it
+    eng.shutdown()
+
+
 def test_a_diffusers_folder_of_pickle_weights_is_refused(tmp_path, tiny_sd_dir):
     import torch
 
