@@ -125,6 +125,8 @@ def train_lora(
         raise Cancelled(f"{exc}; run again with resume on to continue") from None
     except (DatasetError, BaseModelError, CheckpointError, ConfigError) as exc:
         raise ValueError(str(exc)) from None
+    finally:
+        trainer.close()  # the LoRA node downstream loads the base again: free this copy first
     ctx.annotate("lora_training", {"file": result.lora.name, "steps": result.steps, "network": cfg.network,
                                    "rank": cfg.rank, "alpha": cfg.alpha})
     return result.lora

@@ -366,6 +366,20 @@ class Trainer:
         self.log(f"saved {result.lora} (and {result.peft.name}) after {step} steps")
         return result
 
+    def close(self) -> None:
+        """Free the model copy, optimizer state and cached latents now, and return the GPU memory:
+        a workflow samples with the base right after training. Collected explicitly because
+        callbacks (a node's `on_samples`) usually close over the trainer, a reference cycle."""
+        import gc
+
+        from app.engine.devices import release_memory
+
+        self.base = self.cache = self.optimizer = self.lr_scheduler = self.scaler = None
+        self.on_samples = None
+        gc.collect()
+        if getattr(self, "device", "cpu") != "cpu":
+            release_memory(self.device)
+
     def _park_encoders(self, to: str = "cpu") -> None:
         """After an epoch every latent and caption is cached: move the VAE and the frozen text
         encoders off the training device (a few GB for SDXL). They still encode there if a

@@ -136,3 +136,32 @@ def test_replacing_the_base_model_file_invalidates_the_cached_lora(tmp_path, sty
     weights[name] = weights[name] * 1.5  # a retrained base, same name and size
     save_file(weights, str(base))
     assert signature() != before
+
+
+def test_the_trained_model_copy_is_freed_when_the_node_returns(tmp_path, style_folder, tiny_sd_dir, engine,
+                                                               settings_file, monkeypatch):
+    """Sampling nodes after Train LoRA load the base again: training's own copy must be gone by then,
+    not left for the garbage collector (on a GPU it would hold a second model's worth of memory)."""
+    import gc
+    import weakref
+
+    import app.training.base
+
+    copies = []
+    load_base = app.training.base.load_base
+
+    def spy(*args, **kwargs):
+        base = load_base(*args, **kwargs)
+        copies.append(weakref.ref(base.unet))
+        return base
+
+    monkeypatch.setattr(app.training.base, "load_base", spy)
+    gc.disable()  # what the collector might free by chance must not pass the test
+    try:
+        result = engine.run(_graph(style_folder, tiny_sd_dir, tmp_path / "f.safetensors", settings_file, steps=1),
+                            targets=["train"])
+        alive = [ref() is not None for ref in copies]
+    finally:
+        gc.enable()
+    assert result.ok, result.errors
+    assert alive == [False]
