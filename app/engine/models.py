@@ -374,6 +374,7 @@ class ModelManager:
         def used(device: str) -> int:
             return sum(e.nbytes for e in self._entries.values() if e.device == device)
 
+        moved = False
         for key in list(self._entries):
             if used(self.device) <= self.budget:
                 break
@@ -386,6 +387,9 @@ class ModelManager:
             with e.lock:
                 e.pipe = e.pipe.to("cpu")
                 e.device = "cpu"
+                moved = True
+        if moved:  # hand the freed blocks back, so free-memory readings (slicing/tiling policy) see them
+            release_memory(self.device)
         if self.device != "cpu":
             for key in [k for k, e in self._entries.items() if e.device == "cpu" and k != keep]:
                 if used("cpu") <= self.host_budget:

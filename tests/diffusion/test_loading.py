@@ -194,14 +194,19 @@ def test_inpainting_single_file_loads_and_only_inpaints(engine, tiny_sd_ckpt, ti
 
 def test_on_a_gpu_the_least_recently_used_model_moves_to_the_cpu_first(tiny_sd_dir, tiny_sdxl_dir, monkeypatch):
     """The budget policy on a GPU, with placement stubbed (this machine has none)."""
+    from app.engine import models as models_mod
     from app.engine.models import ModelManager
 
     models = ModelManager()
     models.device, models.budget, models.host_budget = "cuda", 1, 1 << 40
     monkeypatch.setattr(models, "_place", lambda pipe: pipe)
+    released = []
+    monkeypatch.setattr(models_mod, "release_memory", released.append)
     sd = models.load(str(tiny_sd_dir))
+    assert released == []
     xl = models.load(str(tiny_sdxl_dir))
     assert (sd.device, xl.device) == ("cpu", "cuda") and len(models.loaded()) == 2
+    assert released == ["cuda"]  # the moved model's cached blocks go back to the driver
     handle = type("Handle", (), {"key": sd.key, "source": sd.source, "extra": {}})()
     assert models.entry(handle) is sd and (sd.device, xl.device) == ("cuda", "cpu")
     assert models.loads == 2  # moved back, not read again
