@@ -56,7 +56,7 @@ def test_full_precision_fetches_only_the_plain_weights():
     assert set(files) == COMMON | {"text_encoder/model.safetensors", "text_encoder_2/model.safetensors",
                                    "unet/diffusion_pytorch_model.safetensors",
                                    "vae/diffusion_pytorch_model.safetensors"}
-    assert not any(f.startswith(("vae_1_0/", "vae_decoder/")) or "/" not in f and f != "model_index.json"
+    assert not any(f.startswith(("vae_1_0/", "vae_decoder/")) or ("/" not in f and f != "model_index.json")
                    for f in files)
 
 
