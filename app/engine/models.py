@@ -120,6 +120,30 @@ def detect_family(path: Path) -> str:
                      "keys in the original layout)")
 
 
+def sd2_prediction(path: Path, explicit_config: str | None) -> tuple[str | None, str]:
+    """(scheduler prediction type to force or None, warning) for an SD 2.x single file.
+
+    The shipped SD 2.x config is the 768-v model (v-prediction). A checkpoint's SAI model-spec
+    metadata (`modelspec.prediction_type`) says which it is when present; the weights themselves
+    do not say so reliably, so without metadata the assumption is stated instead of guessed.
+    """
+    if explicit_config:
+        return None, ""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    declared = str(meta.get("modelspec.prediction_type", "")).lower()
+    if declared in ("v", "v_prediction", "v-prediction"):
+        return "v_prediction", ""
+    if declared in ("epsilon", "eps"):
+        return "epsilon", ""
+    return None, (f"{path.name}: SD 2.x checkpoint assumed to be a 768 v-prediction model (like "
+                  "stable-diffusion-2-1); for an epsilon model (512-base, most SD 2 fine-tunes at 512) "
+                  "set the Load Model node's `config` port to a diffusers folder of that model, "
+                  "e.g. stabilityai/stable-diffusion-2-1-base")
+
+
 def pipeline_class(family: str, task: str = "txt2img") -> Any:
     import diffusers
 
@@ -261,6 +285,7 @@ class ModelManager:
         self.loads = 0  # base pipelines read from disk (tests and benchmarks count these)
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.RLock()
+        self._warnings: dict[str, str] = {}  # source -> what loading it had to assume
 
     def _default_budget(self) -> int:
         return int(free_memory(self.device) * 0.75)
@@ -303,6 +328,8 @@ class ModelManager:
             pipe = self._place(pipe)
             entry = Entry(key, str(path), family, pipe, self.device, _nbytes(pipe))
             entry.state["load_seconds"] = time.perf_counter() - t0
+            if str(path) in self._warnings:
+                entry.state["warnings"] = [self._warnings.pop(str(path))]
             self._entries[key] = entry
             self._touch(entry)
             self._enforce_budget(keep=key)
@@ -338,7 +365,15 @@ class ModelManager:
                 kwargs["unet"] = UNet2DConditionModel.from_single_file(
                     str(path), config=str(folder), subfolder="unet", local_files_only=True,
                     in_channels=in_channels, dtype=self.dtype)
-            return cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
+            pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
+            if family == "sd2":
+                prediction, warning = sd2_prediction(path, config)
+                if prediction and pipe.scheduler.config.get("prediction_type") != prediction:
+                    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config,
+                                                                      prediction_type=prediction)
+                if warning:
+                    self._warnings[str(path)] = warning
+            return pipe
         except ModelError:
             raise
         except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -67,6 +67,8 @@ def load_model(
     digest = model_hash(path)
     ctx.annotate("model", {"name": path.name, "hash": digest, "family": entry.family})
     ctx.log(f"{path.name}: {entry.family}, {entry.nbytes / 2**20:.0f} MiB on {entry.device}")
+    for warning in entry.state.get("warnings", ()):
+        ctx.log(warning, "warning")
     extra = {"config": str(config)} if config else {}
     return Model(key=entry.key, family=entry.family, source=entry.source, hash=digest, extra=extra)
 

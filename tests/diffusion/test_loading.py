@@ -213,3 +213,22 @@ def test_on_a_gpu_the_least_recently_used_model_moves_to_the_cpu_first(tiny_sd_d
     models.host_budget = 1  # over the host budget too: the model on the CPU is dropped
     models._enforce_budget(keep=sd.key)
     assert models.loaded() == [sd.key]
+
+
+def test_sd2_single_file_prediction_type_from_metadata_or_a_stated_assumption(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from app.engine.models import sd2_prediction
+
+    weights = {"cond_stage_model.model.ln_final.weight": torch.zeros(2)}
+    plain, eps, v = tmp_path / "plain.safetensors", tmp_path / "eps.safetensors", tmp_path / "v.safetensors"
+    save_file(weights, str(plain))
+    save_file(weights, str(eps), metadata={"modelspec.prediction_type": "epsilon"})
+    save_file(weights, str(v), metadata={"modelspec.prediction_type": "v"})
+    prediction, warning = sd2_prediction(plain, None)
+    assert prediction is None
+    assert "plain.safetensors" in warning and "v-prediction" in warning and "`config` port" in warning
+    assert sd2_prediction(eps, None) == ("epsilon", "")
+    assert sd2_prediction(v, None) == ("v_prediction", "")
+    assert sd2_prediction(plain, str(tmp_path)) == (None, "")  # an explicit config decides
