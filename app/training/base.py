@@ -9,7 +9,6 @@ a diffusers folder (`from_pretrained`, offline) or a single `.safetensors` check
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +49,11 @@ def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None
     import torch
 
     from app.engine.models import (
-        PICKLE_SUFFIXES,
         ModelError,
+        _refuse_pickle_folder,
         config_folder,
         detect_family,
+        folder_variant,
         pipeline_class,
         refuse_pickle,
         resolve_source,
@@ -72,8 +72,8 @@ def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None
         if family != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         if path.is_dir():
-            refuse_pickled_folder(path, PICKLE_SUFFIXES, skip={k for k, v in kwargs.items() if v is None})
-            pipe = cls.from_pretrained(str(path), use_safetensors=True, **kwargs)
+            _refuse_pickle_folder(path)  # the model manager's rule: Load Model refuses the same folders
+            pipe = cls.from_pretrained(str(path), use_safetensors=True, variant=folder_variant(path), **kwargs)
         else:
             pipe = cls.from_single_file(str(path), config=str(config_folder(family)), **kwargs)
     except BaseModelError:
@@ -90,16 +90,3 @@ def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None
         if te is not None:
             te.to(device)
     return BaseModel(family, pipe, str(path))
-
-
-def refuse_pickled_folder(path: pathlib.Path, suffixes: tuple[str, ...], skip: Collection[str] = ()) -> None:
-    """Refuse a diffusers folder whose component weights exist only as pickles (old hub repos);
-    components in `skip` (the safety checker) are not loaded, so their files do not matter."""
-    for part in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in skip):
-        files = [f for f in part.iterdir() if f.is_file()]
-        pickles = [f.name for f in files if f.suffix.lower() in suffixes]
-        if pickles and not any(f.suffix == ".safetensors" for f in files):
-            raise BaseModelError(
-                f"{path.name}/{part.name} holds only pickled weights ({', '.join(pickles)}): loading them can run "
-                "code, so training loads .safetensors only; download the folder's safetensors release or convert it "
-                "once where you trust it (`from_pretrained(FOLDER).save_pretrained(NEW, safe_serialization=True)`)")
