@@ -66,6 +66,18 @@ def test_dropping_a_png_with_a_workflow_emits_workflow_dropped(qtbot, tmp_path):
     assert not view.document.graph.nodes  # opened elsewhere (a new tab), not pasted here
 
 
+def test_dropping_a_workflow_json_emits_workflow_dropped(qtbot, tmp_path):
+    g = Graph()
+    g.add_node(NodeInstance("solid_1", "test.canvas.solid", {"value": 0.2}))
+    wf = tmp_path / "mine.json"
+    io.save(g, wf)
+    view = make_view(qtbot)
+    with qtbot.waitSignal(view.workflowDropped) as sig:
+        assert drop(view, file_mime(wf), (0, 0))
+    assert sig.args == [str(wf)]
+    assert not view.document.graph.nodes
+
+
 def test_dropping_images_and_videos_creates_load_nodes(qtbot, tmp_path):
     plain = tmp_path / "photo.png"
     PILImage.fromarray(np.zeros((8, 8, 3), np.uint8)).save(plain)

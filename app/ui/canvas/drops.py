@@ -1,4 +1,4 @@
-"""Files dropped on a canvas: a PNG carrying a workflow opens it; images and videos become Load nodes."""
+"""Files dropped on a canvas: a workflow (.json, or a PNG carrying one) opens; images and videos become Load nodes."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ def drop_files(doc: WorkflowDocument, files: list[pathlib.Path], pos: tuple[floa
                open_workflow: Callable[[str], None], say: Callable[[str], None]) -> list[str]:
     """Add a Load node per image / video (one undo step, stacked from `pos`); returns their ids.
 
-    `open_workflow(path)` is called for each PNG that carries a workflow, `say(text)` for files
+    `open_workflow(path)` is called for each .json and each PNG that carries a workflow, `say(text)` for files
     that cannot be used, with the reason.
     """
     loads: list[tuple[str, pathlib.Path]] = []
     for f in files:
         suffix = f.suffix.lower()
-        if suffix == ".png" and io.workflow_from_png(f) is not None:
-            open_workflow(str(f))
+        if (suffix == ".png" and io.workflow_from_png(f) is not None) or suffix == ".json":
+            open_workflow(str(f))  # the window opens it in a tab and reports a file that is not a workflow
         elif suffix in IMAGE_SUFFIXES:
             loads.append((LOAD_IMAGE, f))
         elif suffix in VIDEO_SUFFIXES:
