@@ -62,10 +62,15 @@ def refuse_pickle(path: Path) -> None:
             "if hasattr(v, 'contiguous')}, 'OUT.safetensors')\"`, or download the .safetensors release.")
 
 
-def _refuse_pickle_folder(path: Path) -> None:
+#: Components a pipeline is built without (`safety_checker=None`): their weights are never read.
+_UNUSED_COMPONENTS = {"safety_checker", "feature_extractor", "image_encoder"}
+
+
+def refuse_pickle_folder(path: Path) -> None:
     """A diffusers folder whose weights are only pickles (.bin/.ckpt): refused, like a .ckpt file."""
     index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
-    for comp in sorted(p for p in path.iterdir() if p.is_dir() and p.name in index):
+    for comp in sorted(p for p in path.iterdir()
+                       if p.is_dir() and p.name in index and p.name not in _UNUSED_COMPONENTS):
         pickles = [f for f in comp.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES]
         if pickles and not any(f.suffix == ".safetensors" for f in comp.iterdir()):
             raise ModelError(
@@ -354,7 +359,7 @@ class ModelManager:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
             if path.is_dir():
-                _refuse_pickle_folder(path)
+                refuse_pickle_folder(path)
                 return cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
                                            variant=folder_variant(path), **kwargs)
             folder = config_folder(family, config)

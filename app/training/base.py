@@ -50,12 +50,12 @@ def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None
 
     from app.engine.models import (
         ModelError,
-        _refuse_pickle_folder,
         config_folder,
         detect_family,
         folder_variant,
         pipeline_class,
         refuse_pickle,
+        refuse_pickle_folder,
         resolve_source,
     )
 
@@ -72,7 +72,7 @@ def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None
         if family != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         if path.is_dir():
-            _refuse_pickle_folder(path)  # the model manager's rule: Load Model refuses the same folders
+            refuse_pickle_folder(path)  # the model manager's rule: Load Model refuses the same folders
             pipe = cls.from_pretrained(str(path), use_safetensors=True, variant=folder_variant(path), **kwargs)
         else:
             pipe = cls.from_single_file(str(path), config=str(config_folder(family)), **kwargs)

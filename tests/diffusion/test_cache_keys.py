@@ -78,3 +78,22 @@ def test_a_diffusers_folder_of_pickle_weights_is_refused(tmp_path, tiny_sd_dir):
     assert "loads only .safetensors" in error and "\n" not in error
     assert eng.services.get("models").loads == 0
     eng.shutdown()
+
+
+def test_a_pickled_safety_checker_does_not_block_a_folder(tmp_path, tiny_sd_dir):
+    """Older SD 1.5 repos ship safety_checker/*.bin; imagebash never loads that part."""
+    import json
+
+    import torch
+
+    folder = tmp_path / "with_checker"
+    shutil.copytree(tiny_sd_dir, folder)
+    (folder / "safety_checker").mkdir()
+    torch.save({"w": torch.zeros(1)}, folder / "safety_checker" / "pytorch_model.bin")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    eng = Engine(settings=EngineSettings(device="cpu"))
+    result = eng.run(make_graph({"load": ("load_model", {"checkpoint": str(folder)})}, []))
+    assert result.ok, result.errors
+    eng.shutdown()
