@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pathlib
 import sys
 import threading
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"imagebash: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `imagebash nodes | head`: the reader left; stop quietly like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 # commands ----------------------------------------------------------------------------------------

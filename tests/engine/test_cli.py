@@ -94,3 +94,12 @@ def test_nodes_listing_text_and_json():
     assert text.returncode == 0
     for d in listed[:5]:
         assert d["id"] in text.stdout
+
+
+def test_listing_into_a_closed_pipe_stops_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "app", "nodes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # like `imagebash nodes | head -1`
+    err = proc.stderr.read().decode()
+    proc.wait(60)
+    assert "Traceback" not in err
