@@ -55,34 +55,34 @@ def test_bad_set_values_exit_2(tmp_path, capsys, monkeypatch):
         assert msg in err, (bad, err)
 
 
-def test_run_with_set_and_plain_progress_lines(tmp_path, capsys, monkeypatch):
-    from app.graph.model import Link, NodeInstance
-    from tests.engine.conftest import SINK, make_registry
-
-    monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
-    g = chain(3)
-    g.add_node(NodeInstance("out", "test.sink"))
-    g.connect(Link("n2", "float", "out", "x"))
-    wf = tmp_path / "w.json"
-    io.save(g, wf)
-    assert main(["run", str(wf), "--set", "n1.y=10", "--output-dir", str(tmp_path / "o")]) == 0
-    assert SINK["out"] == 12.0
-    err = capsys.readouterr().err
-    assert "[n1] started" in err and "[out] done" in err and "4 nodes ran (0 cached), 0 failed" in err
-
-
-def test_failed_node_exits_1_and_names_it(tmp_path, capsys, monkeypatch):
+def _chain_into(tmp_path, monkeypatch, length: int, node_type: str):
+    """A saved workflow: a chain of `length` test nodes feeding one `node_type` node named 'end'."""
     from app.graph.model import Link, NodeInstance
     from tests.engine.conftest import make_registry
 
     monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
-    g = chain(1)
-    g.add_node(NodeInstance("b", "test.boom"))
-    g.connect(Link("n0", "float", "b", "x"))
+    g = chain(length)
+    g.add_node(NodeInstance("end", node_type))
+    g.connect(Link(f"n{length - 1}", "float", "end", "x"))
     wf = tmp_path / "w.json"
     io.save(g, wf)
+    return wf
+
+
+def test_run_with_set_and_plain_progress_lines(tmp_path, capsys, monkeypatch):
+    from tests.engine.conftest import SINK
+
+    wf = _chain_into(tmp_path, monkeypatch, 3, "test.sink")
+    assert main(["run", str(wf), "--set", "n1.y=10", "--output-dir", str(tmp_path / "o")]) == 0
+    assert SINK["end"] == 12.0
+    err = capsys.readouterr().err
+    assert "[n1] started" in err and "[end] done" in err and "4 nodes ran (0 cached), 0 failed" in err
+
+
+def test_failed_node_exits_1_and_names_it(tmp_path, capsys, monkeypatch):
+    wf = _chain_into(tmp_path, monkeypatch, 1, "test.boom")
     assert main(["run", str(wf)]) == 1
-    assert "node 'b' failed: boom at 1.0" in capsys.readouterr().err
+    assert "node 'end' failed: boom at 1.0" in capsys.readouterr().err
 
 
 def test_nodes_listing_text_and_json():
