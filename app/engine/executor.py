@@ -129,6 +129,11 @@ class NodeContext:
     def service(self, name: str) -> Any:
         return self._engine.services.get(name)
 
+    def device_lock(self) -> threading.RLock:
+        """The engine's device lock, for a node that does io first and device work after (Load
+        Model downloads without it, then loads under it); gpu nodes already run holding it."""
+        return self._engine.gpu_lock
+
     def annotate(self, key: str, value: Any) -> None:
         """Record provenance (a model hash, a LoRA) that Save nodes downstream embed in files."""
         self._run.annotations.setdefault(self.node_id, {})[key] = value
