@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from app.engine.model_configs import byte_chars
-from nodes.diffusion.lora_keys import ldm_unet_prefixes, to_ldm_name
+from nodes.diffusion.unet_names import ldm_unet_prefixes, to_ldm_name
 
 SEED = 1234
 TE_HIDDEN = 32

@@ -24,12 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.training.adapters import LayerWeights
+from nodes.diffusion.unet_names import ldm_prefixes, to_ldm_name
 
 
 @dataclass
@@ -49,45 +49,16 @@ class AdapterExport:
 
 
 # U-Net names -------------------------------------------------------------------------------------
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-           "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
-
-
 def sgm_unet_name(name: str, layers_per_block: int, up_block_types: tuple[str, ...] = ()) -> str:
-    """A diffusers U-Net module name in SGM/LDM naming (as SDXL checkpoints and kohya use)."""
-    per = layers_per_block + 1
-    m = re.match(r"(down|up)_blocks\.(\d+)\.(attentions|resnets)\.(\d+)\.(.+)$", name)
-    if m:
-        side, i, kind, j, rest = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
-        idx = 1 + i * per + j if side == "down" else i * per + j
-        blocks = "input_blocks" if side == "down" else "output_blocks"
-        return f"{blocks}.{idx}.{1 if kind == 'attentions' else 0}.{_inner(kind, rest)}"
-    m = re.match(r"mid_block\.(attentions|resnets)\.(\d+)\.(.+)$", name)
-    if m:
-        kind, j, rest = m.group(1), int(m.group(2)), m.group(3)
-        idx = 1 if kind == "attentions" else 2 * j
-        return f"middle_block.{idx}.{_inner(kind, rest)}"
-    m = re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv$", name)
-    if m:
-        return f"input_blocks.{(int(m.group(1)) + 1) * per}.0.op"
-    m = re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv$", name)
-    if m:
-        i = int(m.group(1))
-        has_attn = i < len(up_block_types) and "CrossAttn" in up_block_types[i]
-        return f"output_blocks.{i * per + layers_per_block}.{2 if has_attn else 1}.conv"
-    fixed = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
-             "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
-             "add_embedding.linear_2": "label_emb.0.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
-    if name in fixed:
-        return fixed[name]
-    raise ValueError(f"cannot name U-Net layer '{name}' in SGM form")
+    """A diffusers U-Net module name in SGM/LDM naming (as SDXL checkpoints and kohya use).
 
-
-def _inner(kind: str, rest: str) -> str:
-    if kind == "attentions":
-        return rest
-    head, _, tail = rest.partition(".")
-    return _RESNET.get(head, head) + (f".{tail}" if tail else "")
+    Through `nodes.diffusion.unet_names`, the table the LoRA reader resolves such keys with, so
+    every key written here reads back to the module it came from.
+    """
+    sgm = to_ldm_name(name, ldm_prefixes(int(layers_per_block), tuple(up_block_types)))
+    if sgm is None:
+        raise ValueError(f"cannot name U-Net layer '{name}' in SGM form")
+    return sgm
 
 
 def kohya_unet_key(name: str, family: str, layers_per_block: int = 2, up_block_types: tuple[str, ...] = ()) -> str:

@@ -4,7 +4,7 @@ Accepted key styles:
 - kohya / A1111 / LyCORIS: `lora_unet_<module_with_underscores>.lora_down.weight` / `.lora_up.weight`
   / `.alpha` / `.dora_scale`, text encoders as `lora_te_` (SD), `lora_te1_` / `lora_te2_` (SDXL).
   UNet names may be diffusers-style (`down_blocks_0_attentions_0_...`) or LDM-style
-  (`input_blocks_1_1_...`).
+  (`input_blocks_1_1_...`, through `nodes.diffusion.unet_names`, the table the exporter writes with).
 - diffusers / peft: `unet.<module>.lora_A.weight` / `lora_B`, `text_encoder.` / `text_encoder_2.`,
   `base_model.model.<module>...` (a bare peft model), `...lora_magnitude_vector` (DoRA), and the
   old attention-processor form `...processor.to_q_lora.down.weight`.
@@ -17,8 +17,11 @@ module is reported in `unmatched`, never silently dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from nodes.diffusion.unet_names import ldm_unet_prefixes, to_ldm_name
 
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 _KOHYA_PREFIX = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
@@ -62,52 +65,10 @@ class ParsedLora:
         return sum(len(c) for c in self.modules.values())
 
 
-def ldm_unet_prefixes(config: dict) -> list[tuple[str, str]]:
-    """(diffusers prefix, LDM prefix) pairs for a UNet config: blocks, mid block, in/out layers."""
-    n = config["layers_per_block"]
-    n_blocks = len(config["down_block_types"])
-    up_attn = ["CrossAttn" in t for t in config["up_block_types"]]
-    pairs = [("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
-             ("add_embedding.linear_1.", "label_emb.0.0."), ("add_embedding.linear_2.", "label_emb.0.2."),
-             ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
-             ("mid_block.attentions.0.", "middle_block.1.")]
-    pairs += [(f"mid_block.resnets.{j}.", f"middle_block.{2 * j}.") for j in range(2)]
-    for i in range(n_blocks):
-        for j in range(n):
-            k = (n + 1) * i + j + 1
-            pairs.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{k}.0."))
-            pairs.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{k}.1."))
-        pairs.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(n + 1) * (i + 1)}.0.op."))
-        for j in range(n + 1):
-            k = (n + 1) * i + j
-            pairs.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{k}.0."))
-            pairs.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{k}.1."))
-        k = (n + 1) * i + n
-        pairs.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{k}.{2 if up_attn[i] else 1}."))
-    return pairs
-
-
-RESNET_LDM = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
-              ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
-
-
-def to_ldm_name(name: str, pairs: list[tuple[str, str]]) -> str | None:
-    """The LDM name of a diffusers UNet module/parameter name (None when it has none)."""
-    for old, new in pairs:
-        if name.startswith(old):
-            rest = name[len(old):]
-            if ".resnets." in old:
-                for a, b in RESNET_LDM:
-                    if rest == a or rest.startswith(a + "."):
-                        rest = b + rest[len(a):]
-            return new + rest
-    return None
-
-
 class ModuleTable:
     """Every name a LoRA may use for a module of one component, mapped to its real name."""
 
-    def __init__(self, names: list[str], ldm_pairs: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, names: list[str], ldm_pairs: Sequence[tuple[str, str]] | None = None) -> None:
         self.dotted: dict[str, str] = {}
         self.flat: dict[str, str] = {}
         for name in names:

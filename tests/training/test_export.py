@@ -15,6 +15,7 @@ from app.training.export import (
     AdapterExport,
     export_lora,
     kohya_state_dict,
+    kohya_unet_key,
     peft_state_dict,
     sgm_unet_name,
     tensor_hash,
@@ -48,6 +49,49 @@ def test_sgm_names_match_sdxl_checkpoints():
     assert sgm_unet_name("up_blocks.0.upsamplers.0.conv", 2, ("CrossAttnUpBlock2D",)) == "output_blocks.2.2.conv"
     with pytest.raises(ValueError, match="cannot name"):
         sgm_unet_name("something.else", 2)
+
+
+# Names of real SDXL / SD 1.x checkpoints (model.diffusion_model.*) beyond the attention layers.
+_SDXL_LDM = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
+             "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
+             "add_embedding.linear_2": "label_emb.0.2", "down_blocks.0.downsamplers.0.conv": "input_blocks.3.0.op",
+             "down_blocks.1.resnets.0.conv_shortcut": "input_blocks.4.0.skip_connection",
+             "down_blocks.1.resnets.0.time_emb_proj": "input_blocks.4.0.emb_layers.1",
+             "mid_block.resnets.1.conv2": "middle_block.2.out_layers.3",
+             "up_blocks.0.upsamplers.0.conv": "output_blocks.2.2.conv",
+             "up_blocks.1.upsamplers.0.conv": "output_blocks.5.2.conv",
+             "up_blocks.2.resnets.2.conv_shortcut": "output_blocks.8.0.skip_connection", "conv_out": "out.2"}
+_SD_LDM = {"conv_in": "input_blocks.0.0", "down_blocks.2.downsamplers.0.conv": "input_blocks.9.0.op",
+           "up_blocks.0.upsamplers.0.conv": "output_blocks.2.1.conv",
+           "up_blocks.1.upsamplers.0.conv": "output_blocks.5.2.conv",
+           "up_blocks.3.attentions.2.proj_out": "output_blocks.11.1.proj_out", "conv_out": "out.2"}
+
+
+@pytest.mark.parametrize("make, known", [(make_sd_unet, _SD_LDM), (make_sdxl_unet, _SDXL_LDM)],
+                         ids=["sd", "sdxl"])
+def test_every_unet_layer_exported_with_sgm_names_reads_back_as_itself(make, known):
+    """The exporter and the LoRA reader share one diffusers->LDM table: every Linear/Conv2d of the
+    U-Net (not only the attention layers training targets) is written under its SGM name and the
+    reader resolves that key to the same module, conv_in, embeddings and resamplers included."""
+    from types import SimpleNamespace
+
+    from nodes.diffusion.lora_keys import module_tables, parse_lora
+
+    unet = make()
+    names = [n for n, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    layers = {n: adapters.LayerWeights(torch.zeros(1, 1), torch.zeros(1, 1), 1.0) for n in names}
+    table = module_tables(SimpleNamespace(unet=unet))["unet"]
+    types = tuple(unet.config.up_block_types)
+    for name, ldm in known.items():
+        assert sgm_unet_name(name, 2, types) == ldm
+    for family in ("sdxl", "sd1"):  # SGM names for SDXL; SD 1.x keeps diffusers names
+        sd = kohya_state_dict(AdapterExport(family, layers, up_block_types=types))
+        assert len(sd) == 3 * len(names)
+        for name in names:
+            key = kohya_unet_key(name, family, 2, types)
+            assert table.flat[key[len("lora_unet_"):]] == name, key
+        parsed = parse_lora(sd, {"unet": table})
+        assert parsed.unmatched == [] and sorted(parsed.modules["unet"]) == sorted(names)
 
 
 def test_sdxl_unet_keys_agree_with_the_ldm_checkpoint_layout():
