@@ -2,9 +2,10 @@
 
 The node's only fixed parameter is the model reference; everything else (prompt, sizes,
 enums, seed, image inputs) is derived from the model's input schema through the registry's
-`dynamic_inputs` hook and arrives in `**inputs`. The node is io-bound (`io=True`), so several
-run at once next to local GPU work; its result is cached by the engine like any node's, so an
-unchanged node does not call the API (or cost anything) again on a re-run.
+`dynamic_inputs` hook (`SchemaInputs`, which also says why when the schema cannot be read) and
+arrives in `**inputs`. The node is io-bound (`io=True`), so several run at once next to local
+GPU work; its result is cached by the engine like any node's, so an unchanged node does not
+call the API (or cost anything) again on a re-run.
 """
 
 from __future__ import annotations
@@ -41,8 +42,29 @@ def schema_ports(ref: str, params: dict[str, Any], fixed: set[str] = frozenset()
     return [p for p in schema.ports_from_schema(ref, doc) if p.name not in fixed]
 
 
-def _dynamic(params: dict[str, Any]) -> list[PortSpec]:
-    return schema_ports(str(params.get("model") or ""), params)
+class SchemaInputs:
+    """A Replicate node's `dynamic_inputs`: the ports of its model's schema.
+
+    `model` is a preset's fixed reference; without it the node's `model` parameter names the
+    model. When the schema cannot be read the ports are those of the saved values (so the
+    workflow still loads), and `unavailable(params)` says why, in one line naming the model and
+    the cause (e.g. the token refused, 401), for validation to report when a link goes to a port
+    the node cannot show; a run of the node fails with the same line.
+    """
+
+    def __init__(self, model: str | None = None, fixed: frozenset[str] | set[str] = frozenset()) -> None:
+        self.model = model
+        self.fixed = frozenset(fixed)
+
+    def ref(self, params: dict[str, Any]) -> str:
+        return (self.model if self.model is not None else str(params.get("model") or "")).strip()
+
+    def __call__(self, params: dict[str, Any]) -> list[PortSpec]:
+        return schema_ports(self.ref(params), params, self.fixed)
+
+    def unavailable(self, params: dict[str, Any]) -> str | None:
+        """Why the schema's ports cannot be had right now (one line), or None when they can."""
+        return schema.unavailable(self.ref(params))
 
 
 def _api_value(client: Any, doc: dict, name: str, value: Any, *, ref: str, limits: Limits,
@@ -113,7 +135,7 @@ def run_model(ctx: Context, ref: str, inputs: dict[str, Any]) -> ReplicateOutput
 
 
 @node("imagebash.replicate.run", version=1, title="Replicate Run", category="online/replicate",
-      io=True, dynamic_inputs=_dynamic)
+      io=True, dynamic_inputs=SchemaInputs())
 def replicate_run(ctx: Context,
                   model: Annotated[str, Help("owner/name or owner/name:version")] = "black-forest-labs/flux-schnell",
                   **inputs: Any) -> ReplicateOutputs:

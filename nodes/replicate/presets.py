@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from nodes.registry import node
-from nodes.replicate.nodes import ReplicateOutputs, run_model, schema_ports
+from nodes.replicate.nodes import ReplicateOutputs, SchemaInputs, run_model
 from nodes.types import Context, Image, Multiline, Range, Seed
 
 
@@ -59,9 +59,6 @@ def make_preset_node(preset: Preset) -> Any:
     def run(ctx: Context, **inputs: Any) -> ReplicateOutputs:
         return run_model(ctx, preset.model, inputs)
 
-    def dynamic(params: dict[str, Any]) -> list:
-        return schema_ports(preset.model, params, fixed)
-
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
     for name, ann in preset.ports.items():
         default = preset.values.get(name, inspect.Parameter.empty)
@@ -73,7 +70,7 @@ def make_preset_node(preset: Preset) -> Any:
     run.__doc__ = (f"{preset.description}\n\nModel: {preset.model} (more inputs appear from its schema "
                    "when Replicate can be reached).")
     return node(preset.id, version=1, title=preset.title, category=preset.category, io=True,
-                dynamic_inputs=dynamic)(run)
+                dynamic_inputs=SchemaInputs(preset.model, fixed))(run)
 
 
 PRESET_NODES = {p.id: make_preset_node(p) for p in PRESETS}

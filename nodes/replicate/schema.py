@@ -5,7 +5,9 @@ a schema is read from memory, then from `cache_dir()/replicate/schemas`, and onl
 API. A pinned version never changes, so its file is kept for good; a bare `owner/name` follows
 the model's latest version and is refreshed once a day (the stale copy serves when offline). A
 failed fetch is remembered for a short while, so an offline editor does not stall on every
-repaint.
+repaint. The failure is a line naming the model and the cause (the token refused, 401; no credit,
+402; no access, 403; no such model or version, 404; the network), and `unavailable` hands it to
+whoever asks why a port is missing, so validation can say that instead of guessing.
 
 Ports follow the schema's `x-order`: strings (multi-line for prompts), integers and numbers
 with their minimum/maximum, enums as combo boxes (an Enum built per schema and reused, so
@@ -140,12 +142,30 @@ def load_schema(ref: str, settings: Any = None, refresh: bool = False) -> dict:
     return fresh
 
 
+def unavailable(ref: str, settings: Any = None) -> str | None:
+    """Why the schema of `ref` cannot be had right now (one line naming the model), or None.
+
+    Goes through `load_schema`, so right after a failed fetch it answers from the failure memo
+    without another request.
+    """
+    from nodes.replicate.client import ReplicateNodeError
+
+    try:
+        load_schema((ref or "").strip(), settings)
+    except ReplicateNodeError as exc:
+        return str(exc)
+    return None
+
+
 def fetch_schema(ref: str, settings: Any = None) -> dict:
     """Ask the API for the model (or version) and keep its input schema."""
     from nodes.replicate.client import Limits, ReplicateNodeError, get_client, parse_ref, with_retry
 
     owner, name, version = parse_ref(ref)
-    client = get_client(settings)
+    try:
+        client = get_client(settings)
+    except ReplicateNodeError as exc:  # no token: say which model needed it, as a run does
+        raise ReplicateNodeError(f"Replicate {ref}: {exc}") from None
     limits = Limits.from_settings(settings)
     limits.retry_seconds = min(limits.retry_seconds, 3.0)  # the editor waits on this: fail fast, retry later
     if version:
