@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from app.engine.fingerprint import fingerprint
 from app.engine.model_configs import shipped_config
 
 Progress = Callable[[float, str], None]
-FAMILIES = ("sd1", "sd2", "sdxl")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 
 
@@ -326,13 +324,11 @@ class ModelManager:
                 path = _hub_download(hub_id, progress, self.dtype.itemsize == 2)
             family = detect_family(path)
             progress(0.1 if not hub_id else 0.8, f"loading {family} model {path.name}")
-            t0 = time.perf_counter()
             pipe = self._read(path, family, cfg)
             self.loads += 1
             progress(0.9, f"moving to {self.device}")
             pipe = self._place(pipe)
             entry = Entry(key, str(path), family, pipe, self.device, _nbytes(pipe))
-            entry.state["load_seconds"] = time.perf_counter() - t0
             if str(path) in self._warnings:
                 entry.state["warnings"] = [self._warnings.pop(str(path))]
             self._entries[key] = entry
@@ -460,10 +456,6 @@ class ModelManager:
 
     def entries(self) -> list[Entry]:
         return list(self._entries.values())
-
-    def unload(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
 
     def derived(self, entry: Entry, task: str) -> Any:
         """An img2img/inpaint pipeline sharing the base pipeline's modules (no copy)."""
