@@ -8,8 +8,9 @@ per-pipeline state (loaded LoRA adapters) lives beside it in the entry.
 
 Sources: a single-file `.safetensors` checkpoint (original LDM layout; the component configs
 come from `resources/model_configs/<family>/` or an explicit config folder, so it works
-offline), a diffusers folder, or a hub repo id (downloaded with progress when online). Pickle
-checkpoints are refused. torch and diffusers are imported inside functions.
+offline), a diffusers folder, or a hub repo id (downloaded with progress when online). A
+checkpoint's header is read once (`app.engine.probe`). Pickle checkpoints are refused. torch and
+diffusers are imported inside functions.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from app.engine.devices import free_memory, pick_device, pick_dtype, release_memory
 from app.engine.fingerprint import fingerprint
 from app.engine.model_configs import shipped_config
+from app.engine.probe import Probe, ProbeError, probe
 
 Progress = Callable[[float, str], None]
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -78,23 +80,19 @@ def refuse_pickle_folder(path: Path) -> None:
                 "safe_serialization=True)`), or download its .safetensors release.")
 
 
-def checkpoint_keys(path: Path) -> list[str]:
-    from safetensors import safe_open
-
+def header(path: Path) -> Probe:
+    """The checkpoint's safetensors header (one read per file version, shared by every check)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
-        raise ModelError(f"{path.name} is not a readable .safetensors file: {exc}") from None
+        return probe(path)
+    except ProbeError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def unet_in_channels(path: Path) -> int:
     """Input channels of a single-file checkpoint's UNet (9 for inpainting models)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        key = "model.diffusion_model.input_blocks.0.0.weight"
-        return int(f.get_slice(key).get_shape()[1]) if key in f.keys() else 4
+    h = header(path)
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    return int(h.shape(key)[1]) if key in h else 4
 
 
 def detect_family(path: Path) -> str:
@@ -110,14 +108,14 @@ def detect_family(path: Path) -> str:
         if unet_cfg.is_file() and json.loads(unet_cfg.read_text(encoding="utf-8")).get("cross_attention_dim") == 1024:
             return "sd2"
         return "sd1"
-    keys = checkpoint_keys(path)
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+    h = header(path)
+    if h.has_prefix("conditioner.embedders.1."):
         return "sdxl"
-    if any(k.startswith("cond_stage_model.model.") for k in keys):
+    if h.has_prefix("cond_stage_model.model."):
         return "sd2"
-    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
+    if h.has_prefix("cond_stage_model.transformer."):
         return "sd1"
-    if any(k.startswith(("lora_", "lora_unet", "unet.")) or ".lora_" in k for k in keys[:50]):
+    if h.looks_like_lora():
         raise ModelError(f"{path.name} is a LoRA, not a base model: load it with a LoRA node")
     raise ModelError(f"{path.name} is not a Stable Diffusion 1.x/2.x/XL checkpoint (no UNet/text-encoder "
                      "keys in the original layout)")
@@ -132,11 +130,7 @@ def sd2_prediction(path: Path, explicit_config: str | None) -> tuple[str | None,
     """
     if explicit_config:
         return None, ""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    declared = str(meta.get("modelspec.prediction_type", "")).lower()
+    declared = str(header(path).metadata.get("modelspec.prediction_type", "")).lower()
     if declared in ("v", "v_prediction", "v-prediction"):
         return "v_prediction", ""
     if declared in ("epsilon", "eps"):

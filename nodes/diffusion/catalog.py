@@ -35,19 +35,16 @@ def search_dirs(kind: str) -> list[Path]:
     return [root / sub if sub else root for root in models_dirs() for sub in subs]
 
 
-def _is_lora_file(path: Path) -> bool:
-    from safetensors import safe_open
+def _kind_of(path: Path) -> str | None:
+    """"lora" or "checkpoint" for a .safetensors file, from its header (one memoised read, which
+    Load Model's detection then reuses); None for a file that is not readable safetensors, so it
+    is listed as neither."""
+    from app.engine.probe import ProbeError, probe
 
     try:
-        with safe_open(str(path), framework="np") as f:
-            for i, key in enumerate(f.keys()):
-                if key.startswith("lora_") or ".lora_" in key or ".lora." in key:
-                    return True
-                if i > 20:
-                    break
-    except Exception:  # noqa: BLE001 - an unreadable file is listed as neither
-        return False
-    return False
+        return "lora" if probe(path).looks_like_lora() else "checkpoint"
+    except ProbeError:
+        return None
 
 
 def _listing(kind: str) -> list[str]:
@@ -56,7 +53,7 @@ def _listing(kind: str) -> list[str]:
         if not folder.is_dir():
             continue
         for p in sorted(folder.iterdir()):
-            if p.is_file() and p.suffix.lower() == ".safetensors" and _is_lora_file(p) == (kind == "lora"):
+            if p.is_file() and p.suffix.lower() == ".safetensors" and _kind_of(p) == kind:
                 found.setdefault(p.name, None)
             elif kind == "checkpoint" and p.is_dir() and (p / "model_index.json").is_file():
                 found.setdefault(p.name, None)
