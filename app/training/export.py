@@ -14,22 +14,36 @@ Here:
 The peft file keeps peft names (`unet.<module>.lora_A.weight`) with diffusers' adapter metadata.
 Its alpha/rank scale is folded into `lora_B` and `lora_alpha` written as the rank, so every
 loader gives the same weights whether it reads diffusers' metadata or, like many, assumes
-alpha = rank when a peft file has no alpha. Its DoRA magnitudes are `lora_magnitude_vector` of
-shape (1, in): a stock peft loader, which expects (out,), refuses them loudly instead of
-applying them on the wrong axis.
+alpha = rank when a peft file has no alpha.
+
+A DoRA gets no peft file. The trainer's DoRA is input-axis, W' = (W + dW) * (m / ||W + dW||_col)
+with a magnitude per input channel (what kohya, LyCORIS and ComfyUI use); peft's and diffusers'
+DoRA is output-axis, W' = (m / ||W + dW||_row) * (W + dW). To match, peft would need a dW' with
+W + dW' = D1 (W + dW) D2 for diagonal D1, D2: full-rank in general, not the rank r of a LoRA.
+Written with (1, in) magnitudes, diffusers' `load_lora_weights` refuses the file with a size
+mismatch; written as output-axis magnitudes it would load a different model. So the export
+says why in its log and writes the kohya file only, which imagebash and ComfyUI load exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.training.adapters import LayerWeights
 from nodes.diffusion.unet_names import ldm_prefixes, to_ldm_name
+
+_log = logging.getLogger(__name__)
+
+NO_DORA_TWIN = ("this DoRA scales input channels (kohya/LyCORIS/ComfyUI form), which diffusers/peft DoRA "
+                "(output channels) cannot express, so there is no diffusers/peft file; load the kohya "
+                ".safetensors file itself (imagebash, ComfyUI).")
+"""Why an input-axis DoRA gets no diffusers/peft twin: the reason the export logs."""
 
 
 @dataclass
@@ -45,7 +59,8 @@ class AdapterExport:
 
     @property
     def is_dora(self) -> bool:
-        return any(w.magnitude is not None for w in self.unet.values())
+        """Whether any adapted layer, U-Net or text encoder, carries a DoRA magnitude."""
+        return any(w.magnitude is not None for layers in (self.unet, *self.text_encoders) for w in layers.values())
 
 
 # U-Net names -------------------------------------------------------------------------------------
@@ -104,15 +119,18 @@ def _te_prefix(i: int) -> str:
 
 
 def peft_state_dict(a: AdapterExport) -> dict[str, Any]:
-    """Tensors in diffusers' peft form: `unet.<module>.lora_A.weight` and so on (scale in lora_B)."""
+    """Tensors in diffusers' peft form: `unet.<module>.lora_A.weight` and so on (scale in lora_B).
+
+    Plain LoRA only: an input-axis DoRA has no peft form (see the module docstring).
+    """
+    if a.is_dora:
+        raise ValueError(NO_DORA_TWIN)
     out: dict[str, Any] = {}
     groups = [("unet", a.unet)] + [(_te_prefix(i), te) for i, te in enumerate(a.text_encoders)]
     for prefix, layers in groups:
         for name, w in layers.items():
             out[f"{prefix}.{name}.lora_A.weight"] = w.down.contiguous()
             out[f"{prefix}.{name}.lora_B.weight"] = (w.up * (w.alpha / w.rank)).contiguous()
-            if w.magnitude is not None:
-                out[f"{prefix}.{name}.lora_magnitude_vector"] = w.magnitude.reshape(1, -1).contiguous()
     return out
 
 
@@ -163,14 +181,25 @@ def peft_path_for(path: str | pathlib.Path) -> pathlib.Path:
     return p.with_name(p.stem + ".peft.safetensors")
 
 
-def export_lora(a: AdapterExport, path: str | pathlib.Path,
-                metadata: Mapping[str, str]) -> tuple[pathlib.Path, pathlib.Path]:
-    """Write the kohya file at `path` and the peft twin beside it; returns both paths."""
+def export_lora(a: AdapterExport, path: str | pathlib.Path, metadata: Mapping[str, str],
+                log: Callable[[str], None] | None = None) -> tuple[pathlib.Path, pathlib.Path | None]:
+    """Write the kohya file at `path` and, for a plain LoRA, the peft twin beside it.
+
+    Returns (kohya path, twin path or None). For a DoRA `log` (default: this module's logger)
+    gets one line saying why there is no twin, and a twin left by an earlier export of the same
+    name is deleted: it would load as a different adapter.
+    """
     path = pathlib.Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     write_safetensors(path, kohya_state_dict(a), metadata)
     twin = peft_path_for(path)
+    if a.is_dora:
+        stale = twin.is_file()
+        twin.unlink(missing_ok=True)
+        (log or _log.warning)(f"{path.name}: no {twin.name} written{' (old one deleted)' if stale else ''}: "
+                              + NO_DORA_TWIN)
+        return path, None
     peft_meta = {"format": "pt", "lora_adapter_metadata": json.dumps(peft_adapter_metadata(a), sort_keys=True)}
     peft_meta |= {k: v for k, v in metadata.items() if k.startswith(("modelspec.", "imagebash."))}
     write_safetensors(twin, peft_state_dict(a), peft_meta)

@@ -198,7 +198,7 @@ def test_input_axis_dora_loads_back_into_a_fresh_model():
 
 def test_files_have_string_metadata_hash_and_a_peft_twin(tmp_path):
     unet = make_sd_unet()
-    a = AdapterExport("sd1", _adapted(unet, "unet", dora=True), targets={"unet": list(adapters.UNET_ATTENTION)})
+    a = AdapterExport("sd1", _adapted(unet, "unet"), targets={"unet": list(adapters.UNET_ATTENTION)})
     kohya, twin = export_lora(a, tmp_path / "style.safetensors", {"ss_network_dim": "4", "modelspec.title": "t"})
     with safe_open(str(kohya), framework="pt") as f:
         meta = f.metadata()
@@ -210,8 +210,14 @@ def test_files_have_string_metadata_hash_and_a_peft_twin(tmp_path):
         tmeta = f.metadata()
         keys = list(f.keys())
     cfg = json.loads(tmeta["lora_adapter_metadata"])
-    assert cfg["unet.r"] == 4 and cfg["unet.lora_alpha"] == 4 and cfg["unet.use_dora"] is True  # scale in B
+    assert cfg["unet.r"] == 4 and cfg["unet.lora_alpha"] == 4 and cfg["unet.use_dora"] is False  # scale in B
     assert tmeta["modelspec.title"] == "t"
     assert "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight" in keys
-    mag = load_file(str(twin))["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_magnitude_vector"]
-    assert mag.shape == (1, 32)
+
+
+def test_input_axis_dora_has_no_peft_form():
+    """peft's DoRA is output-axis: a peft state dict of the trainer's DoRA would be refused by
+    diffusers (magnitudes (1, in) where it wants (out,)), or wrong if reshaped, so none is made."""
+    a = AdapterExport("sd1", _adapted(make_sd_unet(), "unet", dora=True))
+    with pytest.raises(ValueError, match="input channels"):
+        peft_state_dict(a)
