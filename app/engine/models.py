@@ -8,7 +8,8 @@ per-pipeline state (loaded LoRA adapters) lives beside it in the entry.
 
 Sources: a single-file `.safetensors` checkpoint (original LDM layout; the component configs
 come from `resources/model_configs/<family>/` or an explicit config folder, so it works
-offline), a diffusers folder, or a hub repo id (downloaded with progress when online). A
+offline), a diffusers folder, or a hub repo id (downloaded with progress when online). One
+reader, `read_pipeline`, builds the pipeline; the trainer calls it too, for its private copy. A
 checkpoint's header is read once (`app.engine.probe`). Pickle checkpoints are refused. torch and
 diffusers are imported inside functions.
 """
@@ -253,6 +254,50 @@ def folder_variant(path: Path) -> str | None:
     return variant or None
 
 
+def read_pipeline(path: Path, family: str, config: str | None, dtype: Any) -> tuple[Any, list[str]]:
+    """(pipeline on the CPU in `dtype`, warnings) for a local diffusers folder or single file.
+
+    The one reader of base models: the model manager (shared pipelines) and the trainer (a
+    private copy it injects adapters into) both call it, so every rule applies to both: pickle
+    folders refused, the fp16 weight variant of a half-precision hub download, the offline
+    configs of single files, 9-channel inpainting U-Nets, and the SD 2.x prediction type from the
+    file's metadata (or a warning stating the v-prediction assumption). Placement is the caller's.
+    """
+    cls = pipeline_class(family)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if family != "sdxl":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    warnings: list[str] = []
+    try:
+        if path.is_dir():
+            refuse_pickle_folder(path)
+            pipe = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                       variant=folder_variant(path), **kwargs)
+            return pipe, warnings
+        folder = config_folder(family, config)
+        in_channels = unet_in_channels(path)
+        if in_channels != 4:  # an inpainting checkpoint (9 channels: latents, mask, masked image)
+            from diffusers import UNet2DConditionModel
+
+            kwargs["unet"] = UNet2DConditionModel.from_single_file(
+                str(path), config=str(folder), subfolder="unet", local_files_only=True,
+                in_channels=in_channels, dtype=dtype)
+        pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
+        if family == "sd2":
+            prediction, warning = sd2_prediction(path, config)
+            if prediction and pipe.scheduler.config.get("prediction_type") != prediction:
+                pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config,
+                                                                  prediction_type=prediction)
+            if warning:
+                warnings.append(warning)
+        return pipe, warnings
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load {path.name} as {family}: {first[:200]}") from exc
+
+
 def resolve_source(source: str, search: list[Path] | None = None) -> tuple[Path | None, str]:
     """(local path or None, hub id): absolute/relative paths, names in the models folders, hub ids."""
     raw = os.path.expanduser(str(source).strip())
@@ -282,7 +327,6 @@ class ModelManager:
         self.loads = 0  # base pipelines read from disk (tests and benchmarks count these)
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.RLock()
-        self._warnings: dict[str, str] = {}  # source -> what loading it had to assume
 
     def _default_budget(self) -> int:
         return int(free_memory(self.device) * 0.75)
@@ -318,13 +362,13 @@ class ModelManager:
                 path = _hub_download(hub_id, progress, self.dtype.itemsize == 2)
             family = detect_family(path)
             progress(0.1 if not hub_id else 0.8, f"loading {family} model {path.name}")
-            pipe = self._read(path, family, cfg)
+            pipe, warnings = read_pipeline(path, family, cfg, self.dtype)
             self.loads += 1
             progress(0.9, f"moving to {self.device}")
             pipe = self._place(pipe)
             entry = Entry(key, str(path), family, pipe, self.device, _nbytes(pipe))
-            if str(path) in self._warnings:
-                entry.state["warnings"] = [self._warnings.pop(str(path))]
+            if warnings:
+                entry.state["warnings"] = warnings
             self._entries[key] = entry
             self._touch(entry)
             self._enforce_budget(keep=key)
@@ -341,39 +385,6 @@ class ModelManager:
             del self._entries[k]
         if stale and self.device != "cpu":
             release_memory(self.device)
-
-    def _read(self, path: Path, family: str, config: str | None) -> Any:
-        cls = pipeline_class(family)
-        kwargs: dict[str, Any] = {"dtype": self.dtype}
-        if family != "sdxl":
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
-        try:
-            if path.is_dir():
-                refuse_pickle_folder(path)
-                return cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
-                                           variant=folder_variant(path), **kwargs)
-            folder = config_folder(family, config)
-            in_channels = unet_in_channels(path)
-            if in_channels != 4:  # an inpainting checkpoint (9 channels: latents, mask, masked image)
-                from diffusers import UNet2DConditionModel
-
-                kwargs["unet"] = UNet2DConditionModel.from_single_file(
-                    str(path), config=str(folder), subfolder="unet", local_files_only=True,
-                    in_channels=in_channels, dtype=self.dtype)
-            pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
-            if family == "sd2":
-                prediction, warning = sd2_prediction(path, config)
-                if prediction and pipe.scheduler.config.get("prediction_type") != prediction:
-                    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config,
-                                                                      prediction_type=prediction)
-                if warning:
-                    self._warnings[str(path)] = warning
-            return pipe
-        except ModelError:
-            raise
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelError(f"cannot load {path.name} as {family}: {first[:200]}") from exc
 
     def _place(self, pipe: Any) -> Any:
         pipe.set_progress_bar_config(disable=True)  # progress goes to the node's events instead

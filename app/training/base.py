@@ -1,15 +1,17 @@
 """Load a base model for training: a private copy, because training injects adapters into it.
 
-The model manager's pipelines are shared with sampling nodes, so the trainer loads its own from
-a diffusers folder (`from_pretrained`, offline) or a single `.safetensors` checkpoint
-(`from_single_file` with the offline configs in `resources/model_configs/`). Pickled weights
-(`.ckpt` files, or a folder of `.bin` files) are refused: they can run code when loaded.
+The model manager's pipelines are shared with sampling nodes, so the trainer loads its own, but
+through the manager's reader (`app.engine.models.read_pipeline`): the same family detection,
+offline single-file configs, SD 2.x prediction type (the loss target follows it) and refusal of
+pickled weights (`.ckpt` files, or a folder of `.bin` files), so Load Model and Train LoRA cannot
+disagree about what a file is. Only the dtype and the device placement are the trainer's; an
+inpainting (9-channel) U-Net is read right and then refused, as the objective is text-to-image.
 """
 
 from __future__ import annotations
 
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -24,6 +26,7 @@ class BaseModel:
     family: str
     pipe: Any
     source: str
+    warnings: list[str] = field(default_factory=list)  # what loading had to assume (for the log)
 
     @property
     def unet(self) -> Any:
@@ -45,19 +48,10 @@ class BaseModel:
 def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None,
               search: list[pathlib.Path] | None = None) -> BaseModel:
     """Load `source` (a diffusers folder or a single .safetensors file, or a name in the models
-    folders) for training; the family detection and configs are the model manager's."""
+    folders) for training, with the model manager's reader; `warnings` says what it assumed."""
     import torch
 
-    from app.engine.models import (
-        ModelError,
-        config_folder,
-        detect_family,
-        folder_variant,
-        pipeline_class,
-        refuse_pickle,
-        refuse_pickle_folder,
-        resolve_source,
-    )
+    from app.engine.models import ModelError, detect_family, read_pipeline, refuse_pickle, resolve_source
 
     if not str(source).strip():
         raise BaseModelError("no base model given (--base FOLDER_OR_FILE)")
@@ -67,26 +61,22 @@ def load_base(source: str | pathlib.Path, device: str = "cpu", dtype: Any = None
             raise BaseModelError(f"base model not found: {source} (training needs a local file or folder)")
         refuse_pickle(path)
         family = detect_family(path)
-        cls = pipeline_class(family)
-        kwargs: dict[str, Any] = {"dtype": dtype or torch.float32, "local_files_only": True}
-        if family != "sdxl":
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
-        if path.is_dir():
-            refuse_pickle_folder(path)  # the model manager's rule: Load Model refuses the same folders
-            pipe = cls.from_pretrained(str(path), use_safetensors=True, variant=folder_variant(path), **kwargs)
-        else:
-            pipe = cls.from_single_file(str(path), config=str(config_folder(family)), **kwargs)
+        pipe, warnings = read_pipeline(path, family, None, dtype or torch.float32)
     except BaseModelError:
         raise
     except ModelError as exc:
         raise BaseModelError(str(exc)) from None
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # e.g. an unreadable model_index.json
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BaseModelError(f"cannot load base model {source}: {first[:200]}") from None
+    in_channels = pipe.unet.config.in_channels
+    if in_channels != 4:  # read correctly, but the trainer's objective feeds 4-channel latents
+        raise BaseModelError(f"{path.name} is an inpainting model ({in_channels}-channel U-Net): LoRA training "
+                             "uses the text-to-image objective; train on the model it was made from")
     pipe.set_progress_bar_config(disable=True)
     pipe.vae.to(device)  # kept in float32: SDXL's VAE overflows in fp16, and it encodes each image once
     pipe.unet.to(device)
     for te in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
         if te is not None:
             te.to(device)
-    return BaseModel(family, pipe, str(path))
+    return BaseModel(family, pipe, str(path), warnings)

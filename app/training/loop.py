@@ -130,6 +130,8 @@ class Trainer:
         self.precision = self._precision(torch)
         self.progress(Progress(0, 0, phase="loading base model"))
         self.base = base = load_base(cfg.base, self.device)
+        for warning in base.warnings:  # e.g. the SD 2.x v-prediction assumption: the loss target follows it
+            self.log(f"warning: {warning}")
         model_key = _digest(f"{fingerprint(base.source)}|{base.family}|{self.precision}")  # fp16 encoders differ
         self.base_hash = model_key[:10]
         from app.paths import cache_dir
@@ -363,7 +365,7 @@ class Trainer:
         result.steps = step
         result.checkpoint = self._save(step, g, losses)
         result.lora, result.peft = self.export(self.out_path, step, losses)
-        self.log(f"saved {result.lora} (and {result.peft.name}) after {step} steps")
+        self.log(f"saved {result.lora}{f' (and {result.peft.name})' if result.peft else ''} after {step} steps")
         return result
 
     def close(self) -> None:
@@ -491,7 +493,7 @@ class Trainer:
         if not twin:
             write_safetensors(path, kohya_state_dict(a), meta)
             return path, None
-        return export_lora(a, path, meta)
+        return export_lora(a, path, meta, log=self.log)
 
 
 def _digest(text: str) -> str:
