@@ -4,7 +4,7 @@ Importing this package is cheap (no torch, no Qt): node modules import heavy lib
 functions that need them.
 """
 
-from nodes.registry import REGISTRY, NodeSpec, PortSpec, Registry, compatible, node
+from nodes.registry import NodeSpec, PortSpec, Registry, compatible, default_registry, node
 from nodes.types import (
     Cancelled,
     Choices,
@@ -23,7 +23,6 @@ from nodes.types import (
 )
 
 __all__ = [
-    "REGISTRY",
     "Cancelled",
     "Choices",
     "Context",
@@ -42,5 +41,6 @@ __all__ = [
     "Seed",
     "Video",
     "compatible",
+    "default_registry",
     "node",
 ]

@@ -14,6 +14,8 @@ import inspect
 import logging
 import pathlib
 import re
+import sys
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -49,6 +51,11 @@ class NodeDeclarationError(TypeError):
     """A node's declaration is inconsistent (bad annotation, default out of range, ...)."""
 
 
+def kind_name(kind: str) -> str:
+    """A port kind as users read it: `BlendMode`, not `enum:nodes.image.blend.BlendMode`."""
+    return kind.rsplit(".", 1)[-1] if kind.startswith("enum:") else kind
+
+
 def compatible(src_kind: str, dst_kind: str) -> bool:
     """Whether an output of `src_kind` may feed an input of `dst_kind`."""
     return src_kind == dst_kind or dst_kind == "Any" or (src_kind, dst_kind) in _COMPATIBLE
@@ -72,6 +79,10 @@ class PortSpec:
     @property
     def required(self) -> bool:
         return self.default is REQUIRED and not self.optional
+
+    @property
+    def kind_name(self) -> str:
+        return kind_name(self.kind)
 
     @property
     def is_param(self) -> bool:
@@ -299,13 +310,22 @@ def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 
 
 class Registry:
-    """All known node types by id (and legacy id)."""
+    """All known node types by id (and legacy id), and the services their packs declare.
 
-    def __init__(self) -> None:
+    A registry is an instance: each one loads the built-in packs and the entry-point packs on
+    first use (unless `load_packs=False`, for a registry of hand-picked nodes), so two engines,
+    two servers or two tests never share or patch one. Declaring a node with `@node` records it
+    with its module; loading a pack copies the declarations of that pack's modules in.
+    """
+
+    def __init__(self, load_packs: bool = True) -> None:
         self._specs: dict[str, NodeSpec] = {}
         self._legacy: dict[str, str] = {}
+        #: Long-lived managers packs need (name -> factory(engine)), from their `SERVICES` dicts.
+        self.services: dict[str, Callable[[Any], Any]] = {}
         self.load_errors: list[str] = []
-        self._loaded = False
+        self._loaded = not load_packs
+        self._load_lock = threading.Lock()
 
     def register(self, spec: NodeSpec) -> NodeSpec:
         if spec.id in self._specs and self._specs[spec.id].fn is not spec.fn:
@@ -332,13 +352,48 @@ class Registry:
         self.ensure_loaded()
         return sorted(self._specs.values(), key=lambda s: (s.category, s.title))
 
+    def choices(self, type_id: str, port: str) -> list[str]:
+        """The suggestions behind a `Choices` port (model and LoRA lists), computed now; [] for a
+        port without them. A remote catalogue answers this from its server."""
+        spec = self.get(type_id)
+        p = spec.input(port) if spec is not None else None
+        if p is None or p.choices is None:
+            return []
+        return [str(c) for c in p.choices.provider()]
+
     def ensure_loaded(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            load_node_packs(self)
+        if self._loaded:
+            return
+        with self._load_lock:
+            if not self._loaded:
+                load_node_packs(self)
+                self._loaded = True
+
+    def add_module(self, module: types.ModuleType) -> None:
+        """Register what a pack module (and its submodules) declared: `@node`s and `SERVICES`."""
+        name = module.__name__
+        for mod_name, specs in list(_DECLARED.items()):
+            if mod_name == name or mod_name.startswith(name + "."):
+                for spec in specs:
+                    self.register(spec)
+        for mod_name, mod in list(sys.modules.items()):
+            if (mod_name == name or mod_name.startswith(name + ".")) and mod is not None:
+                self.services.update(getattr(mod, "SERVICES", None) or {})
 
 
-REGISTRY = Registry()
+#: Declarations by module: `@node` without a registry records here; `Registry.add_module` reads it.
+_DECLARED: dict[str, list[NodeSpec]] = {}
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The app's registry (the editor, the CLI): one instance made on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Registry()
+        return _default
 
 
 def node(node_id: str, *, version: int = 1, title: str | None = None, category: str = "misc",
@@ -350,6 +405,8 @@ def node(node_id: str, *, version: int = 1, title: str | None = None, category: 
          registry: Registry | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a node: decorate a typed function; its signature is the single source of truth.
 
+    Without `registry` the node is recorded with its module, and every registry that loads that
+    module's pack gets it; with one, it goes into that registry only (tests, hand-built sets).
     `cache_key(params)` adds to the node's cache signature what its parameters do not show, such
     as the content of a file named by a str parameter (a model looked up in the models folder).
     """
@@ -359,7 +416,10 @@ def node(node_id: str, *, version: int = 1, title: str | None = None, category: 
                           device=device, io=io, cacheable=cacheable, output=output,
                           legacy_ids=legacy_ids, dynamic_inputs=dynamic_inputs, migrate=migrate,
                           cache_key=cache_key)
-        (registry or REGISTRY).register(spec)
+        if registry is not None:
+            registry.register(spec)
+        else:
+            _DECLARED.setdefault(fn.__module__, []).append(spec)
         fn.__node_spec__ = spec  # type: ignore[attr-defined]
         return fn
 
@@ -457,12 +517,12 @@ def load_node_packs(registry: Registry) -> None:
     """Import the built-in node modules, then third-party packs from the entry-point group.
 
     A pack that fails to import is logged and recorded in `registry.load_errors`, not fatal.
-    An entry point names a module (its `@node` functions register on import) or a callable that
-    is given the registry.
+    An entry point names a module (what it and its submodules declare is registered) or a
+    callable that is given the registry.
     """
     for mod in BUILTIN_MODULES:
         try:
-            importlib.import_module(mod)
+            registry.add_module(importlib.import_module(mod))
         except ModuleNotFoundError as exc:
             if exc.name != mod:
                 registry.load_errors.append(f"{mod}: {exc}")
@@ -475,7 +535,9 @@ def load_node_packs(registry: Registry) -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
-            if callable(obj) and not inspect.ismodule(obj):
+            if inspect.ismodule(obj):
+                registry.add_module(obj)
+            elif callable(obj):
                 obj(registry)
         except Exception as exc:  # noqa: BLE001 - third-party code; skip it and say why
             registry.load_errors.append(f"{ep.name} ({ep.value}): {exc}")

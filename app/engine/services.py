@@ -1,42 +1,33 @@
 """Long-lived managers the engine owns (the model manager, API clients), created on first use.
 
-Node modules register a factory by name; the engine builds each service once, on the first
-`ctx.service(name)` call, so the engine never imports torch or a client library itself.
+Node packs declare service factories in a module-level `SERVICES = {name: factory}` dict, which
+the registry collects when it loads the pack; each engine builds each service once, on the
+first `ctx.service(name)` call, so the engine never imports torch or a client library itself.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
-
-_FACTORIES: dict[str, Callable[[Any], Any]] = {}
-
-
-def register_service(name: str, factory: Callable[[Any], Any]) -> None:
-    """Register `factory(engine) -> service` under `name` (idempotent for the same factory)."""
-    _FACTORIES[name] = factory
 
 
 class Services:
-    """The services of one engine."""
+    """The services of one engine, built from the factories its registry's packs declared."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, factories: Mapping[str, Callable[[Any], Any]] | None = None) -> None:
         self._engine = engine
+        self._factories = factories if factories is not None else {}
         self._made: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Any:
         with self._lock:
             if name not in self._made:
-                if name not in _FACTORIES:
+                if name not in self._factories:
                     raise KeyError(f"no service '{name}' is registered (is its node module installed?)")
-                self._made[name] = _FACTORIES[name](self._engine)
+                self._made[name] = self._factories[name](self._engine)
             return self._made[name]
-
-    def peek(self, name: str) -> Any | None:
-        """The service if it was already built, else None (never builds one)."""
-        return self._made.get(name)
 
     def set(self, name: str, service: Any) -> None:
         with self._lock:

@@ -23,6 +23,32 @@ class WorkflowFormatError(ValueError):
     """The file is not a readable imagebash workflow; the message says where and why."""
 
 
+#: How deeply parameter values may nest (a prompt list, a schema's object inputs are shallow);
+#: deeper documents are refused before anything recurses over them (copy, hashing, saving).
+MAX_DEPTH = 64
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads`, with a nesting too deep for Python's parser as one WorkflowFormatError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkflowFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise WorkflowFormatError(f"JSON nested too deeply (more than {MAX_DEPTH} levels are refused)") from None
+
+
+def _check_depth(value: Any, what: str) -> None:
+    """Refuse values nested deeper than MAX_DEPTH, without recursing."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise WorkflowFormatError(f"{what} is nested too deeply (more than {MAX_DEPTH} levels)")
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+
+
 def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
     """Format 0 (the pre-release drafts) kept links as 4-lists and positions as x/y keys."""
     nodes = []
@@ -81,6 +107,7 @@ def graph_from_dict(doc: Any) -> Graph:
     """Build a Graph from a parsed document (structure only; `validate` checks it against nodes)."""
     if not isinstance(doc, dict):
         raise WorkflowFormatError("a workflow must be a JSON object")
+    _check_depth(doc, "the workflow")
     doc = migrate(doc)
     g = Graph()
     nodes = doc.get("nodes", [])
@@ -189,11 +216,7 @@ def graph_to_dict(g: Graph) -> dict[str, Any]:
 
 
 def loads(text: str) -> Graph:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WorkflowFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    return graph_from_dict(doc)
+    return graph_from_dict(parse_json(text))
 
 
 def dumps(g: Graph) -> str:
@@ -250,7 +273,7 @@ def workflow_from_png(path: str | pathlib.Path) -> dict[str, Any] | None:
     if not text:
         return None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
+        doc = parse_json(text)
+    except WorkflowFormatError:
         return None
     return doc if isinstance(doc, dict) else None

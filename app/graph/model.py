@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import enum
 import itertools
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +82,13 @@ class GraphError(ValueError):
 
 
 class Graph:
-    """A workflow. Mutate it only through its methods so that listeners hear of every change."""
+    """A workflow. Mutate it only through its methods so that listeners hear of every change.
+
+    Threads: a Graph belongs to one thread (the editor's GUI thread, or the CLI's main thread)
+    and is not locked; listeners are called on that thread, synchronously. Work on other
+    threads (the engine, autosave writers) takes `copy()` on the owner's thread and reads only
+    the copy, which is why the engine runs on snapshots.
+    """
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInstance] = {}
@@ -94,7 +99,6 @@ class Graph:
         #: The folder relative paths in parameters resolve against (the workflow file's folder).
         self.base_dir: str | None = None
         self._listeners: list[Listener] = []
-        self._lock = threading.RLock()
 
     # listeners ---------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -107,10 +111,17 @@ class Graph:
             listener(ev)
 
     # ids ---------------------------------------------------------------------------------------
-    def new_id(self, prefix: str = "node") -> str:
-        """A fresh id like 'blend_3' that no node, group or note uses."""
+    def new_id(self, prefix: str = "node", taken: set[str] | None = None) -> str:
+        """A fresh id like 'blend_3' that no node, group or note (nor `taken`) uses.
+
+        `prefix` may be a type id ('imagebash.image.blend') or an existing id ('blend_2'): the
+        last dotted part, without a numeric suffix, is the base.
+        """
         base = prefix.rsplit(".", 1)[-1] or "node"
-        used = set(self.nodes) | set(self.groups) | set(self.notes)
+        stem, _, num = base.rpartition("_")
+        if stem and num.isdigit():
+            base = stem
+        used = set(self.nodes) | set(self.groups) | set(self.notes) | (taken or set())
         for i in itertools.count(1):
             cand = f"{base}_{i}"
             if cand not in used:
@@ -119,22 +130,19 @@ class Graph:
 
     # nodes -------------------------------------------------------------------------------------
     def add_node(self, node: NodeInstance) -> NodeInstance:
-        with self._lock:
-            if node.id in self.nodes:
-                raise GraphError(f"a node with id '{node.id}' already exists")
-            self.nodes[node.id] = node
+        if node.id in self.nodes:
+            raise GraphError(f"a node with id '{node.id}' already exists")
+        self.nodes[node.id] = node
         self._emit("node_added", node=node)
         return node
 
     def remove_node(self, node_id: str) -> tuple[NodeInstance, list[Link]]:
         """Remove a node and its links; returns both so an undo can put them back."""
-        with self._lock:
-            node = self._node(node_id)
-            gone = [ln for ln in self.links if node_id in (ln.src, ln.dst)]
+        node = self._node(node_id)
+        gone = [ln for ln in self.links if node_id in (ln.src, ln.dst)]
         for ln in gone:
             self.disconnect(ln)
-        with self._lock:
-            del self.nodes[node_id]
+        del self.nodes[node_id]
         self._emit("node_removed", node=node)
         return node, gone
 
@@ -182,25 +190,22 @@ class Graph:
     # links -------------------------------------------------------------------------------------
     def connect(self, link: Link) -> Link | None:
         """Add a link; an input takes one link, so the one it replaces (if any) is returned."""
-        with self._lock:
-            self._node(link.src)
-            self._node(link.dst)
-            if link.src == link.dst:
-                raise GraphError(f"node '{link.src}' cannot feed itself")
-            old = self.link_into(link.dst, link.dst_port)
+        self._node(link.src)
+        self._node(link.dst)
+        if link.src == link.dst:
+            raise GraphError(f"node '{link.src}' cannot feed itself")
+        old = self.link_into(link.dst, link.dst_port)
         if old is not None:
             self.disconnect(old)
-        with self._lock:
-            self.links.append(link)
+        self.links.append(link)
         self._emit("link_added", link=link)
         return old
 
     def disconnect(self, link: Link) -> None:
-        with self._lock:
-            try:
-                self.links.remove(link)
-            except ValueError:
-                raise GraphError(f"no link {link.src}.{link.src_port} -> {link.dst}.{link.dst_port}") from None
+        try:
+            self.links.remove(link)
+        except ValueError:
+            raise GraphError(f"no link {link.src}.{link.src_port} -> {link.dst}.{link.dst_port}") from None
         self._emit("link_removed", link=link)
 
     def link_into(self, node_id: str, port: str) -> Link | None:
@@ -213,50 +218,35 @@ class Graph:
         return [ln for ln in self.links if ln.dst == node_id]
 
     # groups and notes --------------------------------------------------------------------------
-    def add_group(self, group: Group) -> Group:
-        if group.id in self.groups:
-            raise GraphError(f"a group with id '{group.id}' already exists")
-        self.groups[group.id] = group
-        self._emit("group_added", group=group)
-        return group
+    def _items(self, kind: str) -> dict[str, Any]:
+        if kind == "group":
+            return self.groups
+        if kind == "note":
+            return self.notes
+        raise GraphError(f"'{kind}' is not a kind of canvas item (group or note)")
 
-    def remove_group(self, group_id: str) -> Group:
-        group = self.groups.pop(group_id)
-        self._emit("group_removed", group=group)
-        return group
+    def add_item(self, kind: str, item: Group | Note) -> Group | Note:
+        """Add a group or a note (event '<kind>_added')."""
+        table = self._items(kind)
+        if item.id in table:
+            raise GraphError(f"a {kind} with id '{item.id}' already exists")
+        table[item.id] = item
+        self._emit(f"{kind}_added", **{kind: item})
+        return item
 
-    def update_group(self, group_id: str, **changes: Any) -> dict[str, Any]:
-        """Change title, rect or color; returns the old values (for undo)."""
-        group = self.groups[group_id]
-        old = {k: getattr(group, k) for k in changes}
+    def remove_item(self, kind: str, item_id: str) -> Group | Note:
+        item = self._items(kind).pop(item_id)
+        self._emit(f"{kind}_removed", **{kind: item})
+        return item
+
+    def update_item(self, kind: str, item_id: str, **changes: Any) -> dict[str, Any]:
+        """Change fields of a group (title, rect, color) or note (text, position, size); returns
+        the old values, for undo."""
+        item = self._items(kind)[item_id]
+        old = {k: getattr(item, k) for k in changes}
         for k, v in changes.items():
-            setattr(group, k, v)
-        self._emit("group_changed", group=group, old=old)
-        return old
-
-    def nodes_in_group(self, group_id: str) -> list[str]:
-        x, y, w, h = self.groups[group_id].rect
-        return [n.id for n in self.nodes.values()
-                if x <= n.position[0] <= x + w and y <= n.position[1] <= y + h]
-
-    def add_note(self, note: Note) -> Note:
-        if note.id in self.notes:
-            raise GraphError(f"a note with id '{note.id}' already exists")
-        self.notes[note.id] = note
-        self._emit("note_added", note=note)
-        return note
-
-    def remove_note(self, note_id: str) -> Note:
-        note = self.notes.pop(note_id)
-        self._emit("note_removed", note=note)
-        return note
-
-    def update_note(self, note_id: str, **changes: Any) -> dict[str, Any]:
-        note = self.notes[note_id]
-        old = {k: getattr(note, k) for k in changes}
-        for k, v in changes.items():
-            setattr(note, k, v)
-        self._emit("note_changed", note=note, old=old)
+            setattr(item, k, v)
+        self._emit(f"{kind}_changed", **{kind: item}, old=old)
         return old
 
     # whole graph -------------------------------------------------------------------------------

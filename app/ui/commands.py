@@ -128,78 +128,45 @@ class SetNodeAttr(QUndoCommand):
         self.graph.set_node_attr(self.node_id, self.attr, self.old)
 
 
-class AddGroup(QUndoCommand):
-    def __init__(self, graph: Graph, group: Group) -> None:
-        super().__init__("Add group")
-        self.graph, self.group = graph, group
+class AddItem(QUndoCommand):
+    """Add a group or a note (`kind` is "group" or "note")."""
+
+    def __init__(self, graph: Graph, kind: str, item: Group | Note) -> None:
+        super().__init__(f"Add {kind}")
+        self.graph, self.kind, self.item = graph, kind, item
 
     def redo(self) -> None:
-        self.graph.add_group(self.group)
+        self.graph.add_item(self.kind, self.item)
 
     def undo(self) -> None:
-        self.graph.remove_group(self.group.id)
+        self.graph.remove_item(self.kind, self.item.id)
 
 
-class RemoveGroup(QUndoCommand):
-    def __init__(self, graph: Graph, group_id: str) -> None:
-        super().__init__("Remove group")
-        self.graph, self.group = graph, graph.groups[group_id]
+class RemoveItem(QUndoCommand):
+    def __init__(self, graph: Graph, kind: str, item_id: str) -> None:
+        super().__init__(f"Remove {kind}")
+        self.graph, self.kind = graph, kind
+        self.item = graph.groups[item_id] if kind == "group" else graph.notes[item_id]
 
     def redo(self) -> None:
-        self.graph.remove_group(self.group.id)
+        self.graph.remove_item(self.kind, self.item.id)
 
     def undo(self) -> None:
-        self.graph.add_group(self.group)
+        self.graph.add_item(self.kind, self.item)
 
 
-class UpdateGroup(QUndoCommand):
-    def __init__(self, graph: Graph, group_id: str, **changes: Any) -> None:
-        super().__init__("Change group")
-        self.graph, self.group_id, self.changes = graph, group_id, changes
-        self.old = {k: getattr(graph.groups[group_id], k) for k in changes}
+class UpdateItem(QUndoCommand):
+    def __init__(self, graph: Graph, kind: str, item_id: str, **changes: Any) -> None:
+        super().__init__(f"Change {kind}")
+        self.graph, self.kind, self.item_id, self.changes = graph, kind, item_id, changes
+        item = graph.groups[item_id] if kind == "group" else graph.notes[item_id]
+        self.old = {k: getattr(item, k) for k in changes}
 
     def redo(self) -> None:
-        self.graph.update_group(self.group_id, **self.changes)
+        self.graph.update_item(self.kind, self.item_id, **self.changes)
 
     def undo(self) -> None:
-        self.graph.update_group(self.group_id, **self.old)
-
-
-class AddNote(QUndoCommand):
-    def __init__(self, graph: Graph, note: Note) -> None:
-        super().__init__("Add note")
-        self.graph, self.note = graph, note
-
-    def redo(self) -> None:
-        self.graph.add_note(self.note)
-
-    def undo(self) -> None:
-        self.graph.remove_note(self.note.id)
-
-
-class RemoveNote(QUndoCommand):
-    def __init__(self, graph: Graph, note_id: str) -> None:
-        super().__init__("Remove note")
-        self.graph, self.note = graph, graph.notes[note_id]
-
-    def redo(self) -> None:
-        self.graph.remove_note(self.note.id)
-
-    def undo(self) -> None:
-        self.graph.add_note(self.note)
-
-
-class UpdateNote(QUndoCommand):
-    def __init__(self, graph: Graph, note_id: str, **changes: Any) -> None:
-        super().__init__("Change note")
-        self.graph, self.note_id, self.changes = graph, note_id, changes
-        self.old = {k: getattr(graph.notes[note_id], k) for k in changes}
-
-    def redo(self) -> None:
-        self.graph.update_note(self.note_id, **self.changes)
-
-    def undo(self) -> None:
-        self.graph.update_note(self.note_id, **self.old)
+        self.graph.update_item(self.kind, self.item_id, **self.old)
 
 
 class SetReroutes(QUndoCommand):

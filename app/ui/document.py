@@ -7,7 +7,6 @@ never change the Graph directly and never keep their own copy of it: they follow
 from __future__ import annotations
 
 import copy
-import json
 import pathlib
 from collections.abc import Iterable
 from typing import Any
@@ -16,8 +15,9 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from app.graph import Graph, GraphError, Group, Link, NodeInstance, NodeMode, Note, io
+from app.graph.validate import fitting_ports, link_problem, upgrade
 from app.ui import commands as C
-from nodes.registry import REGISTRY, REQUIRED, NodeSpec, PortSpec, Registry, compatible
+from nodes.registry import REQUIRED, NodeSpec, PortSpec, Registry, default_registry
 
 REROUTES_KEY = "reroutes"
 
@@ -29,11 +29,13 @@ class WorkflowDocument(QObject):
     pathChanged = Signal(str)
     reroutesChanged = Signal(str)  # "node:input" of the link whose reroute dots changed
 
-    def __init__(self, graph: Graph | None = None, registry: Registry = REGISTRY,
+    def __init__(self, graph: Graph | None = None, registry: Registry | None = None,
                  path: pathlib.Path | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.graph = graph if graph is not None else Graph()
-        self.registry = registry
+        self.registry = registry if registry is not None else default_registry()
+        #: What loading changed in an older file (legacy node ids, node versions), one line each.
+        self.upgrade_notes: list[str] = []
         self.path = pathlib.Path(path) if path is not None else None
         self.undo_stack = QUndoStack(self)
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
@@ -43,11 +45,20 @@ class WorkflowDocument(QObject):
 
     # files -------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | pathlib.Path, registry: Registry = REGISTRY) -> WorkflowDocument:
-        """Open a .json workflow or a PNG carrying one (raises WorkflowFormatError)."""
+    def load(cls, path: str | pathlib.Path, registry: Registry | None = None) -> WorkflowDocument:
+        """Open a .json workflow or a PNG carrying one (raises WorkflowFormatError).
+
+        An older file is upgraded here, once (`upgrade_notes` says what changed), and the
+        document starts modified so that saving keeps the upgrade.
+        """
         p = pathlib.Path(path)
-        graph = io.load(p)
-        return cls(graph, registry, None if p.suffix.lower() == ".png" else p)
+        registry = registry if registry is not None else default_registry()
+        graph, notes = upgrade(io.load(p), registry)
+        doc = cls(graph, registry, None if p.suffix.lower() == ".png" else p)
+        doc.upgrade_notes = notes
+        if notes:
+            doc.undo_stack.resetClean()
+        return doc
 
     def save(self, path: str | pathlib.Path | None = None) -> None:
         """Write atomically to `path` (or the current path) and mark the document clean."""
@@ -67,10 +78,6 @@ class WorkflowDocument(QObject):
     def is_dirty(self) -> bool:
         return not self.undo_stack.isClean()
 
-    @property
-    def title(self) -> str:
-        return self.path.name if self.path else "untitled"
-
     # node declarations -------------------------------------------------------------------------
     def spec(self, node_id: str) -> NodeSpec | None:
         return self.registry.get(self.graph.nodes[node_id].type)
@@ -84,31 +91,9 @@ class WorkflowDocument(QObject):
         return spec.output_port(name) if spec else None
 
     def link_problem(self, src: str, src_port: str, dst: str, dst_port: str) -> str | None:
-        """Why this link cannot be made, in words, or None when it can."""
-        if src == dst:
-            return "a node cannot feed itself"
-        out = self.output_port(src, src_port)
-        inp = self.input_port(dst, dst_port)
-        if out is None:
-            return f"'{src}' has no output '{src_port}'"
-        if inp is None:
-            return f"'{dst}' has no input '{dst_port}'"
-        if not compatible(out.kind, inp.kind):
-            return f"{_kind_name(out.kind)} cannot feed {_kind_name(inp.kind)} input '{dst_port}'"
-        if self._reaches(dst, src):
-            return f"this link would make a loop through '{dst}'"
-        return None
-
-    def _reaches(self, start: str, goal: str) -> bool:
-        seen, todo = set(), [start]
-        while todo:
-            nid = todo.pop()
-            if nid == goal:
-                return True
-            if nid not in seen:
-                seen.add(nid)
-                todo.extend(ln.dst for ln in self.graph.links if ln.src == nid)
-        return False
+        """Why this link cannot be made, in words, or None when it can (the graph's one rule)."""
+        problem = link_problem(self.graph, self.registry, Link(src, src_port, dst, dst_port), new=True)
+        return problem.message if problem is not None else None
 
     # editing -----------------------------------------------------------------------------------
     def _macro(self, text: str, cmds: Iterable[QUndoCommand]) -> None:
@@ -155,12 +140,12 @@ class WorkflowDocument(QObject):
             self.undo_stack.push(C.AddNode(self.graph, node))
             if src is not None:
                 src_kind = self.output_port(*src).kind
-                port = next((p for p in spec.inputs_for(node.params) if compatible(src_kind, p.kind)), None)
+                port = next(iter(fitting_ports(spec, src_kind, outputs=False, params=node.params)), None)
                 if port is not None:
                     self.undo_stack.push(C.Connect(self.graph, Link(src[0], src[1], node.id, port.name)))
             if dst is not None:
                 dst_kind = self.input_port(*dst).kind
-                port = next((p for p in spec.outputs if compatible(p.kind, dst_kind)), None)
+                port = next(iter(fitting_ports(spec, dst_kind, outputs=True)), None)
                 if port is not None:
                     self.undo_stack.push(C.Connect(self.graph, Link(node.id, port.name, dst[0], dst[1])))
         finally:
@@ -171,11 +156,11 @@ class WorkflowDocument(QObject):
         ids = [i for i in ids if i in self.graph.nodes]
         cmds: list[QUndoCommand] = []
         for ln in self.graph.links:
-            if (ln.src in ids or ln.dst in ids) and self.reroutes(_key(ln)):
-                cmds.append(C.SetReroutes(self, _key(ln), []))
+            if (ln.src in ids or ln.dst in ids) and self.reroutes(link_key(ln)):
+                cmds.append(C.SetReroutes(self, link_key(ln), []))
         cmds += [C.RemoveNode(self.graph, i) for i in ids]
-        cmds += [C.RemoveGroup(self.graph, g) for g in group_ids if g in self.graph.groups]
-        cmds += [C.RemoveNote(self.graph, n) for n in note_ids if n in self.graph.notes]
+        cmds += [C.RemoveItem(self.graph, "group", g) for g in group_ids if g in self.graph.groups]
+        cmds += [C.RemoveItem(self.graph, "note", n) for n in note_ids if n in self.graph.notes]
         self._macro("Delete", cmds)
 
     def move_nodes(self, positions: dict[str, tuple[float, float]],
@@ -187,13 +172,13 @@ class WorkflowDocument(QObject):
         cmds: list[QUndoCommand] = [C.MoveNodes(self.graph, positions)] if positions else []
         for gid, rect in (groups or {}).items():
             if tuple(self.graph.groups[gid].rect) != tuple(rect):
-                cmds.append(C.UpdateGroup(self.graph, gid, rect=tuple(rect)))
+                cmds.append(C.UpdateItem(self.graph, "group", gid, rect=tuple(rect)))
         for nid, pos in (notes or {}).items():
             if tuple(self.graph.notes[nid].position) != tuple(pos):
-                cmds.append(C.UpdateNote(self.graph, nid, position=tuple(pos)))
+                cmds.append(C.UpdateItem(self.graph, "note", nid, position=tuple(pos)))
         for link, pts in (reroutes or {}).items():
-            if self.reroutes(_key(link)) != [tuple(p) for p in pts]:
-                cmds.append(C.SetReroutes(self, _key(link), pts))
+            if self.reroutes(link_key(link)) != [tuple(p) for p in pts]:
+                cmds.append(C.SetReroutes(self, link_key(link), pts))
         self._macro("Move", cmds)
 
     def connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Link:
@@ -212,8 +197,8 @@ class WorkflowDocument(QObject):
     def disconnect_many(self, links: Iterable[Link], text: str = "Disconnect") -> None:
         cmds: list[QUndoCommand] = []
         for ln in links:
-            if self.reroutes(_key(ln)):
-                cmds.append(C.SetReroutes(self, _key(ln), []))
+            if self.reroutes(link_key(ln)):
+                cmds.append(C.SetReroutes(self, link_key(ln), []))
             cmds.append(C.Disconnect(self.graph, ln))
         self._macro(text, cmds)
 
@@ -249,20 +234,20 @@ class WorkflowDocument(QObject):
     def add_group(self, title: str = "Group", rect: tuple[float, float, float, float] = (0, 0, 400, 300),
                   color: str = "#3a5f8a") -> str:
         group = Group(self.graph.new_id("group"), title, tuple(float(v) for v in rect), color)
-        self.undo_stack.push(C.AddGroup(self.graph, group))
+        self.undo_stack.push(C.AddItem(self.graph, "group", group))
         return group.id
 
     def update_group(self, group_id: str, **changes: Any) -> None:
-        self.undo_stack.push(C.UpdateGroup(self.graph, group_id, **changes))
+        self.undo_stack.push(C.UpdateItem(self.graph, "group", group_id, **changes))
 
     def add_note(self, text: str = "", position: tuple[float, float] = (0, 0),
                  size: tuple[float, float] = (240, 120)) -> str:
         note = Note(self.graph.new_id("note"), text, tuple(position), tuple(size))
-        self.undo_stack.push(C.AddNote(self.graph, note))
+        self.undo_stack.push(C.AddItem(self.graph, "note", note))
         return note.id
 
     def update_note(self, note_id: str, **changes: Any) -> None:
-        self.undo_stack.push(C.UpdateNote(self.graph, note_id, **changes))
+        self.undo_stack.push(C.UpdateItem(self.graph, "note", note_id, **changes))
 
     # reroute dots ------------------------------------------------------------------------------
     def reroutes(self, key: str) -> list[tuple[float, float]]:
@@ -270,7 +255,7 @@ class WorkflowDocument(QObject):
         return [tuple(p) for p in self.graph.meta.get(REROUTES_KEY, {}).get(key, [])]
 
     def set_reroutes(self, link: Link, points: list[tuple[float, float]]) -> None:
-        self.undo_stack.push(C.SetReroutes(self, _key(link), points))
+        self.undo_stack.push(C.SetReroutes(self, link_key(link), points))
 
     def _store_reroutes(self, key: str, points: list[tuple[float, float]]) -> None:
         table = self.graph.meta.setdefault(REROUTES_KEY, {})
@@ -288,8 +273,8 @@ class WorkflowDocument(QObject):
         sub = self.graph.subgraph(set(node_ids))
         sub.groups = {g: copy.deepcopy(self.graph.groups[g]) for g in group_ids if g in self.graph.groups}
         sub.notes = {n: copy.deepcopy(self.graph.notes[n]) for n in note_ids if n in self.graph.notes}
-        rr = {_key(ln): self.graph.meta[REROUTES_KEY][_key(ln)] for ln in sub.links
-              if _key(ln) in self.graph.meta.get(REROUTES_KEY, {})}
+        rr = {link_key(ln): self.graph.meta[REROUTES_KEY][link_key(ln)] for ln in sub.links
+              if link_key(ln) in self.graph.meta.get(REROUTES_KEY, {})}
         if rr:
             sub.meta[REROUTES_KEY] = rr
         return io.dumps(sub)
@@ -300,15 +285,12 @@ class WorkflowDocument(QObject):
         dx, dy = offset
         ids: dict[str, str] = {}
         cmds: list[QUndoCommand] = []
-        taken = set(self.graph.nodes) | set(self.graph.groups) | set(self.graph.notes)
+        taken: set[str] = set()
 
         def fresh(old: str) -> str:
-            base = old.rsplit("_", 1)[0] if old.rsplit("_", 1)[-1].isdigit() else old
-            i = 1
-            while f"{base}_{i}" in taken:
-                i += 1
-            taken.add(f"{base}_{i}")
-            return f"{base}_{i}"
+            new = self.graph.new_id(old, taken)
+            taken.add(new)
+            return new
 
         for n in src.nodes.values():
             ids[n.id] = fresh(n.id)
@@ -324,31 +306,23 @@ class WorkflowDocument(QObject):
                 cmds.append(C.SetReroutes(self, f"{ids[nid]}:{port}", [(x + dx, y + dy) for x, y in pts]))
         for g in src.groups.values():
             x, y, w, h = g.rect
-            cmds.append(C.AddGroup(self.graph, Group(fresh(g.id), g.title, (x + dx, y + dy, w, h), g.color)))
+            cmds.append(C.AddItem(self.graph, "group", Group(fresh(g.id), g.title, (x + dx, y + dy, w, h), g.color)))
         for nt in src.notes.values():
             pos = (nt.position[0] + dx, nt.position[1] + dy)
-            cmds.append(C.AddNote(self.graph, Note(fresh(nt.id), nt.text, pos, nt.size)))
+            cmds.append(C.AddItem(self.graph, "note", Note(fresh(nt.id), nt.text, pos, nt.size)))
         self._macro("Paste", cmds)
         return list(ids.values())
 
 
-def _key(link: Link) -> str:
-    return f"{link.dst}:{link.dst_port}"
-
-
 def link_key(link: Link) -> str:
-    """The key reroute dots of `link` are stored under."""
-    return _key(link)
-
-
-def _kind_name(kind: str) -> str:
-    return kind.rsplit(".", 1)[-1] if kind.startswith("enum:") else kind
+    """The key reroute dots of `link` are stored under ('node:input': an input takes one link)."""
+    return f"{link.dst}:{link.dst_port}"
 
 
 def is_workflow_json(text: str) -> bool:
     """Whether clipboard text looks like an imagebash workflow (before trying to paste it)."""
     try:
-        doc = json.loads(text)
-    except (ValueError, TypeError):
+        doc = io.parse_json(text)
+    except (io.WorkflowFormatError, TypeError):
         return False
     return isinstance(doc, dict) and str(doc.get("format", "")).startswith(io.FORMAT_PREFIX)

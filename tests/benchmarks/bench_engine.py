@@ -20,8 +20,7 @@ from app.graph.model import Graph, Link, NodeInstance
 from nodes.registry import Registry, node
 from nodes.types import Image
 
-REG = Registry()
-REG._loaded = True
+REG = Registry(load_packs=False)
 
 
 @node("bench.const", registry=REG)

@@ -131,7 +131,12 @@ def test_multiple_outputs_and_legacy_id(reg):
     g.connect(Link("sp", "high", "m", "y"))
     r = Engine(reg).run(g, ["m"])
     assert r.output("m") == pytest.approx(99.0)
-    assert g.nodes["m"].type == "test.math"  # upgraded on load
+    assert g.nodes["m"].type == "test.old_math"  # running never changes the graph it is given
+    from app.graph.validate import upgrade
+
+    upgraded, notes = upgrade(g, reg)  # loading upgrades, once, and says so
+    assert upgraded.nodes["m"].type == "test.math" and g.nodes["m"].type == "test.old_math"
+    assert notes == ["node 'm': test.old_math is now test.math"]
 
 
 def test_file_content_invalidates_cache(reg, tmp_path):

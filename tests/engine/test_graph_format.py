@@ -17,8 +17,8 @@ def test_round_trip_keeps_everything(tmp_path):
     g.set_mode("n1", NodeMode.BYPASSED)
     g.set_node_attr("n2", "title", "Last")
     g.move_node("n2", (520, 40))
-    g.add_group(Group("grp", "Numbers", (0, 0, 600, 200), "#aa3366"))
-    g.add_note(Note("note", "hello", (10, 300)))
+    g.add_item("group", Group("grp", "Numbers", (0, 0, 600, 200), "#aa3366"))
+    g.add_item("note", Note("note", "hello", (10, 300)))
     g.meta["name"] = "demo"
     path = tmp_path / "w.json"
     io.save(g, path)
@@ -79,7 +79,7 @@ def test_validate_reports_type_mismatch_and_unknown_ports(reg):
     g.connect(Link("n", "image", "m", "x"))
     g.connect(Link("n", "nothing", "m", "y"))
     text = sorted(str(p) for p in validate(g, reg))
-    assert "node 'm' port 'x': type mismatch: n.image gives Image, this input takes float" in text
+    assert "node 'm' port 'x': type mismatch: n.image gives Image, which cannot feed float input 'x'" in text
     assert "node 'n' port 'nothing': test.noise has no output 'nothing'" in text
     assert "node 'm' port 'bogus': test.math has no input 'bogus'" in text
     assert "node 'm' port 'op': 'op' expects one of add, mul, got 'divide'" in text

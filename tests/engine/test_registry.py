@@ -10,7 +10,7 @@ from typing import Annotated, NamedTuple
 
 import pytest
 
-from nodes.registry import REGISTRY, NodeDeclarationError, Registry, build_spec, node
+from nodes.registry import NodeDeclarationError, Registry, build_spec, default_registry, node
 from nodes.types import Image, Mask, Range
 
 
@@ -90,8 +90,7 @@ def test_declaration_mismatches_are_errors():
 
 
 def test_duplicate_ids_from_different_modules_are_refused():
-    reg = Registry()
-    reg._loaded = True
+    reg = Registry(load_packs=False)  # no built-in packs
 
     @node("test.dup", registry=reg)
     def a() -> float:
@@ -109,8 +108,8 @@ def test_duplicate_ids_from_different_modules_are_refused():
 
 def test_every_registered_node_is_consistent():
     """Runs the declaration checks over every node the app ships (and installed packs)."""
-    specs = REGISTRY.all()
-    assert not REGISTRY.load_errors, REGISTRY.load_errors
+    specs = default_registry().all()
+    assert not default_registry().load_errors, default_registry().load_errors
     ids = [s.id for s in specs]
     assert len(ids) == len(set(ids))
     for s in specs:
@@ -152,9 +151,9 @@ def test_entry_point_packs_register_and_broken_ones_are_skipped(tmp_path, monkey
         "    '''A white square.'''\n    return np.ones((1, size, size, 3), np.float32)\n")
     (tmp_path / "mypack_broken.py").write_text("raise RuntimeError('this pack is broken')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    code = ("from nodes.registry import REGISTRY\n"
-            "print(REGISTRY.get('mypack.util.ones') is not None)\n"
-            "print([e for e in REGISTRY.load_errors if 'broken' in e])\n")
+    code = ("from nodes.registry import default_registry\n"
+            "print(default_registry().get('mypack.util.ones') is not None)\n"
+            "print([e for e in default_registry().load_errors if 'broken' in e])\n")
     env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{__import__('os').getcwd()}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     lines = out.stdout.strip().splitlines()

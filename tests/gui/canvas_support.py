@@ -15,11 +15,10 @@ from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
-from nodes.registry import REGISTRY, Registry, node
+from nodes.registry import Registry, default_registry, node
 from nodes.types import Image, Mask, Multiline, Range
 
-REG = Registry()
-REG._loaded = True  # no built-in packs: only the nodes below (plus the real Load nodes)
+REG = Registry(load_packs=False)  # no built-in packs
 
 
 class BlendMode(str, enum.Enum):
@@ -55,8 +54,8 @@ def prompt(text: Annotated[str, Multiline()] = "a cat", steps: int = 20) -> str:
 
 
 for _type_id in ("imagebash.image.load", "imagebash.video.load"):
-    if REGISTRY.get(_type_id) is not None:
-        REG.register(REGISTRY.get(_type_id))
+    if default_registry().get(_type_id) is not None:
+        REG.register(default_registry().get(_type_id))
 
 LEFT, MID = Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton
 NO_MOD, CTRL = Qt.KeyboardModifier.NoModifier, Qt.KeyboardModifier.ControlModifier

@@ -13,7 +13,7 @@ from typing import Annotated
 import numpy as np
 import pytest
 
-from nodes.registry import REGISTRY, Registry, node
+from nodes.registry import Registry, default_registry, node
 from nodes.types import Context, Image, Range, Video
 
 
@@ -86,7 +86,7 @@ def wait_job(qtbot, window, job, timeout=15000):
 
 
 # tiny nodes for run tests, in a registry of their own (the global one stays untouched) ----------
-TEST_REGISTRY = Registry()
+TEST_REGISTRY = Registry(load_packs=False)
 
 
 @node("test.gui.noise", category="test", registry=TEST_REGISTRY)
@@ -132,7 +132,7 @@ def frames(count: int = 5) -> Video:
 @pytest.fixture(scope="session")
 def test_registry():
     for type_id in ("imagebash.image.save", "imagebash.image.blend"):
-        spec = REGISTRY.get(type_id)
+        spec = default_registry().get(type_id)
         if spec is not None:
             TEST_REGISTRY.register(spec)
     return TEST_REGISTRY

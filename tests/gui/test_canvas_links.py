@@ -44,8 +44,8 @@ def test_mismatched_link_is_refused_with_a_visible_reason(qtbot):
     assert doc.graph.links == []
     assert doc.undo_stack.count() == 0
     assert view.refusal.isVisible()
-    assert "Image cannot feed Mask" in view.refusal.text()
-    assert messages and "Image cannot feed Mask" in messages[-1]
+    assert "Image, which cannot feed Mask" in view.refusal.text()
+    assert messages and "Image, which cannot feed Mask" in messages[-1]
     # the reason is drawn next to the cursor, in the refusal colour
     img = view.grab()
     text_rect = view.mapFromScene(view.refusal.sceneBoundingRect()).boundingRect()

@@ -60,7 +60,7 @@ def test_connect_refuses_with_the_reason(doc):
     a = doc.add_node("test.canvas.solid")
     b = doc.add_node("test.canvas.blend")
     p = doc.add_node("test.canvas.prompt")
-    with pytest.raises(GraphError, match="Image cannot feed Mask input 'mask'"):
+    with pytest.raises(GraphError, match="gives Image, which cannot feed Mask input 'mask'"):
         doc.connect(a, "image", b, "mask")
     with pytest.raises(GraphError, match="has no input 'nope'"):
         doc.connect(a, "image", b, "nope")

@@ -14,9 +14,10 @@ from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QGraphicsRectItem
 
 from app.graph import Link
+from app.graph.validate import fitting_ports
 from app.ui.canvas.link_item import LinkItem, curve
 from app.ui.theme import port_color
-from nodes.registry import compatible
+from nodes.registry import kind_name
 
 if TYPE_CHECKING:
     from app.ui.canvas.view import CanvasView
@@ -149,11 +150,10 @@ class LinkDragGesture(Gesture):
             ln = self._link_to(node.node_id, hit[0])
             return (node.node_id, hit[0]), doc.link_problem(ln.src, ln.src_port, ln.dst, ln.dst_port)
         spec = node.spec
-        ports = [] if spec is None else (spec.outputs if want_output else spec.inputs_for(node.node.params))
-        fits = [p for p in ports if (compatible(p.kind, self.kind) if want_output else compatible(self.kind, p.kind))]
+        fits = [] if spec is None else fitting_ports(spec, self.kind, want_output, node.node.params)
         if not fits:
             what = "output that feeds" if want_output else "input that takes"
-            return (node.node_id, ""), f"'{node.title()}' has no {what} {self.kind.rsplit('.', 1)[-1]}"
+            return (node.node_id, ""), f"'{node.title()}' has no {what} {kind_name(self.kind)}"
         free = [p for p in fits if want_output or doc.graph.link_into(node.node_id, p.name) is None]
         ln = self._link_to(node.node_id, (free or fits)[0].name)
         return (node.node_id, (free or fits)[0].name), doc.link_problem(ln.src, ln.src_port, ln.dst, ln.dst_port)

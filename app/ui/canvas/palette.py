@@ -10,7 +10,7 @@ from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from app.ui.canvas.search import matches
-from nodes.registry import REGISTRY, Registry
+from nodes.registry import Registry
 
 NODE_MIME = "application/x-imagebash-node"
 TYPE_ROLE = Qt.ItemDataRole.UserRole
@@ -34,7 +34,7 @@ class NodePalette(QWidget):
 
     nodeRequested = Signal(str)
 
-    def __init__(self, registry: Registry = REGISTRY, parent: QWidget | None = None) -> None:
+    def __init__(self, registry: Registry, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("NodePalette")
         self.registry = registry

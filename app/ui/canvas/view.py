@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.graph import GraphError, Link, NodeMode, io
+from app.graph.validate import fitting_ports
 from app.ui.canvas.drops import drop_files
 from app.ui.canvas.frames import GroupItem, NoteItem
 from app.ui.canvas.gestures import GESTURES, Gesture
@@ -33,7 +34,7 @@ from app.ui.canvas.scene import FAR_SCALE, CanvasScene
 from app.ui.canvas.search import NodeSearchPopup
 from app.ui.document import WorkflowDocument, is_workflow_json
 from app.ui.panels.images import to_qimage
-from nodes.registry import NodeSpec, compatible
+from nodes.registry import NodeSpec
 
 NODE_MIME = "application/x-imagebash-node"
 WORKFLOW_MIME = "application/x-imagebash-workflow"
@@ -106,7 +107,8 @@ class CanvasView(QGraphicsView):
             item.set_state(state, progress, message)
 
     def set_node_thumbnail(self, node_id: str, image: Any) -> None:
-        """Show an output on the node: float (H, W, C) or (N, H, W, C) in [0, 1], or None to clear."""
+        """Show an output on the node: encoded image bytes (an engine thumbnail, PNG), a float
+        (H, W, C) or (N, H, W, C) frame in [0, 1], or None to clear."""
         item = self.canvas.nodes.get(node_id)
         if item is not None:
             item.set_thumbnail(None if image is None else to_qimage(image, max_side=256))
@@ -204,9 +206,7 @@ class CanvasView(QGraphicsView):
             kind = ps.kind if ps is not None else "Any"
 
             def accept(spec: NodeSpec) -> bool:
-                if output:
-                    return any(compatible(kind, p.kind) for p in spec.inputs)
-                return any(compatible(p.kind, kind) for p in spec.outputs)
+                return bool(fitting_ports(spec, kind, outputs=not output))
 
         popup = NodeSearchPopup(doc.registry, accept, self)
 
