@@ -73,12 +73,14 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, registry: Any = None) -> int:
+    """Run the command line; `registry` replaces the app's node registry (tests, embedding)."""
     from app.secrets import install_log_redaction
 
     install_log_redaction()  # API tokens never reach a log line, whichever command runs
     parser = _parser()
     args = parser.parse_args(argv)
+    args.registry = registry
     if args.command is None:
         args.workflow = None
         args.func = cmd_gui
@@ -93,13 +95,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # commands ----------------------------------------------------------------------------------------
-def _load_graph(path: pathlib.Path):
+def _registry(args: argparse.Namespace) -> Any:
+    from nodes.registry import default_registry
+
+    return getattr(args, "registry", None) or default_registry()
+
+
+def _load_graph(path: pathlib.Path, registry: Any):
+    """Read a workflow and upgrade it once (old node ids and versions), saying so on stderr."""
     from app.graph.io import WorkflowFormatError, load
+    from app.graph.validate import upgrade
 
     try:
-        return load(path)
+        graph, notes = upgrade(load(path), registry)
     except WorkflowFormatError as exc:
         raise CliError(str(exc)) from None
+    if notes:
+        print(f"imagebash: note: {path} was upgraded (save it from the editor to keep this): "
+              + "; ".join(notes), file=sys.stderr)
+    return graph
 
 
 def parse_set(item: str) -> tuple[str, str, Any]:
@@ -124,6 +138,11 @@ def apply_sets(graph, registry, sets: Sequence[str]) -> None:
         spec = registry.get(node.type)
         port = spec.input(param, {**node.params, param: value}) if spec else None
         if spec is not None and port is None:
+            from app.graph.validate import ports_unavailable
+
+            reason = ports_unavailable(spec, node.params)
+            if reason:
+                raise CliError(f"--set {item!r}: node '{node_id}': {reason}")
             names = ", ".join(p.name for p in spec.inputs_for(node.params))
             raise CliError(f"--set {item!r}: node '{node_id}' ({spec.id}) has no parameter '{param}' (has: {names})")
         if port is not None:
@@ -136,10 +155,10 @@ def apply_sets(graph, registry, sets: Sequence[str]) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from app.graph.validate import validate
-    from nodes.registry import REGISTRY
 
-    graph = _load_graph(args.workflow)
-    problems = validate(graph, REGISTRY)
+    registry = _registry(args)
+    graph = _load_graph(args.workflow, registry)
+    problems = validate(graph, registry)
     if problems:
         for pr in problems:
             print(f"{args.workflow}: {pr}", file=sys.stderr)
@@ -149,9 +168,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from nodes.registry import REGISTRY
-
-    specs = [s for s in REGISTRY.all() if args.filter in s.id or args.filter in s.category]
+    registry = _registry(args)
+    specs = [s for s in registry.all() if args.filter in s.id or args.filter in s.category]
     if args.json:
         print(json.dumps([s.describe() for s in specs], indent=2))
         return 0
@@ -170,58 +188,46 @@ def cmd_nodes(args: argparse.Namespace) -> int:
                 extra.append("{" + ", ".join(map(str, d["choices"])) + "}")
             if p.optional:
                 extra.append("optional")
-            print(f"    in  {p.name}: {_short_kind(p.kind)} {' '.join(extra)}".rstrip())
+            print(f"    in  {p.name}: {p.kind_name} {' '.join(extra)}".rstrip())
         if s.dynamic_inputs is not None:
             print("    in  (more inputs derived from the node's parameters)")
         for p in s.outputs:
-            print(f"    out {p.name}: {_short_kind(p.kind)}")
-    for err in REGISTRY.load_errors:
+            print(f"    out {p.name}: {p.kind_name}")
+    for err in registry.load_errors:
         print(f"warning: node pack failed to load: {err}", file=sys.stderr)
     return 0
 
 
-def _short_kind(kind: str) -> str:
-    return kind.rsplit(".", 1)[-1] if kind.startswith("enum:") else kind
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from app.engine import Engine, EngineSettings
+    from app.engine import EngineSettings
+    from app.engine.client import LocalEngine
     from app.graph.validate import ValidationError
-    from nodes.registry import REGISTRY
 
-    graph = _load_graph(args.workflow)
-    apply_sets(graph, REGISTRY, args.sets)
-    engine = Engine(REGISTRY, EngineSettings(device=args.device))
+    registry = _registry(args)
+    graph = _load_graph(args.workflow, registry)
+    apply_sets(graph, registry, args.sets)
+    # nothing fetches outputs after the run here: keep none beyond what the run itself needs
+    client = LocalEngine(registry, EngineSettings(device=args.device, output_store_bytes=0))
     reporter = _Reporter(quiet=args.quiet, tty=sys.stderr.isatty())
-    engine.events.subscribe(reporter)
-    cancel = threading.Event()
-    handle_result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            handle_result["result"] = engine.run(graph, args.targets, args.output_dir, cancel)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
-            handle_result["error"] = exc
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
+    client.subscribe(reporter)
+    handle = client.submit(graph, args.targets, args.output_dir)
     try:
-        while t.is_alive():
-            t.join(0.1)
+        while not handle.done:
+            handle.wait(0.1)
     except KeyboardInterrupt:
-        cancel.set()
+        handle.cancel()
         print("\nimagebash: cancelling...", file=sys.stderr)
-        t.join()
-    reporter.close()
-    engine.shutdown()
-    if "error" in handle_result:
-        err = handle_result["error"]
-        if isinstance(err, ValidationError):
-            for pr in err.problems:
-                print(f"imagebash: error: {args.workflow}: {pr}", file=sys.stderr)
-            return 2
-        raise err
-    result = handle_result["result"]
+    except ValidationError:
+        pass  # reported below, once the run is over
+    try:
+        result = handle.wait()
+    except ValidationError as err:
+        for pr in err.problems:
+            print(f"imagebash: error: {args.workflow}: {pr}", file=sys.stderr)
+        return 2
+    finally:
+        reporter.close()
+        client.shutdown()
     if result.cancelled:
         print("imagebash: run cancelled", file=sys.stderr)
         return 130

@@ -1,10 +1,13 @@
 """Train LoRA: a folder of images in, a LoRA file out, so a workflow can train and then use it.
 
-The node runs `app.training.Trainer` with the preset for the base model's family, overridden by
-the node's own settings. Progress (steps, loss, ETA) goes to the engine as node progress, sample
-images as previews; cancelling saves a checkpoint first, and `resume` continues from it. When
-the output file already holds a LoRA trained with exactly these settings on exactly these
-images, the node returns it at once instead of training again.
+The node runs `app.training.Trainer` with a preset (the "style" preset of the base model's family
+unless one is named), overridden by the node's own settings. It is also how the Tools ▸ Train
+LoRA dialog trains: the dialog submits a one-node workflow to the engine, so training holds the
+device lock and moves the engine's pipelines off the GPU like any other run. Progress goes to
+the engine as node progress with metrics (step, total, loss) for a loss plot, sample images as
+previews and as "sample" files, the trained LoRA as a "lora" file; cancelling saves a checkpoint
+first, and `resume` continues from it. When the output file already holds a LoRA trained with
+exactly these settings on exactly these images, the node returns it at once.
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ from pathlib import Path
 from typing import Annotated
 
 from nodes.registry import node
-from nodes.types import Cancelled, Choices, Context, FileFilter, Help, Range, Seed
+from nodes.types import Cancelled, Choices, Context, FileFilter, Help, Multiline, Range, Seed
 
 
 def _checkpoints() -> list[str]:
     from nodes.diffusion.catalog import list_checkpoints
 
     return list_checkpoints()
+
+
+def _presets() -> list[str]:
+    from app.training.config import preset_names
+
+    return preset_names()
+
+
+#: The preset a family trains with when the node names none.
+STYLE_PRESETS = {"sd1": "style-sd15", "sd2": "style-sd2", "sdxl": "style-sdxl"}
 
 
 def _base_key(params: dict) -> str:
@@ -56,22 +69,26 @@ def train_lora(
     targets: Targets = Targets.ATTENTION,
     rank: Annotated[int, Range(1, 256)] = 16,
     alpha: Annotated[float, Range(0.01, 1024.0, step=0.5)] = 8.0,
-    steps: Annotated[int, Range(1, 1_000_000)] = 1000,
+    steps: Annotated[int, Range(0, 1_000_000)] = 1000,
     learning_rate: Annotated[float, Range(1e-7, 1.0, step=1e-5)] = 1e-4,
     batch_size: Annotated[int, Range(1, 64)] = 1,
-    resolution: Annotated[int, Range(0, 2048, step=64)] = 0,
+    resolution: Annotated[int, Range(0, 4096, step=64)] = 0,
     train_text_encoder: bool = False,
     seed: Seed = 42,
     save_every: Annotated[int, Range(0, 1_000_000)] = 250,
     sample_every: Annotated[int, Range(0, 1_000_000)] = 0,
     resume: bool = False,
     config: Annotated[Path | None, FileFilter(("*.toml",))] = None,
+    preset: Annotated[str, Choices(_presets)] = "",
+    epochs: Annotated[int, Range(0, 100_000)] = 0,
+    sample_prompts: Annotated[str, Multiline()] = "",
+    sample_steps: Annotated[int, Range(0, 1000)] = 0,
     ctx: Context = None,
 ) -> Path:
     """Train a style LoRA or DoRA on a folder of images and return the .safetensors file.
 
-    The file is in kohya/A1111/ComfyUI format (a diffusers/peft twin is written beside it as
-    NAME.peft.safetensors), ready for a LoRA node downstream. Settings not shown here come from
+    The file is in kohya/A1111/ComfyUI format (for a plain LoRA, a diffusers/peft twin is written
+    beside it as NAME.peft.safetensors), ready for a LoRA node downstream. Settings not shown here come from
     the "style" preset for the model family, or from a TOML config file.
 
     Args:
@@ -93,6 +110,10 @@ def train_lora(
         sample_every: Render a sample image every N steps (shown as the node's preview).
         resume: Continue from the newest checkpoint of a stopped run.
         config: Optional TOML file with more settings (same keys as the presets).
+        preset: A training preset (resources/presets); empty: the style preset of the base's family.
+        epochs: Passes over the images, used when steps is 0 (0: the preset's).
+        sample_prompts: Prompts for the sample images, one per line (empty: the trigger word).
+        sample_steps: Sampling steps of the sample images (0: the preset's).
     """
     from app.training.base import BaseModelError
     from app.training.checkpoint import CheckpointError
@@ -101,7 +122,8 @@ def train_lora(
     from app.training.loop import Trainer, TrainingStopped
 
     cfg = _config(folder, base, out, trigger, network, targets, rank, alpha, steps, learning_rate, batch_size,
-                  resolution, train_text_encoder, seed, save_every, sample_every, config)
+                  resolution, train_text_encoder, seed, save_every, sample_every, config, preset, epochs,
+                  sample_prompts, sample_steps, ctx.device)
     key = _train_key(cfg)
     target = Path(cfg.out)
     if not resume and _trained_with(target, key):
@@ -114,14 +136,24 @@ def train_lora(
     ctx.service("models").offload_all()
 
     def progress(p) -> None:
-        ctx.progress(p.fraction, text=p.text())
+        ctx.progress(p.fraction, text=p.text(), metrics=_metrics(p))
+
+    def samples(paths: list[Path]) -> None:
+        for path in paths:
+            ctx.add_file(path, "sample")
+        ctx.progress(trainer_fraction(trainer), preview=_preview(paths[-1]))
 
     trainer = Trainer(cfg, progress=progress, log=ctx.log, stop=ctx.cancel_event)
-    trainer.on_samples = lambda paths: ctx.progress(trainer_fraction(trainer), preview=_preview(paths[-1]))
+    trainer.on_samples = samples
     trainer.extra_metadata = {"imagebash.train_key": key}
     try:
         result = trainer.run(resume=resume)
     except TrainingStopped as exc:
+        r = exc.result
+        ctx.progress(trainer_fraction(trainer), text=f"stopped at step {r.steps}/{r.total_steps}",
+                     metrics={"step": r.steps, "total": r.total_steps, "phase": "stopped",
+                              "checkpoint": str(r.checkpoint or "")})
+        ctx.log(f"{exc}; run again with resume on to continue")
         raise Cancelled(f"{exc}; run again with resume on to continue") from None
     except (DatasetError, BaseModelError, CheckpointError, ConfigError) as exc:
         raise ValueError(str(exc)) from None
@@ -129,7 +161,16 @@ def train_lora(
         trainer.close()  # the LoRA node downstream loads the base again: free this copy first
     ctx.annotate("lora_training", {"file": result.lora.name, "steps": result.steps, "network": cfg.network,
                                    "rank": cfg.rank, "alpha": cfg.alpha})
+    for path in (result.lora, result.peft):
+        if path is not None:
+            ctx.add_file(path, "lora")
     return result.lora
+
+
+def _metrics(p) -> dict:
+    """A trainer Progress as plain numbers (NaN, which JSON lacks, as None)."""
+    loss = p.avg_loss if p.avg_loss == p.avg_loss else None
+    return {"step": p.step, "total": p.total, "loss": loss, "phase": p.phase}
 
 
 def trainer_fraction(trainer) -> float:
@@ -138,7 +179,8 @@ def trainer_fraction(trainer) -> float:
 
 
 def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, learning_rate, batch_size,
-            resolution, train_text_encoder, seed, save_every, sample_every, config):
+            resolution, train_text_encoder, seed, save_every, sample_every, config, preset="", epochs=0,
+            sample_prompts="", sample_steps=0, device="auto"):
     from app.engine.models import ModelError, detect_family, resolve_source
     from app.training.config import ConfigError, TrainConfig, load_preset, load_toml
     from nodes.diffusion.catalog import models_dirs, search_dirs
@@ -147,13 +189,13 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
         raise ValueError("no base model chosen")
     try:
         path, _hub = resolve_source(base, search_dirs("checkpoint"))
-        family = detect_family(path) if path is not None else "sd1"
+        if path is None:
+            raise ValueError(f"base model not found: {base} (training needs a local file or folder)")
+        family = detect_family(path)
     except ModelError as exc:
         raise ValueError(str(exc)) from None
-    if path is None:
-        raise ValueError(f"base model not found: {base} (training needs a local file or folder)")
     try:
-        cfg = load_preset("style-sdxl" if family == "sdxl" else "style-sd15", TrainConfig())
+        cfg = load_preset(str(preset).strip() or STYLE_PRESETS[family], TrainConfig())
         if config is not None and str(config):
             cfg = load_toml(config, cfg)
         folder = Path(folder).expanduser()
@@ -163,9 +205,16 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
                   "network": network.value, "targets": targets.value, "rank": rank, "alpha": alpha,
                   "max_steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
                   "train_text_encoder": train_text_encoder, "seed": int(seed), "save_every": save_every,
-                  "sample_every": sample_every}
+                  "sample_every": sample_every, "device": device}
         if resolution:
             values["resolution"] = resolution
+        if epochs:
+            values["epochs"] = epochs
+        prompts = tuple(line.strip() for line in str(sample_prompts).splitlines() if line.strip())
+        if prompts:
+            values["sample_prompts"] = prompts
+        if sample_steps:
+            values["sample_steps"] = sample_steps
         return cfg.replace(**values).validate()
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
@@ -184,14 +233,13 @@ def _train_key(cfg) -> str:
 
 
 def _trained_with(path: Path, key: str) -> bool:
+    from app.engine.probe import ProbeError, probe
+
     if not path.is_file():
         return False
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("imagebash.train_key") == key
-    except Exception:  # noqa: BLE001 - an unreadable file is simply not up to date
+        return probe(path).metadata.get("imagebash.train_key") == key
+    except ProbeError:  # an unreadable file is simply not up to date
         return False
 
 

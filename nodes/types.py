@@ -82,6 +82,13 @@ class Latent:
         s = self.samples
         return int(s.numel() * s.element_size()) if hasattr(s, "numel") else 0
 
+    def to_host(self) -> Latent:
+        """These samples on the CPU (what the engine's cache keeps: GPU memory is the models')."""
+        device = getattr(self.samples, "device", None)
+        if device is None or getattr(device, "type", "cpu") == "cpu":
+            return self
+        return replace(self, samples=self.samples.to("cpu"))
+
 
 @dataclass(frozen=True)
 class LoraRef:
@@ -140,20 +147,6 @@ class Video:
         for i in range(self.length):
             yield self.frame(i)
 
-    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Video:
-        """A new lazy Video whose frame i is fn(self.frame(i))."""
-        first = None
-
-        def get(i: int) -> np.ndarray:
-            return fn(self.frame(i))
-
-        if self.length:
-            first = get(0)
-            h, w = first.shape[1:3]
-            return Video(self.length, self.fps, (w, h), _first_cached(get, first),
-                         channels=first.shape[-1])
-        return Video(0, self.fps, self.size, get, self.channels)
-
     def to_batch(self) -> np.ndarray:
         """Materialise every frame as one Image batch (only for short clips)."""
         return np.concatenate(list(self.frames()), axis=0) if self.length else np.zeros(
@@ -172,12 +165,6 @@ class Video:
         return f"Video({self.length} frames, {self.fps:g} fps, {self.size[0]}x{self.size[1]})"
 
 
-def _first_cached(get: Callable[[int], np.ndarray], first: np.ndarray) -> Callable[[int], np.ndarray]:
-    def wrapped(i: int) -> np.ndarray:
-        return first if i == 0 else get(i)
-    return wrapped
-
-
 class Cancelled(Exception):
     """Raised inside a node when the user cancelled the run."""
 
@@ -190,7 +177,12 @@ class Context(Protocol):
     device: str
 
     def progress(self, fraction: float, preview: np.ndarray | None = None,
-                 text: str | None = None) -> None: ...
+                 text: str | None = None, metrics: dict[str, Any] | None = None) -> None: ...
+
+    def log(self, message: str, level: str = "info") -> None: ...
+
+    def add_file(self, path: Any, kind: str = "file", frame: int | None = None) -> None:
+        """Report a file this node wrote (Save nodes, a trained LoRA, samples), as an artefact."""
 
     def check_cancelled(self) -> None: ...
 
@@ -199,6 +191,9 @@ class Context(Protocol):
 
     def service(self, name: str) -> Any: ...
 
+    def device_lock(self) -> Any:
+        """The engine's device lock (a context manager), for io nodes that do device work later."""
+
     def annotate(self, key: str, value: Any) -> None: ...
 
     @property
@@ -206,14 +201,3 @@ class Context(Protocol):
 
     @property
     def provenance(self) -> dict: ...
-
-
-def value_nbytes(value: Any) -> int:
-    """Best-effort size of a port value, for the cache's memory budget."""
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if hasattr(value, "nbytes") and callable(value.nbytes):
-        return int(value.nbytes())
-    if isinstance(value, (tuple, list)):
-        return sum(value_nbytes(v) for v in value)
-    return 64

@@ -197,7 +197,7 @@ def save_video(video: Video, filename_prefix: str = "imagebash_video", codec: Vi
     """Encode every frame into a video file in the run's output folder (never overwriting one).
 
     Frames are pulled one at a time, so long clips keep memory flat. Alpha is dropped; a frame
-    of another size than the first is stretched to it. Returns the written path.
+    of another size than the first is stretched to it. Returns the written path (also reported as a "video" artefact).
 
     Args:
         video: The frames (a video, or an image batch played as frames).
@@ -215,6 +215,7 @@ def save_video(video: Video, filename_prefix: str = "imagebash_video", codec: Vi
     path = reserve_file(out_dir, filename_prefix, _CONTAINER[codec])
     rate = write_video(video, path, codec, fps, crf, ctx)
     if ctx is not None:
+        ctx.add_file(path, "video")
         ctx.log(f"saved {path} ({len(video)} frames, {rate:g} fps)")
     return str(path)
 

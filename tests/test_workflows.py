@@ -20,7 +20,7 @@ from app.engine import Engine, EngineSettings, RunResult
 from app.graph.io import load, workflow_from_png
 from app.graph.validate import validate
 from app.paths import RESOURCES, WORKFLOWS
-from nodes.registry import REGISTRY
+from nodes.registry import default_registry
 from tests.workflow_sets import WORKFLOW_SETS
 
 FILES = sorted(WORKFLOWS.glob("*.json"))
@@ -109,7 +109,7 @@ def _check_file(path: pathlib.Path) -> None:
 @pytest.mark.parametrize("wf", FILES, ids=[p.name for p in FILES])
 def test_workflow_runs(wf, tmp_path, request):
     graph = load(wf)
-    problems = validate(graph, REGISTRY)
+    problems = validate(graph, default_registry())
     assert not problems, "; ".join(map(str, problems))
     positions = [tuple(n.position) for n in graph]
     assert len(set(positions)) == len(positions), "two nodes share a canvas position"
@@ -119,8 +119,8 @@ def test_workflow_runs(wf, tmp_path, request):
                     f"tests/workflow_sets.py: add WORKFLOW_SETS[{wf.name!r}] = lambda request: [...] with the "
                     "--set overrides (a tiny model fixture, the fake Replicate server) that let it run here")
     if sets is not None:
-        apply_sets(graph, REGISTRY, sets(request))
-    engine = Engine(REGISTRY, EngineSettings(device="cpu"))
+        apply_sets(graph, default_registry(), sets(request))
+    engine = Engine(default_registry(), EngineSettings(device="cpu"))
     try:
         result = engine.run(graph, output_dir=tmp_path / "out")
     finally:

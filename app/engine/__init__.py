@@ -3,15 +3,16 @@
 from app.engine.events import (
     Event,
     NodeFailed,
+    NodeFile,
     NodeFinished,
     NodeLog,
     NodeProgress,
     NodeSkipped,
     NodeStarted,
     RunFinished,
+    RunStarted,
 )
 from app.engine.executor import Engine, EngineSettings, NodeContext, RunHandle, RunResult
-from app.engine.services import register_service
 
 __all__ = [
     "Engine",
@@ -19,6 +20,7 @@ __all__ = [
     "Event",
     "NodeContext",
     "NodeFailed",
+    "NodeFile",
     "NodeFinished",
     "NodeLog",
     "NodeProgress",
@@ -27,5 +29,5 @@ __all__ = [
     "RunFinished",
     "RunHandle",
     "RunResult",
-    "register_service",
+    "RunStarted",
 ]

@@ -1,24 +1,39 @@
-"""Events the engine emits for every node, and a thread-safe bus that fans them out.
+"""Events the engine emits for every node and run, and a thread-safe bus that fans them out.
 
-Listeners are called on the thread that emits (a pool worker, the scheduler); a UI marshals them
-onto its own thread. A listener that raises is logged and kept out of the run's way.
+Events are plain data by construction: str, int, float, bool, None, tuples, bytes and the wire
+records of `app.engine.wire` (output summaries, file artefacts), never arrays, closures or
+device tensors, so `to_wire` / `from_wire` turn every one of them into JSON and back (bytes as
+base64) for a remote engine. Listeners are called on the thread that emits (a pool worker, the
+scheduler); a UI marshals them onto its own thread. A listener that raises is logged and kept
+out of the run's way.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.wire import FileArtifact, OutputRef, OutputSummary
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Event:
-    run_id: int
+    run_id: str
     node_id: str | None
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """The run was accepted and planned; `nodes` are the ids it will run, in order."""
+
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -30,14 +45,27 @@ class NodeStarted(Event):
 class NodeProgress(Event):
     fraction: float = 0.0
     text: str | None = None
-    preview: Any = None  # an optional (H, W, C) float image, e.g. a decoded latent preview
+    preview: bytes | None = field(default=None, repr=False)  # a small PNG, e.g. a decoded latent
+    #: Numbers a front end may plot (a trainer's step, total and loss), JSON scalars only.
+    metrics: tuple[tuple[str, Any], ...] = ()
+
+    def metric(self, name: str, default: Any = None) -> Any:
+        return dict(self.metrics).get(name, default)
 
 
 @dataclass(frozen=True)
 class NodeFinished(Event):
     duration: float = 0.0
     cached: bool = False
-    outputs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: A summary (and reference) per output port; fetch values from the engine by `summary.ref`.
+    outputs: dict[str, OutputSummary] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class NodeFile(Event):
+    """A node wrote a file (Save Image, Save Video, a trained LoRA, a training sample)."""
+
+    file: FileArtifact | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +90,67 @@ class NodeLog(Event):
 
 @dataclass(frozen=True)
 class RunFinished(Event):
+    """The last event of every run, including one that could not start (`error`, `problems`)."""
+
     duration: float = 0.0
     cancelled: bool = False
     failed: tuple[str, ...] = ()
+    error: str | None = None
+    #: Validation problems when the run could not start: (node id, port, message) triples.
+    problems: tuple[tuple[str | None, str | None, str], ...] = ()
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    c.__name__: c for c in (RunStarted, NodeStarted, NodeProgress, NodeFinished, NodeFile, NodeFailed,
+                            NodeSkipped, NodeLog, RunFinished)
+}
+
+
+def to_wire(event: Event) -> dict[str, Any]:
+    """A JSON-able dict for an event: its type name and fields, bytes as base64 text."""
+    return {"type": type(event).__name__, **{f.name: _encode(getattr(event, f.name))
+                                             for f in dataclasses.fields(event)}}
+
+
+def from_wire(doc: dict[str, Any]) -> Event:
+    """The event `to_wire` described (raises ValueError for an unknown type)."""
+    cls = EVENT_TYPES.get(str(doc.get("type")))
+    if cls is None:
+        raise ValueError(f"unknown event type {doc.get('type')!r}")
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name in doc:
+            kw[f.name] = _decode(f.name, doc[f.name])
+    return cls(**kw)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, (OutputSummary, OutputRef, FileArtifact)):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(name: str, value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if name == "outputs" and isinstance(value, dict):
+        return {port: _summary(s) for port, s in value.items()}
+    if name == "file" and isinstance(value, dict):
+        return FileArtifact(**value)
+    if isinstance(value, list):
+        return tuple(_decode("", v) for v in value)
+    return value
+
+
+def _summary(doc: dict[str, Any]) -> OutputSummary:
+    kw = {k: _decode(k, v) for k, v in doc.items() if k != "ref"}
+    return OutputSummary(ref=OutputRef(**doc["ref"]), **kw)
 
 
 Listener = Callable[[Event], None]

@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine import events as ev
+from app.engine import wire
 from app.engine.cache import OutputCache
 from app.engine.plan import Plan, PlanNode, compute_signatures, make_plan
 from app.engine.services import Services
+from app.engine.store import OutputStore
 from app.engine.video_map import map_over_video
 from app.graph.model import Graph, NodeMode
-from nodes.registry import REGISTRY, REQUIRED, Registry
+from app.graph.validate import ValidationError
+from nodes.registry import REQUIRED, Registry, default_registry
 from nodes.types import Cancelled, Video
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ class EngineSettings:
     vae_tiling: str = "auto"  # off | auto | on
     cpu_offload: bool = False
     cache_budget_bytes: int = 4 << 30
+    #: Outputs kept for clients to fetch by reference after a run (0: keep none, as the CLI does).
+    output_store_bytes: int = 2 << 30
     model_budget_bytes: int | None = None
     max_workers: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
@@ -51,13 +56,14 @@ class EngineSettings:
 class RunResult:
     """What a run produced: outputs of the targets, and a status per planned node."""
 
-    run_id: int
+    run_id: str
     outputs: dict[str, dict[str, Any]]
     status: dict[str, str]  # done | cached | failed | skipped | muted | cancelled
     errors: dict[str, str]
     durations: dict[str, float]
     cancelled: bool = False
     duration: float = 0.0
+    files: list[wire.FileArtifact] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,7 +77,7 @@ class RunResult:
 class _Run:
     """Mutable state of one run (shared by the scheduler and node contexts)."""
 
-    def __init__(self, run_id: int, graph: Graph, plan: Plan, output_dir: pathlib.Path,
+    def __init__(self, run_id: str, graph: Graph, plan: Plan, output_dir: pathlib.Path,
                  cancel: threading.Event) -> None:
         self.id = run_id
         self.graph = graph
@@ -79,6 +85,7 @@ class _Run:
         self.output_dir = output_dir
         self.cancel = cancel
         self.annotations: dict[str, dict[str, Any]] = {}
+        self.files: list[wire.FileArtifact] = []
         self._workflow: dict | None = None
 
     @property
@@ -107,8 +114,26 @@ class NodeContext:
         self.device = engine.settings.device
         self.settings = engine.settings
 
-    def progress(self, fraction: float, preview: Any = None, text: str | None = None) -> None:
-        self._engine.events.emit(ev.NodeProgress(self._run.id, self.node_id, float(fraction), text, preview))
+    def progress(self, fraction: float, preview: Any = None, text: str | None = None,
+                 metrics: dict[str, Any] | None = None) -> None:
+        """Report progress; a preview image travels as a small PNG, `metrics` as JSON scalars."""
+        bus = self._engine.events
+        if not bus.active:
+            return
+        png = wire.encode_png(preview) if preview is not None else None
+        bus.emit(ev.NodeProgress(self._run.id, self.node_id, float(fraction), text, png,
+                                 tuple((metrics or {}).items())))
+
+    def add_file(self, path: Any, kind: str = "file", frame: int | None = None) -> None:
+        """Report a file this node wrote, as an artefact a client can list and fetch."""
+        p = pathlib.Path(path)
+        try:
+            size = p.stat().st_size
+        except OSError:
+            size = 0
+        art = wire.FileArtifact(self._run.id, self.node_id, str(p), kind, size, frame)
+        self._run.files.append(art)
+        self._engine.events.emit(ev.NodeFile(self._run.id, self.node_id, art))
 
     def log(self, message: str, level: str = "info") -> None:
         log.log(logging.WARNING if level == "warning" else logging.INFO, "%s: %s", self.node_id, message)
@@ -163,9 +188,10 @@ class NodeContext:
 
 
 class RunHandle:
-    """A run in the background: cancel it, wait for it, read its result."""
+    """A run in the background: its id, cancel it, wait for it, read its result."""
 
-    def __init__(self, cancel: threading.Event) -> None:
+    def __init__(self, run_id: str, cancel: threading.Event) -> None:
+        self.run_id = run_id
         self._cancel = cancel
         self._done = threading.Event()
         self.result: RunResult | None = None
@@ -186,18 +212,26 @@ class RunHandle:
 
 
 class Engine:
-    """Runs graphs. One engine per app: it owns the cache, the pool, the device lock, services."""
+    """Runs graphs. One engine per app: it owns the cache, the pool, the device lock, services.
 
-    def __init__(self, registry: Registry = REGISTRY, settings: EngineSettings | None = None) -> None:
-        self.registry = registry
+    Every run, from `run` or `start`, emits RunStarted (once planned), the node events, and
+    exactly one RunFinished, also when the graph could not be planned (with its problems), so
+    a client can follow a run from events alone. Node outputs are kept in `outputs` for clients
+    to fetch by `OutputRef` (`fetch`, `fetch_frame`) while someone listens to the events.
+    """
+
+    def __init__(self, registry: Registry | None = None, settings: EngineSettings | None = None) -> None:
+        self.registry = registry if registry is not None else default_registry()
         self.settings = settings or EngineSettings()
         self.cache = OutputCache(self.settings.cache_budget_bytes)
+        self.outputs = OutputStore(self.settings.output_store_bytes)
         self.events = ev.EventBus()
         self.gpu_lock = threading.RLock()
-        self.services = Services(self)
+        self.registry.ensure_loaded()
+        self.services = Services(self, self.registry.services)
         self._pool = ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix="imagebash-node")
         self._run_ids = itertools.count(1)
-        self._annotations: dict[str, dict[str, Any]] = {}
+        self._nonce = f"{id(self)}:{time.time_ns()}"
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -206,16 +240,19 @@ class Engine:
     def plan(self, graph: Graph, targets: list[str] | None = None) -> Plan:
         return make_plan(graph, self.registry, targets)
 
+    def new_run_id(self) -> str:
+        return f"r{next(self._run_ids)}"
+
     def start(self, graph: Graph, targets: list[str] | None = None,
-              output_dir: str | pathlib.Path | None = None) -> RunHandle:
-        """Run in a background thread; returns at once."""
+              output_dir: str | pathlib.Path | None = None, run_id: str | None = None) -> RunHandle:
+        """Run a snapshot of `graph` in a background thread; returns at once."""
         cancel = threading.Event()
-        handle = RunHandle(cancel)
+        handle = RunHandle(run_id or self.new_run_id(), cancel)
         snapshot = graph.copy()
 
         def work() -> None:
             try:
-                handle.result = self.run(snapshot, targets, output_dir, cancel)
+                handle.result = self.run(snapshot, targets, output_dir, cancel, handle.run_id)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
                 handle.error = exc
             finally:
@@ -226,13 +263,42 @@ class Engine:
 
     def run(self, graph: Graph, targets: list[str] | None = None,
             output_dir: str | pathlib.Path | None = None,
-            cancel: threading.Event | None = None) -> RunResult:
+            cancel: threading.Event | None = None, run_id: str | None = None) -> RunResult:
         """Run what `targets` (default: the output nodes) need; raise ValidationError on bad graphs."""
-        plan = make_plan(graph, self.registry, targets)
-        run_id = next(self._run_ids)
-        compute_signatures(plan, nonce=f"{id(self)}:{run_id}:{time.time_ns()}")
+        run_id = run_id or self.new_run_id()
+        try:
+            plan = make_plan(graph, self.registry, targets)
+        except ValidationError as exc:
+            problems = tuple((p.node_id, p.port, p.message) for p in exc.problems)
+            self.events.emit(ev.RunFinished(run_id, None, error=str(exc), problems=problems))
+            raise
+        except Exception as exc:
+            self.events.emit(ev.RunFinished(run_id, None, error=str(exc) or type(exc).__name__))
+            raise
+        compute_signatures(plan, nonce=f"{self._nonce}:{run_id}:{time.time_ns()}")
         run = _Run(run_id, graph, plan, pathlib.Path(output_dir or "output"), cancel or threading.Event())
+        self.events.emit(ev.RunStarted(run_id, None, tuple(plan.order)))
         return _Scheduler(self, run).go()
+
+    def fetch(self, ref: wire.OutputRef) -> Any:
+        """The value behind an output reference (raises OutputGone when it is no longer kept)."""
+        return self.outputs.get(ref)
+
+    def fetch_frame(self, ref: wire.OutputRef, index: int = 0) -> Any:
+        """Frame `index` of an Image/Mask batch or a Video output, as (H, W, C) float32.
+
+        Pulling a lazy Video's frame runs the node code that makes it, here in the engine, not
+        in the client that asked.
+        """
+        import numpy as np
+
+        value = self.fetch(ref)
+        if isinstance(value, Video):
+            return value.frame(min(max(index, 0), len(value) - 1))[0]
+        if isinstance(value, np.ndarray) and value.ndim in (3, 4) and value.shape[0]:
+            frame = value[min(max(index, 0), value.shape[0] - 1)]
+            return frame[..., None] if frame.ndim == 2 else frame
+        raise TypeError(f"{ref.node_id}.{ref.port} is not a picture")
 
     # node execution ----------------------------------------------------------------------------
     def execute_node(self, run: _Run, pn: PlanNode, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -260,13 +326,6 @@ class Engine:
         if spec.outputs:
             return {spec.outputs[0].name: result}
         return {}
-
-    def store_annotations(self, sig: str, notes: dict[str, Any] | None) -> None:
-        if notes:
-            self._annotations[sig] = notes
-
-    def cached_annotations(self, sig: str) -> dict[str, Any] | None:
-        return self._annotations.get(sig)
 
 
 class _Skip(Exception):
@@ -339,7 +398,18 @@ class _Scheduler:
         duration = time.perf_counter() - t0
         outputs = {nid: self.values[nid] for nid in self.plan.targets if nid in self.values}
         self.emit(ev.RunFinished(self.run.id, None, duration, cancelled, tuple(self.errors)))
-        return RunResult(self.run.id, outputs, self.status, self.errors, self.durations, cancelled, duration)
+        return RunResult(self.run.id, outputs, self.status, self.errors, self.durations, cancelled, duration,
+                         list(self.run.files))
+
+    def _finished(self, pn: PlanNode, outputs: dict[str, Any], duration: float, cached: bool) -> None:
+        """Keep the outputs for clients and tell the listeners, with a summary per port."""
+        if not self.engine.events.active:
+            return
+        kinds = {p.name: p.kind for p in pn.spec.outputs}
+        self.engine.outputs.put(self.run.id, pn.id, outputs, kinds)
+        summaries = {port: wire.summarize(wire.OutputRef(self.run.id, pn.id, port), kinds.get(port, "Any"), v)
+                     for port, v in outputs.items()}
+        self.emit(ev.NodeFinished(self.run.id, pn.id, duration, cached, summaries))
 
     def _prepare(self, pn: PlanNode) -> dict[str, Any] | None:
         """Resolve inputs and try the cache; None when the node is already settled."""
@@ -363,17 +433,16 @@ class _Scheduler:
         if pn.mode is NodeMode.BYPASSED:
             self.values[nid] = self._bypass(pn, inputs)
             self.status[nid] = "bypassed"
-            self.emit(ev.NodeFinished(self.run.id, nid, 0.0, False, self.values[nid]))
+            self._finished(pn, self.values[nid], 0.0, False)
             return None
         hit = self.engine.cache.get(pn.signature) if pn.spec.cacheable else None
         if hit is not None:
-            self.values[nid] = hit
+            self.values[nid] = hit.outputs
             self.status[nid] = "cached"
             self.durations[nid] = 0.0
-            notes = self.engine.cached_annotations(pn.signature)
-            if notes:
-                self.run.annotations[nid] = dict(notes)
-            self.emit(ev.NodeFinished(self.run.id, nid, 0.0, True, hit))
+            if hit.annotations:
+                self.run.annotations[nid] = dict(hit.annotations)
+            self._finished(pn, hit.outputs, 0.0, True)
             return None
         return inputs
 
@@ -428,12 +497,12 @@ class _Scheduler:
         t0 = time.perf_counter()
         try:
             outputs = self.engine.execute_node(self.run, pn, inputs)
-            _check_outputs(pn, outputs)
+            wire.check_outputs(pn.spec.id, pn.spec.outputs, outputs)
         except Cancelled:
             self.status[nid] = "cancelled"
             self.run.cancel.set()
             return
-        except Exception as exc:
+        except Exception as exc:  # the engine's central catch: a node's failure fails only its descendants
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             self.status[nid] = "failed"
             self.errors[nid] = msg
@@ -446,10 +515,10 @@ class _Scheduler:
         self.status[nid] = "done"
         self.durations[nid] = dt
         if pn.spec.cacheable:
-            self.engine.cache.put(pn.signature, outputs)
-            self.engine.store_annotations(pn.signature, self.run.annotations.get(nid))
+            self.engine.cache.put(pn.signature, outputs, {p.name: p.kind for p in pn.spec.outputs},
+                                  self.run.annotations.get(nid))
         if bus_active:
-            self.emit(ev.NodeFinished(self.run.id, nid, dt, False, outputs))
+            self._finished(pn, outputs, dt, False)
 
     def _complete(self, nid: str) -> list[str]:
         """Release inputs no longer needed and return the consumers that became ready."""
@@ -464,19 +533,3 @@ class _Scheduler:
             if self.pending_deps[c] == 0:
                 ready.append(c)
         return ready
-
-
-def _check_outputs(pn: PlanNode, outputs: dict[str, Any]) -> None:
-    """Catch a node returning the wrong shape early, naming the node and the port."""
-    import numpy as np
-
-    for p in pn.spec.outputs:
-        v = outputs.get(p.name)
-        if v is None or isinstance(v, Video):
-            continue
-        if p.kind == "Image" and (not isinstance(v, np.ndarray) or v.ndim != 4 or v.shape[-1] not in (3, 4)):
-            raise TypeError(f"{pn.spec.id} returned output '{p.name}' with shape {getattr(v, 'shape', type(v))}, "
-                            "expected an Image (N, H, W, 3|4)")
-        if p.kind == "Mask" and (not isinstance(v, np.ndarray) or v.ndim != 3):
-            raise TypeError(f"{pn.spec.id} returned output '{p.name}' with shape {getattr(v, 'shape', type(v))}, "
-                            "expected a Mask (N, H, W)")

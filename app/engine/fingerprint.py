@@ -2,7 +2,9 @@
 
 A fingerprint is (size, mtime, hash of the content). Hashing a multi-GB checkpoint on every run
 would be slow, so hashes are memoised per (path, size, mtime): a file is re-read only when it
-changed. blake2b is in the standard library and faster than sha256 in pure Python builds.
+changed. The memo is bounded (least recently used out), so a long-lived server that sees
+thousands of uploads does not grow without end. blake2b is in the standard library and faster
+than sha256 in pure Python builds.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import hashlib
 import os
 import pathlib
 import threading
+from collections import OrderedDict
 
-_memo: dict[tuple[str, int, int], str] = {}
+MEMO_ENTRIES = 4096
+_memo: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 _lock = threading.Lock()
 _CHUNK = 1 << 20
 
@@ -24,6 +28,8 @@ def file_hash(path: str | os.PathLike[str], digest_size: int = 16) -> str:
     key = (os.path.abspath(p), st.st_size, st.st_mtime_ns)
     with _lock:
         hit = _memo.get(key)
+        if hit is not None:
+            _memo.move_to_end(key)
     if hit is not None and len(hit) == digest_size * 2:
         return hit
     h = hashlib.blake2b(digest_size=digest_size)
@@ -33,6 +39,8 @@ def file_hash(path: str | os.PathLike[str], digest_size: int = 16) -> str:
     digest = h.hexdigest()
     with _lock:
         _memo[key] = digest
+        while len(_memo) > MEMO_ENTRIES:
+            _memo.popitem(last=False)
     return digest
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from app.engine.fingerprint import fingerprint
 from app.graph.model import Graph, NodeInstance, NodeMode
-from app.graph.validate import Problem, ValidationError, coerce_params, dynamic_hint, find_cycle, upgrade_nodes
-from nodes.registry import NodeSpec, PortSpec, Registry, compatible
+from app.graph.validate import Problem, ValidationError, check_nodes, find_cycle
+from nodes.registry import NodeSpec, PortSpec, Registry
 
 
 @dataclass
@@ -24,7 +24,7 @@ class PlanNode:
 
     id: str
     spec: NodeSpec
-    instance: NodeInstance
+    instance: NodeInstance  # the node as its current declaration reads it (upgraded view)
     params: dict[str, Any]  # coerced parameter values (unlinked ports only)
     ports: list[PortSpec]
     links: dict[str, tuple[str, str]]  # input port -> (source node, source output)
@@ -56,16 +56,13 @@ def default_targets(graph: Graph, registry: Registry) -> list[str]:
     return [n.id for n in graph if n.id not in fed]
 
 
-def make_plan(graph: Graph, registry: Registry, targets: list[str] | None = None) -> Plan:
-    """Plan the subgraph the targets need; raise ValidationError listing every problem in it."""
+def select(graph: Graph, targets: list[str]) -> list[str]:
+    """The targets and their ancestors, in a topological order (raise ValidationError on a cycle)."""
     import networkx as nx  # imported here: it costs ~0.25 s of the editor's start-up
 
-    problems: list[Problem] = list(upgrade_nodes(graph, registry))
     dag = nx.DiGraph()
     dag.add_nodes_from(graph.nodes)
     dag.add_edges_from((ln.src, ln.dst) for ln in graph.links)
-    if targets is None:
-        targets = default_targets(graph, registry)
     for t in targets:
         if t not in graph.nodes:
             raise ValidationError([Problem(t, None, "no such node to run")])
@@ -79,49 +76,30 @@ def make_plan(graph: Graph, registry: Registry, targets: list[str] | None = None
         if t not in needed:
             needed.add(t)
             needed |= nx.ancestors(dag, t)
-    order = [n for n in full_order if n in needed]
-    links_into: dict[str, dict[str, tuple[str, str]]] = {}
-    for ln in graph.links:
-        if ln.dst in needed:
-            links_into.setdefault(ln.dst, {})[ln.dst_port] = (ln.src, ln.src_port)
-    nodes: dict[str, PlanNode] = {}
-    for nid in order:
-        inst = graph.nodes[nid]
-        spec = registry.get(inst.type)
-        if spec is None:
-            problems.append(Problem(nid, None, f"unknown node type '{inst.type}' (is its node pack installed?)"))
-            continue
-        links = links_into.get(nid, {})
-        params, bad = coerce_params(spec, inst.params, nid, set(links))
-        problems.extend(bad)
-        ports = spec.inputs_for(inst.params)
-        if graph.base_dir:
-            for p in ports:
-                v = params.get(p.name)
-                if p.kind == "Path" and v is not None and not v.is_absolute():
-                    params[p.name] = pathlib.Path(graph.base_dir) / v
-        by_name = {p.name: p for p in ports}
-        for port_name, (src, src_port) in links.items():
-            dst_port = by_name.get(port_name)
-            if dst_port is None:
-                problems.append(Problem(nid, port_name, f"{spec.id} has no input '{port_name}'"
-                                                        + dynamic_hint(spec)))
-                continue
-            src_spec = registry.get(graph.nodes[src].type)
-            out = src_spec.output_port(src_port) if src_spec else None
-            if src_spec is not None and out is None:
-                problems.append(Problem(src, src_port, f"{src_spec.id} has no output '{src_port}'"))
-            elif out is not None and not compatible(out.kind, dst_port.kind):
-                problems.append(Problem(nid, port_name, f"type mismatch: {src}.{src_port} gives {out.kind}, "
-                                                        f"this input takes {dst_port.kind}"))
-        if inst.mode is not NodeMode.MUTED:
-            for p in ports:
-                if p.required and p.name not in links and p.name not in params:
-                    what = "a link" if not p.is_param else "a value or a link"
-                    problems.append(Problem(nid, p.name, f"required input '{p.name}' needs {what}"))
-        nodes[nid] = PlanNode(nid, spec, inst, params, ports, links)
+    return [n for n in full_order if n in needed]
+
+
+def make_plan(graph: Graph, registry: Registry, targets: list[str] | None = None) -> Plan:
+    """Plan the subgraph the targets need; raise ValidationError listing every problem in it.
+
+    The checks are `app.graph.validate`'s, on just that subgraph, so a broken branch the user did
+    not ask for does not block the run; the graph itself is never changed.
+    """
+    if targets is None:
+        targets = default_targets(graph, registry)
+    order = select(graph, targets)
+    checked, problems = check_nodes(graph, registry, set(order))
     if problems:
         raise ValidationError(problems)
+    nodes: dict[str, PlanNode] = {}
+    for nid in order:
+        c = checked[nid]
+        if graph.base_dir:
+            for p in c.ports:
+                v = c.params.get(p.name)
+                if p.kind == "Path" and v is not None and not v.is_absolute():
+                    c.params[p.name] = pathlib.Path(graph.base_dir) / v
+        nodes[nid] = PlanNode(nid, c.spec, c.node, c.params, c.ports, c.links)
     for pn in nodes.values():
         for src in dict.fromkeys(src for src, _ in pn.links.values()):
             nodes[src].consumers.append(pn.id)

@@ -39,8 +39,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train-lora", help="train a style LoRA/DoRA from a folder of images",
         description="Train a LoRA or DoRA on a folder of images (captions from .txt/.caption files, kohya "
-                    "repeat folders like 10_style/). Writes FILE in kohya/A1111/ComfyUI format and "
-                    "FILE.peft.safetensors in diffusers/peft format.",
+                    "repeat folders like 10_style/). Writes FILE in kohya/A1111/ComfyUI format and, for a "
+                    "plain LoRA, FILE.peft.safetensors in diffusers/peft format.",
         argument_default=S)
     p.add_argument("folder", type=pathlib.Path, help="folder of images (PNG, JPEG, WebP; subfolders too)")
     p.add_argument("--base", required=True, help="base model: a diffusers folder or a .safetensors checkpoint")
@@ -138,7 +138,7 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-    print(f"{result.lora}\n{result.peft}")
+    print("\n".join(str(p) for p in (result.lora, result.peft) if p is not None))
     if not quiet:
         last = sum(result.losses[-20:]) / max(1, len(result.losses[-20:]))
         print(f"trained {result.steps} steps, final loss {last:.4f}; checkpoints in {result.checkpoint.parent}",

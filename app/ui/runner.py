@@ -1,27 +1,29 @@
-"""Runs workflows for the window: one engine, a queue of jobs, engine events marshalled to Qt.
+"""Runs workflows for the window through an engine client, and marshals its events to Qt.
 
-The engine calls its listeners on its own threads; `RunController` re-emits each event through a
-queued Qt signal, so every slot runs on the GUI thread and the window never freezes or touches
-widgets from a worker. Jobs run one after the other (the queue panel lists them); each runs on a
-snapshot of the graph taken when it was queued, so editing during a run is safe.
+The window reaches an engine only through `app.engine.client.EngineClient` (in-process or
+remote); `RunController` is its one user in the UI. The client calls its listeners on engine
+threads; the controller re-emits each event through a queued Qt signal, so every slot runs on
+the GUI thread and the window never freezes or touches widgets from a worker. Jobs run one after
+the other (the queue panel lists them), each on a snapshot of the graph taken when it was
+queued, so editing during a run is safe. A job ends on its run's RunFinished event; the files
+it wrote come from NodeFile events, and node outputs are kept as summaries whose references the
+panels fetch from the client.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import pathlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from app.engine import events as ev
+from app.engine.wire import OutputSummary
 from app.graph.model import Graph
-
-MAX_LISTED_FILES = 200
-PROGRESS_INTERVAL_S = 1 / 30
+from app.graph.validate import Problem
 
 
 @dataclass
@@ -38,13 +40,12 @@ class RunJob:
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    #: Files the run's nodes reported writing (NodeFile events), in order.
     files: list[pathlib.Path] = field(default_factory=list)
-    #: Files that Save nodes returned as their output.
-    reported_files: list[pathlib.Path] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     message: str = ""
     problems: list[Any] = field(default_factory=list)  # validation Problems when the run could not start
-    engine_run_id: int | None = None
+    run_id: str | None = None
     handle: Any = None
     #: Extra nodes the job added to the graph (an export's save node), hidden from the canvas.
     hidden_nodes: frozenset[str] = frozenset()
@@ -61,7 +62,7 @@ class RunJob:
 
 
 class RunController(QObject):
-    """Owns the engine; queues runs; turns engine events into Qt signals on the GUI thread."""
+    """Queues runs on an engine client; turns its events into Qt signals on the GUI thread."""
 
     jobQueued = Signal(object)  # RunJob
     jobStarted = Signal(object)
@@ -69,69 +70,23 @@ class RunController(QObject):
     engineEvent = Signal(object, object)  # RunJob, engine Event
     _bridged = Signal(object)  # emitted on engine threads, delivered queued on the GUI thread
 
-    def __init__(self, engine_settings: Any = None, registry: Any = None, parent: QObject | None = None) -> None:
+    def __init__(self, client: Any, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._settings = engine_settings
-        self._registry = registry
-        self._engine: Any = None
-        self._pending_settings: Any = None
+        self.client = client
         self._numbers = itertools.count(1)
         self.jobs: list[RunJob] = []
         self._queue: list[RunJob] = []
         self.current: RunJob | None = None
-        #: Last outputs of every node that finished, per document: {id(doc): {node_id: {port: value}}}.
-        self._outputs: dict[int, dict[str, dict[str, Any]]] = {}
-        self._last_progress: dict[tuple[int, str | None], float] = {}
+        #: Summaries of the last outputs of every node that finished, per document:
+        #: {id(doc): {node_id: {port: OutputSummary}}}; values are fetched from the client by ref.
+        self._outputs: dict[int, dict[str, dict[str, OutputSummary]]] = {}
+        self._runs_of: dict[int, list[str]] = {}
         self._bridged.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
-        self._poll = QTimer(self)
-        self._poll.setInterval(25)
-        self._poll.timeout.connect(self._check_done)
-
-    # engine -------------------------------------------------------------------------------------
-    @property
-    def engine(self) -> Any:
-        """The engine, built on first use (so opening the window stays cheap)."""
-        if self._engine is None:
-            from app.engine import Engine
-            from nodes.registry import REGISTRY
-
-            self._engine = Engine(self._registry or REGISTRY, self._settings)
-            self._engine.events.subscribe(self._forward)
-        return self._engine
+        self._unsubscribe = client.subscribe(self._bridged.emit)
 
     def apply_settings(self, engine_settings: Any) -> None:
-        """New engine settings: rebuild the engine now if idle, else once the queue drains."""
-        if engine_settings == self._settings:
-            return  # nothing changed: keep the engine and its cache
-        self._settings = engine_settings
-        if self._engine is None:
-            return
-        if self.busy:
-            self._pending_settings = engine_settings
-        else:
-            self._rebuild_engine()
-
-    def _rebuild_engine(self) -> None:
-        self._pending_settings = None
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
-
-    def _forward(self, event: ev.Event) -> None:
-        """On an engine thread: pass the event to the GUI thread, at most ~30 progress events/s per node.
-
-        A node may report progress far faster than anyone can see (per pixel row, per frame);
-        queuing all of it would flood the GUI thread and freeze the window.
-        """
-        if isinstance(event, ev.NodeProgress) and event.fraction < 1.0:
-            now = time.monotonic()
-            key = (event.run_id, event.node_id)
-            if now - self._last_progress.get(key, 0.0) < PROGRESS_INTERVAL_S:
-                return
-            self._last_progress[key] = now
-        elif isinstance(event, ev.RunFinished):
-            self._last_progress.clear()
-        self._bridged.emit(event)
+        """New engine settings (the client applies them once no run is in flight)."""
+        self.client.apply_settings(engine_settings)
 
     @property
     def busy(self) -> bool:
@@ -162,15 +117,13 @@ class RunController(QObject):
             self.jobFinished.emit(job)
             did = True
         self._queue.clear()
-        if self.current is not None and self.current.handle is not None:
-            self.current.handle.cancel()
+        if self.current is not None and self.current.run_id is not None:
+            self.client.cancel(self.current.run_id)
             did = True
         return did
 
     def _start_next(self) -> None:
         if not self._queue:
-            if self._pending_settings is not None:
-                self._rebuild_engine()
             return
         job = self._queue.pop(0)
         self.current = job
@@ -182,36 +135,15 @@ class RunController(QObject):
             self._finish(job, "error", f"cannot create the output folder {job.output_dir}: {exc}")
             return
         self._outputs.setdefault(id(job.document), {})
-        job.handle = self.engine.start(job.graph, job.targets, job.output_dir)
+        job.handle = self.client.submit(job.graph, job.targets, job.output_dir)
+        job.run_id = job.handle.run_id
+        self._runs_of.setdefault(id(job.document), []).append(job.run_id)
         self.jobStarted.emit(job)
-        self._poll.start()
-
-    def _check_done(self) -> None:
-        job = self.current
-        if job is None or job.handle is None or not job.handle.done:
-            return
-        # every event of the run was emitted before it returned: deliver the queued ones first
-        QCoreApplication.sendPostedEvents(self)
-        try:
-            result = job.handle.wait(0)
-        except Exception as exc:  # noqa: BLE001 - a ValidationError or an engine bug: shown, not fatal
-            job.problems = list(getattr(exc, "problems", None) or [])
-            msg = "; ".join(map(str, job.problems)) if job.problems else (str(exc) or type(exc).__name__)
-            self._finish(job, "error", msg)
-            return
-        job.errors = dict(result.errors)
-        status = "cancelled" if result.cancelled else ("failed" if result.errors else "done")
-        self._finish(job, status, "")
 
     def _finish(self, job: RunJob, status: str, message: str) -> None:
-        self._poll.stop()
         job.status = status
         job.message = message
         job.finished_at = time.time()
-        # what Save nodes reported, plus anything else new in the folder (a Save mapped over video
-        # frames reports only its last file)
-        new = _new_files(job.output_dir, job.started_at or job.queued_at)
-        job.files = list(dict.fromkeys([*job.reported_files, *new]))
         self.current = None
         self.jobFinished.emit(job)
         self._start_next()
@@ -219,116 +151,73 @@ class RunController(QObject):
     # events -------------------------------------------------------------------------------------
     def _on_event(self, event: ev.Event) -> None:
         job = self.current
-        if job is None:
+        if job is None or event.run_id != job.run_id:
             return
-        if job.engine_run_id is None:
-            job.engine_run_id = event.run_id
-        elif event.run_id != job.engine_run_id:
-            return
-        if isinstance(event, ev.NodeFinished) and event.node_id and event.outputs:
+        if isinstance(event, ev.NodeFinished) and event.node_id:
             self._outputs.setdefault(id(job.document), {})[event.node_id] = dict(event.outputs)
-            job.reported_files += _reported_files(event.outputs, job.output_dir)
+        elif isinstance(event, ev.NodeFile) and event.file is not None:
+            job.files.append(pathlib.Path(event.file.path))
+        elif isinstance(event, ev.NodeFailed) and event.node_id:
+            job.errors[event.node_id] = event.message
         self.engineEvent.emit(job, event)
+        if isinstance(event, ev.RunFinished):
+            self._run_finished(job, event)
 
-    def outputs(self, document: Any) -> dict[str, dict[str, Any]]:
-        """The latest outputs of each node of `document` that has run (for previews and export)."""
+    def _run_finished(self, job: RunJob, event: ev.RunFinished) -> None:
+        if event.error is not None:
+            job.problems = [Problem(*p) for p in event.problems]
+            self._finish(job, "error", "; ".join(map(str, job.problems)) if job.problems else event.error)
+            return
+        for nid in event.failed:
+            job.errors.setdefault(nid, "failed")
+        self._finish(job, "cancelled" if event.cancelled else ("failed" if event.failed else "done"), "")
+
+    def outputs(self, document: Any) -> dict[str, dict[str, OutputSummary]]:
+        """Summaries of the latest outputs of each node of `document` that has run."""
         return self._outputs.get(id(document), {})
 
     def forget(self, document: Any) -> None:
+        """A document closed: drop its summaries and let the engine drop the values behind them."""
         self._outputs.pop(id(document), None)
+        for run_id in self._runs_of.pop(id(document), []):
+            self.client.release(run_id)
 
     def shutdown(self, wait_s: float = 3.0) -> None:
         """Cancel everything and stop the engine (window closing)."""
-        job = self.current
         self.cancel()
-        if job is not None and job.handle is not None:
-            try:
-                job.handle.wait(wait_s)
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
-        self._poll.stop()
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
+        self._unsubscribe()
+        self.client.shutdown(wait_s)
 
 
-def _reported_files(outputs: dict[str, Any], folder: pathlib.Path) -> list[pathlib.Path]:
-    """Existing files inside `folder` named by a node's str/Path outputs (Save nodes return their paths)."""
-    found = []
-    try:
-        root = folder.resolve()
-    except OSError:
-        return found
-    for value in outputs.values():
-        if isinstance(value, pathlib.PurePath):
-            value = str(value)
-        if not isinstance(value, str) or len(value) > 100_000:
-            continue
-        for line in value.splitlines()[:MAX_LISTED_FILES]:
-            p = pathlib.Path(line.strip())
-            try:
-                if line.strip() and p.is_file() and p.resolve().is_relative_to(root):
-                    found.append(p)
-            except (OSError, ValueError):
-                continue
-    return found
+def display_summary(outputs: dict[str, OutputSummary]) -> OutputSummary | None:
+    """The output worth a thumbnail: the first picture (Image, Mask, Video) among a node's outputs."""
+    return next((v for v in outputs.values() if v.displayable), None)
 
 
-def _new_files(folder: pathlib.Path, since: float) -> list[pathlib.Path]:
-    """Files under `folder` written since `since` (what Save nodes wrote during a run)."""
-    found: list[pathlib.Path] = []
-    if not folder.is_dir():
-        return found
-    for root, _dirs, files in os.walk(folder):
-        for name in sorted(files):
-            p = pathlib.Path(root) / name
-            try:
-                if p.stat().st_mtime >= since - 1.0 and not name.endswith(".tmp"):
-                    found.append(p)
-            except OSError:
-                continue
-            if len(found) >= MAX_LISTED_FILES:
-                return found
-    return found
-
-
-def display_value(outputs: dict[str, Any]) -> Any:
-    """The output worth a thumbnail: the first Image/Mask array or Video among a node's outputs."""
-    from app.ui.panels.images import is_displayable
-
-    return next((v for v in outputs.values() if is_displayable(v)), None)
-
-
-def thumbnail_of(job: RunJob, node_id: str, outputs: dict[str, dict[str, Any]]) -> Any:
+def thumbnail_of(job: RunJob, node_id: str, outputs: dict[str, dict[str, OutputSummary]]) -> bytes | None:
     """A node's own picture, or for a sink without image outputs (Save) the picture it was fed."""
-    from app.ui.panels.images import first_frame
-
-    value = display_value(outputs.get(node_id, {}))
-    if value is None:
+    summary = display_summary(outputs.get(node_id, {}))
+    if summary is None:
         for ln in job.graph.links_into(node_id):
-            value = outputs.get(ln.src, {}).get(ln.src_port)
-            if first_frame(value) is not None:
+            summary = outputs.get(ln.src, {}).get(ln.src_port)
+            if summary is not None and summary.thumbnail:
                 break
-    return first_frame(value)
+    return summary.thumbnail if summary is not None else None
 
 
-def apply_event_to_view(view: Any, job: RunJob, event: ev.Event, outputs: dict[str, dict[str, Any]]) -> None:
+def apply_event_to_view(view: Any, job: RunJob, event: ev.Event, outputs: dict[str, dict[str, OutputSummary]]) -> None:
     """Show one engine event on the canvas: state, progress, step preview, thumbnail, error."""
-    from app.ui.panels.images import first_frame
-
     nid = event.node_id
     if isinstance(event, ev.NodeStarted):
         view.set_node_state(nid, "running", 0.0)
     elif isinstance(event, ev.NodeProgress):
         view.set_node_state(nid, "running", event.fraction, event.text)
-        if event.preview is not None:
-            frame = first_frame(event.preview) if getattr(event.preview, "ndim", 0) == 4 else event.preview
-            if frame is not None:
-                view.set_node_thumbnail(nid, frame)
+        if event.preview:
+            view.set_node_thumbnail(nid, event.preview)
     elif isinstance(event, ev.NodeFinished):
         view.set_node_state(nid, "cached" if event.cached else "done", 1.0)
         thumb = thumbnail_of(job, nid, outputs)
-        if thumb is not None:
+        if thumb:
             view.set_node_thumbnail(nid, thumb)
     elif isinstance(event, ev.NodeFailed):
         view.set_node_state(nid, "failed", None, event.message)

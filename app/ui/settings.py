@@ -113,8 +113,7 @@ class Settings:
         return EngineSettings(
             device=self.choice(DEVICE), precision=self.choice(PRECISION),
             attention_slicing=self.choice(ATTENTION_SLICING), vae_tiling=self.choice(VAE_TILING),
-            cpu_offload=self.cpu_offload, cache_budget_bytes=int(self.cache_budget_gb * (1 << 30)),
-            extra={"models_dir": str(self.models_dir)})
+            cpu_offload=self.cpu_offload, cache_budget_bytes=int(self.cache_budget_gb * (1 << 30)))
 
     # ui -----------------------------------------------------------------------------------------
     @property

@@ -1,10 +1,12 @@
 """The main window: workflows in tabs, file handling, docks, running, autosave and restore.
 
 Each tab is a WorkflowDocument (the model: Graph + undo stack) shown by a CanvasView. The window
-owns one RunController (the engine), one AutosaveManager and the dock panels; it routes engine
-events to the view of the document that started the run. Its actions, menus and toolbar are
-built in `app.ui.actions`. Questions that would block (unsaved changes, where to save, restore
-after a crash) go through replaceable callables, so tests answer them without a modal dialog.
+drives one engine client (`app.engine.client`: in-process by default) through one RunController,
+and takes its node catalogue from that client; it owns one AutosaveManager and the dock panels,
+and routes engine events to the view of the document that started the run. Its actions, menus
+and toolbar are built in `app.ui.actions`. Questions that would block (unsaved changes, where to
+save, restore after a crash) go through replaceable callables, so tests answer them without a
+modal dialog.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from app.ui.panels.queue import QueuePanel
 from app.ui.panels.welcome import WelcomeStrip
 from app.ui.runner import RunController, RunJob, apply_event_to_view
 from app.ui.settings import Settings
-from nodes.registry import REGISTRY, Registry
+from nodes.registry import Registry
 
 DEFAULT_WORKFLOW = "blend_and_grade.json"
 WORKFLOW_FILTER = "Workflows (*.json *.png);;All files (*)"
@@ -48,12 +50,19 @@ WORKFLOW_FILTER = "Workflows (*.json *.png);;All files (*)"
 class MainWindow(QMainWindow):
     """See the module docstring. `ask_*` attributes may be replaced (tests, embedding)."""
 
-    def __init__(self, settings: Settings | None = None, registry: Registry = REGISTRY,
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None,
                  workflow: str | pathlib.Path | None = None, open_default: bool = True,
-                 ask_restore: Callable[[list[A.AutosaveEntry]], bool] | None = None) -> None:
+                 ask_restore: Callable[[list[A.AutosaveEntry]], bool] | None = None,
+                 engine: Any = None) -> None:
         super().__init__()
         self.settings = settings or Settings()
-        self.registry = registry
+        if engine is None:
+            from app.engine.client import LocalEngine
+
+            engine = LocalEngine(registry, self.settings.engine_settings())
+        #: The engine client: every run, output, model list and node declaration comes through it.
+        self.engine = engine
+        self.registry = engine.registry
         self.setWindowTitle("imagebash")
         self.setWindowIcon(icon("imagebash"))
         self.resize(1500, 920)
@@ -66,7 +75,7 @@ class MainWindow(QMainWindow):
         self._views: list[CanvasView] = []
 
         self.undo_group = QUndoGroup(self)
-        self.runner = RunController(self.settings.engine_settings(), registry, self)
+        self.runner = RunController(engine, self)
         self.runner.engineEvent.connect(self._engine_event)
         self.runner.jobStarted.connect(self._job_started)
         self.runner.jobFinished.connect(self._job_finished)
@@ -90,10 +99,10 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
 
-        self.palette_panel = NodePalette(registry)
+        self.palette_panel = NodePalette(self.registry)
         self.palette_panel.setMinimumWidth(200)
         self.inspector = InspectorPanel()
-        self.preview = PreviewPanel()
+        self.preview = PreviewPanel(engine)
         self.queue = QueuePanel(self.runner)
         self.log = LogPanel()
         self.log.nodeClicked.connect(self._select_node)
@@ -214,7 +223,9 @@ class MainWindow(QMainWindow):
             self.error(str(exc))
             return None
         doc.path = None
-        return self.add_document(doc, title=p.stem)
+        view = self.add_document(doc, title=p.stem)
+        self._report_upgrade(doc, p)
+        return view
 
     def open_path(self, path: str | pathlib.Path) -> CanvasView | None:
         p = pathlib.Path(path).expanduser()
@@ -231,7 +242,15 @@ class MainWindow(QMainWindow):
         if doc.path is not None:
             self.settings.add_recent(p)
         self.statusBar().showMessage(f"Opened {p}", 4000)
+        self._report_upgrade(doc, p)
         return view
+
+    def _report_upgrade(self, doc: WorkflowDocument, path: pathlib.Path) -> None:
+        """Say once that an older file was upgraded on opening (saving keeps the upgrade)."""
+        if doc.upgrade_notes:
+            self.log.add("info", f"{path.name}: this file was upgraded (save to keep it): "
+                                 + "; ".join(doc.upgrade_notes))
+            self.statusBar().showMessage(f"{path.name} was upgraded from an older version; save to keep it", 8000)
 
     def open_dialog(self) -> None:
         start = str(self.settings.get("ui/last_dir", str(paths.WORKFLOWS)))
@@ -463,7 +482,7 @@ class MainWindow(QMainWindow):
         from app.ui.dialogs.train_lora import TrainLoraDialog
 
         if getattr(self, "_train_dialog", None) is None:
-            self._train_dialog = TrainLoraDialog(self.settings, self)
+            self._train_dialog = TrainLoraDialog(self.settings, self, engine=self.engine)
         self._train_dialog.show()
         self._train_dialog.raise_()
 

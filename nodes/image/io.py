@@ -276,7 +276,8 @@ def save_image(image: Image, filename_prefix: str = "imagebash", format: ImageFo
 
     Existing files are never overwritten: the counter continues after the highest one there.
     PNGs embed the workflow (drop one back into imagebash to get the graph) and the provenance
-    of the models and LoRAs that made it. Returns the written paths, one per line.
+    of the models and LoRAs that made it. Each file is reported to the engine as it is written
+    (an "image" artefact); the output is the written paths, one per line.
 
     Args:
         image: The images to save.
@@ -299,6 +300,8 @@ def save_image(image: Image, filename_prefix: str = "imagebash", format: ImageFo
             path.unlink(missing_ok=True)
             raise
         paths.append(str(path))
+        if ctx is not None:
+            ctx.add_file(path, "image")
         return images[i, :1, :1]
 
     each(len(images), save, ctx, "saved")

@@ -1,19 +1,20 @@
 """A Replicate model's input schema (its OpenAPI), fetched once, cached on disk, turned into ports.
 
-The registry asks a dynamic node for its ports often (validation, planning, the inspector), so
-a schema is read from memory, then from `cache_dir()/replicate/schemas`, and only then from the
+The registry asks a dynamic node for its ports often (validation, planning, the inspector), so a
+schema is read from memory, then from `cache_dir()/replicate/schemas`, and only then from the
 API. A pinned version never changes, so its file is kept for good; a bare `owner/name` follows
 the model's latest version and is refreshed once a day (the stale copy serves when offline). A
-failed fetch is remembered for a short while, so an offline editor does not stall on every
-repaint. The failure is a line naming the model and the cause (the token refused, 401; no credit,
-402; no access, 403; no such model or version, 404; the network), and `unavailable` hands it to
-whoever asks why a port is missing, so validation can say that instead of guessing.
+failed fetch is remembered for a short while, for the token it was made with (a new token is
+tried at once), so an offline editor does not stall on every repaint. The failure is a line
+naming the model and the cause (the token refused, 401; no credit, 402; no access, 403; no such
+model or version, 404; the network), and `unavailable` hands it to whoever asks why a port is
+missing, so validation can say that instead of guessing.
 
-Ports follow the schema's `x-order`: strings (multi-line for prompts), integers and numbers
-with their minimum/maximum, enums as combo boxes (an Enum built per schema and reused, so
-validation names the allowed values), booleans, and `uri` inputs as Image ports (Video for
-inputs named like a video). Names that clash with the node's own parameters get an `in_`
-prefix; `api_name` maps them back.
+Ports follow the schema's `x-order`: strings (multi-line for prompts), integers and numbers with
+their minimum/maximum, enums as combo boxes (an Enum built per schema and reused, so validation
+names the allowed values), booleans, and `uri` inputs as Image ports (Video for inputs named
+like a video). Names that clash with the node's own parameters get an `in_` prefix; `api_name`
+maps them back.
 """
 
 from __future__ import annotations
@@ -39,15 +40,18 @@ REFRESH_SECONDS = 24 * 3600
 FAILURE_MEMO_SECONDS = 30.0
 
 _memory: dict[tuple[str, str], dict] = {}
-_failures: dict[tuple[str, str], tuple[float, str]] = {}
+_failures: dict[tuple[str, str, str], tuple[float, str]] = {}
 _enums: dict[tuple[str, str, tuple], type[enum.Enum]] = {}
 _lock = threading.Lock()
 
 
-def forget_failures() -> None:
-    """Drop remembered fetch failures (call after the token or the network settings change)."""
-    with _lock:
-        _failures.clear()
+def _token_key() -> str:
+    """A digest of the token in use, so a remembered failure is the failure of that token only:
+    a new token (Settings, the environment) is tried at once, with no hook to call."""
+    from app import secrets
+
+    token = secrets.get_token("replicate") or ""
+    return hashlib.blake2b(token.encode(), digest_size=8).hexdigest() if token else "none"
 
 
 def port_name(api: str) -> str:
@@ -117,8 +121,9 @@ def load_schema(ref: str, settings: Any = None, refresh: bool = False) -> dict:
     pinned = ":" in ref
     if doc is not None and not refresh and (pinned or time.time() - doc.get("fetched_at", 0) < REFRESH_SECONDS):
         return doc
+    failure_key = (ref, url, _token_key())
     with _lock:
-        failed = _failures.get(key)
+        failed = _failures.get(failure_key)
     if failed and not refresh and time.monotonic() - failed[0] < FAILURE_MEMO_SECONDS:
         if doc is not None:
             return doc
@@ -127,14 +132,14 @@ def load_schema(ref: str, settings: Any = None, refresh: bool = False) -> dict:
         fresh = fetch_schema(ref, settings)
     except ReplicateNodeError as exc:
         with _lock:
-            _failures[key] = (time.monotonic(), str(exc))
+            _failures[failure_key] = (time.monotonic(), str(exc))
         if doc is not None:
             log.info("using the cached schema of %s: %s", ref, exc)
             return doc
         raise
     with _lock:
         _memory[key] = fresh
-        _failures.pop(key, None)
+        _failures.pop(failure_key, None)
     path = _cache_file(ref, url)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(fresh), encoding="utf-8")

@@ -40,7 +40,7 @@ def emit(**kv) -> None:
 
 def workflow_500(path: pathlib.Path) -> None:
     """A 25 x 20 grid of real image nodes; each row is a chain, blends also take the row above."""
-    from nodes.registry import REGISTRY
+    from nodes.registry import default_registry
 
     g = Graph()
     for r in range(ROWS):
@@ -50,7 +50,7 @@ def workflow_500(path: pathlib.Path) -> None:
     for r in range(ROWS):
         for c in range(1, COLS):
             dst = g.nodes[f"n{r}_{c}"]
-            spec = REGISTRY.get(dst.type)
+            spec = default_registry().get(dst.type)
             images = [p.name for p in spec.inputs if p.kind == "Image"]
             g.links.append(Link(f"n{r}_{c - 1}", "image", dst.id, images[0]))
             if len(images) > 1 and r > 0:
@@ -126,9 +126,9 @@ def measure_startup() -> float | None:
 
 def main() -> None:
     app = QApplication.instance() or QApplication([])
-    from nodes.registry import REGISTRY
+    from nodes.registry import default_registry
 
-    REGISTRY.ensure_loaded()  # node packs load at start-up, not per document
+    default_registry().ensure_loaded()  # node packs load at start-up, not per document
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "big.json"
         workflow_500(path)

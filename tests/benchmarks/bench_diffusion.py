@@ -40,9 +40,9 @@ def engine_overhead(models: dict[str, Path]) -> float:
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
     from app.engine import Engine, EngineSettings
-    from nodes.registry import REGISTRY
+    from nodes.registry import default_registry
 
-    engine = Engine(REGISTRY, EngineSettings(device="cpu"))
+    engine = Engine(default_registry(), EngineSettings(device="cpu"))
     raw = StableDiffusionPipeline.from_pretrained(str(models["sd_dir"]), local_files_only=True)
     raw.scheduler = EulerDiscreteScheduler.from_config(raw.scheduler.config)
     raw.set_progress_bar_config(disable=True)
@@ -73,19 +73,19 @@ def engine_overhead(models: dict[str, Path]) -> float:
 
 def lora_switch(models: dict[str, Path]) -> float:
     from app.engine import Engine, EngineSettings
-    from nodes.registry import REGISTRY
+    from nodes.registry import default_registry
 
     lora = models["lora_kohya"]
 
     def scratch() -> float:
-        engine = Engine(REGISTRY, EngineSettings(device="cpu"))
+        engine = Engine(default_registry(), EngineSettings(device="cpu"))
         t0 = time.perf_counter()
         assert engine.run(_graph(models["sd_dir"], 5, ((lora, 0.8),))).ok
         dt = time.perf_counter() - t0
         engine.shutdown()
         return dt
 
-    engine = Engine(REGISTRY, EngineSettings(device="cpu"))
+    engine = Engine(default_registry(), EngineSettings(device="cpu"))
     assert engine.run(_graph(models["sd_dir"], 5, ((lora, 0.8),))).ok
 
     def switch(weight: float) -> float:

@@ -8,7 +8,7 @@ import pytest
 
 from app.engine import Engine, EngineSettings, RunResult
 from app.graph.model import Graph, Link, NodeInstance
-from nodes.registry import REGISTRY
+from nodes.registry import default_registry
 
 D = "imagebash.diffusion."
 
@@ -43,7 +43,7 @@ def shared_models():
 @pytest.fixture
 def engine(shared_models):
     """An engine whose model manager is shared across tests (loaded pipelines and LoRAs persist)."""
-    eng = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
+    eng = Engine(default_registry(), EngineSettings(device="cpu", max_workers=2))
     eng.services.set("models", shared_models)
     yield eng
     eng.shutdown()
@@ -52,7 +52,7 @@ def engine(shared_models):
 @pytest.fixture
 def fresh_engine():
     """An engine with its own model manager, for tests that count loads."""
-    eng = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
+    eng = Engine(default_registry(), EngineSettings(device="cpu", max_workers=2))
     yield eng
     eng.shutdown()
 

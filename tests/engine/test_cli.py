@@ -41,26 +41,24 @@ def test_missing_workflow_file(tmp_path, capsys):
     assert "missing.json: no such file" in capsys.readouterr().err
 
 
-def test_bad_set_values_exit_2(tmp_path, capsys, monkeypatch):
+def test_bad_set_values_exit_2(tmp_path, capsys):
     from tests.engine.conftest import make_registry
 
-    monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
+    reg = make_registry()
     wf = tmp_path / "w.json"
     io.save(chain(2), wf)
     for bad, msg in [("n9.y=1", "no node 'n9'"), ("n1.zz=1", "has no parameter 'zz'"),
                      ("n1.y=abc", "'y' expects a number"), ("noequals", "expected NODE.PARAM=VALUE"),
                      ("n0.value=1000", "out of range")]:
-        assert main(["run", str(wf), "--set", bad, "--output-dir", str(tmp_path)]) == 2
+        assert main(["run", str(wf), "--set", bad, "--output-dir", str(tmp_path)], registry=reg) == 2
         err = capsys.readouterr().err
         assert msg in err, (bad, err)
 
 
-def _chain_into(tmp_path, monkeypatch, length: int, node_type: str):
+def _chain_into(tmp_path, length: int, node_type: str):
     """A saved workflow: a chain of `length` test nodes feeding one `node_type` node named 'end'."""
     from app.graph.model import Link, NodeInstance
-    from tests.engine.conftest import make_registry
 
-    monkeypatch.setattr("nodes.registry.REGISTRY", make_registry())
     g = chain(length)
     g.add_node(NodeInstance("end", node_type))
     g.connect(Link(f"n{length - 1}", "float", "end", "x"))
@@ -69,19 +67,22 @@ def _chain_into(tmp_path, monkeypatch, length: int, node_type: str):
     return wf
 
 
-def test_run_with_set_and_plain_progress_lines(tmp_path, capsys, monkeypatch):
-    from tests.engine.conftest import SINK
+def test_run_with_set_and_plain_progress_lines(tmp_path, capsys):
+    from tests.engine.conftest import SINK, make_registry
 
-    wf = _chain_into(tmp_path, monkeypatch, 3, "test.sink")
-    assert main(["run", str(wf), "--set", "n1.y=10", "--output-dir", str(tmp_path / "o")]) == 0
+    wf = _chain_into(tmp_path, 3, "test.sink")
+    assert main(["run", str(wf), "--set", "n1.y=10", "--output-dir", str(tmp_path / "o")],
+                registry=make_registry()) == 0
     assert SINK["end"] == 12.0
     err = capsys.readouterr().err
     assert "[n1] started" in err and "[end] done" in err and "4 nodes ran (0 cached), 0 failed" in err
 
 
-def test_failed_node_exits_1_and_names_it(tmp_path, capsys, monkeypatch):
-    wf = _chain_into(tmp_path, monkeypatch, 1, "test.boom")
-    assert main(["run", str(wf)]) == 1
+def test_failed_node_exits_1_and_names_it(tmp_path, capsys):
+    from tests.engine.conftest import make_registry
+
+    wf = _chain_into(tmp_path, 1, "test.boom")
+    assert main(["run", str(wf)], registry=make_registry()) == 1
     assert "node 'end' failed: boom at 1.0" in capsys.readouterr().err
 
 

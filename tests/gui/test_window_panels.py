@@ -181,7 +181,7 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
     es = gui_settings.engine_settings()
     assert (es.device, es.vae_tiling, es.cpu_offload) == ("cpu", "on", True)
     assert es.cache_budget_bytes == int(2.5 * (1 << 30))
-    assert win.runner.engine.settings.device == "cpu"
+    assert win.engine.settings.device == "cpu"
     # the models folder reaches the model lists of the diffusion nodes
     from nodes.diffusion.catalog import models_dirs
 

@@ -1,4 +1,5 @@
-"""The Train LoRA dialog on a tiny random-weight SD model: captions, progress, loss, samples, stop/resume."""
+"""The Train LoRA dialog on a tiny random-weight SD model: captions, progress, loss, samples, stop/resume,
+all through an engine client (the dialog trains as a run of the Train LoRA node)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,31 @@ def _dataset(folder):
     return folder
 
 
+def _engine(offloads):
+    """An in-process engine client whose model manager records when training moves models off."""
+    from app.engine import EngineSettings
+    from app.engine.client import LocalEngine
+    from app.engine.models import ModelManager
+
+    class Manager(ModelManager):
+        def offload_all(self) -> None:
+            offloads.append(self)
+            super().offload_all()
+
+    client = LocalEngine(settings=EngineSettings(device="cpu"))
+    client.engine.services.set("models", Manager(client.settings))
+    return client
+
+
 def test_train_dialog_edits_captions_trains_and_shows_loss_and_samples(qtbot, tmp_path, tiny_sd_dir, gui_settings):
+    from app.engine import events as ev
     from app.ui.dialogs.train_lora import TrainLoraDialog
 
     data = _dataset(tmp_path / "data")
-    dlg = TrainLoraDialog(gui_settings)
+    offloads, seen = [], []
+    client = _engine(offloads)
+    client.subscribe(seen.append, throttle=False)
+    dlg = TrainLoraDialog(gui_settings, engine=client)
     qtbot.addWidget(dlg)
     dlg.show()
     dlg.data.setText(str(data))
@@ -34,7 +55,7 @@ def test_train_dialog_edits_captions_trains_and_shows_loss_and_samples(qtbot, tm
     assert (data / "img1.txt").read_text().strip() == "a blue circle, flat"
     assert "2 with a caption" in dlg.browser.summary.text()
 
-    dlg.base.setText(str(tiny_sd_dir))
+    dlg.base.setCurrentText(str(tiny_sd_dir))
     dlg.out.setText(str(tmp_path / "style.safetensors"))
     dlg.trigger.setText("zzstyle")
     dlg.resolution.setValue(64)
@@ -43,7 +64,6 @@ def test_train_dialog_edits_captions_trains_and_shows_loss_and_samples(qtbot, tm
     dlg.max_steps.setValue(2)
     dlg.sample_every.setValue(1)
     dlg.sample_steps.setValue(1)
-    dlg.device.setCurrentText("cpu")
     assert not dlg.resume_button.isEnabled()
     worker = dlg.start()
     assert worker is not None and not dlg.start_button.isEnabled()
@@ -58,21 +78,26 @@ def test_train_dialog_edits_captions_trains_and_shows_loss_and_samples(qtbot, tm
     img = dlg.loss_plot.grab().toImage()
     colours = {img.pixel(x, y) for x in range(0, img.width(), 3) for y in range(0, img.height(), 3)}
     assert len(colours) > 10
+    # it trained as an engine run of the Train LoRA node, which moved the loaded models off first
+    started = [e for e in seen if isinstance(e, ev.NodeStarted)]
+    assert [e.title for e in started] == ["Train LoRA"] and len(offloads) == 1
+    assert [e.file.kind for e in seen if isinstance(e, ev.NodeFile)].count("sample") == 2
+    client.shutdown()
 
 
 def test_train_dialog_stop_and_resume(qtbot, tmp_path, tiny_sd_dir, gui_settings):
     from app.ui.dialogs.train_lora import TrainLoraDialog
 
     data = _dataset(tmp_path / "data")
-    dlg = TrainLoraDialog(gui_settings)
+    client = _engine([])
+    dlg = TrainLoraDialog(gui_settings, engine=client)
     qtbot.addWidget(dlg)
     dlg.data.setText(str(data))
-    dlg.base.setText(str(tiny_sd_dir))
+    dlg.base.setCurrentText(str(tiny_sd_dir))
     dlg.out.setText(str(tmp_path / "long.safetensors"))
     dlg.resolution.setValue(64)
     dlg.rank.setValue(4)
     dlg.max_steps.setValue(400)
-    dlg.device.setCurrentText("cpu")
     dlg.start()
     qtbot.waitUntil(lambda: len(dlg.loss_plot.steps) >= 1, timeout=120000)
     dlg.stop()
@@ -87,3 +112,4 @@ def test_train_dialog_stop_and_resume(qtbot, tmp_path, tiny_sd_dir, gui_settings
     assert dlg.status_kind == "done", dlg.status.text() + dlg.log_view.toPlainText()[-2000:]
     assert dlg.loss_plot.steps == [stopped_at + 1]
     assert (tmp_path / "long.safetensors").is_file()
+    client.shutdown()

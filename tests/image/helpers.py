@@ -28,6 +28,7 @@ class FakeContext:
         self.checks = 0
         self.progress_calls: list[float] = []
         self.logs: list[str] = []
+        self.files: list[tuple[str, str]] = []
         self.workflow = workflow
         self.provenance = provenance or {}
         self.cancel_event = threading.Event()
@@ -46,6 +47,9 @@ class FakeContext:
 
     def log(self, message: str, level: str = "info") -> None:
         self.logs.append(message)
+
+    def add_file(self, path: Any, kind: str = "file", frame: int | None = None) -> None:
+        self.files.append((str(path), kind))
 
     def annotate(self, key: str, value: Any) -> None:
         self.provenance[key] = value

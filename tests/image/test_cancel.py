@@ -14,7 +14,7 @@ from nodes.image.color import color_adjust
 from nodes.image.filters import blur
 from nodes.image.io import save_image
 from nodes.image.transform import resize_image
-from nodes.registry import REGISTRY
+from nodes.registry import default_registry
 from nodes.types import Cancelled
 from tests.image.helpers import FakeContext, make_graph
 
@@ -47,7 +47,7 @@ def test_engine_cancels_a_long_batch_promptly(tmp_path):
         "blur": ("image.blur", {"radius": 20, "kind": "median"}),
         "save": ("image.save", {"filename_prefix": "never"}),
     }, ["load.image -> blur.image", "blur.image -> save.image"])
-    engine = Engine(REGISTRY)
+    engine = Engine(default_registry())
     progress: list[float] = []
     cancel = threading.Event()
 

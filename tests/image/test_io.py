@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from app.engine import Engine
 from app.graph.io import PNG_WORKFLOW_KEY, load, workflow_from_png
 from nodes.image.io import PROVENANCE_KEY, ImageFormat, SizeMismatch, load_folder, load_image, save_image
-from nodes.registry import REGISTRY
+from nodes.registry import default_registry
 from tests.image.helpers import make_graph
 
 
@@ -219,7 +219,7 @@ def test_saved_png_embeds_workflow_and_provenance(tmp_path):
     g = make_graph({"load": ("image.load", {"path": str(src)}), "inv": ("image.invert", {}),
                     "save": ("image.save", {"filename_prefix": "wf"})},
                    ["load.image -> inv.image", "inv.image -> save.image"])
-    engine = Engine(REGISTRY)
+    engine = Engine(default_registry())
     result = engine.run(g, output_dir=tmp_path / "out")
     assert result.ok, result.errors
     png = pathlib.Path(result.output("save"))
@@ -249,7 +249,7 @@ def test_editing_the_file_invalidates_the_load_cache(tmp_path):
     src = tmp_path / "in.png"
     _write(src, np.full((4, 4, 3), 10, np.uint8))
     g = make_graph({"load": ("image.load", {"path": str(src)})}, [])
-    engine = Engine(REGISTRY)
+    engine = Engine(default_registry())
     first = engine.run(g, targets=["load"]).output("load", "image")
     _write(src, np.full((4, 4, 3), 200, np.uint8))
     st = src.stat()
@@ -290,7 +290,7 @@ def test_png_saved_from_a_workflow_file_reruns_from_the_output_folder(tmp_path):
     g = make_graph({"load": ("image.load", {"path": "pics/in.png"}), "save": ("image.save", {})},
                    ["load.image -> save.image"])
     save(g, tmp_path / "project" / "wf.json")
-    engine = Engine(REGISTRY)
+    engine = Engine(default_registry())
     png = engine.run(load(tmp_path / "project" / "wf.json"), output_dir=tmp_path / "out").output("save")
     again = engine.run(load(png), output_dir=tmp_path / "out2")
     assert again.ok, again.errors

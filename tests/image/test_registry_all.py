@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from nodes.registry import REGISTRY, REQUIRED
+from nodes.registry import REQUIRED, default_registry
 
-SPECS = [s for s in REGISTRY.all() if s.id.startswith(("imagebash.image.", "imagebash.video."))]
+SPECS = [s for s in default_registry().all() if s.id.startswith(("imagebash.image.", "imagebash.video."))]
 
 
 def test_image_and_video_nodes_are_registered():
@@ -20,8 +20,8 @@ def test_image_and_video_nodes_are_registered():
         assert f"imagebash.image.{expected}" in ids
     for expected in ("load", "save", "from_images", "to_images"):
         assert f"imagebash.video.{expected}" in ids
-    assert not REGISTRY.load_errors or all(not e.startswith(("nodes.image", "nodes.video"))
-                                           for e in REGISTRY.load_errors)
+    assert not default_registry().load_errors or all(not e.startswith(("nodes.image", "nodes.video"))
+                                           for e in default_registry().load_errors)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])

@@ -10,7 +10,7 @@ import pytest
 
 from app.engine import Engine
 from nodes.image.util import check_image
-from nodes.registry import REGISTRY
+from nodes.registry import default_registry
 from nodes.types import Cancelled, Video
 from nodes.video import VideoCodec, images_to_video, load_video, save_video, video_to_images
 from tests.image.helpers import FakeContext, make_graph, open_handles
@@ -117,7 +117,7 @@ def test_engine_streams_video_through_image_nodes(tmp_path):
         "small": ("image.resize", {"width": 32, "height": 24, "mode": "stretch"}),
         "save": ("video.save", {"filename_prefix": "graded", "codec": "mjpg"}),
     }, ["clip.video -> inv.image", "inv.image -> small.image", "small.image -> save.video"])
-    result = Engine(REGISTRY).run(g, output_dir=tmp_path / "out")
+    result = Engine(default_registry()).run(g, output_dir=tmp_path / "out")
     assert result.ok, result.errors
     frames = _read_all(result.output("save"))
     assert len(frames) == 10 and frames[0].shape == (24, 32, 3)
@@ -132,7 +132,7 @@ def test_images_to_video_and_back_through_the_engine(tmp_path):
         "vid": ("video.from_images", {"fps": 5}),
         "frames": ("video.to_images", {}),
     }, ["bg.image -> vid.image", "vid.video -> frames.video"])
-    result = Engine(REGISTRY).run(g, targets=["frames", "vid"])
+    result = Engine(default_registry()).run(g, targets=["frames", "vid"])
     assert result.ok, result.errors
     assert isinstance(result.output("vid"), Video) and result.output("vid").fps == 5
     assert check_image(result.output("frames")).shape == (1, 8, 16, 3)
@@ -144,7 +144,7 @@ def test_save_image_fed_a_video_writes_a_numbered_sequence(tmp_path):
         "clip": ("video.load", {"path": src}),
         "save": ("image.save", {"filename_prefix": "seq/frame"}),
     }, ["clip.video -> save.image"])
-    result = Engine(REGISTRY).run(g, output_dir=tmp_path / "out")
+    result = Engine(default_registry()).run(g, output_dir=tmp_path / "out")
     assert result.ok, result.errors
     names = sorted(p.name for p in (tmp_path / "out" / "seq").iterdir())
     assert names == [f"frame_{i:05d}.png" for i in range(1, 6)]

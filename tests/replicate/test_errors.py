@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 from app.graph.model import Graph, Link, NodeInstance
@@ -145,12 +143,6 @@ SCHEMA_REFUSALS = [
     (404, "no such model or version on Replicate (404); check the model reference"),
 ]
 #: The validation side needs `missing_input` in app/graph/validate.py (used by app/engine/plan.py).
-NEEDS_MISSING_INPUT = pytest.mark.xfail(
-    not hasattr(importlib.import_module("app.graph.validate"), "missing_input"), strict=True,
-    reason="app/graph/validate.py has no missing_input() yet: a link into a schema port still gets the "
-           "generic 'has no input' hint")
-
-
 def refuse_schema(fake, monkeypatch, status: int, model: str = "fake/invert") -> str:
     """Make reading `model`'s schema answer `status`; return the token the client presents."""
     if status == 401:
@@ -177,25 +169,24 @@ def into_invert() -> Graph:
 
 @pytest.mark.parametrize(("status", "cause"), SCHEMA_REFUSALS)
 def test_a_refused_schema_is_named_and_a_run_fails_with_that_line(fake, make_engine, monkeypatch, status, cause):
-    from nodes import REGISTRY
+    from nodes.registry import default_registry
 
     token = refuse_schema(fake, monkeypatch, status)
     params = {"model": "fake/invert", "strength": 0.5}
-    reason = REGISTRY.get(RUN).dynamic_inputs.unavailable(params)
+    reason = default_registry().get(RUN).dynamic_inputs.unavailable(params)
     assert_names_model_and_cause(reason, token, cause)
     assert error_of(run_one(make_engine(), params)) == reason
     assert len(fake.calls("GET", r"^/v1/models/fake/invert$")) == 1  # the failure is remembered, not re-asked
 
 
-@NEEDS_MISSING_INPUT
 @pytest.mark.parametrize(("status", "cause"), SCHEMA_REFUSALS)
 def test_a_link_into_a_port_of_a_refused_schema_gets_the_refusal(fake, make_engine, monkeypatch, status, cause):
     from app.graph.validate import ValidationError, validate
-    from nodes import REGISTRY
+    from nodes.registry import default_registry
 
     token = refuse_schema(fake, monkeypatch, status)
     g = into_invert()
-    (problem,) = validate(g, REGISTRY)
+    (problem,) = validate(g, default_registry())
     assert (problem.node_id, problem.port) == ("gen", "image")
     assert_names_model_and_cause(problem.message, token, cause)
     with pytest.raises(ValidationError) as planned:
@@ -205,36 +196,35 @@ def test_a_link_into_a_port_of_a_refused_schema_gets_the_refusal(fake, make_engi
 
 
 def test_a_preset_names_its_own_model_when_its_schema_is_refused(fake, monkeypatch):
-    from nodes import REGISTRY
+    from nodes.registry import default_registry
 
     model = "black-forest-labs/flux-schnell"
     token = refuse_schema(fake, monkeypatch, 403, model)
-    reason = REGISTRY.get("imagebash.replicate.flux_schnell").dynamic_inputs.unavailable({})
+    reason = default_registry().get("imagebash.replicate.flux_schnell").dynamic_inputs.unavailable({})
     assert_names_model_and_cause(reason, token, "this token may not use this model (403)", model)
 
 
 def test_without_a_token_the_reason_names_the_model_as_the_run_does(fake, make_engine, monkeypatch):
-    from nodes import REGISTRY
+    from nodes.registry import default_registry
 
     monkeypatch.delenv("REPLICATE_API_TOKEN")
     params = {"model": "fake/invert", "strength": 0.5}
-    reason = REGISTRY.get(RUN).dynamic_inputs.unavailable(params)
+    reason = default_registry().get(RUN).dynamic_inputs.unavailable(params)
     assert reason is not None and reason.startswith("Replicate fake/invert: no Replicate API token")
     assert error_of(run_one(make_engine(), params)) == reason
 
 
 def test_a_readable_schema_has_no_excuse_for_a_port_it_lacks(fake):
     from app.graph.validate import validate
-    from nodes import REGISTRY
+    from nodes.registry import default_registry
 
-    assert REGISTRY.get(RUN).dynamic_inputs.unavailable({"model": "fake/invert"}) is None
+    assert default_registry().get(RUN).dynamic_inputs.unavailable({"model": "fake/invert"}) is None
     g = into_invert()
     g.connect(Link("ramp", "image", "gen", "mask"))
-    (problem,) = validate(g, REGISTRY)
+    (problem,) = validate(g, default_registry())
     assert problem.port == "mask" and "has no input 'mask'" in problem.message
 
 
-@NEEDS_MISSING_INPUT
 def test_cli_run_with_a_refused_token_prints_one_line(fake, monkeypatch, tmp_path, capsys):
     from app.cli import main
     from app.graph import io as graph_io

@@ -253,9 +253,9 @@ def test_a_graph_video_is_sent_as_an_mp4(fake, make_engine):
                             {"path": str(RESOURCES / "samples" / "clip.mp4"), "max_frames": 6}))
     g.add_node(NodeInstance("gen", RUN, {"model": "fake/vidcount"}))
     g.connect(Link("clip", "video", "gen", "video"))
-    from nodes import REGISTRY
+    from nodes.registry import default_registry
 
-    assert REGISTRY.get(RUN).input("video", {"model": "fake/vidcount"}).kind == "Video"
+    assert default_registry().get(RUN).input("video", {"model": "fake/vidcount"}).kind == "Video"
     result = make_engine().run(g, ["gen"])
     assert result.ok, result.errors
     assert result.output("gen", "text") == "6 frames 128x96"

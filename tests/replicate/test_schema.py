@@ -6,14 +6,14 @@ import pytest
 
 from app.graph.model import Graph, NodeInstance
 from app.graph.validate import validate
-from nodes import REGISTRY
+from nodes.registry import default_registry
 from nodes.replicate import schema
 
 RUN = "imagebash.replicate.run"
 
 
 def ports(params: dict) -> dict:
-    return {p.name: p for p in REGISTRY.get(RUN).inputs_for(params)}
+    return {p.name: p for p in default_registry().get(RUN).inputs_for(params)}
 
 
 def test_ports_follow_the_schema(fake):
@@ -64,12 +64,12 @@ def test_out_of_range_and_unknown_choices_are_rejected_before_any_call(fake):
     g = Graph()
     g.add_node(NodeInstance("gen", RUN, {"model": "fake/txt2img", "prompt": "a", "width": 999,
                                          "output_format": "tiff"}))
-    problems = {p.port: p.message for p in validate(g, REGISTRY)}
+    problems = {p.port: p.message for p in validate(g, default_registry())}
     assert "out of range [16, 256]" in problems["width"]
     assert "png, webp" in problems["output_format"]
     g2 = Graph()
     g2.add_node(NodeInstance("gen", RUN, {"model": "fake/txt2img"}))
-    problems = {p.port: p.message for p in validate(g2, REGISTRY)}
+    problems = {p.port: p.message for p in validate(g2, default_registry())}
     assert "required input 'prompt'" in problems["prompt"]
     assert not fake.calls("POST", r"predictions")
 
@@ -78,7 +78,7 @@ def test_without_a_token_the_saved_values_still_load(fake, monkeypatch, make_eng
     monkeypatch.delenv("REPLICATE_API_TOKEN")
     g = Graph()
     g.add_node(NodeInstance("gen", RUN, {"model": "fake/txt2img", "prompt": "a fox", "width": 64}))
-    assert validate(g, REGISTRY) == []
+    assert validate(g, default_registry()) == []
     result = make_engine().run(g, ["gen"])
     assert result.status["gen"] == "failed"
     assert "no Replicate API token" in result.errors["gen"] and "REPLICATE_API_TOKEN" in result.errors["gen"]
@@ -93,7 +93,7 @@ def test_a_malformed_reference_is_named(fake, make_engine):
 
 def test_preset_nodes_have_their_ports_offline(monkeypatch):
     monkeypatch.setenv("REPLICATE_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
-    spec = REGISTRY.get("imagebash.replicate.upscale_esrgan")
+    spec = default_registry().get("imagebash.replicate.upscale_esrgan")
     p = {x.name: x for x in spec.inputs_for({})}
     assert p["image"].kind == "Image" and p["scale"].default == 4.0
     assert "online/replicate" == spec.category and spec.io

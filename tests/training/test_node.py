@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from app.engine import Engine, EngineSettings, NodeLog, NodeProgress
-from nodes.registry import REGISTRY
+from nodes.registry import default_registry
 from tests.diffusion.conftest import make_graph
 
 
 @pytest.fixture
 def engine():
-    eng = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
+    eng = Engine(default_registry(), EngineSettings(device="cpu", max_workers=2))
     yield eng
     eng.shutdown()
 
@@ -63,7 +63,7 @@ def test_workflow_trains_then_uses_the_lora_and_skips_when_up_to_date(tmp_path, 
     assert any(t.startswith("step 4/4 loss ") for t in texts)
 
     stamp = out.stat().st_mtime_ns
-    fresh = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=2))
+    fresh = Engine(default_registry(), EngineSettings(device="cpu", max_workers=2))
     logs = []
     fresh.events.subscribe(lambda e: logs.append(e.message) if isinstance(e, NodeLog) else None)
     again = fresh.run(_graph(style_folder, tiny_sd_dir, out, settings_file), targets=["train"])
@@ -125,7 +125,7 @@ def test_replacing_the_base_model_file_invalidates_the_cached_lora(tmp_path, sty
                                                                     "base": str(base)})}, [])
 
     def signature() -> str:
-        plan = make_plan(graph, REGISTRY, ["train"])
+        plan = make_plan(graph, default_registry(), ["train"])
         compute_signatures(plan, nonce="run")
         return plan.nodes["train"].signature
 

@@ -27,9 +27,9 @@ def test_samples_render_when_training_in_bf16(tmp_path, style_folder, tiny_sd_di
 @pytest.fixture
 def engine():
     from app.engine import Engine, EngineSettings
-    from nodes.registry import REGISTRY
+    from nodes.registry import default_registry
 
-    eng = Engine(REGISTRY, EngineSettings(device="cpu", max_workers=1))
+    eng = Engine(default_registry(), EngineSettings(device="cpu", max_workers=1))
     yield eng
     eng.shutdown()
 

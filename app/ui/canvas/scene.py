@@ -275,7 +275,9 @@ class CanvasScene(QGraphicsScene):
             done["closed"] = True
             QTimer.singleShot(0, self.close_editor)
 
-        widget = make_editor(port, value, on_commit)
+        type_id = item.node.type
+        widget = make_editor(port, value, on_commit,
+                             choices=lambda: self.doc.registry.choices(type_id, port.name))
         proxy = self.addWidget(widget)
         proxy.setZValue(100)
         height = ROW_H * 5 if isinstance(widget, PromptEdit) else max(ROW_H, widget.sizeHint().height())

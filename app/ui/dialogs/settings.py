@@ -119,7 +119,6 @@ class SettingsDialog(QDialog):
             secrets.delete_token(TOKEN_NAME)
         except secrets.SecretStoreError as exc:
             self._fail(str(exc))
-        _token_changed()
         self._show_token_state()
 
     def _fail(self, message: str) -> None:
@@ -136,7 +135,6 @@ class SettingsDialog(QDialog):
                 self._fail(str(exc))
                 return False
             self.token.clear()
-            _token_changed()
         s = self.settings
         for choice in (S.DEVICE, S.PRECISION, S.ATTENTION_SLICING, S.VAE_TILING, S.THEME):
             s.set_choice(choice, self.combos[choice.key].currentText())
@@ -168,11 +166,3 @@ def _folder_row(form: QFormLayout, label: str, value: str, parent: QWidget) -> Q
     row.addWidget(browse)
     form.addRow(label, row)
     return edit
-
-
-def _token_changed() -> None:
-    """Forget remembered Replicate schema failures, so a new token is tried at once, not in 30 s."""
-    from nodes.replicate.schema import forget_failures
-
-    forget_failures()
-

@@ -1,19 +1,21 @@
-"""The Train LoRA dialog: a front end for `app.training` (dataset, presets, progress, loss, samples).
+"""The Train LoRA dialog: a front end for training (dataset, presets, progress, loss, samples).
 
-Training runs `app.training.loop.Trainer` on a worker thread; its progress and log callbacks are
-re-emitted as Qt signals (queued onto the GUI thread), so the window stays responsive. Stop asks
-the trainer to halt between steps (it writes a checkpoint first); Resume continues from the newest
-checkpoint. Sample images appear as the trainer writes them into its samples folder.
+Training runs through the engine client like any workflow: the dialog turns its form into a
+one-node workflow (the Train LoRA node, `TRAIN_NODE`) and submits it, so training takes the
+engine's device lock, moves the loaded pipelines off the GPU first, and runs where the engine
+runs (this process, or a rented GPU). The run's events come back through a queued Qt signal:
+progress metrics feed the loss plot, "sample" files the sample strip, the "lora" file is the
+result. Stop cancels the run (the trainer writes a checkpoint first); Resume submits the same
+workflow with `resume` on. Numeric fields take their ranges from the node's declaration.
 """
 
 from __future__ import annotations
 
 import pathlib
-import threading
-import traceback
+from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QComboBox,
@@ -36,59 +38,121 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine import events as ev
+from app.graph.model import Graph, NodeInstance
 from app.training import config as C
 from app.ui.dialogs.dataset_browser import DatasetBrowser, thumbnail
 from app.ui.dialogs.loss_plot import LossPlot
 
 DEFAULTS = "(defaults)"
+TRAIN_NODE = "imagebash.training.train_lora"
 
 
-class TrainWorker(QObject):
-    """Runs one Trainer on a thread; every callback becomes a queued Qt signal."""
+@dataclass
+class TrainOutcome:
+    """How a training run ended, as the dialog shows it."""
 
-    progressed = Signal(object)  # app.training.loop.Progress
+    steps: int = 0
+    total_steps: int = 0
+    lora: pathlib.Path | None = None
+    checkpoint: str = ""
+
+
+def training_graph(cfg: C.TrainConfig, preset: str, resume: bool) -> Graph:
+    """The one-node workflow that trains `cfg` (what Start submits to the engine)."""
+    params: dict[str, Any] = {
+        "folder": cfg.data, "base": cfg.base, "trigger": cfg.trigger, "network": cfg.network,
+        "targets": cfg.targets, "rank": cfg.rank, "alpha": cfg.alpha, "steps": cfg.max_steps,
+        "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
+        "resolution": cfg.resolution, "train_text_encoder": cfg.train_text_encoder, "seed": cfg.seed,
+        "save_every": cfg.save_every, "sample_every": cfg.sample_every,
+        "sample_prompts": "\n".join(cfg.sample_prompts), "sample_steps": cfg.sample_steps,
+        "preset": "" if preset == DEFAULTS else preset, "resume": resume,
+    }
+    if cfg.out:
+        params["out"] = cfg.out
+    g = Graph()
+    g.add_node(NodeInstance("train", TRAIN_NODE, params))
+    return g
+
+
+class TrainRun(QObject):
+    """One training run on the engine; its events arrive as Qt signals on the GUI thread."""
+
+    progressed = Signal(object)  # app.engine.events.NodeProgress
     logged = Signal(str)
-    finished = Signal(str, object)  # "done" | "stopped" | "failed", TrainResult or message
+    sampled = Signal(str)  # the path of a new sample image
+    finished = Signal(str, object)  # "done" | "stopped" | "failed", TrainOutcome or message
+    _bridged = Signal(object)
 
-    def __init__(self, cfg: C.TrainConfig, resume: bool, parent: QObject | None = None) -> None:
+    def __init__(self, client: Any, graph: Graph, output_dir: pathlib.Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.cfg = cfg
-        self.resume = resume
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.client = client
+        self.graph = graph
+        self.output_dir = output_dir
+        self.outcome = TrainOutcome()
+        self.run_id: str | None = None
+        self._failure = "training failed"
+        self._bridged.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
+        self._unsubscribe = client.subscribe(self._bridged.emit)
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._run, name="imagebash-train", daemon=True)
-        self.thread.start()
+        self.run_id = self.client.submit(self.graph, ["train"], self.output_dir).run_id
 
-    def _run(self) -> None:
-        from app.training.loop import Trainer, TrainingStopped
+    def stop(self) -> None:
+        if self.run_id is not None:
+            self.client.cancel(self.run_id)
 
-        try:
-            trainer = Trainer(self.cfg, progress=self.progressed.emit, log=self.logged.emit, stop=self.stop)
-            result = trainer.run(resume=self.resume)
-        except TrainingStopped as exc:
-            self.finished.emit("stopped", exc.result)
-        except Exception as exc:  # noqa: BLE001 - shown in the dialog; the app keeps running
-            self.logged.emit(traceback.format_exc())
-            self.finished.emit("failed", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        else:
-            self.finished.emit("done", result)
+    def _on_event(self, e: ev.Event) -> None:
+        if e.run_id != self.run_id:
+            return
+        if isinstance(e, ev.NodeProgress):
+            if e.metric("total"):
+                self.outcome.steps, self.outcome.total_steps = int(e.metric("step", 0)), int(e.metric("total"))
+            if e.metric("checkpoint"):
+                self.outcome.checkpoint = str(e.metric("checkpoint"))
+            self.progressed.emit(e)
+        elif isinstance(e, ev.NodeLog):
+            self.logged.emit(e.message)
+        elif isinstance(e, ev.NodeFailed):
+            self.logged.emit(e.traceback or e.message)
+            self._failure = e.message
+        elif isinstance(e, ev.NodeFile) and e.file is not None:
+            if e.file.kind == "sample":
+                self.sampled.emit(str(self.client.fetch_file(e.file)))
+            elif e.file.kind == "lora" and self.outcome.lora is None:
+                self.outcome.lora = pathlib.Path(e.file.path)
+        elif isinstance(e, ev.RunFinished):
+            self._unsubscribe()
+            if e.error is not None:
+                self.finished.emit("failed", e.error)
+            elif e.failed:
+                self.finished.emit("failed", self._failure)
+            elif e.cancelled:
+                self.finished.emit("stopped", self.outcome)
+            else:
+                self.finished.emit("done", self.outcome)
 
 
 class TrainLoraDialog(QDialog):
     """See the module docstring; `config()` is what Start would train with."""
 
-    def __init__(self, settings: Any = None, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Any = None, parent: QWidget | None = None, engine: Any = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train LoRA")
         self.resize(1100, 760)
         self.settings = settings
-        self.worker: TrainWorker | None = None
-        self.result: Any = None
+        self._own_engine = engine is None
+        if engine is None:
+            from app.engine.client import LocalEngine
+
+            engine = LocalEngine(settings=settings.engine_settings() if settings is not None else None)
+        self.engine = engine
+        spec = engine.registry.get(TRAIN_NODE)
+        self._ports = {p.name: p for p in spec.inputs} if spec is not None else {}
+        self.worker: TrainRun | None = None
+        self.result: TrainOutcome | None = None
         self.status_kind = ""
-        self._samples_dir: pathlib.Path | None = None
-        self._seen_samples: set[str] = set()
 
         self.browser = DatasetBrowser()
         self.data = QLineEdit()
@@ -104,30 +168,34 @@ class TrainLoraDialog(QDialog):
         self.preset = QComboBox()
         self.preset.addItems([DEFAULTS, *C.preset_names()])
         self.preset.currentTextChanged.connect(self._preset_changed)
-        self.base = QLineEdit()
-        self.base.setPlaceholderText("diffusers folder or .safetensors checkpoint")
+        self.base = QComboBox()
+        self.base.setEditable(True)
+        self.base.lineEdit().setPlaceholderText("diffusers folder or .safetensors checkpoint")
+        self.base.addItems(self._models())
         self.out = QLineEdit()
         self.out.setPlaceholderText("default: <data folder>.safetensors in the loras folder")
         self.trigger = QLineEdit()
         self.network = _combo(C.NETWORKS)
-        self.rank = _spin(1, 512)
+        self.rank = self._spin("rank")
         self.alpha = QDoubleSpinBox()
-        self.alpha.setRange(0.01, 1024)
+        r = self._range("alpha", (0.01, 1024.0))
+        self.alpha.setRange(*r)
         self.learning_rate = QLineEdit()
-        self.max_steps = _spin(0, 10_000_000)
+        self.max_steps = self._spin("steps")
         self.max_steps.setSpecialValueText("from epochs")
-        self.epochs = _spin(0, 100_000)
-        self.resolution = _spin(64, 4096, 64)
-        self.batch_size = _spin(1, 256)
-        self.save_every = _spin(0, 10_000_000)
+        self.epochs = self._spin("epochs")
+        self.resolution = self._spin("resolution", 64)
+        self.resolution.setMinimum(64)
+        self.batch_size = self._spin("batch_size")
+        self.save_every = self._spin("save_every")
         self.save_every.setSpecialValueText("at the end")
-        self.sample_every = _spin(0, 10_000_000)
+        self.sample_every = self._spin("sample_every")
         self.sample_every.setSpecialValueText("never")
         self.sample_prompts = QPlainTextEdit()
         self.sample_prompts.setPlaceholderText("one prompt per line (default: the trigger word)")
         self.sample_prompts.setMaximumHeight(60)
-        self.sample_steps = _spin(1, 1000)
-        self.device = _combo(C.DEVICES)
+        self.sample_steps = self._spin("sample_steps")
+        self.sample_steps.setMinimum(1)
         form = QFormLayout()
         form.addRow("Preset", self.preset)
         form.addRow("Base model", _row(self.base, _button("File…", self._pick_base_file),
@@ -145,7 +213,7 @@ class TrainLoraDialog(QDialog):
         form.addRow("Sample every", self.sample_every)
         form.addRow("Sample prompts", self.sample_prompts)
         form.addRow("Sample steps", self.sample_steps)
-        form.addRow("Device", self.device)
+        form.addRow("", QLabel("Trains on the engine's device (Settings ▸ Device)."))
         right = QWidget()
         right.setLayout(form)
 
@@ -186,12 +254,27 @@ class TrainLoraDialog(QDialog):
         lay.addWidget(self.status)
         lay.addWidget(bottom, 2)
         lay.addWidget(self.log_view)
-        self._poll = QTimer(self)
-        self._poll.setInterval(500)
-        self._poll.timeout.connect(self._check_samples)
         self._fill(C.TrainConfig())
         self.data.textChanged.connect(lambda _t: self._update_resume())
         self.out.textChanged.connect(lambda _t: self._update_resume())
+
+    def _range(self, name: str, fallback: tuple[float, float]) -> tuple[float, float]:
+        """The node's declared range for a field (the dialog never offers what the node refuses)."""
+        port = self._ports.get(name)
+        r = port.range if port is not None else None
+        if r is None or r.min is None or r.max is None:
+            return fallback
+        return float(r.min), float(r.max)
+
+    def _spin(self, name: str, step: int = 1) -> QSpinBox:
+        lo, hi = self._range(name, (0, 1_000_000))
+        return _spin(int(lo), int(hi), step)
+
+    def _models(self) -> list[str]:
+        try:
+            return self.engine.models("checkpoint")
+        except Exception:  # noqa: BLE001 - no list is still a usable field (type a path)
+            return []
 
     # form <-> config ----------------------------------------------------------------------------
     def _fill(self, cfg: C.TrainConfig) -> None:
@@ -206,12 +289,13 @@ class TrainLoraDialog(QDialog):
         self.save_every.setValue(cfg.save_every)
         self.sample_every.setValue(cfg.sample_every)
         self.sample_steps.setValue(cfg.sample_steps)
-        self.device.setCurrentText(cfg.device if cfg.device in C.DEVICES else "auto")
         if cfg.sample_prompts:
             self.sample_prompts.setPlainText("\n".join(cfg.sample_prompts))
-        for edit, value in ((self.trigger, cfg.trigger), (self.base, cfg.base), (self.out, cfg.out)):
+        for edit, value in ((self.trigger, cfg.trigger), (self.out, cfg.out)):
             if value:
                 edit.setText(value)
+        if cfg.base:
+            self.base.setCurrentText(cfg.base)
 
     def _preset_changed(self, name: str) -> None:
         try:
@@ -229,13 +313,12 @@ class TrainLoraDialog(QDialog):
             raise C.ConfigError(f"learning rate must be a number, got {self.learning_rate.text()!r}") from None
         prompts = [p.strip() for p in self.sample_prompts.toPlainText().splitlines() if p.strip()]
         return base.replace(
-            data=self.data.text().strip(), base=self.base.text().strip(), out=self.out.text().strip(),
+            data=self.data.text().strip(), base=self.base.currentText().strip(), out=self.out.text().strip(),
             trigger=self.trigger.text().strip(), network=self.network.currentText(), rank=self.rank.value(),
             alpha=self.alpha.value(), learning_rate=lr, max_steps=self.max_steps.value(),
             epochs=self.epochs.value(), resolution=self.resolution.value(), batch_size=self.batch_size.value(),
             save_every=self.save_every.value(), sample_every=self.sample_every.value(),
-            sample_prompts=prompts, sample_steps=self.sample_steps.value(),
-            device=self.device.currentText()).validate()
+            sample_prompts=prompts, sample_steps=self.sample_steps.value()).validate()
 
     def _checkpoint_root(self, cfg: C.TrainConfig) -> pathlib.Path:
         from app.training.loop import Trainer
@@ -255,7 +338,7 @@ class TrainLoraDialog(QDialog):
                                       "No checkpoint of this run yet")
 
     # running ------------------------------------------------------------------------------------
-    def start(self, resume: bool = False) -> TrainWorker | None:
+    def start(self, resume: bool = False) -> TrainRun | None:
         if self.worker is not None:
             return None
         try:
@@ -267,39 +350,38 @@ class TrainLoraDialog(QDialog):
         except C.ConfigError as exc:
             self._say(str(exc), error=True)
             return None
-        self._samples_dir = self._checkpoint_root(cfg) / "samples"
-        self._seen_samples = {str(p) for p in self._samples_dir.glob("*.png")} if not resume else set()
         self.loss_plot.clear()
         self.progress.setValue(0)
         self.result = None
         self.status_kind = "running"
-        self.worker = TrainWorker(cfg, resume, self)
+        out_dir = pathlib.Path(self.settings.output_dir) if self.settings is not None else pathlib.Path("output")
+        self.worker = TrainRun(self.engine, training_graph(cfg, self.preset.currentText(), resume), out_dir, self)
         self.worker.progressed.connect(self._progress)
         self.worker.logged.connect(self.log_view.appendPlainText)
+        self.worker.sampled.connect(self._add_sample)
         self.worker.finished.connect(self._finished)
         self._set_running(True)
         self._say("Resuming from the newest checkpoint…" if resume
                   else "Preparing (loading the model, caching latents)…")
         self.worker.start()
-        self._poll.start()
         return self.worker
 
     def stop(self) -> None:
         if self.worker is not None:
-            self.worker.stop.set()
+            self.worker.stop()
             self.stop_button.setEnabled(False)
             self._say("Stopping after this step (a checkpoint is written first)…")
 
-    def _progress(self, p: Any) -> None:
-        if p.total:
-            self.progress.setValue(int(1000 * p.step / p.total))
-        self._say(p.text())
-        if p.phase == "train":
-            self.loss_plot.add(p.step, p.loss, p.total)
+    def _progress(self, e: ev.NodeProgress) -> None:
+        total, step = e.metric("total") or 0, e.metric("step") or 0
+        if total:
+            self.progress.setValue(int(1000 * step / total))
+        if e.text:
+            self._say(e.text)
+        if e.metric("phase") == "train" and e.metric("loss") is not None:
+            self.loss_plot.add(int(step), float(e.metric("loss")), int(total))
 
     def _finished(self, kind: str, payload: Any) -> None:
-        self._poll.stop()
-        self._check_samples()
         self.worker = None
         self.status_kind = kind
         self._set_running(False)
@@ -310,23 +392,18 @@ class TrainLoraDialog(QDialog):
         elif kind == "stopped":
             self.result = payload
             self._say(f"Stopped at step {payload.steps}/{payload.total_steps}; Resume continues from "
-                      f"{payload.checkpoint}")
+                      f"{payload.checkpoint or 'the newest checkpoint'}")
         else:
             self._say(f"Training failed: {payload}", error=True)
         self._update_resume()
 
-    def _check_samples(self) -> None:
-        if self._samples_dir is None or not self._samples_dir.is_dir():
-            return
-        for p in sorted(self._samples_dir.glob("*.png")):
-            if str(p) in self._seen_samples:
-                continue
-            self._seen_samples.add(str(p))
-            item = QListWidgetItem(QIcon(thumbnail(p, 128)), p.stem.replace("step_", "step "))
-            item.setToolTip(str(p))
-            item.setData(Qt.ItemDataRole.UserRole, str(p))
-            self.samples.addItem(item)
-            self.samples.scrollToItem(item)
+    def _add_sample(self, path: str) -> None:
+        p = pathlib.Path(path)
+        item = QListWidgetItem(QIcon(thumbnail(p, 128)), p.stem.replace("step_", "step "))
+        item.setToolTip(str(p))
+        item.setData(Qt.ItemDataRole.UserRole, str(p))
+        self.samples.addItem(item)
+        self.samples.scrollToItem(item)
 
     def _set_running(self, on: bool) -> None:
         self.start_button.setEnabled(not on)
@@ -346,14 +423,14 @@ class TrainLoraDialog(QDialog):
             self.browser.set_folder(folder)
 
     def _pick_base_file(self) -> None:
-        f, _ = QFileDialog.getOpenFileName(self, "Base model", self.base.text(), "Checkpoints (*.safetensors)")
+        f, _ = QFileDialog.getOpenFileName(self, "Base model", self.base.currentText(), "Checkpoints (*.safetensors)")
         if f:
-            self.base.setText(f)
+            self.base.setCurrentText(f)
 
     def _pick_base_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Base model (diffusers folder)", self.base.text())
+        folder = QFileDialog.getExistingDirectory(self, "Base model (diffusers folder)", self.base.currentText())
         if folder:
-            self.base.setText(folder)
+            self.base.setCurrentText(folder)
 
     def _pick_out(self) -> None:
         f, _ = QFileDialog.getSaveFileName(self, "Save the LoRA as", self.out.text(), "LoRA (*.safetensors)")
@@ -363,6 +440,12 @@ class TrainLoraDialog(QDialog):
     def closeEvent(self, event: Any) -> None:
         self.stop()
         super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop training (a checkpoint is written) and, if the dialog made its own engine, stop it."""
+        self.stop()
+        if self._own_engine:
+            self.engine.shutdown()
 
 
 def _button(text: str, slot: Any) -> QPushButton:

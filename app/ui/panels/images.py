@@ -1,8 +1,9 @@
-"""Turning node outputs into something a widget can show (display only: no image processing).
+"""Showing node outputs in widgets (display only: no image processing).
 
-Node outputs are float arrays in [0, 1] (Image (N, H, W, C), Mask (N, H, W)) or lazy Videos; the
-panels show one frame of them as a QImage. Pulling a Video frame may run node code, so callers
-that may block (scrubbing) do it on a worker thread (`FrameFetcher`).
+The window knows outputs as summaries (`app.engine.wire.OutputSummary`: kind, shape, frame
+count, a small thumbnail); a frame at full size is fetched from the engine client by the
+summary's reference. Fetching may be slow (a lazy Video runs node code in the engine; a remote
+engine is across a network), so `FrameFetcher` does it on a worker thread.
 """
 
 from __future__ import annotations
@@ -14,42 +15,17 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage
 
-from nodes.types import Video
+from app.engine.wire import OutputSummary
 
 
-def is_displayable(value: Any) -> bool:
-    if isinstance(value, Video):
-        return True
-    return isinstance(value, np.ndarray) and value.ndim in (3, 4) and value.dtype.kind == "f"
-
-
-def first_frame(value: Any, index: int = 0) -> np.ndarray | None:
-    """One (H, W, C) float frame of an Image batch or Mask batch; None for anything else.
-
-    Videos are not pulled here (that may be slow): use `FrameFetcher`.
-    """
-    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-        return None
-    if value.ndim == 4 and value.shape[-1] in (1, 3, 4) and value.shape[0]:
-        return value[min(index, value.shape[0] - 1)]
-    if value.ndim == 3 and value.shape[0]:  # a Mask batch
-        return value[min(index, value.shape[0] - 1)][..., None]
-    return None
-
-
-def frame_count(value: Any) -> int:
-    if isinstance(value, Video):
-        return len(value)
-    if isinstance(value, np.ndarray) and value.ndim in (3, 4):
-        return int(value.shape[0])
-    return 0
-
-
-def to_qimage(frame: np.ndarray, max_side: int | None = None) -> QImage:
-    """An (H, W, C) float frame in [0, 1] (C = 1, 3 or 4) as an 8-bit QImage that owns its pixels.
+def to_qimage(frame: np.ndarray | bytes, max_side: int | None = None) -> QImage:
+    """An (H, W, C) float frame in [0, 1] (C = 1, 3 or 4), or encoded image bytes (the engine's
+    PNG thumbnails), as an 8-bit QImage that owns its pixels.
 
     NaN shows as black; with `max_side` the image is scaled down (smoothly) to fit that square.
     """
+    if isinstance(frame, bytes):
+        return _fit(QImage.fromData(frame), max_side)
     a = np.asarray(frame)
     if a.ndim == 4:
         a = a[0]
@@ -63,31 +39,32 @@ def to_qimage(frame: np.ndarray, max_side: int | None = None) -> QImage:
         a8, fmt = np.ascontiguousarray(a8), QImage.Format.Format_RGB888
     else:
         a8, fmt = np.ascontiguousarray(a8[..., :4]), QImage.Format.Format_RGBA8888
-    img = QImage(a8.data, w, h, a8.strides[0], fmt).copy()  # detach from the numpy buffer
-    if max_side is not None and max(w, h) > max_side:
+    return _fit(QImage(a8.data, w, h, a8.strides[0], fmt).copy(), max_side)  # copy: detach from numpy
+
+
+def _fit(img: QImage, max_side: int | None) -> QImage:
+    if max_side is not None and max(img.width(), img.height()) > max_side:
         img = img.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
                          Qt.TransformationMode.SmoothTransformation)
     return img
 
 
 class FrameFetcher(QObject):
-    """Pulls frames of a Video off the GUI thread; only the newest request is delivered."""
+    """Fetches frames of outputs from the engine client off the GUI thread; only the newest
+    request is delivered."""
 
     frameReady = Signal(int, object)  # index, (H, W, C) float frame
     failed = Signal(str)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, client: Any = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.client = client
         self._lock = threading.Lock()
-        self._wanted: tuple[Any, int] | None = None
+        self._wanted: tuple[OutputSummary, int] | None = None
         self._busy = False
 
-    def request(self, source: Any, index: int) -> None:
-        frame = first_frame(source, index)
-        if frame is not None:
-            self.frameReady.emit(index, frame)
-            return
-        if not isinstance(source, Video):
+    def request(self, source: OutputSummary, index: int) -> None:
+        if self.client is None or not source.displayable:
             return
         with self._lock:
             self._wanted = (source, index)
@@ -103,9 +80,9 @@ class FrameFetcher(QObject):
                 if job is None:
                     self._busy = False
                     return
-            video, index = job
+            summary, index = job
             try:
-                frame = video.frame(index)[0]
+                frame = self.client.fetch_frame(summary.ref, index)
             except Exception as exc:  # noqa: BLE001 - shown to the user, the panel stays usable
                 self._deliver(self.failed, f"frame {index}: {exc}")
                 continue

@@ -1,8 +1,9 @@
 """The preview panel: any node's output at full size, zoom and fit, a before/after slider, frames.
 
-It only displays what nodes produced (the runner keeps each node's last outputs); converting a
-float frame to a QImage is the one thing it does to pixels. Video frames are pulled off the GUI
-thread by a `FrameFetcher`, so scrubbing a long generated clip never freezes the window.
+It only displays what nodes produced: the runner keeps a summary of each node's last outputs,
+and the frames shown are fetched from the engine client by reference; converting a float frame
+to a QImage is the one thing it does to pixels. Frames are fetched off the GUI thread by a
+`FrameFetcher`, so scrubbing a long generated clip (or a remote engine) never freezes the window.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.panels.images import FrameFetcher, frame_count, is_displayable, to_qimage
+from app.engine.wire import OutputSummary
+from app.ui.panels.images import FrameFetcher, to_qimage
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
@@ -191,9 +193,9 @@ def _checker(p: QPainter, r: QRectF, size: int = 8) -> None:
 class PreviewPanel(QWidget):
     """Pick an output (node.port) to show; optionally a second one to compare; scrub frames."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, client: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._outputs: dict[str, Any] = {}  # "node.port" -> value
+        self._outputs: dict[str, OutputSummary] = {}  # "node.port" -> summary
         self.source = QComboBox()
         self.source.setMinimumContentsLength(14)
         self.source.setToolTip("The node output to show")
@@ -235,8 +237,8 @@ class PreviewPanel(QWidget):
         lay.addLayout(frames)
         lay.addWidget(self.info)
         self._show_frames(False)
-        self._fetch_a = FrameFetcher(self)
-        self._fetch_b = FrameFetcher(self)
+        self._fetch_a = FrameFetcher(client, self)
+        self._fetch_b = FrameFetcher(client, self)
         self._fetch_a.frameReady.connect(self._got_a)
         self._fetch_b.frameReady.connect(self._got_b)
         self._fetch_a.failed.connect(self.info.setText)
@@ -251,10 +253,10 @@ class PreviewPanel(QWidget):
         self._frame_a = self._frame_b = None
 
     # feeding ------------------------------------------------------------------------------------
-    def set_outputs(self, outputs: dict[str, dict[str, Any]]) -> None:
-        """All nodes' last outputs ({node: {port: value}}); keeps the current picks when it can."""
+    def set_outputs(self, outputs: dict[str, dict[str, OutputSummary]]) -> None:
+        """All nodes' last outputs ({node: {port: summary}}); keeps the current picks when it can."""
         flat = {f"{nid}.{port}": v for nid, outs in outputs.items() for port, v in outs.items()
-                if is_displayable(v)}
+                if v.displayable}
         self._outputs = flat
         for combo in (self.source, self.before):
             keep = combo.currentText()
@@ -291,12 +293,12 @@ class PreviewPanel(QWidget):
         self.view.compare = on
         self._refresh()
 
-    def _current(self, combo: QComboBox) -> Any:
+    def _current(self, combo: QComboBox) -> OutputSummary | None:
         return self._outputs.get(combo.currentText())
 
     def _refresh(self) -> None:
         a = self._current(self.source)
-        n = frame_count(a)
+        n = a.frames if a is not None else 0
         self._show_frames(n > 1)
         if n > 1:
             self.frame.blockSignals(True)
@@ -312,13 +314,13 @@ class PreviewPanel(QWidget):
 
     def _frame_changed(self, index: int) -> None:
         a = self._current(self.source)
-        n = frame_count(a)
+        n = a.frames if a is not None else 0
         self.frame_label.setText(f"{index + 1}/{n}" if n > 1 else "")
         if a is not None:
             self._fetch_a.request(a, index)
         b = self._current(self.before) if self.compare.isChecked() else None
         if b is not None:
-            self._fetch_b.request(b, min(index, max(frame_count(b) - 1, 0)))
+            self._fetch_b.request(b, min(index, max(b.frames - 1, 0)))
         else:
             self._frame_b = None
 

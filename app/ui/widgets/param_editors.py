@@ -1,8 +1,10 @@
 """Editors for node parameters, chosen from the port declaration (used by the canvas and the inspector).
 
-`make_editor(port, value, on_commit)` returns a plain QWidget that calls `on_commit(value)` once
-the user has finished a change (slider released, Enter pressed, focus left, item picked), so one
-gesture makes one undo step.
+`make_editor(port, value, on_commit, choices=...)` returns a plain QWidget that calls
+`on_commit(value)` once the user has finished a change (slider released, Enter pressed, focus
+left, item picked), so one gesture makes one undo step. The suggestions of a `Choices` port come
+from the caller (`choices`, which asks the engine client's catalogue), never from the port's own
+provider: the models folder is the engine's, which may be on another machine.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ Commit = Callable[[Any], None]
 _INT_LIMIT = 2**31 - 1
 
 
-def make_editor(port: PortSpec, value: Any, on_commit: Commit, parent: QWidget | None = None) -> QWidget:
+def make_editor(port: PortSpec, value: Any, on_commit: Commit, parent: QWidget | None = None,
+                choices: Callable[[], list[str]] | None = None) -> QWidget:
     """The editor widget for `port` showing `value`; see the module docstring."""
     if value is None and port.default is not REQUIRED:
         value = port.to_json(port.default)
@@ -40,8 +43,8 @@ def make_editor(port: PortSpec, value: Any, on_commit: Commit, parent: QWidget |
         return _combo([str(m.value) for m in port.enum], value, on_commit, parent, editable=False)
     if port.choices is not None:
         try:
-            items = list(port.choices.provider())
-        except Exception:  # noqa: BLE001 - a failing provider still leaves free text entry
+            items = list(choices()) if choices is not None else []
+        except Exception:  # noqa: BLE001 - a failing lookup still leaves free text entry
             items = []
         return _combo(items, value, on_commit, parent, editable=True)
     kind = port.kind
