@@ -83,11 +83,15 @@ def _build_menus(win: MainWindow) -> None:
     m.addActions([win.act_settings, win.act_close, win.act_quit])
     e = mb.addMenu("&Edit")
     e.addActions([win.act_undo, win.act_redo])
+    e.addSeparator()
+    win.edit_menu = e
     r = mb.addMenu("&Run")
     r.addActions([win.act_run, win.act_run_selected, win.act_cancel])
     t = mb.addMenu("&Tools")
     t.addAction(win.act_train)
     v = mb.addMenu("&View")
+    win.view_menu = v
+    win.view_menu_canvas = v.addSeparator()  # the current canvas's framing actions go above this
     for dock in win.docks.values():
         v.addAction(dock.toggleViewAction())
     v.addSeparator()
@@ -97,6 +101,22 @@ def _build_menus(win: MainWindow) -> None:
     ex = h.addMenu("&Examples")
     for p in example_workflows():
         ex.addAction(example_title(p), lambda path=p: win.open_example(path))
+
+
+def show_canvas_actions(win: MainWindow, view: Any) -> None:
+    """List the current canvas's commands (cut, copy, group, frame, ...) in the Edit and View menus."""
+    from app.ui.canvas.shortcuts import menu_actions
+
+    for menu in (win.edit_menu, win.view_menu):
+        for a in list(menu.actions()):
+            if a.property("canvas_command"):
+                menu.removeAction(a)
+    if view is None:
+        return
+    for a in view.actions.values():
+        a.setProperty("canvas_command", True)
+    win.edit_menu.addActions(menu_actions(view.actions, "edit"))
+    win.view_menu.insertActions(win.view_menu_canvas, menu_actions(view.actions, "view"))
 
 
 def _build_toolbar(win: MainWindow) -> None:

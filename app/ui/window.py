@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.graph.io import WorkflowFormatError
 from app.ui import autosave as A
-from app.ui.actions import build_actions, icon
+from app.ui.actions import build_actions, icon, show_canvas_actions
 from app.ui.canvas.palette import NodePalette
 from app.ui.canvas.view import CanvasView
 from app.ui.document import WorkflowDocument
@@ -197,6 +197,7 @@ class MainWindow(QMainWindow):
 
     def _tab_changed(self, _index: int) -> None:
         view = self.current_view()
+        show_canvas_actions(self, view)
         if view is None:
             self.inspector.clear()
             self.setWindowTitle("imagebash")

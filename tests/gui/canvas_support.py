@@ -71,6 +71,8 @@ def make_view(qtbot, doc=None, size=(1200, 800)):
     view.resize(*size)
     view.show()
     qtbot.waitExposed(view)
+    view.windowHandle().requestActivate()  # the canvas commands are QAction shortcuts: they need an active window
+    qtbot.waitUntil(view.isActiveWindow, timeout=3000)
     view.resetTransform()
     view.centerOn(300, 150)
     return view

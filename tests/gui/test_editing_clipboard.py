@@ -91,14 +91,33 @@ def test_deleting_a_selected_link(qtbot):
     assert doc.graph.links == [Link(b, "image", c, "layer")]
 
 
-def test_undo_redo_keys(qtbot):
-    view, doc, a, _b, _c = chain(qtbot)
-    doc.set_param(a, "value", 0.9)
+def test_undo_redo_keys_and_the_menus_list_the_canvas_shortcuts(make_window):
+    """Undo/redo are the window's; the canvas's commands are QActions the Edit and View menus show."""
+    win = make_window(open_default=False)
+    view = win.current_view()
+    doc = view.document
+    a = doc.add_node("imagebash.image.solid_color", (0, 0))
+    doc.undo_stack.clear()
+    doc.set_param(a, "width", 99)
     view.setFocus()
     QTest.keyClick(view, Qt.Key.Key_Z, CTRL)
-    assert doc.graph.nodes[a].params["value"] == 0.5
+    assert "width" not in doc.graph.nodes[a].params or doc.graph.nodes[a].params["width"] != 99
     QTest.keyClick(view, Qt.Key.Key_Z, CTRL | Qt.KeyboardModifier.ShiftModifier)
-    assert doc.graph.nodes[a].params["value"] == 0.9
+    assert doc.graph.nodes[a].params["width"] == 99
+
+    edit = {a.text().replace("&", ""): a.shortcut().toString() for a in win.edit_menu.actions() if a.text()}
+    assert edit["Copy"] == "Ctrl+C" and edit["Duplicate"] == "Ctrl+D" and edit["Mute / Unmute"] == "Ctrl+M"
+    shown = {a.text().replace("&", ""): a.shortcut().toString() for a in win.view_menu.actions() if a.text()}
+    assert shown["Frame All"] == "Home" and shown["Frame Selection"] == "."
+    # the menu item does what the key does, on the current canvas
+    view.select_nodes([a])
+    next(act for act in win.edit_menu.actions() if act.text() == "&Duplicate").trigger()
+    assert len(doc.graph.nodes) == 2
+    # a second tab has its own canvas commands in the menus, and the first tab's keys stay its own
+    win.new_document()
+    assert win.current_view() is not view
+    assert win.current_view().actions["copy"] in win.edit_menu.actions()
+    assert view.actions["copy"] not in win.edit_menu.actions()
 
 
 def test_clipboard_without_workflow_pastes_nothing(qtbot):

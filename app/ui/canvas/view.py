@@ -10,7 +10,7 @@ import pathlib
 from typing import Any
 
 from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QGuiApplication, QKeySequence, QPainter
+from PySide6.QtGui import QFont, QGuiApplication, QPainter
 from PySide6.QtWidgets import (
     QGraphicsProxyWidget,
     QGraphicsSimpleTextItem,
@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.graph import GraphError, Link, NodeMode, io
+from app.graph import GraphError, Link, io
 from app.graph.validate import fitting_ports
 from app.ui.canvas.drops import drop_files
 from app.ui.canvas.frames import GroupItem, NoteItem
@@ -32,6 +32,7 @@ from app.ui.canvas.minimap import Minimap
 from app.ui.canvas.node_item import NodeItem
 from app.ui.canvas.scene import FAR_SCALE, CanvasScene
 from app.ui.canvas.search import NodeSearchPopup
+from app.ui.canvas.shortcuts import canvas_actions
 from app.ui.document import WorkflowDocument, is_workflow_json
 from app.ui.panels.images import to_qimage
 from nodes.registry import NodeSpec
@@ -88,6 +89,8 @@ class CanvasView(QGraphicsView):
         self.canvas.nodeActivated.connect(self.nodeActivated)
         self.canvas.message.connect(self.statusMessage)
         self.destroyed.connect(self.canvas.close)
+        #: The canvas commands with their shortcuts (`app.ui.canvas.shortcuts`); the window's menus list them.
+        self.actions = canvas_actions(self)
         super().centerOn(0, 0)
 
     # public API for the window -----------------------------------------------------------------
@@ -280,17 +283,19 @@ class CanvasView(QGraphicsView):
             event.accept()  # typing in an editor: Esc, Del, Ctrl+Z... belong to it, not the window's actions
             return True
         if event.type() == event.Type.KeyPress and event.key() == Qt.Key.Key_Tab and not self._editing_text():
-            self.open_search(self._cursor_scene_pos())
+            self.open_search(self.cursor_scene_pos())
             return True
         return super().event(event)
 
-    def _cursor_scene_pos(self) -> QPointF:
+    def cursor_scene_pos(self) -> QPointF:
         local = self.viewport().mapFromGlobal(self.cursor().pos())
         if self.viewport().rect().contains(local):
             return self.mapToScene(local)
         return self.mapToScene(self.viewport().rect().center())
 
     def keyPressEvent(self, event) -> None:
+        """Keys that are not commands: Esc closes an editor or clears the selection, Space pans
+        (editing commands are QActions: `self.actions`)."""
         if self._editing_text():
             if event.key() == Qt.Key.Key_Escape:
                 self.canvas.close_editor(cancel=True)
@@ -298,42 +303,9 @@ class CanvasView(QGraphicsView):
                 return
             super().keyPressEvent(event)
             return
-        key, mods = event.key(), event.modifiers()
-        ctrl = bool(mods & Qt.KeyboardModifier.ControlModifier)
-        doc = self.document
-        if key == Qt.Key.Key_Space and not event.isAutoRepeat():
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self.space_held = True
-        elif event.matches(QKeySequence.StandardKey.Undo):
-            doc.undo_stack.undo()
-        elif event.matches(QKeySequence.StandardKey.Redo) or (ctrl and key == Qt.Key.Key_Y):
-            doc.undo_stack.redo()
-        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
-            self.delete_selection()
-        elif event.matches(QKeySequence.StandardKey.Copy):
-            self.copy_selection()
-        elif event.matches(QKeySequence.StandardKey.Cut):
-            self.copy_selection()
-            self.delete_selection()
-        elif event.matches(QKeySequence.StandardKey.Paste):
-            self.paste(self._cursor_scene_pos())
-        elif ctrl and key == Qt.Key.Key_D:
-            self.duplicate_selection()
-        elif ctrl and key == Qt.Key.Key_M:
-            doc.toggle_mode(self.selected_node_ids(), NodeMode.MUTED)
-        elif ctrl and key == Qt.Key.Key_B:
-            doc.toggle_mode(self.selected_node_ids(), NodeMode.BYPASSED)
-        elif ctrl and key == Qt.Key.Key_G:
-            self.group_selection()
-        elif ctrl and key == Qt.Key.Key_A:
-            for item in self.canvas.nodes.values():
-                item.setSelected(True)
-        elif key == Qt.Key.Key_H and not mods:
-            self.toggle_collapse()
-        elif key in (Qt.Key.Key_Home, Qt.Key.Key_F) and not mods:
-            self.frame_all()
-        elif key == Qt.Key.Key_Period and not ctrl:
-            self.frame_selected()
-        elif key == Qt.Key.Key_Escape:
+        elif event.key() == Qt.Key.Key_Escape:
             self.canvas.clearSelection()
         else:
             super().keyPressEvent(event)
@@ -390,7 +362,7 @@ class CanvasView(QGraphicsView):
         xs = [n.position for n in sub.nodes.values()] + [(g.rect[0], g.rect[1]) for g in sub.groups.values()]
         xs += [n.position for n in sub.notes.values()]
         origin = (min(p[0] for p in xs), min(p[1] for p in xs)) if xs else (0.0, 0.0)
-        at = at if at is not None else self._cursor_scene_pos()
+        at = at if at is not None else self.cursor_scene_pos()
         ids = self.document.paste(text, (round(at.x() - origin[0]), round(at.y() - origin[1])))
         self.select_nodes(ids)
         return ids
