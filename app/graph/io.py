@@ -8,7 +8,12 @@ of a newer version is refused rather than half-read.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
+import re
+import reprlib
+import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -29,17 +34,23 @@ MAX_DEPTH = 64
 
 
 def parse_json(text: str) -> Any:
-    """`json.loads`, with a nesting too deep for Python's parser as one WorkflowFormatError."""
+    """`json.loads`, with a nesting too deep for Python's parser, or an integer too long for it,
+    as one WorkflowFormatError (json raises RecursionError and a bare ValueError for those)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise WorkflowFormatError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise WorkflowFormatError(f"JSON nested too deeply (more than {MAX_DEPTH} levels are refused)") from None
+        raise WorkflowFormatError(
+            f"JSON nested too deeply to read (a workflow nests at most {MAX_DEPTH} levels)") from None
+    except ValueError:  # int('9' * 5000): Python refuses integers longer than its digit limit
+        raise WorkflowFormatError(f"not valid JSON: a number has more than {sys.get_int_max_str_digits()} "
+                                  "digits") from None
 
 
-def _check_depth(value: Any, what: str) -> None:
-    """Refuse values nested deeper than MAX_DEPTH, without recursing."""
+def check_value(value: Any, what: str) -> None:
+    """Refuse values nested deeper than MAX_DEPTH and numbers no float can hold (NaN, Infinity,
+    integers beyond 1.8e308: every consumer converts numbers to float), without recursing."""
     stack = [(value, 1)]
     while stack:
         v, depth = stack.pop()
@@ -47,21 +58,50 @@ def _check_depth(value: Any, what: str) -> None:
             if depth > MAX_DEPTH:
                 raise WorkflowFormatError(f"{what} is nested too deeply (more than {MAX_DEPTH} levels)")
             stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise WorkflowFormatError(f"{what} holds {v!r}, which is not a JSON number")
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > sys.float_info.max:
+            raise WorkflowFormatError(f"{what} holds a number too large for a float ({_short(v)})")
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlong = 40
+
+
+def _short(value: Any) -> str:
+    """A repr short enough for a one-line message, however big the value in the file."""
+    return _repr.repr(value)
+
+
+def _no_line_breaks(s: str) -> bool:
+    """Ids and port names end up in one-line messages and terminal output: no control characters."""
+    return not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in s)
 
 
 def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
     """Format 0 (the pre-release drafts) kept links as 4-lists and positions as x/y keys."""
-    nodes = []
-    for n in doc.get("nodes", []):
-        n = dict(n)
-        if "x" in n or "y" in n:
-            n["pos"] = [n.pop("x", 0), n.pop("y", 0)]
-        if "inputs" in n and "params" not in n:
-            n["params"] = n.pop("inputs")
-        nodes.append(n)
-    links = [{"from": [ln[0], ln[1]], "to": [ln[2], ln[3]]} if isinstance(ln, list) else ln
-             for ln in doc.get("links", [])]
-    return {**doc, "format": f"{FORMAT_PREFIX}1", "nodes": nodes, "links": links}
+    nodes = doc.get("nodes", [])
+    links = doc.get("links", [])
+    if not isinstance(nodes, list) or not isinstance(links, list):
+        raise WorkflowFormatError("'nodes' and 'links' must be lists")
+    migrated = []
+    for n in nodes:
+        if isinstance(n, dict):  # anything else is reported by graph_from_dict, with its index
+            n = dict(n)
+            if "x" in n or "y" in n:
+                n["pos"] = [n.pop("x", 0), n.pop("y", 0)]
+            if "inputs" in n and "params" not in n:
+                n["params"] = n.pop("inputs")
+        migrated.append(n)
+    new_links = []
+    for i, ln in enumerate(links):
+        if isinstance(ln, list):
+            if len(ln) != 4:
+                raise WorkflowFormatError(f"links[{i}] must be [node, output, node, input] in format 0")
+            ln = {"from": [ln[0], ln[1]], "to": [ln[2], ln[3]]}
+        new_links.append(ln)
+    return {**doc, "format": f"{FORMAT_PREFIX}1", "nodes": migrated, "links": new_links}
 
 
 #: MIGRATIONS[v] turns a version-v document into a version-(v+1) one.
@@ -71,11 +111,11 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate
 def format_version(doc: dict[str, Any]) -> int:
     fmt = doc.get("format")
     if not isinstance(fmt, str) or not fmt.startswith(FORMAT_PREFIX):
-        raise WorkflowFormatError(f"not an imagebash workflow (format is {fmt!r}, expected '{FORMAT}')")
-    try:
-        return int(fmt[len(FORMAT_PREFIX):])
-    except ValueError:
-        raise WorkflowFormatError(f"unknown workflow format {fmt!r}") from None
+        raise WorkflowFormatError(f"not an imagebash workflow (format is {_short(fmt)}, expected '{FORMAT}')")
+    digits = fmt[len(FORMAT_PREFIX):]
+    if not re.fullmatch(r"[0-9]{1,6}", digits):  # int() would take '-1', ' 1' and non-ASCII digits
+        raise WorkflowFormatError(f"unknown workflow format {_short(fmt)}")
+    return int(digits)
 
 
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:
@@ -90,30 +130,50 @@ def migrate(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _numbers(value: Any, n: int, what: str, shape: str) -> tuple[float, ...]:
+    if (not isinstance(value, (list, tuple)) or len(value) != n
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        raise WorkflowFormatError(f"{what} must be {shape}, got {_short(value)}")
+    return tuple(float(v) for v in value)
+
+
 def _pair(value: Any, what: str) -> tuple[float, float]:
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        raise WorkflowFormatError(f"{what} must be a pair of numbers, got {value!r}")
-    return float(value[0]), float(value[1])
+    x, y = _numbers(value, 2, what, "a pair of numbers")
+    return x, y
 
 
 def _str(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
-        raise WorkflowFormatError(f"{what} must be a non-empty string, got {value!r}")
+        raise WorkflowFormatError(f"{what} must be a non-empty string, got {_short(value)}")
+    if not _no_line_breaks(value):
+        raise WorkflowFormatError(f"{what} must not hold line breaks or control characters, got {_short(value)}")
     return value
+
+
+def _list(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key)
+    if value is None or (key in ("groups", "notes") and value in ({}, "", 0)):  # older files: {} for none
+        return []
+    if not isinstance(value, list):
+        raise WorkflowFormatError(f"'{key}' must be a list")
+    return value
+
+
+def _end(value: Any) -> tuple[str, str]:
+    """One end of a link, [node, port] (a string or an object would unpack into letters or keys)."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError
+    return _str(value[0], "id"), _str(value[1], "port")
 
 
 def graph_from_dict(doc: Any) -> Graph:
     """Build a Graph from a parsed document (structure only; `validate` checks it against nodes)."""
     if not isinstance(doc, dict):
         raise WorkflowFormatError("a workflow must be a JSON object")
-    _check_depth(doc, "the workflow")
+    check_value(doc, "the workflow")
     doc = migrate(doc)
     g = Graph()
-    nodes = doc.get("nodes", [])
-    if not isinstance(nodes, list):
-        raise WorkflowFormatError("'nodes' must be a list")
-    for i, n in enumerate(nodes):
+    for i, n in enumerate(_list(doc, "nodes")):
         if not isinstance(n, dict):
             raise WorkflowFormatError(f"nodes[{i}] must be an object")
         nid = _str(n.get("id"), f"nodes[{i}].id")
@@ -122,10 +182,12 @@ def graph_from_dict(doc: Any) -> Graph:
         params = n.get("params", {})
         if not isinstance(params, dict):
             raise WorkflowFormatError(f"node '{nid}': 'params' must be an object")
+        for name in params:
+            _str(name, f"node '{nid}': a parameter name")
         try:
             mode = NodeMode(n.get("mode", "normal"))
         except ValueError:
-            raise WorkflowFormatError(f"node '{nid}': unknown mode {n.get('mode')!r}") from None
+            raise WorkflowFormatError(f"node '{nid}': unknown mode {_short(n.get('mode'))}") from None
         version = n.get("version")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise WorkflowFormatError(f"node '{nid}': 'version' must be an integer")
@@ -135,15 +197,13 @@ def graph_from_dict(doc: Any) -> Graph:
             position=_pair(n.get("pos", [0, 0]), f"node '{nid}' pos"), mode=mode,
             title=title if isinstance(title, str) else None, collapsed=bool(n.get("collapsed", False)),
             version=version)
-    links = doc.get("links", [])
-    if not isinstance(links, list):
-        raise WorkflowFormatError("'links' must be a list")
     taken: set[tuple[str, str]] = set()
-    for i, ln in enumerate(links):
+    for i, ln in enumerate(_list(doc, "links")):
         try:
-            (src, sp), (dst, dp) = ln["from"], ln["to"]
-            link = Link(_str(src, "id"), _str(sp, "port"), _str(dst, "id"), _str(dp, "port"))
-        except (KeyError, TypeError, ValueError):
+            if not isinstance(ln, dict):
+                raise ValueError
+            link = Link(*_end(ln.get("from")), *_end(ln.get("to")))
+        except ValueError:  # WorkflowFormatError from _str included: one message for every bad shape
             raise WorkflowFormatError(
                 f"links[{i}] must look like {{\"from\": [node, output], \"to\": [node, input]}}") from None
         for end in (link.src, link.dst):
@@ -153,23 +213,21 @@ def graph_from_dict(doc: Any) -> Graph:
             raise WorkflowFormatError(f"node '{link.dst}' input '{link.dst_port}' has two links")
         taken.add((link.dst, link.dst_port))
         g.links.append(link)
-    for i, gr in enumerate(doc.get("groups", []) or []):
+    for i, gr in enumerate(_list(doc, "groups")):
         try:
-            gid = _str(gr.get("id", f"group_{i + 1}"), f"groups[{i}].id")
-            rect = gr["rect"]
-            if len(rect) != 4:
+            if not isinstance(gr, dict):
                 raise ValueError
-            g.groups[gid] = Group(gid, str(gr.get("title", "")), tuple(float(v) for v in rect),
-                                  str(gr.get("color", "#3a5f8a")))
-        except (KeyError, TypeError, ValueError, AttributeError):
+            gid = _str(gr.get("id", f"group_{i + 1}"), f"groups[{i}].id")
+            x, y, w, h = _numbers(gr.get("rect"), 4, "rect", "[x, y, w, h]")
+            g.groups[gid] = Group(gid, str(gr.get("title", "")), (x, y, w, h), str(gr.get("color", "#3a5f8a")))
+        except ValueError:
             raise WorkflowFormatError(f"groups[{i}] needs an id, a title and rect [x, y, w, h]") from None
-    for i, nt in enumerate(doc.get("notes", []) or []):
-        try:
-            nid = _str(nt.get("id", f"note_{i + 1}"), f"notes[{i}].id")
-            g.notes[nid] = Note(nid, str(nt.get("text", "")), _pair(nt.get("pos", [0, 0]), "note pos"),
-                                _pair(nt.get("size", [240, 120]), "note size"))
-        except AttributeError:
-            raise WorkflowFormatError(f"notes[{i}] must be an object") from None
+    for i, nt in enumerate(_list(doc, "notes")):
+        if not isinstance(nt, dict):
+            raise WorkflowFormatError(f"notes[{i}] must be an object")
+        nid = _str(nt.get("id", f"note_{i + 1}"), f"notes[{i}].id")
+        g.notes[nid] = Note(nid, str(nt.get("text", "")), _pair(nt.get("pos", [0, 0]), f"note '{nid}' pos"),
+                            _pair(nt.get("size", [240, 120]), f"note '{nid}' size"))
     meta = doc.get("meta", {})
     g.meta = dict(meta) if isinstance(meta, dict) else {}
     return g
@@ -223,29 +281,31 @@ def dumps(g: Graph) -> str:
     return json.dumps(graph_to_dict(g), indent=2)
 
 
+def _shown(p: pathlib.Path) -> str:
+    """A path for a one-line message: a file name may hold a line break; repr escapes it."""
+    text = str(p)
+    return text if _no_line_breaks(text) else repr(text)
+
+
 def load(path: str | pathlib.Path) -> Graph:
     """Read a workflow from a .json file, or from a PNG that carries one in its text chunk."""
     p = pathlib.Path(path)
+    where = _shown(p)
     if not p.is_file():
-        raise WorkflowFormatError(f"{p}: no such file")
-    if p.suffix.lower() == ".png":
-        doc = workflow_from_png(p)
-        if doc is None:
-            raise WorkflowFormatError(f"{p}: this PNG carries no imagebash workflow")
-        try:
-            g = graph_from_dict(doc)
-        except WorkflowFormatError as exc:
-            raise WorkflowFormatError(f"{p}: {exc}") from None
-        g.base_dir = str(p.resolve().parent)
-        return g
+        raise WorkflowFormatError(f"{where}: no such file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowFormatError(f"{p}: cannot read: {exc}") from None
-    try:
+        if p.suffix.lower() == ".png":
+            text = png_workflow_text(p)
+            if not text:
+                raise WorkflowFormatError("this PNG carries no imagebash workflow")
+        else:
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise WorkflowFormatError(f"cannot read: {exc}") from None
         g = loads(text)
     except WorkflowFormatError as exc:
-        raise WorkflowFormatError(f"{p}: {exc}") from None
+        raise WorkflowFormatError(f"{where}: {exc}") from None
     g.base_dir = str(p.resolve().parent)
     return g
 
@@ -261,19 +321,35 @@ def save(g: Graph, path: str | pathlib.Path) -> None:
 PNG_WORKFLOW_KEY = "imagebash.workflow"
 
 
-def workflow_from_png(path: str | pathlib.Path) -> dict[str, Any] | None:
-    """The workflow JSON a Save Image node embedded in a PNG's text chunk, if any."""
+def png_workflow_text(path: str | pathlib.Path) -> str | None:
+    """The workflow text a Save Image node embedded in a PNG, or None when it has none.
+
+    Raises WorkflowFormatError for a file Pillow cannot read: Pillow reports a corrupt PNG as
+    OSError, ValueError (an oversized text chunk), SyntaxError, EOFError, struct.error, or
+    DecompressionBombError for huge declared dimensions.
+    """
+    import struct
+
     from PIL import Image as PILImage
 
     try:
         with PILImage.open(path) as im:
-            text = getattr(im, "text", {}).get(PNG_WORKFLOW_KEY)
-    except OSError:
-        return None
-    if not text:
-        return None
+            # Save Image writes its text chunks before the pixels (`info`); only a file with
+            # none there has its pixels read to reach text chunks that follow them.
+            text = im.info.get(PNG_WORKFLOW_KEY)
+            if text is None and im.format == "PNG":
+                text = im.text.get(PNG_WORKFLOW_KEY)
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, PILImage.DecompressionBombError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkflowFormatError(f"cannot read PNG: {message}") from None
+    return text if isinstance(text, str) else None
+
+
+def workflow_from_png(path: str | pathlib.Path) -> dict[str, Any] | None:
+    """The workflow JSON a Save Image node embedded in a PNG's text chunk, if any."""
     try:
-        doc = parse_json(text)
+        text = png_workflow_text(path)
+        doc = parse_json(text) if text else None
     except WorkflowFormatError:
         return None
     return doc if isinstance(doc, dict) else None
