@@ -205,9 +205,14 @@ class NodeSpec:
     cache_key: Callable[[dict[str, Any]], str] | None = None
     source_module: str = ""
     _by_name: dict[str, PortSpec] = field(default_factory=dict, repr=False)
+    _out_by_name: dict[str, PortSpec] = field(default_factory=dict, repr=False)
+    #: Output port name -> kind (what the engine's wire types are chosen by).
+    output_kinds: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._by_name = {p.name: p for p in self.inputs}
+        self._out_by_name = {p.name: p for p in self.outputs}
+        self.output_kinds = {p.name: p.kind for p in self.outputs}
 
     def inputs_for(self, params: dict[str, Any] | None = None) -> list[PortSpec]:
         """Static inputs plus those a dynamic node derives from its parameters (a schema)."""
@@ -224,7 +229,7 @@ class NodeSpec:
         return p
 
     def output_port(self, name: str) -> PortSpec | None:
-        return next((p for p in self.outputs if p.name == name), None)
+        return self._out_by_name.get(name)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -130,13 +130,13 @@ class LocalEngine:
             return self._engine
 
     def _dispatch(self, event: ev.Event) -> None:
-        for listener in tuple(self._listeners):
-            listener(event)
-        if isinstance(event, ev.RunFinished):
+        if isinstance(event, ev.RunFinished):  # bookkeeping first: a listener may submit the next run
             with self._lock:
                 self._handles.pop(event.run_id, None)
                 if self._pending is not None and not self._handles:
                     self._rebuild()
+        for listener in tuple(self._listeners):
+            listener(event)
 
     def apply_settings(self, settings: EngineSettings) -> None:
         """New settings: rebuild the engine now if idle, else once the runs in flight are over."""

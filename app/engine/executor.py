@@ -405,7 +405,7 @@ class _Scheduler:
         """Keep the outputs for clients and tell the listeners, with a summary per port."""
         if not self.engine.events.active:
             return
-        kinds = {p.name: p.kind for p in pn.spec.outputs}
+        kinds = pn.spec.output_kinds
         self.engine.outputs.put(self.run.id, pn.id, outputs, kinds)
         summaries = {port: wire.summarize(wire.OutputRef(self.run.id, pn.id, port), kinds.get(port, "Any"), v)
                      for port, v in outputs.items()}
@@ -515,8 +515,7 @@ class _Scheduler:
         self.status[nid] = "done"
         self.durations[nid] = dt
         if pn.spec.cacheable:
-            self.engine.cache.put(pn.signature, outputs, {p.name: p.kind for p in pn.spec.outputs},
-                                  self.run.annotations.get(nid))
+            self.engine.cache.put(pn.signature, outputs, pn.spec.output_kinds, self.run.annotations.get(nid))
         if bus_active:
             self._finished(pn, outputs, dt, False)
 

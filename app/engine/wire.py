@@ -250,7 +250,10 @@ def value_nbytes(kind: str, value: Any) -> int:
 
 
 def outputs_nbytes(kinds: dict[str, str], outputs: dict[str, Any]) -> int:
-    return sum(value_nbytes(kinds.get(name, "Any"), v) for name, v in outputs.items())
+    total = 0
+    for name, v in outputs.items():
+        total += 64 if isinstance(v, (int, float)) else value_nbytes(kinds.get(name, "Any"), v)
+    return total
 
 
 def host_outputs(kinds: dict[str, str], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -262,6 +265,8 @@ def host_outputs(kinds: dict[str, str], outputs: dict[str, Any]) -> dict[str, An
 
 
 def summarize(ref: OutputRef, kind: str, value: Any) -> OutputSummary:
+    if type(value) in (int, float, bool):  # most outputs of a long chain: the quick way
+        return OutputSummary(ref, kind, value=value, text=str(value))
     try:
         return wire_for(kind, value).summarize(ref, kind, value)
     except Exception:  # noqa: BLE001 - a summary is a courtesy; the value itself stays fetchable

@@ -62,7 +62,7 @@ def effective_node(node: NodeInstance, spec: NodeSpec) -> tuple[NodeInstance, Pr
         return node, Problem(node.id, None, f"was saved by version {node.version} of {spec.id}, "
                                             f"this imagebash knows version {spec.version}")
     migrate = node.version is not None and node.version < spec.version and spec.migrate is not None
-    if node.type == spec.id and node.version == spec.version and not migrate:
+    if node.type == spec.id and node.version in (None, spec.version) and not migrate:
         return node, None
     new = copy.copy(node)
     new.type = spec.id
@@ -79,7 +79,7 @@ def upgrade(graph: Graph, registry: Registry) -> tuple[Graph, list[str]]:
     notes: list[str] = []
     for n in list(out.nodes.values()):
         spec = registry.get(n.type)
-        if spec is None or (n.version is None and n.type == spec.id):
+        if spec is None:
             continue
         new, problem = effective_node(n, spec)
         if problem is not None or new is n:

@@ -1,4 +1,6 @@
-"""Engine benchmark: per-node overhead, its growth with graph size, re-run ratio, io concurrency.
+"""Engine benchmark: per-node overhead, its growth with graph size, re-run ratio, io concurrency,
+and what following a run through the client costs (the editor's way: a summary and an output
+reference per node, events to a subscriber), against the bare engine in the same process.
 
 Run from the repo root: `python tests/benchmarks/bench_engine.py`. Prints one JSON object per line.
 """
@@ -77,6 +79,28 @@ def per_node_us(n: int, repeats: int = 3) -> float:
     return min(times)
 
 
+def client_overhead_ratio(n: int = 1000, repeats: int = 3) -> float:
+    """Per-node time of a chain run through LocalEngine with a listener, over the bare engine's."""
+    import threading
+
+    from app.engine import events
+    from app.engine.client import LocalEngine
+
+    bare, client_times = [], []
+    for _ in range(repeats):
+        bare.append(per_node_us(n, repeats=1))
+        client = LocalEngine(REG)
+        done = threading.Event()
+        client.subscribe(lambda e, done=done: done.set() if isinstance(e, events.RunFinished) else None)
+        g = chain(n)
+        t0 = time.perf_counter()
+        client.submit(g)
+        done.wait(60)
+        client_times.append((time.perf_counter() - t0) / n * 1e6)
+        client.shutdown()
+    return min(client_times) / min(bare)
+
+
 def rerun_ratio(n: int = 30) -> float:
     g = Graph()
     g.nodes["src"] = NodeInstance("src", "bench.noise")
@@ -119,6 +143,7 @@ def main() -> None:
     print(json.dumps({"overhead_growth_ratio": round(big / small, 3)}), flush=True)
     print(json.dumps({"rerun_ratio": round(rerun_ratio(), 4)}), flush=True)
     print(json.dumps({"concurrency_ratio": round(concurrency_ratio(), 3)}), flush=True)
+    print(json.dumps({"client_overhead_ratio": round(client_overhead_ratio(), 3)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -107,3 +107,30 @@ def test_listing_into_a_closed_pipe_stops_quietly(monkeypatch):
     closed = _io.TextIOWrapper(os.fdopen(write_end, "wb", buffering=0), write_through=True)
     monkeypatch.setattr(sys, "stdout", closed)
     assert main(["nodes"]) == 141
+
+
+def test_a_too_deeply_nested_workflow_is_one_line(tmp_path):
+    wf = tmp_path / "deep.json"
+    wf.write_text("[" * 100_000 + "]" * 100_000)
+    for cmd in ("run", "validate"):
+        out = _run(cmd, str(wf))
+        assert out.returncode == 2
+        assert out.stderr.strip().count("\n") == 0 and "nested too deeply" in out.stderr, out.stderr
+    params = {"value": 1.0, "deep": "x"}
+    doc = {"format": "imagebash/1", "nodes": [{"id": "a", "type": "test.const", "params": params}]}
+    text = json.dumps(doc).replace('"x"', "[" * 500 + "]" * 500)
+    wf.write_text(text)
+    assert main(["validate", str(wf)]) == 2
+
+
+def test_an_older_workflow_is_upgraded_once_with_a_note(tmp_path, capsys):
+    from tests.engine.conftest import make_registry
+
+    wf = tmp_path / "old.json"
+    wf.write_text(json.dumps({"format": "imagebash/1", "nodes": [
+        {"id": "c", "type": "test.const"}, {"id": "m", "type": "test.old_math"}],
+        "links": [{"from": ["c", "float"], "to": ["m", "x"]}]}))
+    assert main(["validate", str(wf)], registry=make_registry()) == 0
+    err = capsys.readouterr().err
+    assert "was upgraded" in err and "node 'm': test.old_math is now test.math" in err
+    assert "test.old_math" in wf.read_text()  # the file is data: never rewritten behind the user's back

@@ -106,6 +106,23 @@ def test_duplicate_ids_from_different_modules_are_refused():
         node("test.dup", registry=reg)(b)
 
 
+def test_registries_are_instances_that_each_load_the_packs():
+    """A fresh Registry has every built-in node and service; registering into one leaves others alone."""
+    a, b = Registry(), Registry()
+    assert {s.id for s in a.all()} == {s.id for s in default_registry().all()}
+    assert "imagebash.image.blend" in a and "models" in a.services
+    assert a.get("imagebash.image.blend").fn is default_registry().get("imagebash.image.blend").fn
+
+    @node("test.only_in_a", registry=a)
+    def only() -> float:
+        """Only here."""
+        return 1.0
+
+    assert "test.only_in_a" in a and "test.only_in_a" not in b and "test.only_in_a" not in default_registry()
+    empty = Registry(load_packs=False)
+    assert empty.all() == [] and empty.services == {}
+
+
 def test_every_registered_node_is_consistent():
     """Runs the declaration checks over every node the app ships (and installed packs)."""
     specs = default_registry().all()

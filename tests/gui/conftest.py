@@ -89,7 +89,7 @@ def wait_job(qtbot, window, job, timeout=15000):
 TEST_REGISTRY = Registry(load_packs=False)
 
 
-@node("test.gui.noise", category="test", registry=TEST_REGISTRY)
+@node("test.gui.noise", category="test", registry=TEST_REGISTRY, legacy_ids=("test.gui.old_noise",))
 def noise(width: Annotated[int, Range(1, 512)] = 32, height: Annotated[int, Range(1, 512)] = 24,
           seed: int = 0) -> Image:
     """Random pixels (deterministic per seed)."""

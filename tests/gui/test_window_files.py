@@ -99,3 +99,30 @@ def test_a_broken_file_is_reported_and_nothing_is_lost(make_window, tmp_path):
     assert win.open_path(bad) is None
     assert win.tabs.count() == 1
     assert any("broken.json" in line for line in win.log.lines())
+
+
+def test_a_too_deeply_nested_file_is_one_line_and_the_window_keeps_working(make_window, tmp_path):
+    win = make_window()
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert win.open_path(deep) is None
+    assert win.tabs.count() == 1
+    line = next(ln for ln in win.log.lines() if "deep.json" in ln)
+    assert "nested too deeply" in line and "\n" not in line and "Recursion" not in line
+    before = len(win.current_document().graph.nodes)
+    assert win.current_view().paste(text=deep.read_text()) == []  # the clipboard holding it: nothing happens
+    assert len(win.current_document().graph.nodes) == before
+
+
+def test_an_older_file_is_upgraded_once_on_opening_and_says_so(make_window, tmp_path, test_registry):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "imagebash/1", "nodes": [
+        {"id": "n", "type": "test.gui.old_noise", "params": {"width": 8}}]}))
+    win = make_window(registry=test_registry, open_default=False)
+    view = win.open_path(old)
+    doc = view.document
+    assert doc.graph.nodes["n"].type == "test.gui.noise" and doc.graph.nodes["n"].version == 1
+    assert doc.is_dirty()  # saving keeps the upgrade
+    assert any("old.json: this file was upgraded" in ln and "test.gui.old_noise is now test.gui.noise" in ln
+               for ln in win.log.lines())
+    assert json.loads(old.read_text())["nodes"][0]["type"] == "test.gui.old_noise"  # the file itself untouched
