@@ -123,9 +123,8 @@ def test_hub_id_offline_and_uncached_is_a_clear_error(engine, monkeypatch, tmp_p
 
 def test_loading_reports_progress_and_lru_budget_evicts(tiny_sd_dir, tiny_sdxl_dir):
     from app.engine import Engine, EngineSettings, NodeProgress
-    from nodes.registry import REGISTRY
 
-    engine = Engine(REGISTRY, EngineSettings(device="cpu", model_budget_bytes=1))
+    engine = Engine(settings=EngineSettings(device="cpu", model_budget_bytes=1))
     events = []
     engine.events.subscribe(lambda e: events.append(e.text) if isinstance(e, NodeProgress) else None)
     sd = run_ok(engine, txt2img_graph(tiny_sd_dir), targets=["load", "gen"]).output("load")
