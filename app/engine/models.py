@@ -8,10 +8,11 @@ per-pipeline state (loaded LoRA adapters) lives beside it in the entry.
 
 Sources: a single-file `.safetensors` checkpoint (original LDM layout; the component configs
 come from `resources/model_configs/<family>/` or an explicit config folder, so it works
-offline), a diffusers folder, or a hub repo id (downloaded with progress when online). One
-reader, `read_pipeline`, builds the pipeline; the trainer calls it too, for its private copy. A
-checkpoint's header is read once (`app.engine.probe`). Pickle checkpoints are refused. torch and
-diffusers are imported inside functions.
+offline), a diffusers folder, or a hub repo id (downloaded with progress when online). Getting a
+source onto disk (`ModelManager.fetch`) holds no lock shared with other models; reading it
+(`read_pipeline`, which the trainer calls too, for its private copy) happens under the manager's
+lock. A checkpoint's header is read once (`app.engine.probe`). Pickle checkpoints are refused.
+torch and diffusers are imported inside functions.
 """
 
 from __future__ import annotations
@@ -326,31 +327,58 @@ class ModelManager:
         self.host_budget = int(free_memory("cpu") * 0.5) if self.device != "cpu" else self.budget
         self.loads = 0  # base pipelines read from disk (tests and benchmarks count these)
         self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the entries; never held through a hub download
+        self._fetch_guard = threading.Lock()  # only for the two dicts below
+        self._fetch_locks: dict[str, threading.Lock] = {}  # hub id -> its own download lock
+        self._fetched: dict[str, Path] = {}  # hub id -> its local snapshot folder
 
     def _default_budget(self) -> int:
         return int(free_memory(self.device) * 0.75)
 
     # keys and handles ----------------------------------------------------------------------
-    def key_for(self, path: Path | None, hub_id: str, config: str | None) -> str:
+    def key_for(self, path: Path, config: str | None) -> str:
         dtype = str(self.dtype).replace("torch.", "")
         stamp = ""
-        if path is not None and path.is_file():  # a file replaced on disk is a different model
+        if path.is_file():  # a file replaced on disk is a different model
             st = path.stat()
             stamp = f"|{st.st_size}:{st.st_mtime_ns}"
-        elif path is not None and path.is_dir():  # so is a folder whose files changed (stat only)
+        elif path.is_dir():  # so is a folder whose files changed (stat only)
             stamp = "|" + fingerprint(path)
-        return f"{path or 'hub:' + hub_id}{stamp}|{dtype}|{config or ''}"
+        return f"{path}{stamp}|{dtype}|{config or ''}"
 
-    def load(self, source: str, config: str | os.PathLike[str] | None = None,
-             progress: Progress | None = None, search: list[Path] | None = None) -> Entry:
-        """The entry for `source`, loading it if it is not in memory."""
-        progress = progress or (lambda f, t: None)
+    def fetch(self, source: str, progress: Progress | None = None, search: list[Path] | None = None) -> Path:
+        """The local file or folder for `source`, downloading a hub repo first if need be.
+
+        Holds no lock shared with other models (Load Model calls it outside the device lock, so a
+        multi-GB download blocks no GPU node and no other model lookup); a hub id has a lock of its
+        own, so two nodes asking for the same repo download it once.
+        """
+        return self._fetch(source, progress or (lambda f, t: None), search)[0]
+
+    def _fetch(self, source: str, progress: Progress, search: list[Path] | None) -> tuple[Path, bool]:
+        """(local path, whether it came from the hub)."""
         path, hub_id = resolve_source(source, search)
         if path is not None:
             refuse_pickle(path)
+            return path, False
+        with self._fetch_guard:
+            lock = self._fetch_locks.setdefault(hub_id, threading.Lock())
+        with lock:
+            with self._fetch_guard:
+                done = self._fetched.get(hub_id)
+            if done is None or not done.is_dir():
+                done = _hub_download(hub_id, progress, self.dtype.itemsize == 2)
+                with self._fetch_guard:
+                    self._fetched[hub_id] = done
+            return done, True
+
+    def load(self, source: str, config: str | os.PathLike[str] | None = None,
+             progress: Progress | None = None, search: list[Path] | None = None) -> Entry:
+        """The entry for `source`, loading it if it is not in memory (fetching it first: see `fetch`)."""
+        progress = progress or (lambda f, t: None)
+        path, from_hub = self._fetch(source, progress, search)
         cfg = str(Path(config).resolve()) if config else None
-        key = self.key_for(path, hub_id, cfg)
+        key = self.key_for(path, cfg)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -358,10 +386,8 @@ class ModelManager:
                 progress(1.0, "model already loaded")
                 return entry
             self._drop_stale(path, key)
-            if path is None:
-                path = _hub_download(hub_id, progress, self.dtype.itemsize == 2)
             family = detect_family(path)
-            progress(0.1 if not hub_id else 0.8, f"loading {family} model {path.name}")
+            progress(0.8 if from_hub else 0.1, f"loading {family} model {path.name}")
             pipe, warnings = read_pipeline(path, family, cfg, self.dtype)
             self.loads += 1
             progress(0.9, f"moving to {self.device}")
@@ -375,10 +401,8 @@ class ModelManager:
             progress(1.0, f"loaded {path.name}")
             return entry
 
-    def _drop_stale(self, path: Path | None, key: str) -> None:
+    def _drop_stale(self, path: Path, key: str) -> None:
         """Unload the pipelines of an older version of the same file or folder (replaced on disk)."""
-        if path is None:
-            return
         stale = [k for k, e in self._entries.items() if e.source == str(path) and k != key
                  and k.split("|")[-2:] == key.split("|")[-2:]]  # same dtype and config, other stamp
         for k in stale:

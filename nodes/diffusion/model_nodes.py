@@ -1,4 +1,8 @@
-"""Load Model and LoRA: handles into the model manager, never the weights themselves."""
+"""Load Model and LoRA: handles into the model manager, never the weights themselves.
+
+Load Model is an io node: it fetches its source (a hub download can take minutes) without the
+engine's device lock, then takes the lock only to read the weights and place them.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ def _lora_key(params: dict) -> str:
 
 
 @node("imagebash.diffusion.load_model", version=1, title="Load Model", category="diffusion",
-      device="gpu", cache_key=_checkpoint_key)
+      io=True, cache_key=_checkpoint_key)
 def load_model(
     checkpoint: Annotated[str, Choices(list_checkpoints),
                           Help("a .safetensors checkpoint, a diffusers folder or a hub repo id")] = "",
@@ -61,8 +65,17 @@ def load_model(
         config: Optional diffusers config folder for a single-file checkpoint of unusual geometry
             (default: the configs shipped for SD 1.x / 2.x / XL).
     """
-    entry = manager(ctx).load(checkpoint, config, lambda f, t: ctx.progress(f, text=t),
-                              search=search_dirs("checkpoint"))
+    models = manager(ctx)
+
+    def progress(fraction: float, text: str) -> None:
+        ctx.progress(fraction, text=text)
+
+    search = search_dirs("checkpoint")
+    # An io node: a hub download runs outside the device lock (GPU nodes keep running), and
+    # only reading the weights and placing them on the device waits for it.
+    models.fetch(checkpoint, progress, search)
+    with ctx.device_lock():
+        entry = models.load(checkpoint, config, progress, search=search)
     path = Path(entry.source)
     digest = model_hash(path)
     ctx.annotate("model", {"name": path.name, "hash": digest, "family": entry.family})
