@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import pathlib
 import sys
@@ -103,7 +104,7 @@ def _registry(args: argparse.Namespace) -> Any:
 
 def _load_graph(path: pathlib.Path, registry: Any):
     """Read a workflow and upgrade it once (old node ids and versions), saying so on stderr."""
-    from app.graph.io import WorkflowFormatError, load
+    from app.graph.io import WorkflowFormatError, load, shown_path
     from app.graph.validate import upgrade
 
     try:
@@ -111,9 +112,35 @@ def _load_graph(path: pathlib.Path, registry: Any):
     except WorkflowFormatError as exc:
         raise CliError(str(exc)) from None
     if notes:
-        print(f"imagebash: note: {path} was upgraded (save it from the editor to keep this): "
+        print(f"imagebash: note: {shown_path(path)} was upgraded (save it from the editor to keep this): "
               + "; ".join(notes), file=sys.stderr)
     return graph
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    """`text` as a short repr for a one-line message (a --set value may be megabytes long)."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 4] + "...'"
+
+
+def _json_value(raw: str) -> tuple[bool, Any]:
+    """(True, value) when `raw` is JSON a workflow may hold; else (False, None) and it is text.
+
+    Not JSON here: NaN and Infinity (`--set p.text=NaN` is the word), numbers beyond a float
+    (1e400, 400-digit integers), integers over Python's digit limit, and nesting deeper than a
+    workflow file allows (json itself raises RecursionError or a bare ValueError for those).
+    """
+    from app.graph.io import WorkflowFormatError, check_value
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        value = json.loads(raw, parse_constant=no_constant)
+        check_value(value, "the value")
+    except (ValueError, RecursionError, WorkflowFormatError):  # JSONDecodeError is a ValueError
+        return False, None
+    return True, value
 
 
 def parse_set(item: str) -> tuple[str, str, Any]:
@@ -121,20 +148,20 @@ def parse_set(item: str) -> tuple[str, str, Any]:
     key, eq, raw = item.partition("=")
     node_id, dot, param = key.rpartition(".")
     if not eq or not dot or not node_id or not param:
-        raise CliError(f"--set {item!r}: expected NODE.PARAM=VALUE")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return node_id, param, value
+        raise CliError(f"--set {_quoted(item)}: expected NODE.PARAM=VALUE")
+    is_json, value = _json_value(raw)
+    return node_id, param, value if is_json else raw
 
 
 def apply_sets(graph, registry, sets: Sequence[str]) -> None:
     for item in sets:
         node_id, param, value = parse_set(item)
+        where = f"--set {_quoted(item)}"
         node = graph.nodes.get(node_id)
         if node is None:
-            raise CliError(f"--set {item!r}: no node '{node_id}' in the workflow (nodes: {', '.join(graph.nodes)})")
+            ids = list(graph.nodes)
+            listed = ", ".join(ids[:20]) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
+            raise CliError(f"{where}: no node {_quoted(node_id)} in the workflow (nodes: {listed})")
         spec = registry.get(node.type)
         port = spec.input(param, {**node.params, param: value}) if spec else None
         if spec is not None and port is None:
@@ -142,28 +169,34 @@ def apply_sets(graph, registry, sets: Sequence[str]) -> None:
 
             reason = ports_unavailable(spec, node.params)
             if reason:
-                raise CliError(f"--set {item!r}: node '{node_id}': {reason}")
+                raise CliError(f"{where}: node '{node_id}': {reason}")
             names = ", ".join(p.name for p in spec.inputs_for(node.params))
-            raise CliError(f"--set {item!r}: node '{node_id}' ({spec.id}) has no parameter '{param}' (has: {names})")
+            raise CliError(f"{where}: node '{node_id}' ({spec.id}) has no parameter {_quoted(param)} (has: {names})")
         if port is not None:
             try:
-                value = port.to_json(port.coerce(value))
+                coerced = port.coerce(value)
             except ValueError as exc:
-                raise CliError(f"--set {item!r}: {exc}") from None
+                raise CliError(f"{where}: {exc}") from None
+            # PortSpec.coerce lets float('nan') and float('inf') through (a range check is False for NaN)
+            if isinstance(coerced, float) and not math.isfinite(coerced):
+                raise CliError(f"{where}: '{param}' needs a finite number, got {coerced}")
+            value = port.to_json(coerced)
         graph.set_param(node_id, param, value)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from app.graph.io import shown_path
     from app.graph.validate import validate
 
     registry = _registry(args)
     graph = _load_graph(args.workflow, registry)
     problems = validate(graph, registry)
+    where = shown_path(args.workflow)
     if problems:
         for pr in problems:
-            print(f"{args.workflow}: {pr}", file=sys.stderr)
+            print(f"{where}: {pr}", file=sys.stderr)
         return 2
-    print(f"{args.workflow}: ok ({len(graph)} nodes, {len(graph.links)} links)")
+    print(f"{where}: ok ({len(graph)} nodes, {len(graph.links)} links)")
     return 0
 
 
@@ -201,11 +234,16 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from app.engine import EngineSettings
     from app.engine.client import LocalEngine
+    from app.graph.io import shown_path
     from app.graph.validate import ValidationError
 
     registry = _registry(args)
     graph = _load_graph(args.workflow, registry)
     apply_sets(graph, registry, args.sets)
+    for target in args.targets or ():
+        if target not in graph.nodes:
+            raise CliError(f"--node {_quoted(target)}: no such node in {shown_path(args.workflow)}")
+    where = shown_path(args.workflow)
     # nothing fetches outputs after the run here: keep none beyond what the run itself needs
     client = LocalEngine(registry, EngineSettings(device=args.device, output_store_bytes=0))
     reporter = _Reporter(quiet=args.quiet, tty=sys.stderr.isatty())
@@ -223,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = handle.wait()
     except ValidationError as err:
         for pr in err.problems:
-            print(f"imagebash: error: {args.workflow}: {pr}", file=sys.stderr)
+            print(f"imagebash: error: {where}: {pr}", file=sys.stderr)
         return 2
     finally:
         reporter.close()
@@ -236,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = sum(1 for s in result.status.values() if s in ("done", "cached", "bypassed"))
     cached = sum(1 for s in result.status.values() if s == "cached")
     print(f"{done} nodes ran ({cached} cached), {len(result.errors)} failed in {result.duration:.2f}s; "
-          f"outputs in {args.output_dir}", file=sys.stderr)
+          f"outputs in {shown_path(args.output_dir)}", file=sys.stderr)
     return 1 if result.errors else 0
 
 

@@ -281,7 +281,7 @@ def dumps(g: Graph) -> str:
     return json.dumps(graph_to_dict(g), indent=2)
 
 
-def _shown(p: pathlib.Path) -> str:
+def shown_path(p: pathlib.Path) -> str:
     """A path for a one-line message: a file name may hold a line break; repr escapes it."""
     text = str(p)
     return text if _no_line_breaks(text) else repr(text)
@@ -290,7 +290,7 @@ def _shown(p: pathlib.Path) -> str:
 def load(path: str | pathlib.Path) -> Graph:
     """Read a workflow from a .json file, or from a PNG that carries one in its text chunk."""
     p = pathlib.Path(path)
-    where = _shown(p)
+    where = shown_path(p)
     if not p.is_file():
         raise WorkflowFormatError(f"{where}: no such file")
     try:

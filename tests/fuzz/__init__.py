@@ -33,6 +33,63 @@ JSON_VALUES = st.recursive(
     max_leaves=12)
 
 
+TYPES = st.sampled_from([
+    "test.const", "test.math", "test.old_math", "test.split", "test.noise", "test.scale", "test.read",
+    "test.sink", "test.optional", "imagebash.image.load", "imagebash.image.save", "imagebash.image.blend",
+    "imagebash.image.load_folder", "imagebash.video.load", "imagebash.video.save", "imagebash.diffusion.lora",
+    "imagebash.replicate.run", "imagebash.replicate.flux_schnell", "imagebash.training.train_lora",
+]) | NAMES
+
+
+def maybe(strategy: st.SearchStrategy, odds: int = 12, other: st.SearchStrategy = JSON_VALUES) -> st.SearchStrategy:
+    """Mostly the well-formed value; one time in `odds` something else (any JSON value)."""
+    return st.integers(1, odds).flatmap(lambda i: other if i == odds else strategy)
+
+
+PORTS = st.sampled_from(["x", "y", "value", "float", "image", "mask", "low", "high", "video", "model", "path",
+                         "path_out", "image_out"]) | NAMES
+PARAMS = st.dictionaries(
+    st.sampled_from(["value", "x", "y", "op", "path", "filename_prefix", "format", "size", "seed", "model",
+                     "file", "weight", "start", "stride", "mode"]) | NAMES,
+    st.one_of(st.sampled_from([0, 1, 2.5, -1, 10**6, "add", "mul", "png", "../x", "/tmp", "a.png", True]),
+              JSON_VALUES),
+    max_size=4)
+
+
+@st.composite
+def workflow_docs(draw: st.DrawFn, types: st.SearchStrategy[str] = TYPES,
+                  params: st.SearchStrategy[dict] = PARAMS) -> dict:
+    """Documents shaped like workflows, with any field possibly wrong."""
+    ids = draw(st.lists(maybe(st.sampled_from(["a", "b", "c", "n0", "n1", "a.b", "é"]), 8, NAMES),
+                        min_size=1, max_size=5, unique=True))
+    ports = PORTS
+    nodes = []
+    for nid in ids:
+        node = draw(st.fixed_dictionaries(
+            {"id": maybe(st.just(nid)), "type": maybe(types)},
+            optional={"params": maybe(params),
+                      "pos": maybe(st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)).map(list)),
+                      "mode": maybe(st.sampled_from(["normal", "muted", "bypassed"])),
+                      "version": maybe(st.integers(-2, 3)), "title": JSON_VALUES, "collapsed": JSON_VALUES,
+                      "x": JSON_VALUES, "inputs": JSON_VALUES}))
+        nodes.append(node)
+    end = st.tuples(st.sampled_from(ids) if ids else NAMES, ports).map(list)
+    links = st.lists(maybe(st.fixed_dictionaries({"from": maybe(end), "to": maybe(end)})), max_size=4)
+    old_links = st.lists(maybe(st.tuples(NAMES, ports, NAMES, ports).map(list)), max_size=3)
+    fmt = maybe(st.sampled_from(["imagebash/1"] * 8 + ["imagebash/0", "imagebash/2", "imagebash/-1",
+                                                         "imagebash/01", "imagebash/1.0", "comfy"]))
+    doc = draw(st.fixed_dictionaries(
+        {"format": fmt, "nodes": maybe(st.just(nodes), 20), "links": maybe(maybe(links, 6, old_links), 20)},
+        optional={"groups": maybe(st.lists(st.fixed_dictionaries(
+                      {"rect": maybe(st.lists(st.floats(-1e4, 1e4), min_size=4, max_size=4))},
+                      optional={"id": JSON_VALUES, "title": JSON_VALUES, "color": JSON_VALUES}), max_size=2)),
+                  "notes": maybe(st.lists(st.fixed_dictionaries(
+                      {}, optional={"id": JSON_VALUES, "text": JSON_VALUES, "pos": JSON_VALUES,
+                                    "size": JSON_VALUES}), max_size=2)),
+                  "meta": JSON_VALUES}))
+    return doc
+
+
 def assert_one_line(exc: BaseException, *expected: str) -> str:
     """The error's message: non-empty, on one line, holding each of `expected` (a file, a node)."""
     message = str(exc)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from app.graph import io
 from app.graph.validate import upgrade, validate
 from nodes.registry import Registry, default_registry
-from tests.fuzz import JSON_VALUES, NAMES, assert_one_line
+from tests.fuzz import JSON_VALUES, assert_one_line, workflow_docs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,63 +32,6 @@ DEEP = "[" * 100_000 + "]" * 100_000
 #: Deeper than MAX_DEPTH but shallow enough for json: refused by the loader's own depth check.
 NESTED_PARAM = '{"format": "imagebash/1", "nodes": [{"id": "a", "type": "t", "params": {"v": %s}}]}' % (
     "[" * 70 + "]" * 70)
-
-TYPES = st.sampled_from([
-    "test.const", "test.math", "test.old_math", "test.split", "test.noise", "test.scale", "test.read",
-    "test.sink", "test.optional", "imagebash.image.load", "imagebash.image.save", "imagebash.image.blend",
-    "imagebash.image.load_folder", "imagebash.video.load", "imagebash.video.save", "imagebash.diffusion.lora",
-    "imagebash.replicate.run", "imagebash.replicate.flux_schnell", "imagebash.training.train_lora",
-]) | NAMES
-
-
-def _maybe(strategy: st.SearchStrategy, odds: int = 12, other: st.SearchStrategy = JSON_VALUES) -> st.SearchStrategy:
-    """Mostly the well-formed value; one time in `odds` something else (any JSON value)."""
-    return st.integers(1, odds).flatmap(lambda i: other if i == odds else strategy)
-
-
-PORTS = st.sampled_from(["x", "y", "value", "float", "image", "mask", "low", "high", "video", "model", "path",
-                         "path_out", "image_out"]) | NAMES
-PARAMS = st.dictionaries(
-    st.sampled_from(["value", "x", "y", "op", "path", "filename_prefix", "format", "size", "seed", "model",
-                     "file", "weight", "start", "stride", "mode"]) | NAMES,
-    st.one_of(st.sampled_from([0, 1, 2.5, -1, 10**6, "add", "mul", "png", "../x", "/tmp", "a.png", True]),
-              JSON_VALUES),
-    max_size=4)
-
-
-@st.composite
-def workflow_docs(draw: st.DrawFn) -> dict:
-    """Documents shaped like workflows, with any field possibly wrong."""
-    ids = draw(st.lists(_maybe(st.sampled_from(["a", "b", "c", "n0", "n1", "a.b", "é"]), 8, NAMES),
-                        min_size=1, max_size=5, unique=True))
-    ports = PORTS
-    nodes = []
-    for nid in ids:
-        node = draw(st.fixed_dictionaries(
-            {"id": _maybe(st.just(nid)), "type": _maybe(TYPES)},
-            optional={"params": _maybe(PARAMS),
-                      "pos": _maybe(st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)).map(list)),
-                      "mode": _maybe(st.sampled_from(["normal", "muted", "bypassed"])),
-                      "version": _maybe(st.integers(-2, 3)), "title": JSON_VALUES, "collapsed": JSON_VALUES,
-                      "x": JSON_VALUES, "inputs": JSON_VALUES}))
-        nodes.append(node)
-    end = st.tuples(st.sampled_from(ids) if ids else NAMES, ports).map(list)
-    links = st.lists(_maybe(st.fixed_dictionaries({"from": _maybe(end), "to": _maybe(end)})), max_size=4)
-    old_links = st.lists(_maybe(st.tuples(NAMES, ports, NAMES, ports).map(list)), max_size=3)
-    fmt = _maybe(st.sampled_from(["imagebash/1"] * 8 + ["imagebash/0", "imagebash/2", "imagebash/-1",
-                                                         "imagebash/01", "imagebash/1.0", "comfy"]))
-    doc = draw(st.fixed_dictionaries(
-        {"format": fmt, "nodes": _maybe(st.just(nodes), 20), "links": _maybe(_maybe(links, 6, old_links), 20)},
-        optional={
-                  "groups": _maybe(st.lists(st.fixed_dictionaries(
-                      {"rect": _maybe(st.lists(st.floats(-1e4, 1e4), min_size=4, max_size=4))},
-                      optional={"id": JSON_VALUES, "title": JSON_VALUES, "color": JSON_VALUES}), max_size=2)),
-                  "notes": _maybe(st.lists(st.fixed_dictionaries(
-                      {}, optional={"id": JSON_VALUES, "text": JSON_VALUES, "pos": JSON_VALUES,
-                                    "size": JSON_VALUES}), max_size=2)),
-                  "meta": JSON_VALUES}))
-    return doc
-
 
 def check_loaded(g, registries: list[Registry]) -> None:
     """What every loaded graph must allow: validation, upgrade, saving and reloading."""
