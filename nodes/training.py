@@ -182,8 +182,8 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
             resolution, train_text_encoder, seed, save_every, sample_every, config, preset="", epochs=0,
             sample_prompts="", sample_steps=0, device="auto"):
     from app.engine.models import ModelError, detect_family, resolve_source
-    from app.training.config import ConfigError, TrainConfig, load_preset, load_toml
-    from nodes.diffusion.catalog import models_dirs, search_dirs
+    from app.training.config import ConfigError, TrainConfig, load_preset, load_toml, lora_out_path
+    from nodes.diffusion.catalog import search_dirs
 
     if not str(base).strip():
         raise ValueError("no base model chosen")
@@ -199,9 +199,8 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
         if config is not None and str(config):
             cfg = load_toml(config, cfg)
         folder = Path(folder).expanduser()
-        if out is None or not str(out) or str(out) == ".":
-            out = models_dirs()[0] / "loras" / f"{folder.name or 'lora'}.safetensors"
-        values = {"data": str(folder), "base": str(path), "out": str(Path(out).expanduser()), "trigger": trigger,
+        out = "" if out is None or str(out) in ("", ".") else str(Path(out).expanduser())
+        values = {"data": str(folder), "base": str(path), "out": out, "trigger": trigger,
                   "network": network.value, "targets": targets.value, "rank": rank, "alpha": alpha,
                   "max_steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
                   "train_text_encoder": train_text_encoder, "seed": int(seed), "save_every": save_every,
@@ -215,7 +214,8 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
             values["sample_prompts"] = prompts
         if sample_steps:
             values["sample_steps"] = sample_steps
-        return cfg.replace(**values).validate()
+        cfg = cfg.replace(**values)
+        return cfg.replace(out=str(lora_out_path(cfg))).validate()
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
 

@@ -192,6 +192,25 @@ def preset_dir() -> pathlib.Path:
     return resource("presets")
 
 
+def lora_out_path(cfg: TrainConfig) -> pathlib.Path:
+    """Where the trained LoRA goes: `out`, else the models folder's loras/ (so the LoRA dropdowns
+    list it), named after the data folder. One rule for the CLI, the node and the dialog."""
+    from app.paths import models_dirs
+
+    if cfg.out:
+        p = pathlib.Path(cfg.out).expanduser()
+        return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
+    return models_dirs()[0] / "loras" / f"{pathlib.Path(cfg.data).name or 'lora'}.safetensors"
+
+
+def checkpoint_root(cfg: TrainConfig) -> pathlib.Path:
+    """The folder of a run's checkpoints and samples: `checkpoint_dir`, else `<out stem>_checkpoints`."""
+    if cfg.checkpoint_dir:
+        return pathlib.Path(cfg.checkpoint_dir).expanduser()
+    out = lora_out_path(cfg)
+    return out.with_name(out.stem + "_checkpoints")
+
+
 def preset_names() -> list[str]:
     """Preset file stems, e.g. 'style-sd15', 'style-sdxl'."""
     d = preset_dir()

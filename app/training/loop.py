@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.training import adapters, checkpoint
-from app.training.config import TrainConfig
+from app.training.config import TrainConfig, checkpoint_root, lora_out_path
 from app.training.dataset import Dataset, scan
 
 
@@ -97,19 +97,11 @@ class Trainer:
     # paths -------------------------------------------------------------------------------------
     @property
     def out_path(self) -> pathlib.Path:
-        if self.cfg.out:
-            p = pathlib.Path(self.cfg.out).expanduser()
-            return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
-        from app.paths import data_dir
-
-        return data_dir() / "loras" / f"{pathlib.Path(self.cfg.data).name or 'lora'}.safetensors"
+        return lora_out_path(self.cfg)
 
     @property
     def checkpoint_root(self) -> pathlib.Path:
-        if self.cfg.checkpoint_dir:
-            return pathlib.Path(self.cfg.checkpoint_dir).expanduser()
-        out = self.out_path
-        return out.with_name(out.stem + "_checkpoints")
+        return checkpoint_root(self.cfg)
 
     # preparation -------------------------------------------------------------------------------
     def prepare(self) -> None:

@@ -1,33 +1,19 @@
 """Where the user's models live: the models folder setting and the lists behind the dropdowns.
 
-The folder is `IMAGEBASH_MODELS` (several joined with the OS path separator), else the
-"models_dir" value of `<config dir>/settings.json`, else `<data dir>/models`. Checkpoints are
+The folders are `app.paths.models_dirs()` (`IMAGEBASH_MODELS`, else the Settings' models folder,
+else `<data dir>/models`). Checkpoints are
 looked for in `checkpoints/` (and A1111's `Stable-diffusion/`), LoRAs in `loras/` (and `Lora/`),
 and both in the folder itself.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from app.paths import config_dir, data_dir
+from app.paths import models_dirs
 
 CHECKPOINT_DIRS = ("checkpoints", "Stable-diffusion", "")
 LORA_DIRS = ("loras", "Lora", "")
-
-
-def models_dirs() -> list[Path]:
-    env = os.environ.get("IMAGEBASH_MODELS", "").strip()
-    if env:
-        return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
-    settings = config_dir() / "settings.json"
-    try:
-        value = json.loads(settings.read_text(encoding="utf-8")).get("models_dir")
-    except (OSError, ValueError, AttributeError):
-        value = None
-    return [Path(value).expanduser()] if value else [data_dir() / "models"]
 
 
 def search_dirs(kind: str) -> list[Path]:

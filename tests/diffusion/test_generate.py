@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from app.engine import NodeProgress
+from app.engine.wire import decode_png
 from tests.diffusion.conftest import make_graph, run_ok, txt2img_graph
 
 
@@ -107,7 +108,8 @@ def test_progress_every_step_with_preview_and_cancel_within_one_step(engine, tin
     steps = [e for e in events if e.text and e.text.startswith("step")]
     assert [e.text for e in steps] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
     assert steps[-1].fraction == 1.0
-    assert steps[0].preview.shape == (1, 8, 8, 3) and 0 <= steps[0].preview.min() <= steps[0].preview.max() <= 1
+    preview = decode_png(steps[0].preview)  # a small PNG on the wire, never the tensor
+    assert preview.shape == (8, 8, 3) and preview.dtype == np.uint8 and preview.max() > preview.min()
 
     events.clear()
     cancel = threading.Event()

@@ -242,7 +242,6 @@ def test_two_threads_on_one_pipeline_sample_with_their_own_stacks(engine, shared
 
     from app.engine import Engine, EngineSettings
     from nodes.diffusion import generate
-    from nodes.registry import REGISTRY
 
     with_lora = _gen(engine, tiny_sd_dir, [(tiny_lora_kohya, 1.0)], seed=4)
     plain = _gen(engine, tiny_sd_dir, seed=4)
@@ -259,7 +258,7 @@ def test_two_threads_on_one_pipeline_sample_with_their_own_stacks(engine, shared
         return real(ctx, entry, task)
 
     monkeypatch.setattr(generate, "task_pipeline", interleave)
-    other = Engine(REGISTRY, EngineSettings(device="cpu"))
+    other = Engine(settings=EngineSettings(device="cpu"))
     other.services.set("models", shared_models)
     results = {}
     a = threading.Thread(target=lambda: results.setdefault(

@@ -51,3 +51,19 @@ def test_unknown_key_wrong_type_and_bad_toml_are_named(tmp_path):
 def test_validation_names_the_setting(change, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig().replace(**change).validate()
+
+
+def test_one_rule_for_where_a_trained_lora_goes(tmp_path, monkeypatch):
+    """The CLI, the node and the dialog put a LoRA without `out` in the models folder's loras/
+    (where the LoRA dropdowns look), and its checkpoints beside it."""
+    from app.training.config import checkpoint_root, lora_out_path
+    from app.training.loop import Trainer
+    from nodes.diffusion.catalog import list_loras
+
+    monkeypatch.setenv("IMAGEBASH_MODELS", str(tmp_path / "models"))
+    cfg = TrainConfig(data=str(tmp_path / "my_style"))
+    assert lora_out_path(cfg) == tmp_path / "models" / "loras" / "my_style.safetensors"
+    assert Trainer(cfg).out_path == lora_out_path(cfg)
+    assert checkpoint_root(cfg) == tmp_path / "models" / "loras" / "my_style_checkpoints"
+    assert lora_out_path(cfg.replace(out=str(tmp_path / "x"))) == tmp_path / "x.safetensors"
+    assert list_loras() == []

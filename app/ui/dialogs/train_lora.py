@@ -320,17 +320,12 @@ class TrainLoraDialog(QDialog):
             save_every=self.save_every.value(), sample_every=self.sample_every.value(),
             sample_prompts=prompts, sample_steps=self.sample_steps.value()).validate()
 
-    def _checkpoint_root(self, cfg: C.TrainConfig) -> pathlib.Path:
-        from app.training.loop import Trainer
-
-        return Trainer(cfg).checkpoint_root
-
     def _update_resume(self) -> None:
         from app.training import checkpoint
 
         try:
             cfg = self.config()
-            ck = checkpoint.latest(self._checkpoint_root(cfg)) if cfg.data else None
+            ck = checkpoint.latest(C.checkpoint_root(cfg)) if cfg.data else None
         except C.ConfigError:
             ck = None
         self.resume_button.setEnabled(ck is not None and self.worker is None)
