@@ -15,32 +15,44 @@ from PySide6.QtWidgets import QApplication
 
 from app.paths import resource
 
-TOKENS: dict[str, dict[str, str]] = {
-    "dark": {
-        "bg": "#1e1f22", "bg_alt": "#26282c", "panel": "#2b2d31", "border": "#3c3f45",
-        "text": "#dcdde0", "text_dim": "#8c9096", "accent": "#4f8fe6", "accent_text": "#ffffff",
-        "input_bg": "#18191b", "hover": "#34373c", "selection": "#f2b33d",
-        "canvas_bg": "#202124", "grid": "#2a2b2f", "grid_major": "#333439",
-        "node_bg": "#303236", "node_title": "#3d4046", "node_border": "#17181a", "node_text": "#e4e5e8",
-        "node_text_dim": "#9a9ea5", "link": "#9aa0a8",
-        "running": "#4f8fe6", "cached": "#3fa36b", "done": "#6cbf84", "failed": "#e0524d",
-        "queued": "#b08d3c", "skipped": "#6d7178", "muted": "#5b5e63", "bypassed": "#8a5cc7",
-        "refuse": "#e0524d", "note_bg": "#4a4630", "note_text": "#f1ecd2", "minimap_bg": "#17181add",
-        "minimap_view": "#f2b33d",
-    },
-    "light": {
-        "bg": "#f3f4f6", "bg_alt": "#e8eaed", "panel": "#ffffff", "border": "#c9ccd1",
-        "text": "#1f2328", "text_dim": "#656b73", "accent": "#2f6fd0", "accent_text": "#ffffff",
-        "input_bg": "#ffffff", "hover": "#e2e5ea", "selection": "#d98e04",
-        "canvas_bg": "#eceef1", "grid": "#e1e3e7", "grid_major": "#d4d7dc",
-        "node_bg": "#fbfbfc", "node_title": "#dfe3e9", "node_border": "#a9aeb6", "node_text": "#1f2328",
-        "node_text_dim": "#5d636b", "link": "#6d737b",
-        "running": "#2f6fd0", "cached": "#2e8a57", "done": "#3f9c5f", "failed": "#c93a35",
-        "queued": "#9a7420", "skipped": "#9aa0a8", "muted": "#b4b8be", "bypassed": "#7a48bd",
-        "refuse": "#c93a35", "note_bg": "#fff6c8", "note_text": "#3b3520", "minimap_bg": "#ffffffdd",
-        "minimap_view": "#d98e04",
-    },
+#: Every colour token, written once: (dark theme, light theme).
+_PAIRS: dict[str, tuple[str, str]] = {
+    "bg": ("#1e1f22", "#f3f4f6"),
+    "bg_alt": ("#26282c", "#e8eaed"),
+    "panel": ("#2b2d31", "#ffffff"),
+    "border": ("#3c3f45", "#c9ccd1"),
+    "text": ("#dcdde0", "#1f2328"),
+    "text_dim": ("#8c9096", "#656b73"),
+    "accent": ("#4f8fe6", "#2f6fd0"),
+    "accent_text": ("#ffffff", "#ffffff"),
+    "input_bg": ("#18191b", "#ffffff"),
+    "hover": ("#34373c", "#e2e5ea"),
+    "selection": ("#f2b33d", "#d98e04"),
+    "canvas_bg": ("#202124", "#eceef1"),
+    "grid": ("#2a2b2f", "#e1e3e7"),
+    "grid_major": ("#333439", "#d4d7dc"),
+    "node_bg": ("#303236", "#fbfbfc"),
+    "node_title": ("#3d4046", "#dfe3e9"),
+    "node_border": ("#17181a", "#a9aeb6"),
+    "node_text": ("#e4e5e8", "#1f2328"),
+    "node_text_dim": ("#9a9ea5", "#5d636b"),
+    "link": ("#9aa0a8", "#6d737b"),
+    "running": ("#4f8fe6", "#2f6fd0"),
+    "cached": ("#3fa36b", "#2e8a57"),
+    "done": ("#6cbf84", "#3f9c5f"),
+    "failed": ("#e0524d", "#c93a35"),
+    "queued": ("#b08d3c", "#9a7420"),
+    "skipped": ("#6d7178", "#9aa0a8"),
+    "muted": ("#5b5e63", "#b4b8be"),
+    "bypassed": ("#8a5cc7", "#7a48bd"),
+    "refuse": ("#e0524d", "#c93a35"),
+    "note_bg": ("#4a4630", "#fff6c8"),
+    "note_text": ("#f1ecd2", "#3b3520"),
+    "minimap_bg": ("#17181add", "#ffffffdd"),
+    "minimap_view": ("#f2b33d", "#d98e04"),
 }
+TOKENS: dict[str, dict[str, str]] = {theme: {k: pair[i] for k, pair in _PAIRS.items()}
+                                   for i, theme in enumerate(("dark", "light"))}
 
 #: Port colours by wire kind (the same in both themes: a kind is recognised by its colour).
 PORT_COLORS: dict[str, str] = {

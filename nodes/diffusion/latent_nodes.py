@@ -17,10 +17,13 @@ from nodes.diffusion.sampling import open_model, run_pipeline, task_pipeline
 from nodes.diffusion.schedulers import Scheduler
 from nodes.diffusion.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tiling
 from nodes.registry import node
-from nodes.types import Context, Image, Latent, Mask, Model, Range, Seed
+from nodes.types import Context, Help, Image, Latent, Mask, Model, Range, Seed
 
-TileSize = Annotated[int, Range(64, 4096, step=64)]
-Overlap = Annotated[float, Range(0.0, 0.75, step=0.05)]
+#: The VAE tiling ports Encode and Decode share, declared once with their help.
+TilingMode = Annotated[Tiling, Help("auto tiles large images or when memory is short.")]
+TileSize = Annotated[int, Range(64, 4096, step=64), Help("Tile side in pixels.")]
+Overlap = Annotated[float, Range(0.0, 0.75, step=0.05),
+                    Help("Fraction of a tile blended with its neighbours (hides seams).")]
 
 
 def _check_family(latent: Latent, model: Model, node_title: str) -> None:
@@ -42,30 +45,18 @@ def empty_latent(model: Model, width: Annotated[int, Range(64, 4096, step=8)] = 
 
 
 @node("imagebash.diffusion.encode", version=1, title="Encode (VAE)", category="diffusion/latent", device="gpu")
-def encode(model: Model, image: Image, tiling_mode: Tiling = Tiling.AUTO, tile_size: TileSize = DEFAULT_TILE,
+def encode(model: Model, image: Image, tiling_mode: TilingMode = Tiling.AUTO, tile_size: TileSize = DEFAULT_TILE,
            tile_overlap: Overlap = DEFAULT_OVERLAP, ctx: Context = None) -> Latent:
-    """Encode images into the model's latent space (tiled for large images).
-
-    Args:
-        tiling_mode: auto tiles large images or when memory is short.
-        tile_size: Tile side in pixels.
-        tile_overlap: Fraction of a tile blended with its neighbours (hides seams).
-    """
+    """Encode images into the model's latent space (tiled for large images)."""
     entry = open_model(ctx, model)
     z = tiling.encode(entry, image, tiling_mode.value, tile_size, tile_overlap, lambda m: ctx.log(m, "warning"))
     return Latent(z, model.family, tiling.vae_scale(entry.pipe.vae))
 
 
 @node("imagebash.diffusion.decode", version=1, title="Decode (VAE)", category="diffusion/latent", device="gpu")
-def decode(model: Model, latent: Latent, tiling_mode: Tiling = Tiling.AUTO, tile_size: TileSize = DEFAULT_TILE,
-           tile_overlap: Overlap = DEFAULT_OVERLAP, ctx: Context = None) -> Image:
-    """Decode latents to images (tiled for large images, seams blended over the overlap).
-
-    Args:
-        tiling_mode: auto tiles large images or when memory is short.
-        tile_size: Tile side in pixels.
-        tile_overlap: Fraction of a tile blended with its neighbours (hides seams).
-    """
+def decode(model: Model, latent: Latent, tiling_mode: TilingMode = Tiling.AUTO,
+           tile_size: TileSize = DEFAULT_TILE, tile_overlap: Overlap = DEFAULT_OVERLAP, ctx: Context = None) -> Image:
+    """Decode latents to images (tiled for large images, seams blended over the overlap)."""
     _check_family(latent, model, "Decode")
     entry = open_model(ctx, model)
     return tiling.decode(entry, latent.samples, tiling_mode.value, tile_size, tile_overlap,
