@@ -16,7 +16,9 @@ module is reported in `unmatched`, never silently dropped.
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,12 +51,14 @@ class LoraModule:
 
 @dataclass
 class ParsedLora:
-    """Modules per component ({component: {module name: LoraModule}}) and what matched nothing."""
+    """Modules per component ({component: {module name: LoraModule}}), what matched nothing, and
+    what matched but cannot be read (`problems`: an alpha that is not one finite number)."""
 
     modules: dict[str, dict[str, LoraModule]] = field(default_factory=dict)
     unmatched: list[str] = field(default_factory=list)
     total_keys: int = 0
     style: str = ""
+    problems: list[str] = field(default_factory=list)
 
     @property
     def dora(self) -> bool:
@@ -103,6 +107,14 @@ def module_tables(pipe: Any) -> dict[str, ModuleTable]:
     return tables
 
 
+def shown_key(key: str) -> str:
+    """A key as the load report lists it: keys are arbitrary text, and an empty one or one with a
+    line break would break the one-line report, so those are shown as their repr."""
+    if key and not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in key):
+        return key
+    return repr(key)
+
+
 def _split_kohya(key: str) -> tuple[str, str, str] | None:
     for prefix, comp in sorted(_KOHYA_PREFIX.items(), key=lambda kv: -len(kv[0])):
         if key.startswith(prefix):
@@ -146,7 +158,7 @@ def parse_lora(state: dict[str, Any], tables: dict[str, ModuleTable]) -> ParsedL
         else:
             split = _split_peft(key)
             if split is None:
-                out.unmatched.append(key)
+                out.unmatched.append(shown_key(key))
                 continue
             comp, module, part = split
             styles.add("peft")
@@ -157,11 +169,15 @@ def parse_lora(state: dict[str, Any], tables: dict[str, ModuleTable]) -> ParsedL
                     comp, name = c, table.dotted[module]
                     break
         if name is None:
-            out.unmatched.append(key)
+            out.unmatched.append(shown_key(key))
             continue
         mod = out.modules.setdefault(comp, {}).setdefault(name, LoraModule())
         if part == "alpha":
-            mod.alpha = float(value.item() if isinstance(value, torch.Tensor) else value)
+            alpha = _scalar(value, torch)
+            if alpha is None:
+                shape = tuple(getattr(value, "shape", ()))
+                out.problems.append(f"{shown_key(key)} is not one finite number (shape {shape})")
+            mod.alpha = alpha
         elif part == "dora_scale" or part == "magnitude":
             mod.magnitude = value
         else:
@@ -178,6 +194,54 @@ def parse_lora(state: dict[str, Any], tables: dict[str, ModuleTable]) -> ParsedL
     return out
 
 
+def _scalar(value: Any, torch: Any) -> float | None:
+    """A one-element, finite alpha as a float, else None (a NaN or inf alpha scales to NaN)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            return None
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def fit_problem(mod: LoraModule, layer: Any) -> str | None:
+    """Why `mod` cannot adapt `layer` (a torch Linear or Conv2d), in a few words, or None.
+
+    peft would fail on any of these with a state-dict error naming no file, or (rank 0, a
+    0-d tensor) with an IndexError; a LoRA made for another model family usually fails here on
+    its sizes. A Linear takes down (r, in) and up (out, r), also with trailing 1x1 dims as kohya
+    writes them; a Conv2d takes down (r, in) or (r, in, kh, kw) with the layer's kernel, and up
+    (out, r) or (out, r, 1, 1).
+    """
+    import torch
+
+    base = getattr(layer, "base_layer", layer)
+    down, up = mod.down, mod.up
+    for what, t in (("lora_down", down), ("lora_up", up)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            return f"{what} is not a float tensor ({getattr(t, 'dtype', type(t).__name__)})"
+        if t.ndim < 2 or 0 in t.shape:
+            return f"{what} has shape {tuple(t.shape)}"
+    rank = int(down.shape[0])
+    if isinstance(base, torch.nn.Linear):
+        n_out, n_in = base.out_features, base.in_features
+        ok = (down.numel() == rank * n_in and all(d == 1 for d in down.shape[2:])
+              and up.shape[0] == n_out and up.numel() == n_out * rank and all(d == 1 for d in up.shape[2:]))
+    elif isinstance(base, torch.nn.Conv2d):
+        n_out, n_in = base.out_channels, base.in_channels
+        kernel = tuple(base.kernel_size)
+        ok = ((tuple(down.shape) == (rank, n_in) and kernel == (1, 1))
+              or tuple(down.shape) == (rank, n_in, *kernel)) and tuple(up.shape) in ((n_out, rank), (n_out, rank, 1, 1))
+    else:
+        return f"targets a {type(base).__name__}, not a Linear or Conv2d layer"
+    if not ok:
+        return (f"lora_down {tuple(down.shape)} / lora_up {tuple(up.shape)} do not fit the layer "
+                f"({n_in} in, {n_out} out)")
+    return None
+
+
 def magnitude_for(mod: LoraModule, out_features: int, in_features: int) -> tuple[Any, str]:
     """(magnitude, axis) of a DoRA module: axis "out", "in", "" (no DoRA) or "bad".
 
@@ -188,6 +252,8 @@ def magnitude_for(mod: LoraModule, out_features: int, in_features: int) -> tuple
     mag = mod.magnitude
     if mag is None:
         return None, ""
+    if not hasattr(mag, "ndim") or mag.ndim == 0 or not mag.is_floating_point():
+        return None, "bad"
     if mag.ndim == 1 or (mag.shape[0] == out_features and mag.numel() == out_features):
         return (mag.reshape(out_features), "out") if mag.numel() == out_features else (None, "bad")
     if mag.shape[0] == 1 and mag.numel() == in_features:

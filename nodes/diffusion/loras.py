@@ -21,7 +21,15 @@ from typing import Any
 
 from app.engine.models import Entry, refuse_pickle
 from app.training.adapters import set_input_axis_dora
-from nodes.diffusion.lora_keys import COMPONENTS, LoraModule, magnitude_for, module_tables, parse_lora
+from nodes.diffusion.lora_keys import (
+    COMPONENTS,
+    LoraModule,
+    fit_problem,
+    magnitude_for,
+    module_tables,
+    parse_lora,
+    shown_key,
+)
 
 MAX_ADAPTERS = 12
 """Adapters kept per pipeline: beyond this the least recently used one not in the stack being
@@ -39,7 +47,7 @@ class AdapterInfo:
     unmatched: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        text = (f"{Path(self.path).name}: {self.style} {'DoRA' if self.dora else 'LoRA'}, "
+        text = (f"{shown_key(Path(self.path).name)}: {self.style} {'DoRA' if self.dora else 'LoRA'}, "
                 f"{self.matched_modules} modules")
         if self.unmatched:
             sample = ", ".join(self.unmatched[:3])
@@ -70,19 +78,32 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[st
             return known[name]
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"LoRA file not found: {path}")
+            raise FileNotFoundError(f"LoRA file not found: {shown_key(str(path))}")
         refuse_pickle(path)
+        file = shown_key(path.name)  # a file name may hold a line break: messages stay on one line
         try:
             state = load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - a corrupt file is one clear line
-            raise ValueError(f"{path.name} is not a readable .safetensors LoRA: {exc}") from None
+            why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise ValueError(f"{file} is not a readable .safetensors LoRA: {why}") from None
         parsed = parse_lora(state, module_tables(entry.pipe))
         if not parsed.matched_modules:
-            raise ValueError(f"{path.name}: none of its {parsed.total_keys} keys match a module of this "
+            raise ValueError(f"{file}: none of its {parsed.total_keys} keys match a module of this "
                              f"{entry.family} model (a LoRA for another model family?)")
+        bad = parsed.problems + misfits(entry.pipe, parsed.modules)
+        if bad:  # checked before anything is injected: a refused file leaves the pipeline as it was
+            raise ValueError(f"{file}: {len(bad)} of its modules do not fit this {entry.family} model, "
+                             f"e.g. {bad[0]} (a LoRA for another model family, or a damaged file?)")
         unmatched = list(parsed.unmatched)
-        for comp, mods in parsed.modules.items():
-            unmatched += _inject(getattr(entry.pipe, comp), mods, name)
+        try:
+            for comp, mods in parsed.modules.items():
+                unmatched += _inject(getattr(entry.pipe, comp), mods, name)
+        except Exception as exc:
+            # what the checks above missed: take the half-injected adapter out again, and say
+            # which file it was (peft's own message names only the model class)
+            _delete(entry, name)
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise ValueError(f"{file}: cannot load it into this {entry.family} model: {first}") from exc
         info = AdapterInfo(name, str(path), parsed.style, parsed.matched_modules, parsed.total_keys,
                            parsed.dora, unmatched)
         known[name] = info
@@ -92,6 +113,18 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[st
         for old in [n for n in known if n not in protected][:max(0, len(known) - MAX_ADAPTERS)]:
             _delete(entry, old)
         return info
+
+
+def misfits(pipe: Any, modules: dict[str, dict[str, LoraModule]]) -> list[str]:
+    """'component:module: why' for each parsed module whose tensors cannot adapt its layer."""
+    out = []
+    for comp, mods in modules.items():
+        layers = dict(getattr(pipe, comp).named_modules())
+        for target, mod in mods.items():
+            problem = fit_problem(mod, layers[target])
+            if problem:
+                out.append(f"{comp}:{target}: {problem}")
+    return out
 
 
 def _inject(module: Any, mods: dict[str, LoraModule], name: str) -> list[str]:
