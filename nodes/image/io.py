@@ -33,8 +33,16 @@ class LoadedImage(NamedTuple):
     mask: Mask
 
 
+#: The Pillow decoders Load Image uses: the formats it documents (JPEG includes the MPO files of
+#: many cameras). Pillow would otherwise identify a file by its content with any of its ~40
+#: plugins, EPS among them, which runs Ghostscript on the file.
+PIL_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+
+
 def read_image(path: pathlib.Path) -> np.ndarray:
     """One file as float32 (H, W, 3|4) in [0, 1], EXIF-rotated; raises a one-line error naming it."""
+    import struct
+
     from PIL import Image as PILImage
     from PIL import ImageOps, UnidentifiedImageError
 
@@ -44,15 +52,24 @@ def read_image(path: pathlib.Path) -> np.ndarray:
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; use Load Folder for image sequences")
     try:
-        with PILImage.open(path) as im:
+        with PILImage.open(path, formats=PIL_FORMATS) as im:
             if _deeper_than_8_bits(im):
                 return _oriented(_read_deep(path), im.getexif().get(_ORIENTATION, 1))
             im = ImageOps.exif_transpose(im)
             return pil_to_float(im)
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image Pillow can read") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read image: {exc}") from None
+        raise ValueError(f"{path}: not a PNG, JPEG, WebP, TIFF or BMP image Pillow can read") from None
+    except PILImage.DecompressionBombError as exc:  # declared size > 2x Image.MAX_IMAGE_PIXELS
+        raise ValueError(f"{path}: image too large to load ({_first_line(exc)})") from None
+    except (OSError, SyntaxError, EOFError, struct.error) as exc:
+        # a damaged file: Pillow's decoders raise more than OSError (e.g. struct.error and
+        # SyntaxError from a broken TIFF directory or EXIF block)
+        raise ValueError(f"{path}: cannot read image: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 _ORIENTATION = 0x0112
@@ -142,8 +159,19 @@ def list_images(folder: pathlib.Path, pattern: str = "*") -> list[pathlib.Path]:
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
+    pattern = pattern or "*"
+    if pattern.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", pattern) or ".." in re.split(r"[\\/]", pattern):
+        raise ValueError(f"pattern {pattern!r} must name files inside {folder} (no '..', no absolute path)")
+    # '.' parts name the folder itself; Python 3.11's glob raises IndexError or AttributeError on
+    # patterns made only of them ('.', './'), so they are dropped here
+    parts = [part for part in pattern.split("/") if part not in ("", ".")]
+    if not parts:
+        raise ValueError(f"pattern {pattern!r} names no files (use '*' for every image in the folder)")
     exts = {p[1:] for p in IMAGE_PATTERNS}
-    files = [p for p in folder.glob(pattern or "*") if p.is_file() and p.suffix.lower() in exts]
+    try:  # pathlib refuses some patterns ('a**b') with ValueError
+        files = [p for p in folder.glob("/".join(parts)) if p.is_file() and p.suffix.lower() in exts]
+    except (ValueError, NotImplementedError) as exc:
+        raise ValueError(f"pattern {pattern!r} is not a usable glob: {exc}") from None
     return sorted(files, key=_natural_key)
 
 
@@ -170,7 +198,7 @@ def load_folder(folder: Annotated[pathlib.Path, FileFilter(folder=True)], patter
     if limit:
         files = files[:limit]
     if not files:
-        raise FileNotFoundError(f"no images matching '{pattern}' in {folder}")
+        raise FileNotFoundError(f"no images matching {pattern!r} in {folder}")
     first = read_image(files[0])
     h, w = first.shape[:2]
 
