@@ -155,6 +155,11 @@ class VideoCodec(str, enum.Enum):
 
 
 _CONTAINER = {VideoCodec.MP4V: "mp4", VideoCodec.H264: "mp4", VideoCodec.MJPG: "avi", VideoCodec.VP8: "webm"}
+#: The smallest frame each encoder takes; smaller frames are stretched up to it. OpenCV refuses
+#: 1-pixel mp4v frames, writes VP8 clips of a few pixels that nothing reads back, and its own
+#: MJPG encoder corrupts the heap (the process aborts in VideoWriter.release, "free(): invalid
+#: next size") on frames narrower than 8 pixels.
+_MIN_SIZE = {VideoCodec.MP4V: (2, 2), VideoCodec.H264: (2, 2), VideoCodec.MJPG: (8, 1), VideoCodec.VP8: (8, 8)}
 _FOURCC = {VideoCodec.MP4V: "mp4v", VideoCodec.MJPG: "MJPG", VideoCodec.VP8: "VP80"}
 
 
@@ -238,6 +243,8 @@ def write_video(video: Video, path: pathlib.Path, codec: VideoCodec = VideoCodec
             frame = video.frame(i)[0, ..., :3]
             if writer is None:
                 h, w = frame.shape[:2]
+                min_w, min_h = _MIN_SIZE[codec]
+                w, h = max(w, min_w), max(h, min_h)
                 if codec is VideoCodec.H264:
                     size = (w + w % 2, h + h % 2)  # yuv420p needs even sizes
                     writer = _FfmpegWriter(path, rate, size, crf)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
@@ -24,7 +24,7 @@ from app.engine.models import Entry
 from nodes.diffusion.lora_keys import ModuleTable, module_tables, parse_lora
 from nodes.diffusion.loras import activate, adapter_name, ensure_adapter
 from nodes.types import Model
-from tests.fuzz import assert_one_line, maybe
+from tests.fuzz import assert_one_line, examples, maybe
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -82,7 +82,7 @@ def states(draw: st.DrawFn) -> dict[str, Any]:
     return out
 
 
-@settings(max_examples=200)
+@examples(200)
 @given(state=states())
 @example(state={_kohya("unet", LINEAR) + ".lora_down.weight": torch.ones(4, 16),
                 _kohya("unet", LINEAR) + ".lora_up.weight": torch.ones(16, 4),
@@ -109,7 +109,7 @@ MODULE_NAMES = st.lists(st.text(st.characters(codec="ascii", exclude_characters=
                         unique=True)
 
 
-@settings(max_examples=100)
+@examples(100)
 @given(names=MODULE_NAMES, pick=st.integers(0, 5), style=st.sampled_from(["kohya", "peft", "bare"]))
 def test_a_key_built_from_a_module_name_finds_it(names, pick, style):
     """A hand-built ModuleTable: the name a writer would use for module m resolves to m (or, when
@@ -187,7 +187,7 @@ ONE_MODULE = {_kohya("unet", LINEAR) + ".lora_down.weight": torch.ones(4, 16),
               _kohya("unet", LINEAR) + ".lora_up.weight": torch.ones(16, 4)}
 
 
-@settings(max_examples=40)
+@examples(40)
 @given(content=lora_files())
 @example(content={**ONE_MODULE, _kohya("unet", LINEAR) + ".lora_up.weight": torch.ones(15, 4)})  # size mismatch
 @example(content={**ONE_MODULE, _kohya("unet", LINEAR) + ".lora_down.weight": torch.ones(4, 31)})
@@ -234,7 +234,7 @@ FILE_PARAMS = maybe(st.sampled_from(["<written>", "<written, absolute>"]), 2, st
     st.text(st.characters(exclude_categories=("Cc", "Zl", "Zp")), max_size=10).map(_not_tilde_user)))
 
 
-@settings(max_examples=40)
+@examples(40)
 @given(file=FILE_PARAMS, content=lora_files(), suffix=st.sampled_from([".safetensors", ".ckpt", ".pt", ""]))
 @example(file="lora.ckpt", content=ONE_MODULE, suffix=".ckpt")  # a pickle name: refused, never unpickled
 @example(file="lora.safetensors", content=b"\x00" * 16, suffix=".safetensors")

@@ -18,13 +18,13 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from nodes.image.io import SizeMismatch, load_folder, load_image
 from nodes.video import load_video
-from tests.fuzz import assert_one_line
+from tests.fuzz import assert_one_line, examples
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,7 +108,7 @@ def _refused(exc: BaseException, path: pathlib.Path) -> None:
     assert_one_line(exc, str(path))
 
 
-@settings(max_examples=150)
+@examples(150)
 @given(data=IMAGE_BYTES, suffix=IMAGE_SUFFIXES)
 @example(data=HUGE, suffix=".png")  # DecompressionBombError escaped as its own exception type
 @example(data=_with_size(REAL_IMAGES["png"], 0, 0), suffix=".png")
@@ -154,7 +154,7 @@ FOLDER_PATTERNS = st.one_of(
     st.text(max_size=6))
 
 
-@settings(max_examples=60)
+@examples(60)
 @given(files=st.lists(st.tuples(IMAGE_BYTES, IMAGE_SUFFIXES), max_size=4), pattern=FOLDER_PATTERNS,
        limit=st.integers(0, 3), size_mismatch=st.sampled_from(list(SizeMismatch)))
 @example(files=[(REAL_IMAGES["png"], ".png")], pattern="/*", limit=0,
@@ -198,7 +198,7 @@ VIDEO_BYTES = st.one_of(damaged({"clip": CLIP}), st.just(CLIP), st.binary(max_si
                         st.sampled_from(sorted(REAL_IMAGES.values())))
 
 
-@settings(max_examples=60)
+@examples(60)
 @given(data=VIDEO_BYTES, suffix=st.sampled_from([".mp4", ".avi", ".webm", ".mov", ".gif", ".mkv"]),
        start=st.integers(0, 30), max_frames=st.integers(0, 30), stride=st.integers(1, 7))
 @example(data=b"", suffix=".mp4", start=0, max_frames=0, stride=1)
@@ -226,3 +226,23 @@ def test_load_video_gives_pullable_frames_or_one_line(data, suffix, start, max_f
             continue
         assert frame.dtype == np.float32 and frame.ndim == 4 and frame.shape[0] == 1 and frame.shape[-1] == 3
         assert np.isfinite(frame).all()
+
+
+@examples(30)
+@given(width=st.integers(1, 12), height=st.integers(1, 12), frames=st.integers(1, 3),
+       codec=st.sampled_from(["mp4v", "mjpg", "vp8", "h264"]))
+@example(width=4, height=4, frames=1, codec="mjpg")  # OpenCV's MJPG encoder: heap corruption, abort
+@example(width=2, height=8, frames=2, codec="mjpg")
+@example(width=1, height=1, frames=1, codec="mp4v")  # OpenCV refuses 1-pixel frames
+def test_save_video_writes_any_small_clip(width, height, frames, codec, tmp_path):
+    """Tiny frames (a fuzzed run's 1..12 px images) encode with every codec; the CLI fuzz found
+    MJPG aborting the whole process on frames narrower than 8 pixels."""
+    from nodes.video import VideoCodec, save_video
+    from tests.image.helpers import FakeContext
+
+    out = pathlib.Path(tempfile.mkdtemp(dir=tmp_path))
+    batch = np.random.default_rng(width * 100 + height).random((frames, height, width, 3), dtype=np.float32)
+    path = pathlib.Path(save_video(batch, codec=VideoCodec(codec), ctx=FakeContext(out)))
+    assert path.parent == out and path.stat().st_size > 0
+    video, _ = load_video(path)
+    assert len(video) >= 1
