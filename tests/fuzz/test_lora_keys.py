@@ -26,7 +26,11 @@ from nodes.diffusion.loras import activate, adapter_name, ensure_adapter
 from nodes.types import Model
 from tests.fuzz import assert_one_line, examples, maybe
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    # evicting old adapters while the fuzz loads dozens of files: peft says so each time
+    pytest.mark.filterwarnings("ignore:Adapter .* was active which is now deleted:UserWarning"),
+]
 
 DTYPES = st.sampled_from([torch.float32, torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.bool])
 SHAPES = st.lists(st.integers(0, 6), max_size=4).map(tuple)

@@ -61,7 +61,7 @@ def test_parse_set_gives_a_storable_value_or_one_line(key, raw, eq):
     except CliError as exc:
         assert_one_line(exc, "--set")
         return
-    assert node_id and param and f"{node_id}.{param}" == key
+    assert node_id and param and f"{node_id}.{param}" == item.partition("=")[0]
     io.check_value(value, "the value")  # what a workflow file may hold (raises otherwise)
     json.dumps(value, allow_nan=False)
 
