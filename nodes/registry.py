@@ -161,6 +161,10 @@ class PortSpec:
             d["multiline"] = True
         if self.file_filter is not None:
             d["file"] = {"patterns": list(self.file_filter.patterns), "folder": self.file_filter.folder}
+        if self.choices is not None:
+            d["suggestions"] = True  # ask the engine (Registry.choices) for the current list
+            if self.choices.model:
+                d["model"] = self.choices.model
         if self.help:
             d["help"] = self.help
         return d

@@ -62,7 +62,8 @@ class Targets(str, enum.Enum):
       cacheable=True, cache_key=_base_key)
 def train_lora(
     folder: Annotated[Path, FileFilter(folder=True), Help("training images; captions in .txt/.caption files")],
-    base: Annotated[str, Choices(_checkpoints), Help("SD 1.x or SDXL: a .safetensors file or diffusers folder")] = "",
+    base: Annotated[str, Choices(_checkpoints, model="checkpoint"),
+                    Help("SD 1.x or SDXL: a .safetensors file or diffusers folder")] = "",
     out: Annotated[Path | None, FileFilter(("*.safetensors",), save=True)] = None,
     trigger: str = "",
     network: Network = Network.LORA,

@@ -48,9 +48,14 @@ class FileFilter:
 
 @dataclass(frozen=True)
 class Choices:
-    """Suggestions for a str port, computed when a UI asks (model and LoRA lists)."""
+    """Suggestions for a str port, computed when a UI asks (model and LoRA lists).
+
+    `model` says the value names a model file of that kind ("checkpoint", "lora"): a remote
+    engine's client uploads such a file when it exists only on the client's disk.
+    """
 
     provider: Callable[[], list[str]]
+    model: str | None = None
 
 
 @dataclass(frozen=True)

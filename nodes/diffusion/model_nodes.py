@@ -49,7 +49,7 @@ def _lora_key(params: dict) -> str:
 @node("imagebash.diffusion.load_model", version=1, title="Load Model", category="diffusion",
       io=True, cache_key=_checkpoint_key)
 def load_model(
-    checkpoint: Annotated[str, Choices(list_checkpoints),
+    checkpoint: Annotated[str, Choices(list_checkpoints, model="checkpoint"),
                           Help("a .safetensors checkpoint, a diffusers folder or a hub repo id")] = "",
     config: Annotated[Path | None, FileFilter(folder=True)] = None,
     ctx: Context = None,
@@ -90,7 +90,8 @@ def load_model(
       cache_key=_lora_key)
 def lora(
     model: Model,
-    file: Annotated[str, Choices(list_loras), Help("kohya/A1111, diffusers or peft .safetensors; LoRA or DoRA")] = "",
+    file: Annotated[str, Choices(list_loras, model="lora"),
+                    Help("kohya/A1111, diffusers or peft .safetensors; LoRA or DoRA")] = "",
     weight: Annotated[float, Range(-4.0, 4.0, step=0.05)] = 1.0,
     ctx: Context = None,
 ) -> Model:
