@@ -175,8 +175,9 @@ def apply_sets(graph, registry, sets: Sequence[str]) -> None:
         if port is not None:
             try:
                 coerced = port.coerce(value)
-            except ValueError as exc:
-                raise CliError(f"{where}: {exc}") from None
+            except ValueError as exc:  # its message repeats the value: keep the line readable
+                message = str(exc) if len(str(exc)) <= 200 else str(exc)[:196] + " ..."
+                raise CliError(f"{where}: {message}") from None
             # PortSpec.coerce lets float('nan') and float('inf') through (a range check is False for NaN)
             if isinstance(coerced, float) and not math.isfinite(coerced):
                 raise CliError(f"{where}: '{param}' needs a finite number, got {coerced}")

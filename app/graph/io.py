@@ -333,11 +333,11 @@ def png_workflow_text(path: str | pathlib.Path) -> str | None:
     from PIL import Image as PILImage
 
     try:
-        with PILImage.open(path) as im:
+        with PILImage.open(path, formats=["PNG"]) as im:  # a PNG, whatever else Pillow could read
             # Save Image writes its text chunks before the pixels (`info`); only a file with
             # none there has its pixels read to reach text chunks that follow them.
             text = im.info.get(PNG_WORKFLOW_KEY)
-            if text is None and im.format == "PNG":
+            if text is None:
                 text = im.text.get(PNG_WORKFLOW_KEY)
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, PILImage.DecompressionBombError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
