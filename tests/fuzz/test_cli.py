@@ -194,13 +194,16 @@ def test_any_workflow_file_exits_cleanly(doc, cmd, tmp_path, monkeypatch, capsys
     assert not writes_outside(root, before, work / "out")
 
 
-def test_deep_workflow_is_exit_2_and_one_line(tmp_path, capsys, media_reg):
+def test_deep_workflow_is_exit_2_and_one_line(tmp_path, monkeypatch, capsys, media_reg):
+    """The recent depth limit through the whole command, `imagebash run` with its default ./output."""
     wf = tmp_path / "deep.json"
     wf.write_text(DEEP)
+    monkeypatch.chdir(tmp_path)
     for cmd in ("run", "validate"):
         assert main([cmd, str(wf)], registry=media_reg) == 2
         lines = _stderr_lines(capsys.readouterr().err)
         assert len(lines) == 1 and "nested too deeply" in lines[0] and str(wf) in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json"]
 
 
 ARG_TOKENS = st.one_of(
