@@ -12,6 +12,7 @@ import enum
 import importlib
 import inspect
 import logging
+import math
 import pathlib
 import re
 import sys
@@ -114,17 +115,22 @@ class PortSpec:
                 if isinstance(value, bool):
                     raise ValueError
                 v = float(value)
+                if not math.isfinite(v):
+                    raise ValueError
             elif k == "str":
                 if not isinstance(value, (str, int, float)):
                     raise ValueError
                 return str(value)
             elif k == "Path":
-                if not isinstance(value, (str, pathlib.PurePath)):
+                if not isinstance(value, (str, pathlib.PurePath)) or "\x00" in str(value):
                     raise ValueError
-                return pathlib.Path(value).expanduser()
+                try:
+                    return pathlib.Path(value).expanduser()
+                except RuntimeError:  # ~name of a user this machine does not have
+                    return pathlib.Path(value)
             else:
                 return value
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"'{self.name}' expects {self.describe_kind()}, got {value!r}") from None
         r = self.range
         if r is not None and ((r.min is not None and v < r.min) or (r.max is not None and v > r.max)):

@@ -49,8 +49,8 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
 
     A missing path fingerprints as 'missing' so the node runs and fails with the path.
     """
-    p = pathlib.Path(path).expanduser()
     try:
+        p = pathlib.Path(path).expanduser()
         if p.is_dir():
             parts = []
             for child in sorted(p.rglob("*")):
@@ -60,7 +60,7 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
             return "dir:" + hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
         st = p.stat()
         return f"{st.st_size}:{st.st_mtime_ns}:{file_hash(p)}"
-    except OSError:
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, an unknown ~user: no such file either
         return "missing"
 
 

@@ -37,13 +37,31 @@ def _checkpoint_key(params: dict) -> str:
     return fingerprint(path) if path is not None else f"hub:{hub_id}"
 
 
+def lora_path(file: str) -> Path:
+    """The LoRA file a node's `file` names: a path, or a name in the models folders' loras/.
+
+    Raises FileNotFoundError (one line, the name quoted) when there is no such file, including
+    names no file system can hold (too long, an unknown ~user, a NUL byte)."""
+    name = str(file).strip()
+    if not name:
+        raise ValueError("no LoRA file chosen")
+    try:
+        path = Path(name).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = find(name, "lora") or path
+        if path.is_file():
+            return path
+    except (OSError, RuntimeError, ValueError):
+        pass
+    raise FileNotFoundError(f"LoRA file not found: {name!r}")
+
+
 def _lora_key(params: dict) -> str:
     """The LoRA file's content, so retraining a LoRA in place re-runs what uses it."""
-    file = str(params.get("file", "")).strip()
-    path = Path(file).expanduser()
-    if not path.is_absolute() and not path.exists():
-        path = find(file, "lora") or path
-    return fingerprint(path)
+    try:
+        return fingerprint(lora_path(str(params.get("file", ""))))
+    except (FileNotFoundError, ValueError):
+        return "missing"
 
 
 @node("imagebash.diffusion.load_model", version=1, title="Load Model", category="diffusion",
@@ -106,13 +124,7 @@ def lora(
         file: The LoRA file, a path or a name in the models folder's loras/.
         weight: Strength; 0 turns this LoRA off, negative values invert it.
     """
-    if not str(file).strip():
-        raise ValueError("no LoRA file chosen")
-    path = Path(file).expanduser()
-    if not path.is_absolute() and not path.exists():
-        path = find(str(file), "lora") or path
-    if not path.is_file():
-        raise FileNotFoundError(f"LoRA file not found: {file}")
+    path = lora_path(file)
     digest = short_hash(path)
     entry = manager(ctx).entry(model, lambda f, t: ctx.progress(0.0, text=t))
     info = ensure_adapter(entry, path, digest)

@@ -134,3 +134,25 @@ def test_an_older_workflow_is_upgraded_once_with_a_note(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "was upgraded" in err and "node 'm': test.old_math is now test.math" in err
     assert "test.old_math" in wf.read_text()  # the file is data: never rewritten behind the user's back
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"path": "a\u0000b.png"}, "'path'"),  # a NUL byte: no file system holds it
+    ({"path": "~nosuchuser/x.png"}, "x.png"),  # an unknown ~user: not a traceback from expanduser
+])
+def test_impossible_paths_are_one_line_not_a_traceback(tmp_path, capsys, params, message):
+    wf = tmp_path / "w.json"
+    wf.write_text(json.dumps({"format": "imagebash/1", "nodes": [
+        {"id": "a", "type": "imagebash.image.load", "params": params}, {"id": "s", "type": "imagebash.image.save"}],
+        "links": [{"from": ["a", "image"], "to": ["s", "image"]}]}))
+    code = main(["run", str(wf), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and message in err and "Traceback" not in err
+
+
+def test_a_non_finite_number_is_refused_by_its_port(tmp_path, capsys):
+    wf = tmp_path / "w.json"
+    wf.write_text(json.dumps({"format": "imagebash/1", "nodes": [
+        {"id": "g", "type": "imagebash.image.gradient", "params": {"angle": "nan"}}]}))
+    assert main(["validate", str(wf)]) == 2
+    assert "'angle' expects a number, got 'nan'" in capsys.readouterr().err

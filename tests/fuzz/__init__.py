@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 from typing import Any
 
 from hypothesis import settings
@@ -99,29 +98,6 @@ def workflow_docs(draw: st.DrawFn, types: st.SearchStrategy[str] = TYPES,
                                     "size": JSON_VALUES}), max_size=2)),
                   "meta": JSON_VALUES}))
     return doc
-
-
-def hits_known_bug(value: Any) -> bool:
-    """Whether a workflow document, graph parameters or `--set` items hold a string that still
-    ends in a traceback because of a bug outside the files this suite's fixes could change (both
-    reported to their owners; drop this filter once they are fixed):
-
-    - a NUL byte in a Path parameter: `app/engine/fingerprint.py` fingerprint() lets stat()'s
-      ValueError out while the engine plans, so `imagebash run` dies with a traceback;
-    - '~name' for an unknown user in a Path parameter (or the LoRA node's `file`):
-      `PortSpec.coerce` (nodes/registry.py) calls expanduser(), which raises RuntimeError.
-    """
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, (list, tuple)):
-            stack.extend(v)
-        elif isinstance(v, str) and ("\x00" in v or re.search(r"(^|=)~[^/]", v)):
-            return True
-    return False
 
 
 def assert_one_line(exc: BaseException, *expected: str) -> str:
