@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 #: Modules that add subcommands: each has `register(subparsers)` and imports heavy things lazily.
-EXTRA_COMMANDS = ("app.training.cli",)
+EXTRA_COMMANDS = ("app.training.cli", "app.server.cli")
 
 
 class CliError(Exception):
