@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         try:
             importlib.import_module(mod).register(sub)
         except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+            if not exc.name or not (mod == exc.name or mod.startswith(exc.name + ".")):
+                raise  # a command module that is present but broken must not pass silently
     return p
 
 
