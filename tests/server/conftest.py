@@ -58,18 +58,21 @@ class InProcess:
     def __exit__(self, *exc: Any) -> None:
         self.client.__exit__(*exc)
 
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        headers = {**self.h, **kw.pop("headers", {})}
+        return self.client.request(method, API + path, headers=headers, **kw)
+
     def get(self, path: str, **kw: Any) -> Any:
-        return self.client.get(API + path, headers=self.h, **kw)
+        return self.request("GET", path, **kw)
 
     def put(self, path: str, **kw: Any) -> Any:
-        headers = {**self.h, **kw.pop("headers", {})}
-        return self.client.put(API + path, headers=headers, **kw)
+        return self.request("PUT", path, **kw)
 
     def post(self, path: str, **kw: Any) -> Any:
-        return self.client.post(API + path, headers=self.h, **kw)
+        return self.request("POST", path, **kw)
 
     def delete(self, path: str, **kw: Any) -> Any:
-        return self.client.delete(API + path, headers=self.h, **kw)
+        return self.request("DELETE", path, **kw)
 
     def upload(self, data: bytes, chunk: int = 1 << 20) -> str:
         digest = sha(data)
