@@ -11,7 +11,6 @@ submit returns at once, progress goes out on the WebSocket.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import io
 import logging
@@ -22,7 +21,7 @@ from typing import Any, Literal
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -349,25 +348,28 @@ def create_app(state: ServerState) -> FastAPI:
         await ws.accept()
         after = int(raw_after) if raw_after is not None else None
 
-        async def pump() -> None:
-            async for text in state.hub.replay_then_live(after, job, run_sync=anyio.to_thread.run_sync):
-                await ws.send_text(text)
+        overflow: list[str] = []
 
-        async def watch() -> None:
-            while (await ws.receive())["type"] != "websocket.disconnect":
-                pass
+        async with anyio.create_task_group() as tg:
+            async def pump() -> None:
+                try:
+                    async for text in state.hub.replay_then_live(after, job, run_sync=anyio.to_thread.run_sync):
+                        await ws.send_text(text)
+                except Overflow as exc:
+                    overflow.append(str(exc))
+                except (OSError, RuntimeError, WebSocketDisconnect):  # the client went away mid-send
+                    pass
+                tg.cancel_scope.cancel()
 
-        sender, watcher = asyncio.ensure_future(pump()), asyncio.ensure_future(watch())
-        done, pending = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if sender in done and not sender.cancelled():
-            exc = sender.exception()
-            if isinstance(exc, Overflow):
-                await ws.close(code=1013, reason=str(exc)[:120])
-            elif exc is not None and not isinstance(exc, (OSError, RuntimeError)):
-                log.error("event stream failed", exc_info=exc)
+            async def watch() -> None:  # the client's messages are not used; a disconnect ends both
+                while (await ws.receive())["type"] != "websocket.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(pump)
+            tg.start_soon(watch)
+        if overflow:
+            await ws.close(code=1013, reason=overflow[0][:120])
 
     app.include_router(r)
     app.add_middleware(_JsonLimit)

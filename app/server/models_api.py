@@ -192,7 +192,7 @@ class ModelIndex:
         try:
             header = probe(src)
         except ProbeError as exc:
-            raise ModelRequestError(422, f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+            raise ModelRequestError(422, str(exc).replace(src.name, name)) from None  # the blob's name is its hash
         is_lora = header.looks_like_lora()
         if is_lora != (kind == "lora"):
             what = "a LoRA" if is_lora else "not a LoRA (a checkpoint or another model)"

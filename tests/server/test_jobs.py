@@ -109,7 +109,8 @@ def test_cancel_reaches_the_running_node_and_rerun_completes(server, tmp_path):
     door = tmp_path / "door"
     server.put("/jobs/long", json={"workflow": workflow(gate("g", door), {"id": "w", "type": "test.write_text"}),
                                    "targets": ["g", "w"]})
-    server.put("/jobs/after", json={"workflow": workflow({"id": "w", "type": "test.write_text", "params": {"text": "b"}})})
+    after = workflow({"id": "w", "type": "test.write_text", "params": {"text": "b"}})
+    server.put("/jobs/after", json={"workflow": after})
     assert wait_for(lambda: server.get("/jobs/long").json()["nodes"].get("g", {}).get("status") == "running")
     r = server.delete("/jobs/long")
     assert r.status_code == 200 and r.json().get("cancel_requested") is True
