@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 #: Modules that add subcommands: each has `register(subparsers)` and imports heavy things lazily.
-EXTRA_COMMANDS = ("app.training.cli", "app.server.cli")
+EXTRA_COMMANDS = ("app.training.cli", "app.server.cli", "app.engine.remote_cli")
 
 
 class CliError(Exception):
@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--node", dest="targets", action="append", metavar="NODE_ID",
                    help="run only this node and what it needs (repeatable)")
     r.add_argument("--quiet", "-q", action="store_true", help="print only errors and the summary")
+    r.add_argument("--job-id", default=None, help="the run's id on a remote engine (the same id again "
+                                                  "re-attaches to that job instead of starting another)")
+    from app.engine.remote_cli import add_engine_options
+
+    add_engine_options(r)
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a workflow without running it")
@@ -233,70 +238,109 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run a workflow here, or on the engine `--engine` names (the same output either way)."""
     from app.engine import EngineSettings
     from app.engine.client import LocalEngine
-    from app.graph.io import shown_path
-    from app.graph.validate import ValidationError
+    from app.engine.remote_cli import engine_url, remote_engine
 
     registry = _registry(args)
     graph = _load_graph(args.workflow, registry)
     apply_sets(graph, registry, args.sets)
-    for target in args.targets or ():
-        if target not in graph.nodes:
-            raise CliError(f"--node {_quoted(target)}: no such node in {shown_path(args.workflow)}")
-    where = shown_path(args.workflow)
-    # nothing fetches outputs after the run here: keep none beyond what the run itself needs
-    client = LocalEngine(registry, EngineSettings(device=args.device, output_store_bytes=0))
+    for t in args.targets or ():
+        if t not in graph.nodes:
+            raise CliError(f"--node {t!r}: no such node in the workflow (nodes: {', '.join(graph.nodes)})")
+    if engine_url(args):
+        client: Any = remote_engine(args, registry)
+        where = f" on {client.url}"
+    else:  # nothing fetches outputs after a local run here: keep none beyond what the run needs
+        client = LocalEngine(registry, EngineSettings(device=args.device, output_store_bytes=0))
+        where = ""
     reporter = _Reporter(quiet=args.quiet, tty=sys.stderr.isatty())
     client.subscribe(reporter)
-    handle = client.submit(graph, args.targets, args.output_dir)
+    handle = client.submit(graph, args.targets, args.output_dir, run_id=args.job_id)
     try:
-        while not handle.done:
-            handle.wait(0.1)
+        finished = _wait(client, handle, reporter)
     except KeyboardInterrupt:
         handle.cancel()
         print("\nimagebash: cancelling...", file=sys.stderr)
-    except ValidationError:
-        pass  # reported below, once the run is over
-    try:
-        result = handle.wait()
-    except ValidationError as err:
-        for pr in err.problems:
-            print(f"imagebash: error: {where}: {pr}", file=sys.stderr)
-        return 2
+        finished = _wait(client, handle, reporter)
     finally:
         reporter.close()
         client.shutdown()
-    if result.cancelled:
+    if finished is None:
+        print(f"imagebash: error: the engine at {client.url} went away during the run; the job "
+              f"{handle.run_id} stays on the server (`imagebash jobs --engine {client.url}`; once it is back, "
+              f"`imagebash jobs rerun {handle.run_id}` if it was interrupted)", file=sys.stderr)
+        return 1
+    if finished.problems:
+        for node_id, port, message in finished.problems:
+            from app.graph.validate import Problem
+
+            print(f"imagebash: error: {args.workflow}: {Problem(node_id, port, message)}", file=sys.stderr)
+        return 2
+    if finished.error:
+        print(f"imagebash: error: {args.workflow}: {finished.error}", file=sys.stderr)
+        return 2
+    if finished.cancelled:
         print("imagebash: run cancelled", file=sys.stderr)
         return 130
-    for nid, msg in result.errors.items():
+    for nid, msg in reporter.errors.items():
         print(f"imagebash: node '{nid}' failed: {msg}", file=sys.stderr)
-    done = sum(1 for s in result.status.values() if s in ("done", "cached", "bypassed"))
-    cached = sum(1 for s in result.status.values() if s == "cached")
-    print(f"{done} nodes ran ({cached} cached), {len(result.errors)} failed in {result.duration:.2f}s; "
-          f"outputs in {shown_path(args.output_dir)}", file=sys.stderr)
-    return 1 if result.errors else 0
+    failed = set(finished.failed) | set(reporter.errors)
+    print(f"{reporter.done} nodes ran ({reporter.cached} cached), {len(failed)} failed in "
+          f"{finished.duration:.2f}s{where}; outputs in {args.output_dir}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _wait(client: Any, handle: Any, reporter: _Reporter) -> Any:
+    """The run's RunFinished; None when a remote engine stayed unreachable (it went away)."""
+    from app.engine.remote import RemoteEngine, wait_for
+
+    if isinstance(client, RemoteEngine):
+        return wait_for(client, handle)
+    while not handle.done:
+        try:
+            handle.wait(0.1)
+        except Exception:  # noqa: BLE001 - a run that cannot start ends with a RunFinished saying why
+            break
+    return reporter.finished.get(handle.run_id)
 
 
 class _Reporter:
-    """Per-node progress: a tqdm bar on a terminal, plain lines otherwise."""
+    """Per-node progress (a tqdm bar on a terminal, plain lines otherwise), and the tally of a run
+    from its events alone (the same for a local and a remote engine): nodes done and cached, the
+    failures, the RunFinished."""
 
     def __init__(self, quiet: bool, tty: bool) -> None:
         self.quiet = quiet
         self.tty = tty
         self.bars: dict[str, Any] = {}
         self.lock = threading.Lock()
-        self.last_pct: dict[str, int] = {}
+        self.last_pct: dict[str | None, int] = {}
+        self.done = 0
+        self.cached = 0
+        self.errors: dict[str, str] = {}
+        self.finished: dict[str, Any] = {}
 
     def __call__(self, e: Any) -> None:
         from app.engine import events as ev
 
         with self.lock:
+            if isinstance(e, ev.RunFinished):
+                self.finished[e.run_id] = e
+                return
             if isinstance(e, ev.NodeFailed):
                 self._close(e.node_id)
+                self.errors[e.node_id] = e.message
                 if e.upstream is None:
                     print(f"[{e.node_id}] failed: {e.message}", file=sys.stderr)
+                return
+            if isinstance(e, ev.NodeFinished):
+                self.done += 1
+                self.cached += int(e.cached)
+            if isinstance(e, ev.EngineStatus):
+                if e.message:
+                    print(f"imagebash: {e.message}", file=sys.stderr)
                 return
             if self.quiet:
                 return
@@ -310,15 +354,15 @@ class _Reporter:
                     print(f"[{e.node_id}] started ({e.title})", file=sys.stderr)
             elif isinstance(e, ev.NodeProgress):
                 pct = int(e.fraction * 100)
-                bar = self.bars.get(e.node_id)
+                bar = self.bars.get(e.node_id) if e.node_id else None
                 if bar is not None:
                     bar.n = pct
                     if e.text:
                         bar.set_postfix_str(e.text, refresh=False)
                     bar.refresh()
-                elif not self.tty and pct // 10 != self.last_pct.get(e.node_id, -1) // 10:
+                elif (not self.tty or e.node_id is None) and pct // 10 != self.last_pct.get(e.node_id, -1) // 10:
                     self.last_pct[e.node_id] = pct
-                    print(f"[{e.node_id}] {pct}%{' ' + e.text if e.text else ''}", file=sys.stderr)
+                    print(f"[{e.node_id or 'upload'}] {pct}%{' ' + e.text if e.text else ''}", file=sys.stderr)
             elif isinstance(e, ev.NodeFinished):
                 self._close(e.node_id)
                 how = "cached" if e.cached else f"{e.duration:.2f}s"

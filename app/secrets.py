@@ -60,6 +60,11 @@ def _keyring():
     return keyring
 
 
+def remember(value: str | None) -> str | None:
+    """Mark a token read by other means (a token file) as secret, so no log line shows it."""
+    return _remember(value.strip() if value else value)
+
+
 def keyring_available() -> bool:
     """Whether tokens can be stored in the OS keyring on this machine."""
     return _keyring() is not None

@@ -167,6 +167,8 @@ class PortSpec:
             d["multiline"] = True
         if self.file_filter is not None:
             d["file"] = {"patterns": list(self.file_filter.patterns), "folder": self.file_filter.folder}
+            if self.file_filter.save:
+                d["file"]["save"] = True
         if self.choices is not None:
             d["suggestions"] = True  # ask the engine (Registry.choices) for the current list
             if self.choices.model:

@@ -171,7 +171,9 @@ def train_lora(
 def _metrics(p) -> dict:
     """A trainer Progress as plain numbers (NaN, which JSON lacks, as None)."""
     loss = p.avg_loss if p.avg_loss == p.avg_loss else None
-    return {"step": p.step, "total": p.total, "loss": loss, "phase": p.phase}
+    eta = p.eta if p.eta == p.eta and p.eta not in (float("inf"), float("-inf")) else None
+    return {"step": p.step, "total": p.total, "loss": loss, "lr": p.lr, "elapsed": p.elapsed, "eta": eta,
+            "phase": p.phase}
 
 
 def trainer_fraction(trainer) -> float:

@@ -100,9 +100,18 @@ class RunFinished(Event):
     problems: tuple[tuple[str | None, str | None, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class EngineStatus(Event):
+    """A client's link to its engine changed (a remote engine went away, or is back): not about
+    one run (`run_id` is empty). An in-process engine never sends it."""
+
+    connected: bool = True
+    message: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     c.__name__: c for c in (RunStarted, NodeStarted, NodeProgress, NodeFinished, NodeFile, NodeFailed,
-                            NodeSkipped, NodeLog, RunFinished)
+                            NodeSkipped, NodeLog, RunFinished, EngineStatus)
 }
 
 

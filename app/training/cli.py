@@ -1,7 +1,9 @@
 """`imagebash train-lora FOLDER --base MODEL --out FILE [options]`: train a style LoRA or DoRA.
 
 Settings come from the defaults, then `--preset`, then `--config file.toml`, then the options
-given on the command line (only those actually given override). A progress bar shows steps,
+given on the command line (only those actually given override). With `--engine URL` the same
+training runs on a remote engine (`app.engine.remote_cli.train_remote`): the dataset goes up by
+hash, the checkpoints stay there, the LoRA comes back here. A progress bar shows steps,
 loss and ETA on a terminal, plain lines otherwise. The first Ctrl-C stops after the current step
 and saves a checkpoint (`--resume` continues from it); a second one aborts at once. torch is
 imported only when a command runs, so `imagebash --help` stays fast.
@@ -49,6 +51,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preset", help=f"start from a preset ({presets})")
     p.add_argument("--config", type=pathlib.Path, help="TOML file with settings (same keys as the presets)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    from app.engine.remote_cli import add_engine_options
+
+    add_engine_options(p)
     p.add_argument("--trigger", help="trigger word put in front of every caption")
     p.add_argument("--default-caption", help="caption for images without a caption file")
     p.add_argument("--resolution", type=int, help="training resolution (buckets keep about this area)")
@@ -120,6 +125,10 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
         cfg = build_config(args)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    from app.engine.remote_cli import engine_url, train_remote
+
+    if engine_url(args):
+        return train_remote(args, cfg)
     from app.training.loop import Trainer, TrainingStopped
 
     stop = threading.Event()

@@ -13,7 +13,8 @@ UI = pathlib.Path(__file__).resolve().parents[2] / "app" / "ui"
 #: records, the settings dataclass, the node declarations (the catalogue the client hands over)
 #: and the trainer's settings and path rules (presets are data files).
 ALLOWED = {"app.engine.client", "app.engine.events", "app.engine.wire", "app.engine.EngineSettings",
-           "nodes.registry", "nodes.types", "app.training.config", "app.training.checkpoint"}
+           "nodes.registry", "nodes.types", "app.training.config", "app.training.checkpoint",
+           "app.training.workflow"}
 
 
 def _engine_side_imports(path: pathlib.Path) -> set[str]:

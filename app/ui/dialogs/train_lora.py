@@ -1,7 +1,8 @@
 """The Train LoRA dialog: a front end for training (dataset, presets, progress, loss, samples).
 
 Training runs through the engine client like any workflow: the dialog turns its form into a
-one-node workflow (the Train LoRA node, `TRAIN_NODE`) and submits it, so training takes the
+one-node workflow (`app.training.workflow.training_graph`: the Train LoRA node, every setting of
+the form and its preset carried) and submits it, so training takes the
 engine's device lock, moves the loaded pipelines off the GPU first, and runs where the engine
 runs (this process, or a rented GPU). The run's events come back through a queued Qt signal:
 progress metrics feed the loss plot, "sample" files the sample strip, the "lora" file is the
@@ -39,13 +40,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine import events as ev
-from app.graph.model import Graph, NodeInstance
+from app.graph.model import Graph
 from app.training import config as C
+from app.training.workflow import TRAIN_NODE, training_graph
 from app.ui.dialogs.dataset_browser import DatasetBrowser, thumbnail
 from app.ui.dialogs.loss_plot import LossPlot
 
 DEFAULTS = "(defaults)"
-TRAIN_NODE = "imagebash.training.train_lora"
 
 
 @dataclass
@@ -56,24 +57,6 @@ class TrainOutcome:
     total_steps: int = 0
     lora: pathlib.Path | None = None
     checkpoint: str = ""
-
-
-def training_graph(cfg: C.TrainConfig, preset: str, resume: bool) -> Graph:
-    """The one-node workflow that trains `cfg` (what Start submits to the engine)."""
-    params: dict[str, Any] = {
-        "folder": cfg.data, "base": cfg.base, "trigger": cfg.trigger, "network": cfg.network,
-        "targets": cfg.targets, "rank": cfg.rank, "alpha": cfg.alpha, "steps": cfg.max_steps,
-        "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
-        "resolution": cfg.resolution, "train_text_encoder": cfg.train_text_encoder, "seed": cfg.seed,
-        "save_every": cfg.save_every, "sample_every": cfg.sample_every,
-        "sample_prompts": "\n".join(cfg.sample_prompts), "sample_steps": cfg.sample_steps,
-        "preset": "" if preset == DEFAULTS else preset, "resume": resume,
-    }
-    if cfg.out:
-        params["out"] = cfg.out
-    g = Graph()
-    g.add_node(NodeInstance("train", TRAIN_NODE, params))
-    return g
 
 
 class TrainRun(QObject):
@@ -350,7 +333,8 @@ class TrainLoraDialog(QDialog):
         self.result = None
         self.status_kind = "running"
         out_dir = pathlib.Path(self.settings.output_dir) if self.settings is not None else pathlib.Path("output")
-        self.worker = TrainRun(self.engine, training_graph(cfg, self.preset.currentText(), resume), out_dir, self)
+        preset = "" if self.preset.currentText() == DEFAULTS else self.preset.currentText()
+        self.worker = TrainRun(self.engine, training_graph(cfg, preset, resume), out_dir, self)
         self.worker.progressed.connect(self._progress)
         self.worker.logged.connect(self.log_view.appendPlainText)
         self.worker.sampled.connect(self._add_sample)
