@@ -44,8 +44,9 @@ def make_registry() -> Registry:
         return img
 
     @node("test.write_text", registry=reg, category="test", output=True, cacheable=False)
-    def write_text(text: str = "hello", name: str = "note.txt", ctx: Context = None) -> None:
-        """Write `text` to a file in the output folder and report it."""
+    def write_text(text: str = "hello", name: str = "note.txt", after: float | None = None,
+                   ctx: Context = None) -> None:
+        """Write `text` to a file in the output folder and report it (once `after` is ready)."""
         out = pathlib.Path(ctx.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         p = out / name
