@@ -16,6 +16,7 @@ import io
 import logging
 import math
 import pathlib
+import re
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -41,6 +42,8 @@ from app.server.state import ServerState
 log = logging.getLogger(__name__)
 
 SHA = r"^[0-9a-f]{64}$"
+#: The largest offset/seq a query takes (SQLite integers are 64-bit).
+MAX_INT = (1 << 63) - 1
 #: JSON request bodies larger than this are refused unread (blobs have their own limit).
 MAX_JSON_BYTES = 64 << 20
 #: A whole Video is sent as one .npy only up to this size; longer ones go frame by frame.
@@ -252,10 +255,10 @@ def create_app(state: ServerState) -> FastAPI:
 
     @r.put("/blobs/{sha}", openapi_extra={"requestBody": {
         "required": False, "content": {"application/octet-stream": {"schema": raw_body}}}})
-    async def blob_put(request: Request, sha: str = Path(pattern=SHA), offset: int = Query(0, ge=0),
-                       size: int = Header(alias=SIZE_HEADER, ge=0)) -> Response:
+    async def blob_put(request: Request, sha: str = Path(pattern=SHA), offset: int = Query(0, ge=0, le=MAX_INT),
+                       size: int = Header(alias=SIZE_HEADER, ge=0, le=MAX_INT)) -> Response:
         raw = request.headers.get("content-length")
-        length = int(raw) if raw is not None and raw.isdigit() else None
+        length = int(raw) if raw is not None and re.fullmatch(r"[0-9]{1,19}", raw) else None
         try:
             status, body = await state.blobs.receive(sha, offset, size, length, request.stream())
         except ClientDisconnect:
@@ -280,7 +283,7 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(job, status_code=201 if created else 200)
 
     @r.get("/jobs")
-    def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+    def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_INT),
                   status: JobStatus | None = None) -> dict[str, Any]:
         return state.jobs.list(limit, offset, status)
 
@@ -312,7 +315,7 @@ def create_app(state: ServerState) -> FastAPI:
         return _value_response(value, ref)
 
     @r.get("/jobs/{job_id}/outputs/{node}/{port}/frames/{index}")
-    def output_frame(job_id: str, node: str, port: str, index: int = Path(ge=0)) -> Response:
+    def output_frame(job_id: str, node: str, port: str, index: int = Path(ge=0, le=MAX_INT)) -> Response:
         from nodes.types import Video
 
         ref, value = _fetch(job_id, node, port)
@@ -332,7 +335,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     # events ---------------------------------------------------------------------------------------
     @r.get("/events")
-    def events(after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
+    def events(after: int = Query(0, ge=0, le=MAX_INT), limit: int = Query(500, ge=1, le=5000),
                job: str | None = None) -> Response:
         page = state.hub.page(after, limit, job)
         body = '{"events":[' + ",".join(text for _, text in page) + f'],"last_seq":{state.hub.last_seq}}}'
@@ -342,7 +345,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def events_ws(ws: WebSocket) -> None:
         raw_after = ws.query_params.get("after")
         job = ws.query_params.get("job") or None
-        if raw_after is not None and not raw_after.isdigit():
+        if raw_after is not None and not (re.fullmatch(r"[0-9]{1,19}", raw_after) and int(raw_after) <= MAX_INT):
             await ws.close(code=1008, reason="'after' must be a seq number (an integer >= 0)")
             return
         await ws.accept()
