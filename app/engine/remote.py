@@ -500,7 +500,7 @@ def wait_for(engine: RemoteEngine, run: RemoteRun, give_up_s: float = 60.0,
     """Wait for a run; None when the engine stayed unreachable for `give_up_s` (it went away)."""
     gone_since: float | None = None
     while not run.done:
-        run.wait(0.2)
+        run._done.wait(0.2)
         if tick is not None:
             tick()
         if engine.connected:

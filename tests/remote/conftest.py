@@ -1,0 +1,57 @@
+"""A real `imagebash serve` for the client tests (started as a user starts it, on 127.0.0.1 with a
+temporary data dir and token, always stopped), and RemoteEngine clients of it."""
+
+from __future__ import annotations
+
+import pathlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import ServerProcess
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server(ServerProcess):
+    """`python -m tests.server.nodes_for_tests` (imagebash serve with three test nodes) on a fixed
+    port, so a restarted server answers where its clients look for it."""
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.fixed_port = free_port()
+        super().__init__(tmp, tmp / "srv", "tests.server.nodes_for_tests", ("--port", str(self.fixed_port)))
+
+
+@pytest.fixture
+def server(tmp_path: pathlib.Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    try:
+        yield s.start()
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def remote(server: Server) -> Iterator[Any]:
+    """remote() -> a RemoteEngine of `server` (with the test nodes' declarations); all shut down."""
+    from app.engine.remote import RemoteEngine
+    from tests.server.nodes_for_tests import make_registry
+
+    made: list[Any] = []
+
+    def make(token: str | None = None) -> Any:
+        e = RemoteEngine(server.url, token or server.token, make_registry())
+        made.append(e)
+        return e
+
+    try:
+        yield make
+    finally:
+        for e in made:
+            e.shutdown()
