@@ -397,9 +397,10 @@ class RemoteEngine:
             log.warning("%s: the server kept no copy of %s", run.run_id, rel)
             return None
         dest = run.destinations.get(art.node_id)
-        if dest is not None and art.kind == "lora":
-            dest = dest if pathlib.PurePosixPath(rel).name == dest.name else dest.with_name(
-                pathlib.PurePosixPath(rel).name)
+        if dest is not None and art.kind == "lora":  # the LoRA to where it was asked for, its twin beside it
+            from app.training.export import peft_path_for
+
+            dest = peft_path_for(dest) if rel.endswith(".peft.safetensors") else dest
         elif rel.startswith("/") or ".." in pathlib.PurePosixPath(rel).parts:
             dest = run.output_dir / pathlib.PurePosixPath(rel).name
         else:

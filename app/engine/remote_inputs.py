@@ -6,9 +6,10 @@ local folder a `tree:<sha256>` (uploading only the blobs the server lacks, in re
 and every model parameter (ports declared `Choices(..., model=kind)`) is checked against the
 server's model list: a name it has stays, a local file it lacks (a personal LoRA) is uploaded
 and adopted, and anything else is one "missing on the server" line per model, before anything
-runs. A file a node is asked to write (`FileFilter(save=True)`, Train LoRA's `out`) is written
-on the server under its file name, and remembered here so the client can bring the result back
-to where the user asked for it.
+runs. A file a node is asked to write (`FileFilter(save=True)`, Train LoRA's `out`) is left to
+the node's default place on the server (for a LoRA: the server's loras folder, named by the
+dataset's hash, so a stopped training resumes from its checkpoints in a later job) and
+remembered here, so the client brings the result back to where the user asked for it.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class Preparer:
             if not dest.is_absolute() and base_dir:
                 dest = pathlib.Path(base_dir) / dest
             self.result.destinations[node_id] = dest
-            return dest.name  # written in the job's folder on the server, brought back here
+            return None  # the node's own default place on the server; the result is brought back here
         if port.kind == "Path":
             local = _local(value, base_dir)
             if local is None:

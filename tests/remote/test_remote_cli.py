@@ -78,3 +78,40 @@ def test_train_lora_on_the_engine_brings_the_lora_back(server, tmp_path, tiny_sd
     with safe_open(str(out), framework="pt") as f:
         assert any(k.startswith("lora_unet_") for k in f.keys())
         assert f.metadata()["ss_steps"] == "2"
+
+
+def test_a_stopped_training_on_the_engine_resumes_from_its_checkpoint_there(server, remote, tmp_path, tiny_sd_dir):
+    """Checkpoints stay on the server (in its loras folder, by the dataset's hash), so a later job
+    with resume on continues from them; the LoRA comes back to the local path asked for."""
+    import shutil
+
+    from app.engine import events
+    from app.training.config import TrainConfig
+    from app.training.workflow import training_graph
+    from tests.server.conftest import wait_for as wait_until
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        PILImage.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(data / f"img{i}.png")
+    shutil.copytree(tiny_sd_dir, tmp_path / "models" / "checkpoints" / "tiny-sd")
+    out = tmp_path / "mine" / "resumed.safetensors"
+    cfg = TrainConfig(data=str(data), base="tiny-sd", out=str(out), resolution=64, rank=4, alpha=4.0,
+                      max_steps=400, batch_size=1, save_every=0, sample_every=0)
+    client = remote()
+    steps: list[int] = []
+    client.subscribe(lambda e: steps.append(int(e.metric("step"))) if isinstance(e, events.NodeProgress)
+                     and e.metric("phase") == "train" else None, throttle=False)
+    first = client.submit(training_graph(cfg), ["train"], tmp_path / "o1")
+    assert wait_until(lambda: len(steps) >= 1, 120)
+    first.cancel()
+    assert wait_until(lambda: first.done, 60) and first.finished.cancelled
+    stopped = max(steps)
+    assert 1 <= stopped < 400 and not out.exists()
+    steps.clear()
+    again = client.submit(training_graph(cfg.replace(max_steps=stopped + 1), resume=True), ["train"], tmp_path / "o2")
+    assert wait_until(lambda: again.done, 120)
+    assert not again.finished.failed and not again.finished.error, again.finished
+    assert steps == [stopped + 1]  # it went on from the server's checkpoint, not from step 1
+    assert out.is_file() and next(f.path for f in again.files if f.kind == "lora") == str(out)
