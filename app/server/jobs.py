@@ -119,9 +119,13 @@ class Jobs:
 
     # life cycle -----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Mark jobs a dead server left running as interrupted, then start the worker."""
+        """Mark jobs a dead server left running as interrupted and listen to the engine; jobs
+        submitted between this and `run()` (the preloads) are queued before the worker starts."""
         self._recover()
         self._unsubscribe = self.client.subscribe(self._on_event)
+
+    def run(self) -> None:
+        """Start the ingest thread and the worker."""
         for target, name in ((self._ingest_loop, "imagebash-ingest"), (self._run_loop, "imagebash-jobs")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()

@@ -68,16 +68,19 @@ class ServerState:
         for err in self.registry.load_errors:
             log.warning("node pack failed to load: %s", err)
         self.jobs.start()
-        self.models.start()
-        for model in self.config.preload:
+        queued = []
+        for model in reversed(self.config.preload):  # each goes to the front: the first given runs first
             job_id = new_preload_id(model)
             try:
                 self.jobs.submit(job_id, preload_workflow(model), ["model"], preload=True)
             except JobError as exc:
                 log.error("--preload %s: %s", model, exc.message)
                 continue
-            self.preload_jobs.append(job_id)
+            queued.insert(0, job_id)
             log.info("preload: loading %s first (job %s)", model, job_id)
+        self.preload_jobs = queued
+        self.jobs.run()
+        self.models.start()
 
     def close(self) -> None:
         if self._closed:

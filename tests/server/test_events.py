@@ -118,7 +118,7 @@ def test_event_latency(server):
     server.wait("warm")
     delays = []
     with server.client.websocket_connect("/api/v1/events?job=lat", headers=server.h) as ws:
-        server.put("/jobs/lat", json={"workflow": workflow(progress(60, delay=0.05))})
+        server.put("/jobs/lat", json={"workflow": workflow(progress(40, delay=0.03))})
         while True:
             rec = json.loads(ws.receive_text())
             now = time.time()
