@@ -18,7 +18,9 @@ Every name that comes from a client goes through `protocol.safe_name` / `safe_re
 every path built from one is checked to stay inside its folder.
 
 Uploads stream to disk (never a whole file in memory): request chunks are gathered to
-WRITE_BYTES and written and hashed on a worker thread while the event loop reads the next ones.
+WRITE_BYTES pieces, hashed as they arrive and written by a worker thread while the event loop
+reads the next piece, and a chunk is answered while its last piece is still being written (see `_Upload`), so the
+client's next chunk overlaps it: chunked uploads keep the disk busy like one long stream.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 from app.engine.protocol import DEFAULT_MAX_UPLOAD, ProtocolError, is_sha256, safe_name, safe_relpath, tree_manifest
 
 #: Bytes gathered from the request before one write + hash on the worker thread.
-WRITE_BYTES = 4 << 20
+WRITE_BYTES = 2 << 20
 _READ = 1 << 20
 #: Files in one tree at most (a dataset of frames fits; a manifest stays a few MB).
 MAX_TREE_FILES = 200_000
@@ -63,9 +65,15 @@ class ResolveError(ValueError):
 
 @dataclass
 class _Upload:
+    """An upload in progress. `received` counts bytes accepted: hashed and written, or being
+    written by `pending` (write-behind: a chunk is answered while its last piece is still going
+    to disk, and the next chunk waits for it first; after a crash the file's size is the resume
+    point, which is never past what the client was told)."""
+
     total: int
     received: int
     hasher: Any = field(default_factory=hashlib.sha256)
+    pending: Any = None  # the piece being hashed and written (an asyncio future)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -73,6 +81,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:  # another file system, or one without hard links
         shutil.copyfile(src, dst)
+
+
+def _seek_write(fd: int, data: memoryview, offset: int) -> int:
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, data)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -215,11 +228,35 @@ class BlobStore:
         return _Upload(total, 0)
 
     @staticmethod
-    def _append(f: Any, up: _Upload, chunks: list[bytes]) -> None:
-        for c in chunks:
-            f.write(c)
-            up.hasher.update(c)
-            up.received += len(c)
+    def _write_at(path: Path, offset: int, pieces: list[bytes]) -> None:
+        """Write `pieces` at `offset` with one system call (a worker thread: the GIL is let go once)."""
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if hasattr(os, "pwritev"):
+                n = os.pwritev(fd, pieces, offset)
+                if n == sum(len(x) for x in pieces):
+                    return
+                offset, pieces = offset + n, [b"".join(pieces)[n:]]  # a short write: finish plainly
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(fd, view, offset) if hasattr(os, "pwrite") else _seek_write(fd, view, offset)
+                view, offset = view[n:], offset + n
+        finally:
+            os.close(fd)
+
+    async def _settle(self, sha: str, up: _Upload) -> None:
+        """Wait for the piece in flight; a failed write (a full disk) drops the upload."""
+        if up.pending is None:
+            return
+        try:
+            await asyncio.shield(up.pending)
+        except OSError as exc:
+            self._drop_partial(sha)
+            raise BlobError(409, f"the server could not write the upload ({exc.strerror or exc}): it starts "
+                                 "again from 0", received=0) from None
+        finally:
+            up.pending = None
 
     async def receive(self, sha: str, offset: int, total: int, content_length: int | None,
                       chunks: AsyncIterator[bytes]) -> tuple[int, dict[str, Any]]:
@@ -264,6 +301,7 @@ class BlobStore:
             await self._stream(sha, up, chunks)
             if up.received < total:
                 return 200, {"sha256": sha, "received": up.received, "size": total}
+            await self._settle(sha, up)
             digest = up.hasher.hexdigest()
             if digest != sha:
                 self._drop_partial(sha)
@@ -276,49 +314,37 @@ class BlobStore:
             self._busy.discard(sha)
 
     async def _stream(self, sha: str, up: _Upload, chunks: AsyncIterator[bytes]) -> None:
-        start, h0 = up.received, up.hasher.copy()
+        """Hash the request's chunks as they arrive and write them WRITE_BYTES at a time on a
+        worker thread (one system call per piece, no copy to join them) while the loop reads on."""
+        loop = asyncio.get_running_loop()
         part = self._partial(sha)
-        f = open(part, "r+b")
-        f.seek(start)
-        f.truncate()
-        pending: asyncio.Future | None = None
         buf: list[bytes] = []
         buffered = 0
-        overflow = False
 
         async def flush() -> None:
-            nonlocal pending, buf, buffered
-            if pending is not None:
-                await pending
-                pending = None
+            nonlocal buf, buffered
+            await self._settle(sha, up)  # one piece in flight at a time: order and bounded memory
             if buf:
-                pending = asyncio.ensure_future(asyncio.to_thread(self._append, f, up, buf))
+                up.pending = loop.run_in_executor(None, self._write_at, part, up.received, buf)
+                up.received += buffered
                 buf, buffered = [], 0
 
-        read = start  # bytes of the upload so far, written or not
-        try:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                read += len(chunk)
-                if read > up.total:
-                    overflow = True
-                    break
-                buf.append(chunk)
-                buffered += len(chunk)
-                if buffered >= WRITE_BYTES:
-                    await flush()
-            await flush()
-            await flush()
-        finally:  # a client gone mid-chunk: what was written (and hashed) is the resume point
-            if pending is not None:
-                await asyncio.shield(pending)
-            f.close()
-        if overflow or up.received > up.total:
-            with open(part, "r+b") as g:
-                g.truncate(start)
-            up.received, up.hasher = start, h0
-            raise BlobError(422, f"the upload sent more bytes than X-Blob-Size ({up.total})", received=start)
+        read = up.received  # bytes of the upload so far, accepted or still in `buf`
+        async for chunk in chunks:  # a client gone mid-chunk: what was accepted is the resume point
+            if not chunk:
+                continue
+            read += len(chunk)
+            if read > up.total:
+                await self._settle(sha, up)
+                self._drop_partial(sha)
+                raise BlobError(422, f"the upload sent more bytes than X-Blob-Size ({up.total}): it was dropped",
+                                received=0)
+            up.hasher.update(chunk)  # here, as it arrives: hashlib lets the GIL go while it runs
+            buf.append(chunk)
+            buffered += len(chunk)
+            if buffered >= WRITE_BYTES:
+                await flush()
+        await flush()  # the rest of this chunk goes out; the next request (or the last check) waits for it
 
     # trees ----------------------------------------------------------------------------------------
     def put_tree(self, files: dict[str, str]) -> tuple[str, list[str]]:

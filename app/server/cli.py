@@ -26,6 +26,9 @@ from typing import Any
 from app.engine.protocol import API, DEFAULT_MAX_UPLOAD
 
 DEFAULT_PORT = 8188
+#: Request body bytes uvicorn buffers before it pauses reading the socket (its default, 64 KB, makes
+#: a 200 MB upload thousands of pause/resume rounds through the event loop).
+BODY_HIGH_WATER = 1 << 20
 #: WebSocket pings keep idle connections open through proxies (Runpod, Cloudflare cut at ~100 s).
 WS_PING_SECONDS = 15.0
 WS_PING_TIMEOUT = 30.0
@@ -155,8 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     warning = bind_warning(args.host, tls)
 
     def on_listen(port: int) -> None:
-        for line in connect_lines(args.host, port, tls, token_line):
-            print(line, flush=True)
+        print("\n".join(connect_lines(args.host, port, tls, token_line)), flush=True)
         if warning:
             print(warning, file=sys.stderr, flush=True)
 
@@ -168,9 +170,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         timeout_graceful_shutdown=5,
                         ssl_certfile=str(args.tls_cert) if tls else None,
                         ssl_keyfile=str(args.tls_key) if tls else None)
+    _raise_body_high_water()
     server = make_server(uv, on_listen)
     server.run()
     return 0 if server.started else 1
+
+
+def _raise_body_high_water(limit: int = BODY_HIGH_WATER) -> None:
+    """Let uvicorn buffer up to `limit` body bytes per request before pausing the socket: uploads
+    then reach the app in big pieces (written and hashed 4 MB at a time, see app.server.blobs).
+    uvicorn reads the limit from a module constant; a uvicorn without it is left as it is."""
+    import importlib
+
+    for name in ("uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.http.h11_impl"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:  # httptools not installed: h11 only
+            continue
+        if isinstance(getattr(mod, "HIGH_WATER_LIMIT", None), int):
+            mod.HIGH_WATER_LIMIT = max(mod.HIGH_WATER_LIMIT, limit)
 
 
 def _configure_logging() -> None:

@@ -136,6 +136,9 @@ class ServerProcess:
         if not self._ready.wait(timeout):
             self.stop()
             raise AssertionError(f"the server did not start:\n{self.output}")
+        # the rest of the banner follows the first line; a loopback server's ends with the ssh line
+        last = "proxy.runpod.net" if self.env.get("RUNPOD_POD_ID") else "ssh -L"
+        wait_for(lambda: any(last in line for line in self.lines), 10)
         return self
 
     def _read(self, proc: subprocess.Popen) -> None:
