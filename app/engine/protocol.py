@@ -2,41 +2,60 @@
 (`app.engine.remote`): routes, how inputs and outputs are named, and the rules both sides check.
 
 Everything is under `API` (/api/v1). Every route but `GET /api/v1/health` needs
-`Authorization: Bearer <token>`; errors are JSON `{"error": "<one line>"}` (a workflow that does
-not validate: 422 with `"problems": [{"node_id", "port", "message"}]` as well).
+`Authorization: Bearer <token>` (/openapi.json and /docs too; 401 otherwise, also on the
+WebSocket handshake); errors are JSON `{"error": "<one line>"}` (a workflow that does not
+validate: 422 with `"problems": [{"node_id", "port", "message"}]` as well).
 
     GET    /health                                 {"status": "ok", "version"}        (no token)
-    GET    /info                                   version, device, gpu, vram_total/free, models
+    GET    /info                                   version, protocol, device, gpu, vram_total/free,
+                                                   models (count), max_upload, chunk_bytes, jobs
     GET    /nodes                                  the node catalogue: NodeSpec.describe() of each
     GET    /nodes/{type_id}/choices/{port}         {"choices": [...]} (model lists)
-    GET    /models[?kind=checkpoint|lora]          [{"name", "kind", "family", "size", "sha256"}]
+    GET    /models[?kind=checkpoint|lora]          [{"name", "kind", "family", "size", "sha256",
+                                                   "format"}]; sha256 is null until the server has
+                                                   hashed the file (once, in the background)
     POST   /models                                 {"blob", "kind", "name"} -> adopt an uploaded
-                                                   .safetensors blob as a model -> {"name"}
+                                                   .safetensors blob as a model -> 201 {"name", ...}
+                                                   (200: the same file is already there; 409: a
+                                                   different file has that name)
     POST   /blobs/missing                          {"hashes": [sha256...]} -> {"missing": [...]}
     HEAD   /blobs/{sha256}                         200 with Content-Length, or 404
-    GET    /blobs/{sha256}/upload                  {"received": bytes so far} (resume point)
+    GET    /blobs/{sha256}/upload                  {"received": bytes so far, "size", "complete"}
     PUT    /blobs/{sha256}?offset=N                a chunk (header X-Blob-Size: the total);
-                                                   {"received"}; the last chunk verifies the hash
-                                                   -> 201 {"sha256", "size"}; mismatch -> 422
+                                                   200 {"received"}; the last chunk verifies the hash
+                                                   -> 201 {"sha256", "size"}; mismatch -> 422 (the
+                                                   partial is dropped); an offset other than the
+                                                   resume point -> 409 {"received"}; over the limit
+                                                   -> 413 unread; a blob already there -> 200
     GET    /blobs/{sha256}                         the bytes (HTTP Range supported)
-    POST   /trees                                  {"files": {"rel/path": sha256}} -> {"tree"}
+    POST   /trees                                  {"files": {"rel/path": sha256}} -> {"tree",
+                                                   "missing": [hashes not uploaded yet]}
     PUT    /jobs/{job_id}                          {"workflow": <imagebash/1>, "targets": [...]}
                                                    -> 201 (200 when the same job was already
                                                    submitted: a retry; 409 if the id is taken by
-                                                   another workflow)
-    GET    /jobs?limit=N&offset=M                  {"jobs": [...], "total"}
+                                                   another workflow); ids match JOB_ID
+    GET    /jobs?limit=N&offset=M[&status=S]       {"jobs": [...], "total"}, newest first
     GET    /jobs/{job_id}                          status, per-node status/durations/errors
-    DELETE /jobs/{job_id}                          cancel (queued or running)
+    DELETE /jobs/{job_id}                          cancel (queued or running; 409 once finished)
     POST   /jobs/{job_id}/rerun                    queue an interrupted/failed/cancelled job again
     GET    /jobs/{job_id}/files                    the job's written files: [{"path", "kind",
-                                                   "size", "sha256", "node_id"}]
-    GET    /jobs/{job_id}/outputs/{node}/{port}    a value: .npy for arrays, JSON for scalars
+                                                   "size", "sha256", "node_id", "frame"}]; path is
+                                                   relative to the job's output folder (absolute
+                                                   for a file a node wrote elsewhere)
+    GET    /jobs/{job_id}/outputs/{node}/{port}    a value: .npy for arrays (application/x-npy,
+                                                   np.load(..., allow_pickle=False)), JSON
+                                                   {"value": v} for scalars; 410 when no longer kept
     GET    /jobs/{job_id}/outputs/{node}/{port}/frames/{i}   one frame as an 8-bit PNG
-    GET    /events?after=SEQ&limit=N               {"events": [record...]} (catch-up over HTTP)
-    WS     /events?after=SEQ                       records as they happen, then live
+    GET    /events?after=SEQ&limit=N[&job=ID]      {"events": [record...], "last_seq"}
+    WS     /events?after=SEQ[&job=ID]              records as they happen, then live (no `after`:
+                                                   live only); closed 1013 when the client falls
+                                                   too far behind: reconnect with after=
 
 An event record is `{"seq": n, "job": job_id, "event": events.to_wire(e)}`; `seq` grows across
-all jobs, so a client that reconnects asks for `after=<last seq it saw>` and misses nothing.
+all jobs, so a client that reconnects asks for `after=<last seq it saw>` and misses nothing. A
+NodeFile record also carries `"file"`: the file's entry in GET /jobs/{id}/files (with its
+sha256, to download it from /blobs). Job statuses: queued, running, done, failed, cancelled,
+interrupted (the server stopped while it ran; rerun it).
 
 Inputs on the client's disk travel as content-addressed blobs. In a submitted workflow a `Path`
 parameter naming a file becomes `blob:<sha256>/<file name>`, a folder becomes `tree:<sha256>`
@@ -62,6 +81,9 @@ CHUNK_BYTES = 8 << 20
 DEFAULT_MAX_UPLOAD = 64 << 30
 #: No request is held open longer than this (Runpod's proxy cuts at 100 s).
 MAX_REQUEST_SECONDS = 30
+
+#: Client-chosen job ids (they name a folder on the server).
+JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 BLOB_PREFIX = "blob:"
 TREE_PREFIX = "tree:"

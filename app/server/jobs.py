@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine import events as ev
+from app.engine import protocol
 from app.engine.protocol import BLOB_PREFIX, TREE_PREFIX, ProtocolError, parse_ref
 from app.engine.wire import FileArtifact
 from app.graph.io import WorkflowFormatError, graph_from_dict
@@ -49,7 +50,7 @@ from app.server.hub import EventHub
 
 log = logging.getLogger(__name__)
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+JOB_ID = re.compile(protocol.JOB_ID)
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 TERMINAL = ("done", "failed", "cancelled", "interrupted")
 RERUNNABLE = ("interrupted", "failed", "cancelled")
