@@ -44,7 +44,7 @@ def _remember(token: str) -> None:
     from app import secrets as app_secrets
 
     app_secrets.install_log_redaction()
-    remember = getattr(app_secrets, "_remember", None)
+    remember = getattr(app_secrets, "remember", None) or getattr(app_secrets, "_remember", None)
     if callable(remember):
         remember(token)
 

@@ -99,7 +99,7 @@ def workflow(*nodes: dict, links: list | None = None) -> dict:
 
 
 class ServerProcess:
-    """`python -m <module> --port 0 ...` with its output collected; `stop()` always ends it."""
+    """`python -m <module> ARGS --port 0 --data-dir D` with its output collected; `stop()` always ends it."""
 
     BANNER = re.compile(r"listening on (https?)://[^\s:]+:(\d+)")
 
@@ -129,7 +129,8 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.lines, self.port = [], 0
         self._ready.clear()
-        cmd = [sys.executable, "-m", self.module, "--port", "0", "--data-dir", str(self.data_dir), *self.args]
+        # the port and the data dir come last: they override the same options in `args`
+        cmd = [sys.executable, "-m", self.module, *self.args, "--port", "0", "--data-dir", str(self.data_dir)]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
