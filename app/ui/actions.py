@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence
+from PySide6.QtWidgets import QMenu, QToolButton
 
 from app import paths
 from app.ui.panels.welcome import example_title, example_workflows
@@ -40,7 +41,8 @@ def make_action(win: MainWindow, text: str, slot: Callable[[], Any], shortcut: A
 
 
 def build_actions(win: MainWindow) -> None:
-    """Create the window's actions (`win.act_*`), its menus (`win.recent_menu`) and toolbar."""
+    """Create the window's actions (`win.act_*`), its menus (`win.recent_menu`, `win.engine_menu`)
+    and toolbar (`win.engine_button`: the current tab's engine, its menu switches it)."""
     K = QKeySequence
     act = make_action
     win.act_new = act(win, "&New", win.new_document, K.StandardKey.New, "new")
@@ -67,6 +69,8 @@ def build_actions(win: MainWindow) -> None:
     win.act_redo.setShortcuts([K("Ctrl+Shift+Z"), K("Ctrl+Y")])
     for a in (win.act_undo, win.act_redo):
         win.addAction(a)
+    win.engine_menu = QMenu("&Engine", win)
+    win.engine_menu.aboutToShow.connect(lambda: fill_engines(win))
     _build_menus(win)
     _build_toolbar(win)
 
@@ -87,6 +91,8 @@ def _build_menus(win: MainWindow) -> None:
     win.edit_menu = e
     r = mb.addMenu("&Run")
     r.addActions([win.act_run, win.act_run_selected, win.act_cancel])
+    r.addSeparator()
+    r.addMenu(win.engine_menu)
     t = mb.addMenu("&Tools")
     t.addAction(win.act_train)
     v = mb.addMenu("&View")
@@ -127,7 +133,46 @@ def _build_toolbar(win: MainWindow) -> None:
     tb.addSeparator()
     tb.addActions([win.act_run, win.act_run_selected, win.act_cancel])
     tb.addSeparator()
+    win.engine_button = QToolButton()
+    win.engine_button.setObjectName("engine_button")
+    win.engine_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+    win.engine_button.setMenu(win.engine_menu)
+    win.engine_button.setText("Engine: local ▾")
+    tb.addWidget(win.engine_button)
+    tb.addSeparator()
     tb.addActions([win.act_export, win.act_train, win.act_settings])
+    fill_engines(win)
+
+
+def fill_engines(win: MainWindow) -> None:
+    """List the engines in the Engine menu, the current tab's checked; choosing one switches it."""
+    menu = win.engine_menu
+    for a in menu.actions():  # deleted later: this may run inside one of their own signals
+        menu.removeAction(a)
+        a.deleteLater()
+    old = getattr(win, "_engine_group", None)
+    if old is not None:
+        old.deleteLater()
+    win._engine_group = group = QActionGroup(menu)
+    current = win.current_engine_key() if hasattr(win, "tabs") else "local"
+    for e in win.engines.entries():
+        a = menu.addAction(e.name if e.is_local else f"{e.name}   {e.url}")
+        a.setCheckable(True)
+        a.setChecked(e.key == current)
+        a.setData(e.key)
+        a.setToolTip("this computer" if e.is_local else e.url)
+        group.addAction(a)
+        a.triggered.connect(lambda _=False, key=e.key: win.set_current_engine(key))
+    menu.addSeparator()
+    menu.addAction("Manage engines…", win.settings_dialog)
+
+
+def check_engine(win: MainWindow) -> None:
+    """Check the current tab's engine in the Engine menu."""
+    current = win.current_engine_key()
+    for a in win.engine_menu.actions():
+        if a.isCheckable():
+            a.setChecked(a.data() == current)
 
 
 def fill_recent(win: MainWindow) -> None:

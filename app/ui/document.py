@@ -2,13 +2,17 @@
 
 Every edit is one QUndoCommand (or a macro of them for a gesture) pushed on `undo_stack`; views
 never change the Graph directly and never keep their own copy of it: they follow `graph.subscribe`.
+A document also names the engine its runs go to (`engine`: "local" or a remote engine's URL), a
+property of the tab rather than of the workflow (it is not saved, and not undone). The node
+declarations come from the local registry whichever engine runs them (the same node ids), but
+the model dropdowns ask the document's engine (`choices`), which lists its own models.
 """
 
 from __future__ import annotations
 
 import copy
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -28,6 +32,7 @@ class WorkflowDocument(QObject):
     dirtyChanged = Signal(bool)
     pathChanged = Signal(str)
     reroutesChanged = Signal(str)  # "node:input" of the link whose reroute dots changed
+    engineChanged = Signal(str)  # the new engine key
 
     def __init__(self, graph: Graph | None = None, registry: Registry | None = None,
                  path: pathlib.Path | None = None, parent: QObject | None = None) -> None:
@@ -39,6 +44,9 @@ class WorkflowDocument(QObject):
         self.path = pathlib.Path(path) if path is not None else None
         self.undo_stack = QUndoStack(self)
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
+        self.engine = "local"
+        #: (engine key, type id, port) -> suggestions; the window sets it to its engines' lists.
+        self.choices_source: Callable[[str, str, str], list[str]] | None = None
 
     def _on_clean_changed(self, clean: bool) -> None:
         self.dirtyChanged.emit(not clean)
@@ -77,6 +85,18 @@ class WorkflowDocument(QObject):
 
     def is_dirty(self) -> bool:
         return not self.undo_stack.isClean()
+
+    # engine ------------------------------------------------------------------------------------
+    def set_engine(self, key: str) -> None:
+        if key != self.engine:
+            self.engine = key
+            self.engineChanged.emit(key)
+
+    def choices(self, type_id: str, port: str) -> list[str]:
+        """A port's suggestions (model names) on this document's engine."""
+        if self.choices_source is not None:
+            return self.choices_source(self.engine, type_id, port)
+        return self.registry.choices(type_id, port)
 
     # node declarations -------------------------------------------------------------------------
     def spec(self, node_id: str) -> NodeSpec | None:

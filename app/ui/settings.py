@@ -3,7 +3,9 @@
 Everything the settings dialog edits lives here and nowhere else; the engine gets its part as an
 `EngineSettings`. The models folder is the exception: the headless side (the model catalog, the
 CLI) reads it from `config_dir()/settings.json`, so it is kept there, and only there. Secrets
-(the Replicate token) never pass through this store: they go to the OS keyring via `app.secrets`.
+(the Replicate token, the remote engines' tokens) never pass through this store: they go to the
+OS keyring via `app.secrets`. Remote engines are kept as a name and a URL; the remote jobs in
+flight are kept so that a restarted window can follow them again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,38 @@ from PySide6.QtCore import QSettings
 from app import paths
 
 MAX_RECENT = 10
+#: The key of the in-process engine (a remote engine's key is its URL).
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """An engine a tab can run on: the local one (no URL) or an `imagebash serve` at `url`."""
+
+    name: str
+    url: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.url or LOCAL
+
+    @property
+    def is_local(self) -> bool:
+        return not self.url
+
+
+LOCAL_ENGINE = EngineEntry("local")
+
+
+def normalize_url(url: str) -> str:
+    """An engine URL as stored and as its keyring entry is named (ValueError when it is not one)."""
+    from urllib.parse import urlsplit
+
+    u = url.strip().rstrip("/")
+    parts = urlsplit(u)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"'{url.strip()}' is not an engine address: use http://host:port or https://host")
+    return u
 
 
 @dataclass(frozen=True)
@@ -149,6 +183,46 @@ class Settings:
 
     def remove_recent(self, path: str) -> None:
         self.q.setValue("ui/recent_files", [s for s in self.recent_files() if s != path])
+
+    # remote engines ---------------------------------------------------------------------------
+    def engines(self) -> list[EngineEntry]:
+        """The remote engines, in the order Settings lists them (the local one is not stored)."""
+        out: list[EngineEntry] = []
+        for item in self._json_list("engines/remote"):
+            try:
+                out.append(EngineEntry(str(item.get("name") or item["url"]), normalize_url(str(item["url"]))))
+            except (KeyError, ValueError, AttributeError):
+                continue  # a hand-edited entry that is not an engine: skipped
+        return out
+
+    def set_engines(self, entries: list[EngineEntry]) -> None:
+        self.q.setValue("engines/remote", json.dumps([{"name": e.name, "url": e.url} for e in entries
+                                                      if not e.is_local]))
+
+    def in_flight(self) -> list[dict[str, str]]:
+        """Remote jobs started from this desktop and not seen finishing: url, run_id, title, output_dir."""
+        return [{k: str(v) for k, v in item.items()} for item in self._json_list("engines/in_flight")
+                if isinstance(item, dict) and item.get("url") and item.get("run_id")]
+
+    def remember_in_flight(self, url: str, run_id: str, title: str, output_dir: str) -> None:
+        items = [i for i in self.in_flight() if i["run_id"] != run_id]
+        items.append({"url": url, "run_id": run_id, "title": title, "output_dir": output_dir})
+        self.q.setValue("engines/in_flight", json.dumps(items))
+        self.q.sync()  # a crash of the desktop must not lose it
+
+    def forget_in_flight(self, run_id: str) -> None:
+        items = self.in_flight()
+        kept = [i for i in items if i["run_id"] != run_id]
+        if len(kept) != len(items):
+            self.q.setValue("engines/in_flight", json.dumps(kept))
+            self.q.sync()
+
+    def _json_list(self, key: str) -> list[Any]:
+        try:
+            data = json.loads(str(self.q.value(key, "[]") or "[]"))
+        except ValueError:
+            return []
+        return data if isinstance(data, list) else []
 
 
 SHARED_FILE = "settings.json"

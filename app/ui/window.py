@@ -1,12 +1,15 @@
 """The main window: workflows in tabs, file handling, docks, running, autosave and restore.
 
-Each tab is a WorkflowDocument (the model: Graph + undo stack) shown by a CanvasView. The window
-drives one engine client (`app.engine.client`: in-process by default) through one RunController,
-and takes its node catalogue from that client; it owns one AutosaveManager and the dock panels,
-and routes engine events to the view of the document that started the run. Its actions, menus
-and toolbar are built in `app.ui.actions`. Questions that would block (unsaved changes, where to
-save, restore after a crash) go through replaceable callables, so tests answer them without a
-modal dialog.
+Each tab is a WorkflowDocument (the model: Graph + undo stack) shown by a CanvasView, and runs on
+the engine it names: the in-process one by default, or a remote `imagebash serve` from Settings >
+Engines (the toolbar's "Engine: … ▾" switches the current tab). The window keeps one client per
+engine (`app.ui.engines.EngineSet`), drives them all through one RunController, and takes its node
+catalogue from the local client; it owns one AutosaveManager and the dock panels, routes engine
+events to the view of the document that started the run, shows a remote engine's link going
+down and coming back, and follows remote jobs a previous window left running
+(`app.ui.reattach`). Its actions, menus and toolbar are built in `app.ui.actions`. Questions
+that would block (unsaved changes, where to save, restore after a crash) go through replaceable
+callables, so tests answer them without a modal dialog.
 """
 
 from __future__ import annotations
@@ -30,17 +33,19 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.graph.io import WorkflowFormatError
 from app.ui import autosave as A
-from app.ui.actions import build_actions, icon, show_canvas_actions
+from app.ui.actions import build_actions, check_engine, fill_engines, icon, show_canvas_actions
 from app.ui.canvas.palette import NodePalette
 from app.ui.canvas.view import CanvasView
 from app.ui.document import WorkflowDocument
+from app.ui.engines import EngineSet
 from app.ui.panels.inspector import InspectorPanel
 from app.ui.panels.log import LogPanel
 from app.ui.panels.preview import PreviewPanel
 from app.ui.panels.queue import QueuePanel
 from app.ui.panels.welcome import WelcomeStrip
+from app.ui.reattach import InFlightJobs
 from app.ui.runner import RunController, RunJob, apply_event_to_view
-from app.ui.settings import Settings
+from app.ui.settings import LOCAL, Settings
 from nodes.registry import Registry
 
 DEFAULT_WORKFLOW = "blend_and_grade.json"
@@ -60,9 +65,11 @@ class MainWindow(QMainWindow):
             from app.engine.client import LocalEngine
 
             engine = LocalEngine(registry, self.settings.engine_settings())
-        #: The engine client: every run, output, model list and node declaration comes through it.
+        #: The local engine client; the node declarations come through it, for every tab.
         self.engine = engine
         self.registry = engine.registry
+        #: Every engine a tab may run on, with its client (made on first use).
+        self.engines = EngineSet(self.settings, engine, self)
         self.setWindowTitle("imagebash")
         self.setWindowIcon(icon("imagebash"))
         self.resize(1500, 920)
@@ -75,7 +82,12 @@ class MainWindow(QMainWindow):
         self._views: list[CanvasView] = []
 
         self.undo_group = QUndoGroup(self)
-        self.runner = RunController(engine, self)
+        self.runner = RunController(engine, self, client_for=self._client_for)
+        self.engines.clientAdded.connect(lambda _key, client: self.runner.add_client(client))
+        self.engines.changed.connect(self._engine_changed)
+        self.engines.choicesChanged.connect(self._choices_changed)
+        self.engines.failed.connect(self._engine_failed)
+        self.runner.engineStatus.connect(self._engine_status)
         self.runner.engineEvent.connect(self._engine_event)
         self.runner.jobStarted.connect(self._job_started)
         self.runner.jobFinished.connect(self._job_finished)
@@ -102,7 +114,7 @@ class MainWindow(QMainWindow):
         self.palette_panel = NodePalette(self.registry)
         self.palette_panel.setMinimumWidth(200)
         self.inspector = InspectorPanel()
-        self.preview = PreviewPanel(engine)
+        self.preview = PreviewPanel(self.runner)  # frames come from the engine that made them
         self.queue = QueuePanel(self.runner)
         self.log = LogPanel()
         self.log.nodeClicked.connect(self._select_node)
@@ -127,6 +139,8 @@ class MainWindow(QMainWindow):
             self.open_default()
         if self.tabs.count() == 0:
             self.new_document()
+        self.in_flight = InFlightJobs(self.settings, self.runner, self.engines, self)
+        self.in_flight.reattach()
 
     # building -----------------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -167,7 +181,9 @@ class MainWindow(QMainWindow):
         if title:
             self._titles[id(doc)] = title
             doc.autosave_title = title  # what the restore dialog calls it after a crash
+        doc.choices_source = self.engines.choices
         doc.dirtyChanged.connect(lambda _d, v=view: self._update_title(v))
+        doc.engineChanged.connect(lambda _k, v=view: self._update_title(v))
         doc.pathChanged.connect(lambda _p, v=view: self._path_changed(v))
         self.undo_group.addStack(doc.undo_stack)
         self.autosave.register(doc)
@@ -186,10 +202,14 @@ class MainWindow(QMainWindow):
         if i < 0:
             return
         doc = view.document
+        engine = self.engines.name(doc.engine)
         self.tabs.setTabText(i, self.tab_title(doc))
-        self.tabs.setTabToolTip(i, str(doc.path) if doc.path else "not saved yet")
+        self.tabs.setTabToolTip(i, (str(doc.path) if doc.path else "not saved yet") + f"\nruns on: {engine}")
         if view is self.current_view():
-            self.setWindowTitle(f"{self.tab_title(doc)} — imagebash")
+            on = "" if doc.engine == LOCAL else f" — on {engine}"
+            self.setWindowTitle(f"{self.tab_title(doc)}{on} — imagebash")
+            self._update_engine_indicator()
+            check_engine(self)
 
     def _path_changed(self, view: CanvasView) -> None:
         self._titles.pop(id(view.document), None)
@@ -201,6 +221,7 @@ class MainWindow(QMainWindow):
         if view is None:
             self.inspector.clear()
             self.setWindowTitle("imagebash")
+            self._update_engine_indicator()
             return
         self.undo_group.setActiveStack(view.document.undo_stack)
         self._update_title(view)
@@ -300,8 +321,7 @@ class MainWindow(QMainWindow):
             answer = self.ask_unsaved(doc)
             if answer == "cancel" or (answer == "save" and not self.save_document(doc)):
                 return False
-        if self.runner.current is not None and self.runner.current.document is doc:
-            self.runner.cancel()
+        self.runner.cancel(document=doc)
         self.tabs.removeTab(self.tabs.indexOf(view))
         self._views.remove(view)
         self.undo_group.removeStack(doc.undo_stack)
@@ -368,8 +388,12 @@ class MainWindow(QMainWindow):
             return None
         return self.run_nodes(view, ids)
 
-    def run_nodes(self, view: CanvasView, targets: list[str] | None) -> RunJob:
+    def run_nodes(self, view: CanvasView, targets: list[str] | None) -> RunJob | None:
         doc = view.document
+        missing = self.engines.missing_token(self._client_for(doc)[1])
+        if missing is not None:
+            self.error(missing)
+            return None
         job = self.runner.submit(doc, doc.graph, targets, self.settings.output_dir,
                                  title=self.tab_title(doc).rstrip(" *"))
         return job
@@ -378,14 +402,86 @@ class MainWindow(QMainWindow):
         if self.runner.cancel():
             self.statusBar().showMessage("Cancelling…", 3000)
 
+    # engines ------------------------------------------------------------------------------------
+    def _client_for(self, doc: Any) -> tuple[Any, str, str]:
+        """The client a document's runs go to (the local one when its engine left Settings)."""
+        key = doc.engine if doc is not None and self.engines.known(doc.engine) else LOCAL
+        return self.engines.client(key), key, self.engines.name(key)
+
+    def current_engine_key(self) -> str:
+        doc = self.current_document()
+        return doc.engine if doc is not None else LOCAL
+
+    def set_current_engine(self, key: str) -> None:
+        doc = self.current_document()
+        if doc is not None:
+            self.set_document_engine(doc, key)
+
+    def set_document_engine(self, doc: WorkflowDocument, key: str) -> None:
+        """Run `doc` on engine `key` from now on; its client is made (and probed) right away."""
+        if not self.engines.known(key):
+            self.statusBar().showMessage(f"No engine '{key}': add it in Settings > Engines", 6000)
+            return
+        self.engines.client(key)
+        if self.engines.state(key).connected is False:
+            self.engines.probe(key)  # chosen again after it failed: ask again
+        doc.set_engine(key)
+        if doc is self.current_document():
+            self._refresh_inspector()
+
+    def _update_engine_indicator(self) -> None:
+        key = self.current_engine_key()
+        state = self.engines.state(key)
+        name = self.engines.name(key)
+        self.engine_button.setText(f"Engine: {name}" + (f" ({state.text})" if state.text else "") + " ▾")
+        tip = "Runs in this process" if key == LOCAL else "\n".join(x for x in (key, state.detail) if x)
+        self.engine_button.setToolTip(tip + "\nClick to run this tab on another engine")
+
+    def _engine_changed(self, key: str) -> None:
+        if key == self.current_engine_key():
+            self._update_engine_indicator()
+
+    def _choices_changed(self, key: str) -> None:
+        if key == self.current_engine_key():
+            self._refresh_inspector()
+
+    def _refresh_inspector(self) -> None:
+        """Rebuild the inspector's editors (new model lists), unless the user is typing in it."""
+        from PySide6.QtWidgets import QApplication
+
+        focus = QApplication.focusWidget()
+        if focus is not None and self.inspector.isAncestorOf(focus):
+            return
+        view = self.current_view()
+        if view is not None and self.inspector.document is view.document:
+            self.inspector.show_node(view.document, self.inspector.node_id)
+
+    def _engine_failed(self, key: str, line: str) -> None:
+        self.log.add("warning", f"engine {self.engines.name(key)}: {line}")
+        self.statusBar().showMessage(line, 8000)
+
+    def _engine_status(self, client: Any, event: Any) -> None:
+        """A remote engine's link went down or came back: the indicator, and one line each way."""
+        key = self.engines.key_of(client)
+        if key is None:
+            return
+        if self.engines.link_changed(key, event.connected, event.message):
+            name = self.engines.name(key)
+            text = (f"reconnected to the engine {name} ({key})" if event.connected
+                    else event.message or f"the engine {name} at {key} went away; reconnecting")
+            self.log.add("info" if event.connected else "warning", text)
+            self.statusBar().showMessage(text, 8000)
+
     def _job_started(self, job: RunJob) -> None:
         view = self.view_of(job.document)
         if view is not None:
             view.clear_states()
         self.act_cancel.setEnabled(True)
         what = f"nodes {', '.join(job.targets)}" if job.targets else "workflow"
-        self.log.add("info", f"run #{job.number} started: {job.title} ({what})")
-        self.statusBar().showMessage(f"Running {job.title}…")
+        on = "" if job.engine_key == LOCAL else f" on {job.engine}"
+        verb = "started" if job.document is not None else "followed again"
+        self.log.add("info", f"run #{job.number} {verb}: {job.title} ({what}){on}")
+        self.statusBar().showMessage(f"Running {job.title}{on}…")
 
     def _job_finished(self, job: RunJob) -> None:
         self.act_cancel.setEnabled(self.runner.busy)
@@ -398,20 +494,27 @@ class MainWindow(QMainWindow):
             if not job.problems:
                 self.log.add("error", job.message, details=job.message)
         what = {"done": "finished", "failed": "finished with errors", "cancelled": "cancelled",
-                "error": "could not start"}.get(job.status, job.status)
+                "error": "could not be followed" if job.gone or job.unreachable else
+                ("stopped with an error" if job.ran else "could not start")}.get(job.status, job.status)
         took = f" in {job.duration:.1f}s" if job.duration is not None else ""
         files = f"; {len(job.files)} file(s) in {job.output_dir}" if job.files else ""
-        self.log.add("info" if job.status == "done" else "warning", f"run #{job.number} {what}{took}{files}")
-        self.statusBar().showMessage(f"Run #{job.number} {what}{took}", 6000)
+        on = "" if job.engine_key == LOCAL else f" on {job.engine}"
+        self.log.add("info" if job.status == "done" else "warning", f"run #{job.number}{on} {what}{took}{files}")
+        why = f": {job.message}" if job.status == "error" and job.message else ""
+        self.statusBar().showMessage(f"Run #{job.number} {what}{took}{why}", 8000)
         if view is not None and view is self.current_view():
             self.preview.set_outputs(self.runner.outputs(job.document))
+        if job.engine_key != LOCAL:
+            self.engines.probe(job.engine_key)  # its model lists may have grown (a trained LoRA)
 
     def _engine_event(self, job: RunJob, event: Any) -> None:
         from app.engine import events as ev
 
         doc = job.document
         view = self.view_of(doc)
-        if isinstance(event, ev.NodeFailed):
+        if isinstance(event, ev.NodeProgress) and event.node_id is None and event.text:
+            self.statusBar().showMessage(f"{job.title}: {event.text}", 4000)  # an upload to a remote engine
+        elif isinstance(event, ev.NodeFailed):
             if event.upstream is None:
                 self.log.add("error", event.message, event.node_id, event.traceback)
         elif isinstance(event, ev.NodeLog):
@@ -458,6 +561,16 @@ class MainWindow(QMainWindow):
     def apply_settings(self) -> None:
         self.runner.apply_settings(self.settings.engine_settings())
         self.apply_theme(self.settings.theme)
+        for key, client in self.engines.stale():  # removed, or its token changed: rebuilt on next use
+            if self.runner.remove_client(client):
+                self.engines.drop(key)
+        for doc in self.documents:
+            if not self.engines.known(doc.engine):
+                doc.set_engine(LOCAL)
+            else:
+                self.engines.client(doc.engine)  # rebuilt (and probed) now for the tabs on it
+        fill_engines(self)
+        self._update_engine_indicator()
 
     def apply_theme(self, name: str) -> None:
         from PySide6.QtWidgets import QApplication
@@ -483,7 +596,8 @@ class MainWindow(QMainWindow):
         from app.ui.dialogs.train_lora import TrainLoraDialog
 
         if getattr(self, "_train_dialog", None) is None:
-            self._train_dialog = TrainLoraDialog(self.settings, self, engine=self.engine)
+            self._train_dialog = TrainLoraDialog(self.settings, self, engine=self.engine, engines=self.engines)
+        self._train_dialog.use_engine(self.current_engine_key())  # default: the current tab's engine
         self._train_dialog.show()
         self._train_dialog.raise_()
 
@@ -511,7 +625,7 @@ class MainWindow(QMainWindow):
         self.settings.set("ui/geometry", self.saveGeometry())
         self.settings.set("ui/state", self.saveState())
         self.settings.sync()
-        self.runner.shutdown()
+        self.runner.shutdown(detach=self.engines.remote_clients())  # remote jobs run on: see app.ui.reattach
         self.autosave.close_clean()
         event.accept()
 

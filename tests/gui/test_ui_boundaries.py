@@ -11,8 +11,10 @@ UI = pathlib.Path(__file__).resolve().parents[2] / "app" / "ui"
 
 #: What a UI module may import from the engine side: the client, the plain-data events and wire
 #: records, the settings dataclass, the node declarations (the catalogue the client hands over)
-#: and the trainer's settings and path rules (presets are data files).
+#: and the trainer's settings and path rules (presets are data files); and the remote client (the
+#: same interface over HTTP) with the name of its token's keyring entry.
 ALLOWED = {"app.engine.client", "app.engine.events", "app.engine.wire", "app.engine.EngineSettings",
+           "app.engine.remote", "app.engine.remote_cli",
            "nodes.registry", "nodes.types", "app.training.config", "app.training.checkpoint",
            "app.training.workflow"}
 

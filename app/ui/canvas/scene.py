@@ -277,7 +277,7 @@ class CanvasScene(QGraphicsScene):
 
         type_id = item.node.type
         widget = make_editor(port, value, on_commit,
-                             choices=lambda: self.doc.registry.choices(type_id, port.name))
+                             choices=lambda: self.doc.choices(type_id, port.name))
         proxy = self.addWidget(widget)
         proxy.setZValue(100)
         height = ROW_H * 5 if isinstance(widget, PromptEdit) else max(ROW_H, widget.sizeHint().height())

@@ -1,7 +1,8 @@
-"""The settings dialog: device, precision, memory policy, folders, cache, Replicate token, theme.
+"""The settings dialog: device, precision, memory policy, folders, cache, Replicate token, the
+engines a tab may run on (`app.ui.dialogs.engines`), theme.
 
-Everything but the token goes to the `Settings` store (QSettings); the token goes to the OS
-keyring through `app.secrets` and is never shown back, only whether one is stored.
+Everything but the tokens goes to the `Settings` store (QSettings); tokens go to the OS keyring
+through `app.secrets` and are never shown back, only whether one is stored.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from app import secrets
 from app.ui import settings as S
+from app.ui.dialogs.engines import EnginesEditor
 
 TOKEN_NAME = "replicate"
 
@@ -38,7 +40,7 @@ class SettingsDialog(QDialog):
         self.settings = settings
         self.combos: dict[str, QComboBox] = {}
 
-        engine = QGroupBox("Engine")
+        engine = QGroupBox("Local engine")
         ef = QFormLayout(engine)
         for label, choice, tip in (
             ("Device", S.DEVICE, "auto picks CUDA, then Apple MPS, then the CPU"),
@@ -84,6 +86,8 @@ class SettingsDialog(QDialog):
         of.addRow("", self.token_state)
         self._show_token_state()
 
+        self.engines = EnginesEditor(settings)
+
         look = QGroupBox("Appearance")
         lf = QFormLayout(look)
         theme = QComboBox()
@@ -100,7 +104,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
-        for box in (engine, folders, online, look):
+        for box in (engine, self.engines, folders, online, look):
             lay.addWidget(box)
         lay.addWidget(self.error)
         lay.addWidget(buttons)
@@ -126,7 +130,11 @@ class SettingsDialog(QDialog):
         self.error.show()
 
     def apply(self) -> bool:
-        """Write everything; False (with the reason shown) when the token could not be stored."""
+        """Write everything; False (with the reason shown) when a token could not be stored or an
+        engine's entry is wrong."""
+        if not self.engines.apply():
+            self._fail(self.engines.error)
+            return False
         token = self.token.text().strip()
         if token:
             try:

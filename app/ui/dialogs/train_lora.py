@@ -8,11 +8,19 @@ runs (this process, or a rented GPU). The run's events come back through a queue
 progress metrics feed the loss plot, "sample" files the sample strip, the "lora" file is the
 result. Stop cancels the run (the trainer writes a checkpoint first); Resume submits the same
 workflow with `resume` on. Numeric fields take their ranges from the node's declaration.
+
+The Engine field picks where it trains (default: the current tab's engine): the same calls go to
+a remote engine's client, which uploads the dataset and the base model it lacks, keeps the
+checkpoints on the server, and brings the LoRA back to the local path the dialog resolved (the
+loras folder, or the chosen output file). Nothing here waits on the network: the base-model list
+of a remote engine is the one its last probe read, and Stop is sent from a worker thread.
 """
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +55,7 @@ from app.ui.dialogs.dataset_browser import DatasetBrowser, thumbnail
 from app.ui.dialogs.loss_plot import LossPlot
 
 DEFAULTS = "(defaults)"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +85,7 @@ class TrainRun(QObject):
         self.outcome = TrainOutcome()
         self.run_id: str | None = None
         self._failure = "training failed"
+        self._stop_requested = False
         self._bridged.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
         self._unsubscribe = client.subscribe(self._bridged.emit)
 
@@ -83,13 +93,27 @@ class TrainRun(QObject):
         self.run_id = self.client.submit(self.graph, ["train"], self.output_dir).run_id
 
     def stop(self) -> None:
-        if self.run_id is not None:
-            self.client.cancel(self.run_id)
+        """Cancel the run, off the GUI thread (a remote engine is a request away); a run still
+        being uploaded is asked again when it starts on its server."""
+        if self.run_id is None:
+            return
+        self._stop_requested = True
+        client, run_id = self.client, self.run_id
+
+        def work() -> None:
+            try:
+                client.cancel(run_id)
+            except Exception as exc:  # noqa: BLE001 - an engine that went away stops nothing
+                log.info("stop %s: %s", run_id, exc)
+
+        threading.Thread(target=work, name="imagebash-train-stop", daemon=True).start()
 
     def _on_event(self, e: ev.Event) -> None:
         if e.run_id != self.run_id:
             return
-        if isinstance(e, ev.NodeProgress):
+        if isinstance(e, (ev.RunStarted, ev.NodeStarted)) and self._stop_requested:
+            self.stop()
+        elif isinstance(e, ev.NodeProgress):
             if e.metric("total"):
                 self.outcome.steps, self.outcome.total_steps = int(e.metric("step", 0)), int(e.metric("total"))
             if e.metric("checkpoint"):
@@ -120,18 +144,24 @@ class TrainRun(QObject):
 class TrainLoraDialog(QDialog):
     """See the module docstring; `config()` is what Start would train with."""
 
-    def __init__(self, settings: Any = None, parent: QWidget | None = None, engine: Any = None) -> None:
+    def __init__(self, settings: Any = None, parent: QWidget | None = None, engine: Any = None,
+                 engines: Any = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train LoRA")
         self.resize(1100, 760)
         self.settings = settings
+        #: The window's engines (`app.ui.engines.EngineSet`), or None: train on `engine` only.
+        self.engines = engines
+        if engine is None and engines is not None:
+            engine = engines.local
         self._own_engine = engine is None
         if engine is None:
             from app.engine.client import LocalEngine
 
             engine = LocalEngine(settings=settings.engine_settings() if settings is not None else None)
-        self.engine = engine
-        spec = engine.registry.get(TRAIN_NODE)
+        self.local_engine = self.engine = engine
+        self.engine_key = "local"
+        spec = engine.registry.get(TRAIN_NODE)  # the local declaration: the same node on every engine
         self._ports = {p.name: p for p in spec.inputs} if spec is not None else {}
         self.worker: TrainRun | None = None
         self.result: TrainOutcome | None = None
@@ -148,6 +178,12 @@ class TrainLoraDialog(QDialog):
         ll.addLayout(data_row)
         ll.addWidget(self.browser, 1)
 
+        self.engine_choice = QComboBox()
+        self.engine_choice.setToolTip("Where it trains: this computer, or a remote engine (Settings ▸ Engines)")
+        self._fill_engines()
+        self.engine_choice.currentIndexChanged.connect(self._engine_selected)
+        if engines is not None:
+            engines.choicesChanged.connect(self._choices_changed)
         self.preset = QComboBox()
         self.preset.addItems([DEFAULTS, *C.preset_names()])
         self.preset.currentTextChanged.connect(self._preset_changed)
@@ -180,6 +216,7 @@ class TrainLoraDialog(QDialog):
         self.sample_steps = self._spin("sample_steps")
         self.sample_steps.setMinimum(1)
         form = QFormLayout()
+        form.addRow("Engine", self.engine_choice)
         form.addRow("Preset", self.preset)
         form.addRow("Base model", _row(self.base, _button("File…", self._pick_base_file),
                                        _button("Folder…", self._pick_base_folder)))
@@ -196,7 +233,7 @@ class TrainLoraDialog(QDialog):
         form.addRow("Sample every", self.sample_every)
         form.addRow("Sample prompts", self.sample_prompts)
         form.addRow("Sample steps", self.sample_steps)
-        form.addRow("", QLabel("Trains on the engine's device (Settings ▸ Device)."))
+        form.addRow("", QLabel("Trains on the chosen engine's device (local: Settings ▸ Device)."))
         right = QWidget()
         right.setLayout(form)
 
@@ -254,10 +291,59 @@ class TrainLoraDialog(QDialog):
         return _spin(int(lo), int(hi), step)
 
     def _models(self) -> list[str]:
+        """The base models the chosen engine has (a remote one's as its last probe read them)."""
         try:
+            if self.engines is not None and self.engine_key != "local":
+                return self.engines.choices(self.engine_key, TRAIN_NODE, "base")
             return self.engine.models("checkpoint")
         except Exception:  # noqa: BLE001 - no list is still a usable field (type a path)
             return []
+
+    # engine -------------------------------------------------------------------------------------
+    def _fill_engines(self) -> None:
+        entries = self.engines.entries() if self.engines is not None else []
+        self.engine_choice.blockSignals(True)
+        self.engine_choice.clear()
+        if not entries:
+            self.engine_choice.addItem("local", "local")
+        for e in entries:
+            self.engine_choice.addItem(e.name if e.is_local else f"{e.name} ({e.url})", e.key)
+        i = self.engine_choice.findData(self.engine_key)
+        self.engine_choice.setCurrentIndex(max(i, 0))
+        self.engine_choice.blockSignals(False)
+
+    def use_engine(self, key: str) -> None:
+        """Train on engine `key` (the list is read again from Settings); kept while a run is on."""
+        if self.worker is not None:
+            return
+        self._fill_engines()
+        i = self.engine_choice.findData(key)
+        if i >= 0 and i != self.engine_choice.currentIndex():
+            self.engine_choice.setCurrentIndex(i)
+        elif i >= 0:
+            self._engine_selected(i)
+
+    def _engine_selected(self, index: int) -> None:
+        key = self.engine_choice.itemData(index) or "local"
+        if self.worker is not None:
+            return
+        self.engine_key = key
+        self.engine = (self.engines.client(key) if self.engines is not None and key != "local"
+                       else self.local_engine)
+        self._refill_models()
+        self._update_resume()
+
+    def _choices_changed(self, key: str) -> None:
+        if key == self.engine_key:
+            self._refill_models()
+
+    def _refill_models(self) -> None:
+        text = self.base.currentText()
+        self.base.blockSignals(True)
+        self.base.clear()
+        self.base.addItems(self._models())
+        self.base.setCurrentText(text)
+        self.base.blockSignals(False)
 
     # form <-> config ----------------------------------------------------------------------------
     def _fill(self, cfg: C.TrainConfig) -> None:
@@ -306,6 +392,10 @@ class TrainLoraDialog(QDialog):
     def _update_resume(self) -> None:
         from app.training import checkpoint
 
+        if self.engine_key != "local":  # its checkpoints are on the server, next to its run
+            self.resume_button.setEnabled(self.worker is None)
+            self.resume_button.setToolTip("Continue from the newest checkpoint the engine keeps of this run")
+            return
         try:
             cfg = self.config()
             ck = checkpoint.latest(C.checkpoint_root(cfg)) if cfg.data else None
@@ -334,6 +424,7 @@ class TrainLoraDialog(QDialog):
         self.status_kind = "running"
         out_dir = pathlib.Path(self.settings.output_dir) if self.settings is not None else pathlib.Path("output")
         preset = "" if self.preset.currentText() == DEFAULTS else self.preset.currentText()
+        cfg = cfg.replace(out=str(C.lora_out_path(cfg)))  # resolved here: the LoRA comes back to this machine
         self.worker = TrainRun(self.engine, training_graph(cfg, preset, resume), out_dir, self)
         self.worker.progressed.connect(self._progress)
         self.worker.logged.connect(self.log_view.appendPlainText)
@@ -385,6 +476,7 @@ class TrainLoraDialog(QDialog):
         self.samples.scrollToItem(item)
 
     def _set_running(self, on: bool) -> None:
+        self.engine_choice.setEnabled(not on)
         self.start_button.setEnabled(not on)
         self.stop_button.setEnabled(on)
         if on:

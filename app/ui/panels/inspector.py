@@ -104,7 +104,7 @@ class InspectorPanel(QScrollArea):
             elif port.is_param:
                 value = node.params.get(port.name, port.default if port.default is not REQUIRED else None)
                 w = make_editor(port, value, lambda v, name=port.name: self._commit(name, v),
-                                choices=lambda name=port.name: self.document.registry.choices(spec.id, name))
+                                choices=lambda name=port.name: self.document.choices(spec.id, name))
                 self.editors[port.name] = w
             else:
                 w = QLabel(f"{port.kind} input — not connected" + ("" if port.required else " (optional)"))

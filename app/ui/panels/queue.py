@@ -1,4 +1,6 @@
-"""The queue panel: every run of this session with its status, times and the files it wrote."""
+"""The queue panel: every run of this session with its engine, status, times and the files it wrote.
+
+A running remote job shows its latest step that is not a node's (an upload) in the Outputs column."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from app.ui.runner import RunController, RunJob
 STATUS_COLORS = {"running": "#4a9eda", "done": "#5bb974", "failed": "#e0605a", "error": "#e0605a",
                  "cancelled": "#d9a441", "queued": "#888888"}
 PATH_ROLE = Qt.ItemDataRole.UserRole
+ENGINE, STATUS, OUTPUTS = 2, 3, 6
 
 
 class QueuePanel(QWidget):
@@ -25,16 +28,13 @@ class QueuePanel(QWidget):
         super().__init__(parent)
         self.runner = runner
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Run", "Workflow", "Status", "Queued", "Time", "Outputs"])
-        self.tree.setColumnWidth(0, 50)
-        self.tree.setColumnWidth(1, 140)
-        self.tree.setColumnWidth(2, 80)
-        self.tree.setColumnWidth(3, 70)
-        self.tree.setColumnWidth(4, 60)
+        self.tree.setHeaderLabels(["Run", "Workflow", "Engine", "Status", "Queued", "Time", "Outputs"])
+        for col, width in enumerate((50, 140, 90, 80, 70, 60)):
+            self.tree.setColumnWidth(col, width)
         self._items: dict[int, QTreeWidgetItem] = {}
         cancel = QPushButton("Cancel run")
         cancel.setToolTip("Cancel the running workflow and drop the queued ones (Esc)")
-        cancel.clicked.connect(runner.cancel)
+        cancel.clicked.connect(lambda _=False: runner.cancel())
         clear = QPushButton("Clear finished")
         clear.clicked.connect(self.clear_finished)
         bar = QHBoxLayout()
@@ -62,20 +62,22 @@ class QueuePanel(QWidget):
             self.tree.insertTopLevelItem(0, item)
         item.setText(0, f"#{job.number}")
         item.setText(1, job.title)
-        item.setText(2, job.status)
-        item.setText(3, time.strftime("%H:%M:%S", time.localtime(job.queued_at)))
-        item.setText(4, f"{job.duration:.1f}s" if job.duration is not None else "")
+        item.setText(ENGINE, job.engine)
+        item.setToolTip(ENGINE, job.engine_key)
+        item.setText(STATUS, job.status)
+        item.setText(4, time.strftime("%H:%M:%S", time.localtime(job.queued_at)))
+        item.setText(5, f"{job.duration:.1f}s" if job.duration is not None else "")
         color = STATUS_COLORS.get(job.status)
         if color:
-            item.setForeground(2, QBrush(QColor(color)))
+            item.setForeground(STATUS, QBrush(QColor(color)))
         tip = job.message or "\n".join(f"{k}: {v}" for k, v in job.errors.items())
-        item.setToolTip(2, tip)
+        item.setToolTip(STATUS, tip)
         if job.finished:
-            item.setText(5, f"{len(job.files)} file(s)" if job.files else (job.message or ""))
+            item.setText(OUTPUTS, f"{len(job.files)} file(s)" if job.files else (job.message or ""))
             item.takeChildren()
             for f in job.files:
-                child = QTreeWidgetItem(["", "", "", "", "", f.name])
-                child.setToolTip(5, str(f))
+                child = QTreeWidgetItem(["", "", "", "", "", "", f.name])
+                child.setToolTip(OUTPUTS, str(f))
                 child.setData(0, PATH_ROLE, str(f))
                 item.addChild(child)
             if job.files:
@@ -86,18 +88,25 @@ class QueuePanel(QWidget):
         return [item.child(i).data(0, PATH_ROLE) for i in range(item.childCount())]
 
     def status_of(self, number: int) -> str:
-        return self._items[number].text(2)
+        return self._items[number].text(STATUS)
+
+    def row_of(self, number: int) -> list[str]:
+        """The texts of a run's row (Run, Workflow, Engine, Status, Queued, Time, Outputs)."""
+        item = self._items[number]
+        return [item.text(c) for c in range(self.tree.columnCount())]
 
     def clear_finished(self) -> None:
         for number, item in list(self._items.items()):
-            if item.text(2) not in ("queued", "running"):
+            if item.text(STATUS) not in ("queued", "running"):
                 self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item))
                 del self._items[number]
 
     def _refresh_running(self) -> None:
-        job = self.runner.current
-        if job is not None and job.number in self._items and job.duration is not None:
-            self._items[job.number].setText(4, f"{job.duration:.1f}s")
+        for job in self.runner.active_jobs():
+            item = self._items.get(job.number)
+            if item is not None and job.duration is not None:
+                item.setText(5, f"{job.duration:.1f}s")
+                item.setText(OUTPUTS, job.note)
 
     def _activated(self, item: QTreeWidgetItem, _col: int) -> None:
         path = item.data(0, PATH_ROLE)
