@@ -397,16 +397,18 @@ class RemoteEngine:
             log.warning("%s: the server kept no copy of %s", run.run_id, rel)
             return None
         dest = run.destinations.get(art.node_id)
-        if dest is not None and art.kind == "lora":  # the LoRA to where it was asked for, its twin beside it
+        numbered = not (dest is not None and art.kind == "lora")
+        if not numbered:  # the LoRA to where it was asked for, its twin beside it
             from app.training.export import peft_path_for
 
             dest = peft_path_for(dest) if rel.endswith(".peft.safetensors") else dest
         elif rel.startswith("/") or ".." in pathlib.PurePosixPath(rel).parts:
-            dest = run.output_dir / pathlib.PurePosixPath(rel).name
+            dest = _unclaimed(run.output_dir / pathlib.PurePosixPath(rel).name, sha)
         else:
-            dest = run.output_dir / pathlib.PurePosixPath(rel)
+            dest = _unclaimed(run.output_dir / pathlib.PurePosixPath(rel), sha)
         try:
-            self.download_blob(sha, dest)
+            if not (numbered and dest.is_file()):  # a numbered name taken by the same content: a replay
+                self.download_blob(sha, dest)
         except (EngineUnavailable, OSError) as exc:
             self._dispatch(ev.NodeLog(run.run_id, art.node_id, f"could not download {rel}: {exc}", "warning"))
             return None
@@ -465,6 +467,30 @@ class RemoteEngine:
         if self._stream is not None:
             self._stream.join(wait_s)
         self._http.close()
+
+
+def _unclaimed(dest: pathlib.Path, sha256: str) -> pathlib.Path:
+    """`dest`, or the next free number after it (`name_00002.png`, else `name_2.png`) when an
+    earlier file holds that name: a server numbers a job's files from 1 in the job's own folder,
+    and here they meet the files of earlier runs, which must not be overwritten. A file there
+    with the same content is this file (its events replayed after a restart): it keeps its name."""
+    import hashlib
+    import re
+
+    m = re.fullmatch(r"(.*_)(\d+)", dest.stem)
+    candidate, n = dest, 1
+    while candidate.exists():
+        if candidate.is_file():
+            h = hashlib.sha256()
+            with open(candidate, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() == sha256:
+                return candidate
+        n += 1
+        name = (f"{m.group(1)}{int(m.group(2)) + n - 1:0{len(m.group(2))}d}" if m else f"{dest.stem}_{n}")
+        candidate = dest.with_name(name + dest.suffix)
+    return candidate
 
 
 def _event(record: dict[str, Any], url: str) -> ev.Event | None:
