@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -44,19 +45,30 @@ class Subscriber:
         self.limit = limit
         self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
         self.dropped = False
+        self._backlog = 0  # pushed and not taken yet (counted here: the queue fills later, on its loop)
+        self._lock = threading.Lock()
 
     def push(self, seq: int, job: str, text: str) -> None:
         """Called with the hub's lock held, from any thread."""
         if self.dropped or (self.job is not None and job != self.job):
             return
+        with self._lock:
+            self._backlog += 1
+            over = self._backlog > self.limit
         try:
-            if self.queue.qsize() >= self.limit:
+            if over:
                 self.dropped = True
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
             else:
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, (seq, text))
         except RuntimeError:  # the subscriber's loop is closed: it is gone
             self.dropped = True
+
+    async def get(self) -> tuple[int, str] | None:
+        item = await self.queue.get()
+        with self._lock:
+            self._backlog -= 1
+        return item
 
 
 class EventHub:
@@ -157,7 +169,7 @@ class EventHub:
                 if len(page) < REPLAY_PAGE:
                     break
             while True:
-                item = await sub.queue.get()
+                item = await sub.get()
                 if item is None:
                     raise Overflow(f"too far behind (more than {self.subscriber_limit} records): "
                                    f"reconnect with after={last}")

@@ -132,3 +132,32 @@ def test_event_latency(server):
     print(f"\nevent latency over {len(delays)} progress events: median {median * 1000:.1f} ms, "
           f"max {max(delays) * 1000:.1f} ms")
     assert median < 0.5
+
+
+def test_a_subscriber_that_falls_behind_is_told_to_reconnect(tmp_path):
+    import asyncio
+
+    import pytest
+
+    from app.server.db import Database
+    from app.server.hub import EventHub, Overflow
+
+    hub = EventHub(Database(tmp_path / "db.sqlite3"), subscriber_limit=3)
+
+    async def scenario() -> list[str]:
+        got: list[str] = []
+        stream = hub.replay_then_live(None)
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.05)  # subscribed, waiting for live records
+        for i in range(10):  # a burst the consumer does not read
+            hub.append("j", {"type": "NodeLog", "n": i})
+        got.append(await first)
+        with pytest.raises(Overflow, match="reconnect with after="):
+            async for text in stream:
+                got.append(text)
+        return got
+
+    got = asyncio.run(scenario())
+    assert 1 <= len(got) <= 4 and json.loads(got[0])["seq"] == 1
+    assert hub.subscribers == 0
+    assert [s for s, _ in hub.page(0, 100)] == list(range(1, 11))  # the log has them all for the replay

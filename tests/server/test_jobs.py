@@ -184,3 +184,22 @@ def test_outputs_by_reference(server):
     server.state.client.release("o")  # the engine no longer keeps the job's values
     gone = server.get("/jobs/o/outputs/grad/image")
     assert gone.status_code == 410 and "no longer kept" in gone.json()["error"]
+
+
+def test_a_clean_stop_leaves_the_running_job_interrupted_and_the_queue_for_later(tmp_path, monkeypatch):
+    from tests.server.conftest import InProcess
+
+    monkeypatch.setenv("IMAGEBASH_MODELS", str(tmp_path / "models"))
+    door = tmp_path / "door"
+    with InProcess(tmp_path / "srv") as s:
+        s.put("/jobs/running", json={"workflow": workflow(gate("g", door))})
+        s.put("/jobs/waiting", json={"workflow": workflow({"id": "w", "type": "test.write_text"})})
+        assert wait_for(lambda: s.get("/jobs/running").json()["status"] == "running")
+    # stopped (SIGTERM, Ctrl-C): the running job is interrupted, not cancelled; the queued one waits
+    with InProcess(tmp_path / "srv") as s:
+        job = s.get("/jobs/running").json()
+        assert job["status"] == "interrupted" and job["nodes"]["g"]["status"] == "interrupted"
+        assert s.wait("waiting")["status"] == "done"  # queued jobs run at the next start
+        door.touch()
+        assert s.post("/jobs/running/rerun").status_code == 200
+        assert s.wait("running")["status"] == "done"

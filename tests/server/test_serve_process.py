@@ -161,3 +161,10 @@ def test_bad_serve_arguments_are_one_line(args, words, capsys, tmp_path):
     assert main([*args, "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("imagebash: error:") and words in err and "\n" not in err
+
+
+def test_the_server_modules_import_neither_torch_nor_qt():
+    code = ("import sys, app.server.app, app.server.cli, app.server.state, app.server.models_api;"
+            "print(sorted(m for m in ('torch', 'PySide6', 'diffusers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
