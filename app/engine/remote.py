@@ -91,11 +91,11 @@ class RemoteEngine:
         import httpx
 
         self.url = url.rstrip("/")
-        self._token = token
+        self._token = str(token or "").strip()
         self._local_registry = local_registry
         self.timeout = timeout
         self._http = httpx.Client(base_url=self.url + API, timeout=timeout, verify=verify,
-                                  headers={"Authorization": f"Bearer {token}"})
+                                  headers={"Authorization": f"Bearer {self._token}"})
         self._registry: RemoteRegistry | None = None
         self._listeners: list[Callable[[ev.Event], None]] = []
         self._runs: dict[str, RemoteRun] = {}
@@ -113,6 +113,9 @@ class RemoteEngine:
     def _request(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
 
+        if not self._token:
+            raise EngineUnavailable(f"no token for the engine at {self.url}: set one in Settings > Engines, "
+                                    "IMAGEBASH_TOKEN or --token-file")
         try:
             r = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -248,9 +251,9 @@ class RemoteEngine:
         its events from the start are replayed, so its progress shows again."""
         self.job(run_id)  # a LookupError naming the job when the server has none
         run = RemoteRun(self, run_id, pathlib.Path(output_dir or "output"), {})
-        self._ensure_stream()
-        with self._lock:
+        with self._lock:  # listed before the stream runs: none of its live events goes elsewhere
             self._runs[run_id] = run
+        self._ensure_stream()
         self._replay(run)
         return run
 
@@ -311,6 +314,11 @@ class RemoteEngine:
                 listener(event)
             except Exception:
                 log.exception("event listener failed on %s", type(event).__name__)
+
+    def connect(self) -> None:
+        """Open the event stream now (it opens on the first submit otherwise), so `connected`
+        and EngineStatus events tell the link's state while nothing runs."""
+        self._ensure_stream()
 
     def _ensure_stream(self) -> None:
         with self._lock:

@@ -179,6 +179,7 @@ class EngineSet(QObject):
     def _probe_work(self, client: Any) -> None:
         try:
             info = client.info()
+            client.connect()  # the event stream from now on: a server that dies while idle shows at once
         except Exception as exc:  # noqa: BLE001 - any failure is the one line the toolbar shows
             self._emit(self._probed, client, None, one_line(exc))
             return
