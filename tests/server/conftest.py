@@ -99,13 +99,15 @@ def workflow(*nodes: dict, links: list | None = None) -> dict:
 
 
 class ServerProcess:
-    """`python -m <module> ARGS --port 0 --data-dir D` with its output collected; `stop()` always ends it."""
+    """`python -m <module> --port 0 --data-dir D ARGS` with its output collected; `stop()` always ends it."""
 
     BANNER = re.compile(r"listening on (https?)://[^\s:]+:(\d+)")
 
     def __init__(self, tmp: pathlib.Path, data_dir: pathlib.Path, module: str = "app.server",
-                 args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 command: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
+        self.command = command  # a subcommand first: ("serve",) for `python -m app`
         self.data_dir = data_dir
         self.module = module
         self.args = args
@@ -129,8 +131,9 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.lines, self.port = [], 0
         self._ready.clear()
-        # the port and the data dir come last: they override the same options in `args`
-        cmd = [sys.executable, "-m", self.module, *self.args, "--port", "0", "--data-dir", str(self.data_dir)]
+        # `args` come last: they override --port 0 and the data dir (tests/remote pins a port this way)
+        cmd = [sys.executable, "-m", self.module, *self.command, "--port", "0", "--data-dir", str(self.data_dir),
+               *self.args]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
@@ -187,8 +190,8 @@ def spawn(tmp_path: pathlib.Path) -> Iterator[Any]:
     started: list[ServerProcess] = []
 
     def make(module: str = "app.server", args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-             data_dir: pathlib.Path | None = None, start: bool = True) -> ServerProcess:
-        p = ServerProcess(tmp_path, data_dir or tmp_path / "srv", module, args, env)
+             data_dir: pathlib.Path | None = None, start: bool = True, command: tuple[str, ...] = ()) -> ServerProcess:
+        p = ServerProcess(tmp_path, data_dir or tmp_path / "srv", module, args, env, command)
         started.append(p)
         return p.start() if start else p
 

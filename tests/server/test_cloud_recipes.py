@@ -61,9 +61,13 @@ def test_dockerfile_recipe():
 
 
 def test_the_entrypoint_runs_and_says_how_to_connect(spawn, tmp_path):
-    argv = entrypoint()[2:]  # the serve options; the data dir and the port are moved below
-    p = spawn(module="app", args=("serve", *argv, "--models", str(tmp_path / "workspace-models")),
-              env={"RUNPOD_POD_ID": "pod42"})
+    argv = entrypoint()[2:]  # the serve options, with the port and the folders moved to tmp
+    moved = {"--port": "0", "--data-dir": str(tmp_path / "workspace-data"),
+             "--models": str(tmp_path / "workspace-models")}
+    argv = [moved.get(prev, a) for prev, a in zip(["", *argv[:-1]], argv, strict=True)]
+    assert argv.count("0") == 1 and str(tmp_path / "workspace-data") in argv
+    p = spawn(module="app", command=("serve",), args=tuple(argv), env={"RUNPOD_POD_ID": "pod42"},
+              data_dir=tmp_path / "workspace-data")
     assert "warning: listening on 0.0.0.0 without TLS" in p.output
     assert f"https://pod42-{p.port}.proxy.runpod.net" in p.output
     assert (tmp_path / "workspace-models" / "loras").is_dir()
