@@ -330,21 +330,26 @@ class BlobStore:
                 buf, buffered = [], 0
 
         read = up.received  # bytes of the upload so far, accepted or still in `buf`
-        async for chunk in chunks:  # a client gone mid-chunk: what was accepted is the resume point
-            if not chunk:
-                continue
-            read += len(chunk)
-            if read > up.total:
-                await self._settle(sha, up)
-                self._drop_partial(sha)
-                raise BlobError(422, f"the upload sent more bytes than X-Blob-Size ({up.total}): it was dropped",
-                                received=0)
-            up.hasher.update(chunk)  # here, as it arrives: hashlib lets the GIL go while it runs
-            buf.append(chunk)
-            buffered += len(chunk)
-            if buffered >= WRITE_BYTES:
-                await flush()
-        await flush()  # the rest of this chunk goes out; the next request (or the last check) waits for it
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                read += len(chunk)
+                if read > up.total:
+                    buf, buffered = [], 0
+                    await self._settle(sha, up)
+                    self._drop_partial(sha)
+                    raise BlobError(422, f"the upload sent more bytes than X-Blob-Size ({up.total}): it was "
+                                         "dropped", received=0)
+                up.hasher.update(chunk)  # here, as it arrives: hashlib lets the GIL go while it runs
+                buf.append(chunk)
+                buffered += len(chunk)
+                if buffered >= WRITE_BYTES:
+                    await flush()
+        finally:
+            # the rest goes out, also when the client went away mid-chunk: every hashed byte is an
+            # accepted one, so `received` stays the resume point; the next request waits for it
+            await asyncio.shield(flush())
 
     # trees ----------------------------------------------------------------------------------------
     def put_tree(self, files: dict[str, str]) -> tuple[str, list[str]]:

@@ -220,3 +220,36 @@ def test_load_folder_from_a_tree(server):
     assert server.wait("folder")["status"] == "done"
     batch = np.load(io.BytesIO(server.get("/jobs/folder/outputs/f/image").content), allow_pickle=False)
     assert batch.shape[0] == 2
+
+
+def test_a_client_gone_mid_chunk_leaves_a_consistent_resume_point(tmp_path):
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    from app.server.blobs import WRITE_BYTES, BlobStore
+
+    store = BlobStore(tmp_path)
+    data = os.urandom(WRITE_BYTES * 3 + 12345)
+    digest = sha(data)
+    piece = WRITE_BYTES // 2
+
+    async def dropped():  # 1.5 pieces' worth arrives, then the connection breaks
+        for off in (0, piece, 2 * piece):
+            yield data[off:off + piece]
+        raise ClientDisconnect()
+
+    async def rest(start: int):
+        for off in range(start, len(data), 65536):
+            yield data[off:off + 65536]
+
+    async def scenario() -> tuple[int, dict]:
+        with pytest.raises(ClientDisconnect):
+            await store.receive(digest, 0, len(data), None, dropped())
+        received = store.upload_status(digest)["received"]
+        assert received == 3 * piece  # everything that arrived was kept, and hashed once
+        return await store.receive(digest, received, len(data), None, rest(received))
+
+    status, body = asyncio.run(scenario())
+    assert status == 201 and body == {"sha256": digest, "size": len(data)}
+    assert store.path(digest).read_bytes() == data
