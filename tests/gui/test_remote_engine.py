@@ -7,10 +7,6 @@ and a job followed again by a new window. Each server is `python -m tests.server
 from __future__ import annotations
 
 import pathlib
-import socket
-import subprocess
-import sys
-import threading
 
 import httpx
 import keyring
@@ -24,11 +20,11 @@ from app import __version__, paths, secrets
 from app.engine.protocol import API
 from app.engine.remote_cli import keyring_name
 from app.graph.model import Graph, Link, NodeInstance
-from app.paths import REPO_ROOT
 from app.ui.document import WorkflowDocument
 from app.ui.settings import EngineEntry
 from tests.gui.conftest import activate, node_item, wait_job
-from tests.server.conftest import ServerProcess, wait_for
+from tests.remote.servers import Server
+from tests.server.conftest import wait_for
 
 NAME = "gpu box"
 
@@ -63,40 +59,13 @@ def memory_keyring():
     keyring.set_keyring(previous)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class FixedPortServer(ServerProcess):
-    """`python -m tests.server.nodes_for_tests` on one port for its whole life, so a restarted
-    server answers where its clients look for it."""
-
-    def __init__(self, tmp: pathlib.Path) -> None:
-        super().__init__(tmp, tmp / "srv", "tests.server.nodes_for_tests")
-        self.fixed_port = _free_port()
-
-    def start(self, timeout: float = 60.0) -> FixedPortServer:
-        self.lines, self.port = [], 0
-        self._ready.clear()
-        cmd = [sys.executable, "-m", self.module, "--data-dir", str(self.data_dir), "--port", str(self.fixed_port)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise AssertionError(f"the server did not start:\n{self.output}")
-        return self
-
-
 @pytest.fixture
 def server(tmp_path):
     """A real server, with one checkpoint of its own in its models folder; always stopped."""
     model = tmp_path / "models" / "checkpoints" / "server-only-model"
     model.mkdir(parents=True)
     (model / "model_index.json").write_text("{}")
-    s = FixedPortServer(tmp_path)
+    s = Server(tmp_path)
     try:
         yield s.start()
     finally:

@@ -4,28 +4,12 @@ temporary data dir and token, always stopped), and RemoteEngine clients of it.""
 from __future__ import annotations
 
 import pathlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.server.conftest import ServerProcess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server(ServerProcess):
-    """`python -m tests.server.nodes_for_tests` (imagebash serve with three test nodes) on a fixed
-    port, so a restarted server answers where its clients look for it."""
-
-    def __init__(self, tmp: pathlib.Path) -> None:
-        self.fixed_port = free_port()
-        super().__init__(tmp, tmp / "srv", "tests.server.nodes_for_tests", ("--port", str(self.fixed_port)))
+from tests.remote.servers import Server
 
 
 @pytest.fixture
