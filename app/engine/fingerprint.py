@@ -16,23 +16,25 @@ import threading
 from collections import OrderedDict
 
 MEMO_ENTRIES = 4096
-_memo: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+_memo: OrderedDict[tuple[str, int, int, str], str] = OrderedDict()
 _lock = threading.Lock()
 _CHUNK = 1 << 20
 
 
-def file_hash(path: str | os.PathLike[str], digest_size: int = 16) -> str:
-    """Hex blake2b of a file's content, memoised on (path, size, mtime)."""
+def file_hash(path: str | os.PathLike[str], digest_size: int = 16, algorithm: str = "blake2b") -> str:
+    """Hex digest of a file's content (blake2b of `digest_size` bytes, or e.g. "sha256", which
+    the remote engine's content addressing uses), memoised on (path, size, mtime)."""
     p = os.fspath(path)
     st = os.stat(p)
-    key = (os.path.abspath(p), st.st_size, st.st_mtime_ns)
+    name = f"blake2b-{digest_size}" if algorithm == "blake2b" else algorithm
+    key = (os.path.abspath(p), st.st_size, st.st_mtime_ns, name)
     with _lock:
         hit = _memo.get(key)
         if hit is not None:
             _memo.move_to_end(key)
-    if hit is not None and len(hit) == digest_size * 2:
+    if hit is not None:
         return hit
-    h = hashlib.blake2b(digest_size=digest_size)
+    h = hashlib.blake2b(digest_size=digest_size) if algorithm == "blake2b" else hashlib.new(algorithm)
     with open(p, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)

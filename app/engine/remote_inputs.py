@@ -14,15 +14,13 @@ remembered here, so the client brings the result back to where the user asked fo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.engine.fingerprint import file_hash
 from app.engine.protocol import blob_ref, tree_hash, tree_ref
 from app.graph.io import graph_to_dict
 from app.graph.model import Graph
@@ -30,9 +28,6 @@ from nodes.registry import PortSpec, Registry
 
 Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
 
-_HASHES: OrderedDict[tuple[str, int, int], str] = OrderedDict()
-_HASH_LOCK = threading.Lock()
-HASH_MEMO = 4096
 MODEL_SUFFIXES = (".safetensors",)
 
 
@@ -57,23 +52,7 @@ class Transport(Protocol):
 
 def sha256_of(path: pathlib.Path) -> str:
     """The file's sha256, memoised on (path, size, mtime): a 7 GB checkpoint is read once."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        hit = _HASHES.get(key)
-        if hit is not None:
-            _HASHES.move_to_end(key)
-            return hit
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _HASH_LOCK:
-        _HASHES[key] = digest
-        while len(_HASHES) > HASH_MEMO:
-            _HASHES.popitem(last=False)
-    return digest
+    return file_hash(path, algorithm="sha256")
 
 
 @dataclass

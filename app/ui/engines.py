@@ -18,6 +18,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, Signal
 
 from app.ui.settings import LOCAL, LOCAL_ENGINE, EngineEntry, Settings
+from app.ui.signals import emit_safely
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +182,10 @@ class EngineSet(QObject):
             info = client.info()
             client.connect()  # the event stream from now on: a server that dies while idle shows at once
         except Exception as exc:  # noqa: BLE001 - any failure is the one line the toolbar shows
-            self._emit(self._probed, client, None, one_line(exc))
+            emit_safely(self._probed, client, None, one_line(exc))
             return
-        self._emit(self._probed, client, info, "")
-        self._emit(self._listed, client, self._read_choices(client))
+        emit_safely(self._probed, client, info, "")
+        emit_safely(self._listed, client, self._read_choices(client))
 
     @staticmethod
     def _read_choices(client: Any) -> dict[tuple[str, str], list[str]]:
@@ -199,12 +200,6 @@ class EngineSet(QObject):
             log.info("model lists of %r: %s", client, one_line(exc))
         return table
 
-    @staticmethod
-    def _emit(signal: Any, *args: Any) -> None:
-        try:
-            signal.emit(*args)
-        except RuntimeError:  # the window closed meanwhile
-            pass
 
     def _on_probed(self, client: Any, info: Any, error: str) -> None:
         self._probing.discard(id(client))

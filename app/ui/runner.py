@@ -33,6 +33,7 @@ from app.engine.wire import OutputRef, OutputSummary
 from app.graph.model import Graph
 from app.graph.validate import Problem
 from app.ui.engines import one_line
+from app.ui.signals import emit_safely
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +194,9 @@ class RunController(QObject):
             try:
                 job.handle = client.attach(run_id, job.output_dir)
             except LookupError:
-                self._emit_safely(self._follow_failed, job, f"the job {run_id} is no longer on {engine}", True)
+                emit_safely(self._follow_failed, job, f"the job {run_id} is no longer on {engine}", True)
             except Exception as exc:  # noqa: BLE001 - unreachable, refused: one line, try at the next start
-                self._emit_safely(self._follow_failed, job, one_line(exc), False)
+                emit_safely(self._follow_failed, job, one_line(exc), False)
 
         threading.Thread(target=attach, name="imagebash-attach", daemon=True).start()
         return job
@@ -348,12 +349,6 @@ class RunController(QObject):
             client.shutdown(wait_s)
         self._subscriptions.clear()
 
-    @staticmethod
-    def _emit_safely(signal: Any, *args: Any) -> None:
-        try:
-            signal.emit(*args)
-        except RuntimeError:  # the window closed meanwhile
-            pass
 
 
 def display_summary(outputs: dict[str, OutputSummary]) -> OutputSummary | None:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import pathlib
 
 import httpx
-import keyring
 import numpy as np
 import pytest
-from keyring.backend import KeyringBackend
-from keyring.errors import PasswordDeleteError
 from PySide6.QtCore import Qt
 
 from app import __version__, paths, secrets
@@ -23,40 +20,10 @@ from app.graph.model import Graph, Link, NodeInstance
 from app.ui.document import WorkflowDocument
 from app.ui.settings import EngineEntry
 from tests.gui.conftest import activate, node_item, wait_job
-from tests.remote.servers import Server
+from tests.remote.servers import serving
 from tests.server.conftest import wait_for
 
 NAME = "gpu box"
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring backend in a dict (the test machine has none)."""
-
-    priority = 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if (service, username) not in self.store:
-            raise PasswordDeleteError(username)
-        del self.store[(service, username)]
-
-
-@pytest.fixture
-def memory_keyring():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 @pytest.fixture
@@ -65,11 +32,8 @@ def server(tmp_path):
     model = tmp_path / "models" / "checkpoints" / "server-only-model"
     model.mkdir(parents=True)
     (model / "model_index.json").write_text("{}")
-    s = Server(tmp_path)
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+    with serving(tmp_path) as s:
+        yield s
 
 
 @pytest.fixture

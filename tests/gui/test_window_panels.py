@@ -119,44 +119,6 @@ def test_preview_scrubs_video_frames(make_window, qtbot, test_registry):
     assert win.queue.files_of(job.number) == [str(p) for p in job.files]
 
 
-class MemoryKeyring:
-    """An in-memory keyring backend for tests."""
-
-    def __init__(self):
-        import keyring.backend
-
-        class _Backend(keyring.backend.KeyringBackend):
-            priority = 1
-            store: dict = {}
-
-            def get_password(self, service, username):
-                return self.store.get((service, username))
-
-            def set_password(self, service, username, password):
-                self.store[(service, username)] = password
-
-            def delete_password(self, service, username):
-                import keyring.errors
-
-                if (service, username) not in self.store:
-                    raise keyring.errors.PasswordDeleteError(username)
-                del self.store[(service, username)]
-
-        self.backend = _Backend()
-
-
-@pytest.fixture
-def memory_keyring():
-    import keyring
-
-    old = keyring.get_keyring()
-    kr = MemoryKeyring().backend
-    kr.store.clear()
-    keyring.set_keyring(kr)
-    yield kr
-    keyring.set_keyring(old)
-
-
 def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory_keyring, gui_settings, tmp_path,
                                                               monkeypatch):
     from app import paths, secrets

@@ -9,16 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.remote.servers import Server
+from tests.remote.servers import Server, serving
 
 
 @pytest.fixture
 def server(tmp_path: pathlib.Path) -> Iterator[Server]:
-    s = Server(tmp_path)
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+    with serving(tmp_path) as s:
+        yield s
 
 
 @pytest.fixture

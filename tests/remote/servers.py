@@ -3,8 +3,10 @@ server answers where its clients look for it (shared by the client and the GUI t
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import socket
+from collections.abc import Iterator
 
 from tests.server.conftest import ServerProcess
 
@@ -21,3 +23,13 @@ class Server(ServerProcess):
     def __init__(self, tmp: pathlib.Path) -> None:
         self.fixed_port = free_port()
         super().__init__(tmp, tmp / "srv", "tests.server.nodes_for_tests", ("--port", str(self.fixed_port)))
+
+
+@contextlib.contextmanager
+def serving(tmp: pathlib.Path) -> Iterator[Server]:
+    """A started Server for a test, stopped (whatever the test did to it) when it ends."""
+    s = Server(tmp)
+    try:
+        yield s.start()
+    finally:
+        s.stop()

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from app import secrets
 from app.ui import settings as S
 from app.ui.engines import describe_info, one_line
+from app.ui.signals import emit_safely
 
 #: Seconds Test connection waits for an answer (on a worker thread: the dialog stays live). A
 #: server's first /info imports torch to name its GPU, which takes seconds on a cold box.
@@ -182,10 +183,7 @@ class EnginesEditor(QGroupBox):
         finally:
             if engine is not None:
                 engine.shutdown()
-        try:
-            self._result.emit(row, line)
-        except RuntimeError:  # the dialog closed meanwhile
-            pass
+        emit_safely(self._result, row, line)
 
     def _show_result(self, row: _Row, line: str) -> None:
         if row is self._row():

@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage
 
 from app.engine.wire import OutputSummary
+from app.ui.signals import emit_safely
 
 
 def to_qimage(frame: np.ndarray | bytes, max_side: int | None = None) -> QImage:
@@ -84,13 +85,6 @@ class FrameFetcher(QObject):
             try:
                 frame = self.client.fetch_frame(summary.ref, index)
             except Exception as exc:  # noqa: BLE001 - shown to the user, the panel stays usable
-                self._deliver(self.failed, f"frame {index}: {exc}")
+                emit_safely(self.failed, f"frame {index}: {exc}")
                 continue
-            self._deliver(self.frameReady, index, frame)
-
-    @staticmethod
-    def _deliver(signal: Any, *args: Any) -> None:
-        try:
-            signal.emit(*args)
-        except RuntimeError:  # the panel was closed while the frame was being made
-            pass
+            emit_safely(self.frameReady, index, frame)
