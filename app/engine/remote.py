@@ -43,6 +43,12 @@ from nodes.registry import Registry
 
 log = logging.getLogger(__name__)
 
+#: The server's model list is asked again after this long (adopting one asks at once).
+MODELS_TTL_S = 3.0
+#: An upload request is sized to take about this long (well under MAX_REQUEST_SECONDS).
+UPLOAD_PIECE_S = 8.0
+MAX_PIECE_BYTES = 2 << 30
+
 #: Reconnect delays (seconds) after a dropped event stream; the last repeats.
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -101,6 +107,8 @@ class RemoteEngine:
         self._runs: dict[str, RemoteRun] = {}
         self._lock = threading.RLock()
         self._last_seq: int | None = None
+        self._present: set[str] = set()  # blob and tree hashes the server is known to hold
+        self._models_seen: tuple[float, list[dict[str, Any]]] | None = None
         self._stream: threading.Thread | None = None
         self._stop = threading.Event()
         self.connected = False
@@ -157,42 +165,78 @@ class RemoteEngine:
         return [m["name"] for m in self.server_models() if m.get("kind") == kind]
 
     def server_models(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/models"))
+        with self._lock:
+            hit = self._models_seen
+        if hit is not None and time.monotonic() - hit[0] < MODELS_TTL_S:
+            return list(hit[1])
+        models = list(self._json("GET", "/models"))
+        with self._lock:
+            self._models_seen = (time.monotonic(), models)
+        return list(models)
 
     # uploads (remote_inputs.Transport) ----------------------------------------------------------
     def missing(self, hashes: list[str]) -> list[str]:
-        if not hashes:
+        """The hashes the server lacks. Those it has are remembered for this connection (the
+        store only grows), so a workflow submitted again asks nothing."""
+        with self._lock:
+            unknown = [h for h in dict.fromkeys(hashes) if h not in self._present]
+        if not unknown:
             return []
-        return list(self._json("POST", "/blobs/missing", json={"hashes": hashes}).get("missing", []))
+        lacking = list(self._json("POST", "/blobs/missing", json={"hashes": unknown}).get("missing", []))
+        with self._lock:
+            self._present.update(set(unknown) - set(lacking))
+        return lacking
 
     def upload(self, path: pathlib.Path, sha256: str, size: int, progress: Progress | None = None) -> None:
-        """Send a file in chunks, resuming from what the server already has of it."""
+        """Send a file in pieces, resuming from what the server already has of it.
+
+        A piece is one request, streamed from the file. The first is CHUNK_BYTES; later ones are
+        sized from the speed seen so far to take about UPLOAD_PIECE_S (never near the proxies'
+        time limits), so a fast link sends a big file in a few requests instead of paying a
+        round trip every 8 MB, and a slow one keeps its requests short.
+        """
         offset = int(self._json("GET", f"/blobs/{sha256}/upload").get("received", 0))
+        piece = CHUNK_BYTES
         with open(path, "rb") as f:
-            f.seek(offset)
             while True:
-                chunk = f.read(CHUNK_BYTES) if offset < size else b""
-                r = self._request("PUT", f"/blobs/{sha256}", params={"offset": offset}, content=chunk,
-                                  headers={SIZE_HEADER: str(size), "Content-Type": "application/octet-stream"})
+                n = min(piece, size - offset)
+                f.seek(offset)
+                t0 = time.monotonic()
+                r = self._request("PUT", f"/blobs/{sha256}", params={"offset": offset}, content=_read(f, n),
+                                  headers={SIZE_HEADER: str(size), "Content-Length": str(n),
+                                           "Content-Type": "application/octet-stream"})
                 if r.status_code == 409:  # the server holds another amount: continue from there
                     offset = int(r.json().get("received", 0))
-                    f.seek(offset)
                     continue
                 if r.status_code not in (200, 201):
                     raise _server_error(r, self.url, f"uploading {path.name}")
-                offset += len(chunk)
+                offset += n
+                rate = n / max(time.monotonic() - t0, 1e-3)
+                piece = int(min(max(CHUNK_BYTES, rate * UPLOAD_PIECE_S), MAX_PIECE_BYTES))
                 if progress is not None:
                     progress(path.name, offset, size)
                 if r.status_code == 201 or offset >= size:
+                    with self._lock:
+                        self._present.add(sha256)
                     return
 
     def put_tree(self, files: dict[str, str]) -> str:
+        from app.engine.protocol import tree_hash
+
+        tree = tree_hash(files)
+        with self._lock:
+            if tree in self._present:
+                return tree
         body = self._json("POST", "/trees", json={"files": files})
         if body.get("missing"):
             raise RemoteInputError(f"the server lacks {len(body['missing'])} file(s) of a folder after uploading")
+        with self._lock:
+            self._present.add(str(body["tree"]))
         return str(body["tree"])
 
     def adopt(self, sha256: str, kind: str, name: str) -> str:
+        with self._lock:
+            self._models_seen = None
         return str(self._json("POST", "/models", json={"blob": sha256, "kind": kind, "name": name})["name"])
 
     # runs ----------------------------------------------------------------------------------------
@@ -359,6 +403,10 @@ class RemoteEngine:
         self._set_connected(False, "")
 
     def _set_connected(self, on: bool, message: str) -> None:
+        if on and not self.connected:
+            with self._lock:  # it may be another server (a restarted box, a new disk): ask again
+                self._present.clear()
+                self._models_seen = None
         if on != self.connected or message:
             self.connected = on
             self._dispatch(ev.EngineStatus("", None, on, message or ("connected to " + self.url if on else "")))
@@ -499,6 +547,17 @@ def _unclaimed(dest: pathlib.Path, sha256: str) -> pathlib.Path:
         name = (f"{m.group(1)}{int(m.group(2)) + n - 1:0{len(m.group(2))}d}" if m else f"{dest.stem}_{n}")
         candidate = dest.with_name(name + dest.suffix)
     return candidate
+
+
+def _read(f: Any, n: int, block: int = 1 << 20) -> Any:
+    """`n` bytes of an open file as an iterator of blocks (an upload is never all in memory)."""
+    left = n
+    while left > 0:
+        data = f.read(min(block, left))
+        if not data:
+            raise OSError(f"{getattr(f, 'name', 'the file')} got shorter while it was being sent")
+        left -= len(data)
+        yield data
 
 
 def _event(record: dict[str, Any], url: str) -> ev.Event | None:

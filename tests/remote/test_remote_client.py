@@ -200,3 +200,25 @@ def test_progress_arrives_while_the_node_runs(remote, tmp_path):
     g.add_node(NodeInstance("p", "test.progress", {"steps": 20, "delay": 0.05}))
     _follow(client, g, output_dir=tmp_path)
     assert len(times) >= 10 and times[-1] - times[0] > 0.5  # streamed as they happen, not at the end
+
+
+def test_an_interrupted_upload_resumes_where_the_server_stopped(remote, server, tmp_path):
+    """Half a file already on the server (a dropped connection): the client sends only the rest."""
+    import hashlib
+
+    import httpx
+
+    data = np.random.default_rng(5).bytes(3 << 20)
+    f = tmp_path / "big.bin"
+    f.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    half = len(data) // 2
+    r = httpx.put(f"{server.url}/api/v1/blobs/{sha}", params={"offset": 0}, content=data[:half],
+                  headers={**server.headers(), "X-Blob-Size": str(len(data))})
+    assert r.status_code == 200
+    client = remote()
+    sent: list[int] = []
+    client.upload(f, sha, len(data), lambda name, done, total: sent.append(done))
+    assert sent == [len(data)] and client.missing([sha]) == []
+    got = httpx.get(f"{server.url}/api/v1/blobs/{sha}", headers={**server.headers(), "Range": f"bytes={half}-"})
+    assert got.status_code == 206 and got.content == data[half:]
