@@ -68,10 +68,18 @@ def _rgb(img):
 
 
 def _preview_of(qtbot, win, node_id):
-    """Select a node and wait for the preview panel's frame of it (fetched off the GUI thread)."""
-    with qtbot.waitSignal(win.preview._fetch_a.frameReady, timeout=10000):
-        win.current_view().select_nodes([node_id])
-    return win.preview._current(win.preview.source), _rgb(win.preview.view.image)
+    """Select a node and wait for the preview panel's frame of it (fetched off the GUI thread).
+
+    Waits on the panel's state, not with waitSignal on the fetcher's signal: that signal comes
+    from a worker thread, and a second queued emission reaching pytest-qt's receiver after it
+    disconnected crashes the interpreter (seen once in a full run)."""
+    pv = win.preview
+    before = pv._frame_a
+    win.current_view().select_nodes([node_id])
+    qtbot.waitUntil(lambda: pv._frame_a is not None and pv._frame_a is not before
+                    and pv._current(pv.source) is not None and pv._current(pv.source).ref.node_id == node_id,
+                    timeout=10000)
+    return pv._current(pv.source), _rgb(pv.view.image)
 
 
 def _gate_graph(gate_file: pathlib.Path) -> Graph:
