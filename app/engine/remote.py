@@ -43,6 +43,9 @@ from nodes.registry import Registry
 
 log = logging.getLogger(__name__)
 
+#: A submit that loses its connection is tried again for this long (a server restarting, a tunnel
+#: re-established) before the run ends with the line saying why.
+SUBMIT_RETRY_S = 60.0
 #: The server's model list is asked again after this long (adopting one asks at once).
 MODELS_TTL_S = 3.0
 #: An upload request is sized to take about this long (well under MAX_REQUEST_SECONDS).
@@ -54,7 +57,13 @@ BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class EngineUnavailable(ConnectionError):
-    """The remote engine cannot be reached or refused us (one line naming the URL)."""
+    """The remote engine cannot be reached or refused us (one line naming the URL); `transient`
+    when trying again later may work (a dropped connection, a restarting server), not when the
+    token is wrong or missing."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class RemoteRun:
@@ -108,6 +117,7 @@ class RemoteEngine:
         self._lock = threading.RLock()
         self._last_seq: int | None = None
         self._present: set[str] = set()  # blob and tree hashes the server is known to hold
+        self._reached = False  # whether the server ever answered this client
         self._models_seen: tuple[float, list[dict[str, Any]]] | None = None
         self._stream: threading.Thread | None = None
         self._stop = threading.Event()
@@ -128,8 +138,9 @@ class RemoteEngine:
             r = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise EngineUnavailable(f"the engine at {self.url} cannot be reached "
-                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-                                    ) from None
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                                    transient=True) from None
+        self._reached = True
         if r.status_code == 401:
             raise EngineUnavailable(f"the engine at {self.url} refused the token (401): check it in "
                                     "Settings > Engines, IMAGEBASH_TOKEN or --token-file")
@@ -264,24 +275,39 @@ class RemoteEngine:
             self._dispatch(ev.NodeProgress(run.run_id, None, done / total if total else 1.0,
                                            f"uploading {name} ({done / 2**20:.1f}/{total / 2**20:.1f} MB)"))
 
-        try:
-            self._ensure_stream()
-            prepared = Preparer(self, self._local_registry or self.registry, progress).prepare(graph)
-            run.destinations.update(prepared.destinations)
-            r = self._request("PUT", f"/jobs/{run.run_id}", json={"workflow": prepared.workflow, "targets": targets})
-            if r.status_code == 201:
-                return  # the job is queued: its events tell the rest
-            if r.status_code == 200:  # submitted before (a retry, or this client restarted): catch up
-                self._replay(run)
+        give_up = time.monotonic() + SUBMIT_RETRY_S
+        attempt = 0
+        while True:  # submitting is idempotent (the job id is ours): a dropped connection is retried
+            try:
+                self._submit_once(run, graph, targets, progress)
                 return
-            body = _body(r)
-            problems = tuple((p.get("node_id"), p.get("port"), str(p.get("message", "")))
-                             for p in body.get("problems") or [])
-            if not problems and r.status_code != 422:
-                raise _server_error(r, self.url, "submitting the workflow")
-            self._end(run, str(body.get("error") or r.text), problems or ((None, None, str(body.get("error"))),))
-        except (EngineUnavailable, RemoteInputError, OSError) as exc:
-            self._end(run, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, ())
+            except EngineUnavailable as exc:
+                # an engine never reached is one line at once; one that answered before is waited for
+                if not (exc.transient and self._reached) or self._stop.is_set() or time.monotonic() > give_up:
+                    self._end(run, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, ())
+                    return
+                self._stop.wait(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+                attempt += 1
+            except (RemoteInputError, OSError) as exc:
+                self._end(run, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, ())
+                return
+
+    def _submit_once(self, run: RemoteRun, graph: Graph, targets: list[str] | None, progress: Progress) -> None:
+        self._ensure_stream()
+        prepared = Preparer(self, self._local_registry or self.registry, progress).prepare(graph)
+        run.destinations.update(prepared.destinations)
+        r = self._request("PUT", f"/jobs/{run.run_id}", json={"workflow": prepared.workflow, "targets": targets})
+        if r.status_code == 201:
+            return  # the job is queued: its events tell the rest
+        if r.status_code == 200:  # submitted before (a retry, or this client restarted): catch up
+            self._replay(run)
+            return
+        body = _body(r)
+        problems = tuple((p.get("node_id"), p.get("port"), str(p.get("message", "")))
+                         for p in body.get("problems") or [])
+        if not problems and r.status_code != 422:
+            raise _server_error(r, self.url, "submitting the workflow")
+        self._end(run, str(body.get("error") or r.text), problems or ((None, None, str(body.get("error"))),))
 
     def _end(self, run: RemoteRun, error: str, problems: tuple) -> None:
         """A run that never reached the server's queue ends here, as a local one that cannot start."""

@@ -222,3 +222,29 @@ def test_an_interrupted_upload_resumes_where_the_server_stopped(remote, server, 
     assert sent == [len(data)] and client.missing([sha]) == []
     got = httpx.get(f"{server.url}/api/v1/blobs/{sha}", headers={**server.headers(), "Range": f"bytes={half}-"})
     assert got.status_code == 206 and got.content == data[half:]
+
+
+def test_a_submit_whose_answer_is_lost_is_retried_and_stays_one_job(remote, tmp_path):
+    """The server took the job, then the connection dropped before its answer arrived (a server
+    killed right then, a tunnel hiccup): the client puts it again, gets 'already there' and
+    follows that one job to its end, instead of calling it failed."""
+    from app.engine.remote import EngineUnavailable
+
+    client = remote()
+    client.info()  # the engine answered once: a later drop is worth waiting out
+    real = client._request
+    lost: list[str] = []
+
+    def drop_first_put_answer(method, path, **kw):
+        r = real(method, path, **kw)
+        if method == "PUT" and path.startswith("/jobs/") and not lost:
+            lost.append(path)
+            raise EngineUnavailable("the engine cannot be reached (RemoteProtocolError)", transient=True)
+        return r
+
+    client._request = drop_first_put_answer
+    handle, seen = _follow(client, load(WORKFLOWS / "blend_and_grade.json"), output_dir=tmp_path)
+    assert lost and not seen[-1].error and not seen[-1].failed
+    assert [type(e).__name__ for e in seen].count("RunFinished") == 1
+    assert sum(1 for j in client.jobs()["jobs"] if j["id"] == handle.run_id) == 1
+    assert len(list(tmp_path.glob("*.png"))) == 1
