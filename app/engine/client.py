@@ -73,6 +73,14 @@ class EngineClient(Protocol):
     def shutdown(self) -> None: ...
 
 
+def local_file(artifact: FileArtifact) -> pathlib.Path:
+    """The file an artefact names on this machine; FileNotFoundError (one line) when it is gone."""
+    path = pathlib.Path(artifact.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the file {artifact.node_id} wrote is not here (any more)")
+    return path
+
+
 class Throttle:
     """Passes events on, dropping progress of a node that comes sooner than 1/rate s after the
     last one passed (a step that finishes, fraction 1.0, always passes)."""
@@ -199,10 +207,7 @@ class LocalEngine:
 
     def fetch_file(self, artifact: FileArtifact) -> pathlib.Path:
         """The written file, here: the path itself (a remote engine downloads it first)."""
-        path = pathlib.Path(artifact.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: the file {artifact.node_id} wrote is gone")
-        return path
+        return local_file(artifact)
 
     def release(self, run_id: str) -> None:
         if self._engine is not None:

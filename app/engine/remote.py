@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from app.engine import events as ev
-from app.engine.client import Throttle
+from app.engine.client import Throttle, local_file
 from app.engine.executor import EngineSettings
 from app.engine.protocol import API, CHUNK_BYTES, SIZE_HEADER
 from app.engine.remote_catalog import RemoteRegistry
@@ -519,10 +519,8 @@ class RemoteEngine:
         return dest
 
     def fetch_file(self, artifact: FileArtifact) -> pathlib.Path:
-        path = pathlib.Path(artifact.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: the file {artifact.node_id} wrote was not downloaded")
-        return path
+        """The downloaded file (NodeFile events name the local copy)."""
+        return local_file(artifact)
 
     # outputs -------------------------------------------------------------------------------------
     def fetch(self, ref: OutputRef) -> Any:

@@ -80,6 +80,14 @@ def node_item(view, node_id):
     raise KeyError(node_id)
 
 
+def qimage_rgb(img):
+    """A QImage's pixels as an (H, W, 3) uint8 array (for comparing what widgets show)."""
+    img = img.convertToFormat(img.Format.Format_RGB888)
+    w, h = img.width(), img.height()
+    buf = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, img.bytesPerLine())
+    return buf[:, : w * 3].reshape(h, w, 3).copy()
+
+
 def wait_job(qtbot, window, job, timeout=15000):
     qtbot.waitUntil(lambda: job.finished, timeout=timeout)
     return job

@@ -19,7 +19,7 @@ from app.engine.remote_cli import keyring_name
 from app.graph.model import Graph, Link, NodeInstance
 from app.ui.document import WorkflowDocument
 from app.ui.settings import EngineEntry
-from tests.gui.conftest import activate, node_item, wait_job
+from tests.gui.conftest import activate, node_item, qimage_rgb, wait_job
 from tests.remote.servers import serving
 from tests.server.conftest import wait_for
 
@@ -60,13 +60,6 @@ def _server_job(server, run_id):
     return httpx.get(f"{server.url}{API}/jobs/{run_id}", headers=server.headers(), timeout=5).json()
 
 
-def _rgb(img):
-    img = img.convertToFormat(img.Format.Format_RGB888)
-    w, h = img.width(), img.height()
-    buf = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, img.bytesPerLine())
-    return buf[:, : w * 3].reshape(h, w, 3).copy()
-
-
 def _preview_of(qtbot, win, node_id):
     """Select a node and wait for the preview panel's frame of it (fetched off the GUI thread).
 
@@ -79,7 +72,7 @@ def _preview_of(qtbot, win, node_id):
     qtbot.waitUntil(lambda: pv._frame_a is not None and pv._frame_a is not before
                     and pv._current(pv.source) is not None and pv._current(pv.source).ref.node_id == node_id,
                     timeout=10000)
-    return pv._current(pv.source), _rgb(pv.view.image)
+    return pv._current(pv.source), qimage_rgb(pv.view.image)
 
 
 def _gate_graph(gate_file: pathlib.Path) -> Graph:
@@ -164,13 +157,13 @@ def test_a_tab_runs_on_the_remote_engine_as_on_the_local_one(make_window, qtbot,
     for nid in ("grade", "save"):
         item = node_item(view, nid)
         assert item.state == "done" and item.thumbnail is not None and not item.thumbnail.isNull()
-    assert _rgb(node_item(view, "save").thumbnail).std() > 5
+    assert qimage_rgb(node_item(view, "save").thumbnail).std() > 5
     # the PNG came into the local output folder, next to the local run's (not over it)
     assert len(job.files) == 1 and job.files[0].parent == out and job.files[0].is_file()
     assert job.files[0] not in local_job.files and all(p.is_file() for p in local_job.files)
     from PySide6.QtGui import QImage
 
-    assert np.array_equal(_rgb(QImage(str(job.files[0]))), _rgb(QImage(str(local_job.files[0]))))
+    assert np.array_equal(qimage_rgb(QImage(str(job.files[0]))), qimage_rgb(QImage(str(local_job.files[0]))))
     row = win.queue.row_of(job.number)
     assert row[2] == NAME and row[3] == "done" and win.queue.files_of(job.number) == [str(job.files[0])]
     # the preview shows the remote output, fetched from the server, with the local run's pixels

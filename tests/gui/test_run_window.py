@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 from PySide6.QtCore import Qt
 
 from app.engine import NodeProgress
 from app.graph.model import Graph, Link, NodeInstance
 from app.ui.document import WorkflowDocument
-from tests.gui.conftest import activate, node_item, wait_job
-
-
-def _qimage_array(img):
-    img = img.convertToFormat(img.Format.Format_RGB888)
-    w, h = img.width(), img.height()
-    buf = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, img.bytesPerLine())
-    return buf[:, : w * 3].reshape(h, w, 3).copy()
+from tests.gui.conftest import activate, node_item, qimage_rgb, wait_job
 
 
 def test_ctrl_enter_runs_the_default_workflow(make_window, qtbot, gui_settings):
@@ -31,7 +23,7 @@ def test_ctrl_enter_runs_the_default_workflow(make_window, qtbot, gui_settings):
     # the Save node shows the picture it saved; the grade node its own output
     save = node_item(view, "save")
     assert save.state == "done" and save.thumbnail is not None and not save.thumbnail.isNull()
-    pixels = _qimage_array(save.thumbnail)
+    pixels = qimage_rgb(save.thumbnail)
     assert pixels.std() > 5  # a real picture, not a flat placeholder
     assert node_item(view, "grade").thumbnail is not None
     # the queue lists the run with its file; the preview offers every node's output
