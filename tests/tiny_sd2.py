@@ -18,6 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
+from app.engine.model_configs import BPE_FILE
 from tests.tiny_models import SEED, _text_config, make_vae, unet_to_ldm, vae_to_ldm
 
 CLIP_VOCAB = 49408  # shipped_config writes OpenAI CLIP's full vocabulary into the tokenizer folder
@@ -118,7 +119,7 @@ def save_sd2_checkpoint(root: Path) -> dict[str, Path]:
         shutil.copytree(shipped / "sd2" / comp, cfg / comp)
     index = json.loads((shipped / "sd2" / "model_index.json").read_text(encoding="utf-8"))
     (cfg / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
-    bpe = next(shipped.glob("*.txt.gz"))
+    bpe = shipped / BPE_FILE
     shutil.copy(bpe, configs / bpe.name)
     paths["resources"] = root / "resources"
     return paths

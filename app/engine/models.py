@@ -6,9 +6,11 @@ the least recently used pipeline moves to the CPU (on a GPU) and, if still over,
 simply reloads it. Two workflows naming the same file get the same pipeline object, and
 per-pipeline state (loaded LoRA adapters) lives beside it in the entry.
 
-Sources: a single-file `.safetensors` checkpoint (original LDM layout; the component configs
-come from `resources/model_configs/<family>/` or an explicit config folder, so it works
-offline), a diffusers folder, or a hub repo id (downloaded with progress when online). Getting a
+Sources: a single-file `.safetensors` checkpoint (its family and variant read from its keys by
+`app.engine.families`, the component configs from the variant's folder in
+`resources/model_configs/` or an explicit config folder, so it works offline; a denoiser-only
+file takes its text encoders and VAE from split-layout `Parts`), a diffusers folder, or a hub
+repo id (downloaded with progress when online). Nothing here knows a family by name. Getting a
 source onto disk (`ModelManager.fetch`) holds no lock shared with other models; reading it
 (`read_pipeline`, which the trainer calls too, for its private copy) happens under the manager's
 lock. A checkpoint's header is read once (`app.engine.probe`). Pickle checkpoints are refused.
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.devices import free_memory, pick_device, pick_dtype, release_memory
+from app.engine.families import Family, FamilyNotFound, detect, detect_folder, get_family
+from app.engine.families.loading import UNUSED_COMPONENTS, LoadError, Parts
 from app.engine.fingerprint import fingerprint
 from app.engine.model_configs import shipped_config
 from app.engine.probe import Probe, ProbeError, probe
@@ -45,10 +49,11 @@ class Entry:
 
     key: str
     source: str
-    family: str
+    family: str  # the family's name (app.engine.families)
     pipe: Any
     device: str
     nbytes: int
+    variant: str = ""
     state: dict[str, Any] = field(default_factory=dict)  # e.g. the LoRA adapters loaded into it
     derived: dict[str, Any] = field(default_factory=dict)  # img2img/inpaint views sharing weights
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -64,15 +69,11 @@ def refuse_pickle(path: Path) -> None:
             "if hasattr(v, 'contiguous')}, 'OUT.safetensors')\"`, or download the .safetensors release.")
 
 
-#: Components a pipeline is built without (`safety_checker=None`): their weights are never read.
-_UNUSED_COMPONENTS = {"safety_checker", "feature_extractor", "image_encoder"}
-
-
 def refuse_pickle_folder(path: Path) -> None:
     """A diffusers folder whose weights are only pickles (.bin/.ckpt): refused, like a .ckpt file."""
     index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     for comp in sorted(p for p in path.iterdir()
-                       if p.is_dir() and p.name in index and p.name not in _UNUSED_COMPONENTS):
+                       if p.is_dir() and p.name in index and p.name not in UNUSED_COMPONENTS):
         pickles = [f for f in comp.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES]
         if pickles and not any(f.suffix == ".safetensors" for f in comp.iterdir()):
             raise ModelError(
@@ -90,77 +91,32 @@ def header(path: Path) -> Probe:
         raise ModelError(str(exc)) from None
 
 
-def unet_in_channels(path: Path) -> int:
-    """Input channels of a single-file checkpoint's UNet (9 for inpainting models)."""
-    h = header(path)
-    key = "model.diffusion_model.input_blocks.0.0.weight"
-    return int(h.shape(key)[1]) if key in h else 4
+def identify(path: Path) -> tuple[Family, str]:
+    """(family, variant) of a diffusers folder or a single-file checkpoint, from its configs or
+    its keys and shapes (never its name); the error lists the families tried."""
+    try:
+        if path.is_dir():
+            return detect_folder(path)
+        h = header(path)
+        if h.looks_like_lora():
+            raise ModelError(f"{path.name} is a LoRA, not a base model: load it with a LoRA node")
+        return detect(h)
+    except FamilyNotFound as exc:
+        raise ModelError(str(exc)) from None
 
 
 def detect_family(path: Path) -> str:
-    """sd1 / sd2 / sdxl, from a diffusers folder's configs or a checkpoint's key layout."""
-    if path.is_dir():
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise ModelError(f"{path} is a folder but not a diffusers model (no model_index.json)")
-        info = json.loads(index.read_text(encoding="utf-8"))
-        if "text_encoder_2" in info or "XL" in str(info.get("_class_name", "")):
-            return "sdxl"
-        unet_cfg = path / "unet" / "config.json"
-        if unet_cfg.is_file() and json.loads(unet_cfg.read_text(encoding="utf-8")).get("cross_attention_dim") == 1024:
-            return "sd2"
-        return "sd1"
-    h = header(path)
-    if h.has_prefix("conditioner.embedders.1."):
-        return "sdxl"
-    if h.has_prefix("cond_stage_model.model."):
-        return "sd2"
-    if h.has_prefix("cond_stage_model.transformer."):
-        return "sd1"
-    if h.looks_like_lora():
-        raise ModelError(f"{path.name} is a LoRA, not a base model: load it with a LoRA node")
-    raise ModelError(f"{path.name} is not a Stable Diffusion 1.x/2.x/XL checkpoint (no UNet/text-encoder "
-                     "keys in the original layout)")
+    """The family name ("sd1", "flux", ...) of a folder or checkpoint (see `identify`)."""
+    return identify(path)[0].name
 
 
-def sd2_prediction(path: Path, explicit_config: str | None) -> tuple[str | None, str]:
-    """(scheduler prediction type to force or None, warning) for an SD 2.x single file.
-
-    The shipped SD 2.x config is the 768-v model (v-prediction). A checkpoint's SAI model-spec
-    metadata (`modelspec.prediction_type`) says which it is when present; the weights themselves
-    do not say so reliably, so without metadata the assumption is stated instead of guessed.
-    """
-    if explicit_config:
-        return None, ""
-    declared = str(header(path).metadata.get("modelspec.prediction_type", "")).lower()
-    if declared in ("v", "v_prediction", "v-prediction"):
-        return "v_prediction", ""
-    if declared in ("epsilon", "eps"):
-        return "epsilon", ""
-    return None, (f"{path.name}: SD 2.x checkpoint assumed to be a 768 v-prediction model (like "
-                  "stable-diffusion-2-1); for an epsilon model (512-base, most SD 2 fine-tunes at 512) "
-                  "set the Load Model node's `config` port to a diffusers folder of that model, "
-                  "e.g. stabilityai/stable-diffusion-2-1-base")
-
-
-def pipeline_class(family: str, task: str = "txt2img") -> Any:
-    import diffusers
-
-    names = {
-        ("sdxl", "txt2img"): "StableDiffusionXLPipeline",
-        ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
-        ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
-        ("sd", "txt2img"): "StableDiffusionPipeline",
-        ("sd", "img2img"): "StableDiffusionImg2ImgPipeline",
-        ("sd", "inpaint"): "StableDiffusionInpaintPipeline",
-    }
-    return getattr(diffusers, names[("sdxl" if family == "sdxl" else "sd", task)])
-
-
-def config_folder(family: str, explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The diffusers config folder for single-file loading: explicit, else the shipped one."""
+def config_folder(family: Family, variant: str, explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The diffusers config folder for single-file loading: explicit, else the variant's shipped one."""
     if not explicit:
-        return shipped_config(family)
+        try:
+            return shipped_config(family.variant(variant).config)
+        except FileNotFoundError as exc:
+            raise ModelError(f"{family.variant(variant).title}: {exc}; set Load Model's config folder") from None
     folder = Path(explicit)
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"no diffusers config for single-file loading at {folder} (model_index.json missing)")
@@ -255,48 +211,45 @@ def folder_variant(path: Path) -> str | None:
     return variant or None
 
 
-def read_pipeline(path: Path, family: str, config: str | None, dtype: Any) -> tuple[Any, list[str]]:
+def read_pipeline(path: Path, family: Family | str, config: str | None, dtype: Any,
+                  parts: Parts | None = None, variant: str | None = None) -> tuple[Any, list[str]]:
     """(pipeline on the CPU in `dtype`, warnings) for a local diffusers folder or single file.
 
     The one reader of base models: the model manager (shared pipelines) and the trainer (a
     private copy it injects adapters into) both call it, so every rule applies to both: pickle
-    folders refused, the fp16 weight variant of a half-precision hub download, the offline
-    configs of single files, 9-channel inpainting U-Nets, and the SD 2.x prediction type from the
-    file's metadata (or a warning stating the v-prediction assumption). Placement is the caller's.
+    folders refused, the fp16 weight variant of a half-precision hub download, and for single
+    files the family's reader with the variant's offline configs (and `parts`, ComfyUI's split
+    text-encoder and VAE files). Placement is the caller's.
     """
-    cls = pipeline_class(family)
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if family != "sdxl":
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    fam = get_family(family) if isinstance(family, str) else family
+    if variant is None:
+        found, variant = identify(path)
+        if found.name != fam.name:
+            raise ModelError(f"{path.name} is a {found.title} model, not {fam.title}")
     warnings: list[str] = []
     try:
         if path.is_dir():
+            if parts:
+                raise ModelError(f"{path.name} is a diffusers folder: it holds its own text encoders and VAE "
+                                 "(leave Load Model's text encoder and VAE inputs empty)")
             refuse_pickle_folder(path)
-            pipe = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
-                                       variant=folder_variant(path), **kwargs)
+            kwargs: dict[str, Any] = {"dtype": dtype}
+            if fam.denoiser == "unet" and fam.name != "sdxl" and "safety_checker" in json.loads(
+                    (path / "model_index.json").read_text(encoding="utf-8")):
+                kwargs.update(safety_checker=None, requires_safety_checker=False)
+            pipe = fam.base_pipeline(variant).from_pretrained(
+                str(path), local_files_only=True, use_safetensors=True, variant=folder_variant(path), **kwargs)
             return pipe, warnings
-        folder = config_folder(family, config)
-        in_channels = unet_in_channels(path)
-        if in_channels != 4:  # an inpainting checkpoint (9 channels: latents, mask, masked image)
-            from diffusers import UNet2DConditionModel
-
-            kwargs["unet"] = UNet2DConditionModel.from_single_file(
-                str(path), config=str(folder), subfolder="unet", local_files_only=True,
-                in_channels=in_channels, dtype=dtype)
-        pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
-        if family == "sd2":
-            prediction, warning = sd2_prediction(path, config)
-            if prediction and pipe.scheduler.config.get("prediction_type") != prediction:
-                pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config,
-                                                                  prediction_type=prediction)
-            if warning:
-                warnings.append(warning)
-        return pipe, warnings
+        folder = config_folder(fam, variant, config)
+        pipe, more = fam.read_single_file(path, variant, folder, dtype, parts or Parts(), bool(config))
+        return pipe, warnings + more
     except ModelError:
         raise
+    except LoadError as exc:
+        raise ModelError(str(exc)) from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot load {path.name} as {family}: {first[:200]}") from exc
+        raise ModelError(f"cannot load {path.name} as {fam.title}: {first[:200]}") from exc
 
 
 def resolve_source(source: str, search: list[Path] | None = None) -> tuple[Path | None, str]:
@@ -336,7 +289,7 @@ class ModelManager:
         return int(free_memory(self.device) * 0.75)
 
     # keys and handles ----------------------------------------------------------------------
-    def key_for(self, path: Path, config: str | None) -> str:
+    def key_for(self, path: Path, config: str | None, parts: Parts | None = None) -> str:
         dtype = str(self.dtype).replace("torch.", "")
         stamp = ""
         if path.is_file():  # a file replaced on disk is a different model
@@ -344,6 +297,8 @@ class ModelManager:
             stamp = f"|{st.st_size}:{st.st_mtime_ns}"
         elif path.is_dir():  # so is a folder whose files changed (stat only)
             stamp = "|" + fingerprint(path)
+        if parts:
+            stamp += "|" + "|".join(fingerprint(p) for p in (*parts.text_encoders, parts.vae) if p)
         return f"{path}{stamp}|{dtype}|{config or ''}"
 
     def fetch(self, source: str, progress: Progress | None = None, search: list[Path] | None = None) -> Path:
@@ -373,12 +328,17 @@ class ModelManager:
             return done, True
 
     def load(self, source: str, config: str | os.PathLike[str] | None = None,
-             progress: Progress | None = None, search: list[Path] | None = None) -> Entry:
-        """The entry for `source`, loading it if it is not in memory (fetching it first: see `fetch`)."""
+             progress: Progress | None = None, search: list[Path] | None = None,
+             parts: Parts | None = None) -> Entry:
+        """The entry for `source`, loading it if it is not in memory (fetching it first: see `fetch`).
+
+        `parts` are ComfyUI split-layout files (text encoders, VAE) beside a denoiser-only file.
+        """
         progress = progress or (lambda f, t: None)
+        parts = parts or Parts()
         path, from_hub = self._fetch(source, progress, search)
         cfg = str(Path(config).resolve()) if config else None
-        key = self.key_for(path, cfg)
+        key = self.key_for(path, cfg, parts)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -386,15 +346,18 @@ class ModelManager:
                 progress(1.0, "model already loaded")
                 return entry
             self._drop_stale(path, key)
-            family = detect_family(path)
-            progress(0.8 if from_hub else 0.1, f"loading {family} model {path.name}")
-            pipe, warnings = read_pipeline(path, family, cfg, self.dtype)
+            family, variant = identify(path)
+            title = family.variant(variant).title
+            progress(0.8 if from_hub else 0.1, f"loading {title} model {path.name}")
+            pipe, warnings = read_pipeline(path, family, cfg, self.dtype, parts, variant)
             self.loads += 1
             progress(0.9, f"moving to {self.device}")
             pipe = self._place(pipe)
-            entry = Entry(key, str(path), family, pipe, self.device, _nbytes(pipe))
+            entry = Entry(key, str(path), family.name, pipe, self.device, _nbytes(pipe), variant=variant)
             if warnings:
                 entry.state["warnings"] = warnings
+            if parts:
+                entry.state["parts"] = parts
             self._entries[key] = entry
             self._touch(entry)
             self._enforce_budget(keep=key)
@@ -429,7 +392,9 @@ class ModelManager:
                     self._enforce_budget(keep=entry.key)
                 self._touch(entry)
                 return entry
-        return self.load(model.source, model.extra.get("config"), progress)
+        parts = Parts(tuple(Path(p) for p in model.extra.get("text_encoders", ())),
+                      Path(model.extra["vae"]) if model.extra.get("vae") else None)
+        return self.load(model.source, model.extra.get("config"), progress, parts=parts)
 
     def _touch(self, entry: Entry) -> None:
         self._entries.move_to_end(entry.key)
@@ -487,12 +452,19 @@ class ModelManager:
         return list(self._entries.values())
 
     def derived(self, entry: Entry, task: str) -> Any:
-        """An img2img/inpaint pipeline sharing the base pipeline's modules (no copy)."""
+        """The pipeline for `task` sharing the base pipeline's modules (no copy); ValueError when
+        the model's variant has no such task (an SD inpainting U-Net asked for txt2img)."""
+        fam = get_family(entry.family)
+        if task not in fam.variant(entry.variant).tasks:
+            fam.pipeline_class(task, entry.variant)  # raises, naming the tasks it offers
         if task == "txt2img":
             return entry.pipe
         with entry.lock:
             if task not in entry.derived:
-                derived = pipeline_class(entry.family, task).from_pipe(entry.pipe)
+                cls = get_family(entry.family).pipeline_class(task, entry.variant)
+                if isinstance(entry.pipe, cls):
+                    return entry.pipe
+                derived = cls.from_pipe(entry.pipe)
                 derived.set_progress_bar_config(disable=True)
                 entry.derived[task] = derived
             return entry.derived[task]

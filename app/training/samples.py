@@ -51,6 +51,10 @@ def render_samples(pipe: Any, prompts: list[str], *, seed: int, steps: int, size
     original = pipe.scheduler
     pipe.scheduler = sampler_scheduler(pipe)
     guidance = float(node_default("guidance"))
+    if guidance <= 0:  # "the model's default", as the node reads it
+        from app.engine.families import family_of_pipeline
+
+        guidance = family_of_pipeline(pipe).variants[0].guidance
     unet.eval()
     written = []
     try:

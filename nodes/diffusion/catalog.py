@@ -1,9 +1,10 @@
 """Where the user's models live: the models folder setting and the lists behind the dropdowns.
 
 The folders are `app.paths.models_dirs()` (`IMAGEBASH_MODELS`, else the Settings' models folder,
-else `<data dir>/models`). Checkpoints are
-looked for in `checkpoints/` (and A1111's `Stable-diffusion/`), LoRAs in `loras/` (and `Lora/`),
-and both in the folder itself.
+else `<data dir>/models`). Checkpoints are looked for in `checkpoints/` (and A1111's
+`Stable-diffusion/`, ComfyUI's `diffusion_models/` and `unet/` for denoiser-only files), LoRAs in
+`loras/` (and `Lora/`), text encoders in `text_encoders/` (and `clip/`), VAEs in `vae/`, and
+checkpoints and LoRAs also in the folder itself, so a ComfyUI `models/` folder works as is.
 """
 
 from __future__ import annotations
@@ -12,25 +13,31 @@ from pathlib import Path
 
 from app.paths import models_dirs
 
-CHECKPOINT_DIRS = ("checkpoints", "Stable-diffusion", "")
-LORA_DIRS = ("loras", "Lora", "")
+DIRS = {
+    "checkpoint": ("checkpoints", "Stable-diffusion", "diffusion_models", "unet", ""),
+    "lora": ("loras", "Lora", ""),
+    "text_encoder": ("text_encoders", "clip"),
+    "vae": ("vae", "VAE"),
+}
 
 
 def search_dirs(kind: str) -> list[Path]:
-    subs = CHECKPOINT_DIRS if kind == "checkpoint" else LORA_DIRS
-    return [root / sub if sub else root for root in models_dirs() for sub in subs]
+    return [root / sub if sub else root for root in models_dirs() for sub in DIRS[kind]]
 
 
-def _kind_of(path: Path) -> str | None:
+def _kind_of(path: Path, kind: str) -> str | None:
     """"lora" or "checkpoint" for a .safetensors file, from its header (one memoised read, which
     Load Model's detection then reuses); None for a file that is not readable safetensors, so it
-    is listed as neither."""
+    is listed as neither. Files in the text-encoder and VAE folders are what their folder says."""
     from app.engine.probe import ProbeError, probe
 
     try:
-        return "lora" if probe(path).looks_like_lora() else "checkpoint"
+        header = probe(path)
     except ProbeError:
         return None
+    if kind in ("text_encoder", "vae"):
+        return kind
+    return "lora" if header.looks_like_lora() else "checkpoint"
 
 
 def _listing(kind: str) -> list[str]:
@@ -39,7 +46,8 @@ def _listing(kind: str) -> list[str]:
         if not folder.is_dir():
             continue
         for p in sorted(folder.iterdir()):
-            if p.is_file() and p.suffix.lower() == ".safetensors" and _kind_of(p) == kind:
+            if p.is_file() and p.suffix.lower() in (".safetensors", ".gguf") and (
+                    (p.suffix.lower() == ".gguf" and kind == "checkpoint") or _kind_of(p, kind) == kind):
                 found.setdefault(p.name, None)
             elif kind == "checkpoint" and p.is_dir() and (p / "model_index.json").is_file():
                 found.setdefault(p.name, None)
@@ -55,6 +63,16 @@ def list_checkpoints() -> list[str]:
 def list_loras() -> list[str]:
     """LoRA/DoRA .safetensors files in the models folders, by name."""
     return _listing("lora")
+
+
+def list_text_encoders() -> list[str]:
+    """Text-encoder files (CLIP-L/G, T5-XXL, Qwen2.5-VL) for split-layout models, by name."""
+    return _listing("text_encoder")
+
+
+def list_vaes() -> list[str]:
+    """VAE files for split-layout models, by name."""
+    return _listing("vae")
 
 
 def find(name: str, kind: str) -> Path | None:

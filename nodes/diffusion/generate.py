@@ -1,18 +1,24 @@
-"""Text to Image, Image to Image and Inpaint: the one-node ways to sample a model.
+"""Text to Image, Image to Image, Inpaint, Outpaint and Edit: the one-node ways to sample a model.
 
-Each samples latents through the matching diffusers pipeline (sharing the base pipeline's
-weights), then decodes with the tiling policy, so a large image never needs a separate node.
+The nodes are the same for every family: the model's family picks the pipeline (sharing the
+base pipeline's weights), its defaults (steps 0 and guidance 0 mean "the model's own": 28 and
+3.5 for Flux.1 dev, 4 for schnell, 20 and 7 for SD), how prompts and guidance are passed
+(classifier-free, Flux dev's distilled guidance, Qwen's true CFG) and which scheduler choices
+apply. Latents are decoded with the tiling policy, so a large image never needs a separate node.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from typing import Annotated, Any
 
 import numpy as np
 
 from nodes.diffusion import tiling
 from nodes.diffusion.sampling import (
     check_size,
+    describe,
+    family_of,
     open_model,
     run_pipeline,
     task_pipeline,
@@ -20,97 +26,211 @@ from nodes.diffusion.sampling import (
 )
 from nodes.diffusion.schedulers import Scheduler
 from nodes.registry import node
-from nodes.types import Context, Image, Mask, Model, Multiline, Range, Seed
+from nodes.types import Context, Help, Image, Mask, Model, Multiline, Range, Seed
 
 Prompt = Annotated[str, Multiline()]
-Steps = Annotated[int, Range(1, 200)]
-Guidance = Annotated[float, Range(0.0, 30.0, step=0.5)]
+Steps = Annotated[int, Range(0, 200), Help("Denoising steps; 0 uses the model's default (e.g. 4 for Flux schnell).")]
+Guidance = Annotated[float, Range(0.0, 30.0, step=0.5),
+                     Help("How strongly to follow the prompt; 0 uses the model's default.")]
+Shift = Annotated[float, Range(0.0, 20.0, step=0.1),
+                  Help("Flow-matching models: a fixed timestep shift (higher favours composition); 0 keeps "
+                       "the model's own.")]
 Size = Annotated[int, Range(64, 4096, step=8)]
 Batch = Annotated[int, Range(1, 64)]
+Instruction = Annotated[str, Multiline(), Help("What to change, e.g. 'make it night, keep the house'.")]
 
 
-def _decode(ctx: Context, entry, latents) -> np.ndarray:
+def _decode(ctx: Context, entry: Any, latents: Any) -> np.ndarray:
     mode, tile, overlap = tiling.settings_tile(ctx)
     return tiling.decode(entry, latents, mode, tile, overlap, lambda m: ctx.log(m, "warning"))
 
 
+def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments the pipeline takes (a family's pipelines differ: Fill has no
+    negative prompt, Kontext has no strength); None values are left to the pipeline's defaults."""
+    params = inspect.signature(type(pipe).__call__).parameters
+    return {k: v for k, v in kwargs.items() if k in params and v is not None}
+
+
+def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int], batch: int, seed: int,
+            scheduler: Scheduler, shift: float, prompt: Any, negative: Any, steps: int, guidance: float,
+            **task_kwargs: Any) -> tuple[Any, Any]:
+    """(entry, model-space latents) of one sampling call in the model family's terms."""
+    entry = open_model(ctx, model)
+    fam = family_of(entry)
+    variant = fam.variant(entry.variant)
+    describe(ctx, entry)
+    if variant.note and task == "edit" and variant.name != "kontext" and "edit" not in variant.name:
+        ctx.log(variant.note, "warning")
+    has_negative = any(negative) if isinstance(negative, list) else bool(negative)
+    if has_negative and not fam.negative_prompt:
+        ctx.log(f"negative prompt ignored: {fam.title} has no negative prompt ({fam.guidance_kind} guidance)",
+                "warning")
+    steps = int(steps) or variant.steps
+    guidance = float(guidance) if guidance > 0 else variant.guidance
+    choice = Scheduler(scheduler)
+    if choice is Scheduler.AUTO:
+        choice = Scheduler(fam.default_scheduler)
+    pipe = task_pipeline(ctx, entry, task)
+    kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or None,
+                                guidance=guidance, steps=steps), **task_kwargs}
+    latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
+                           **_accepted(pipe, kwargs))
+    ctx.annotate("sampling", {"family": fam.name, "variant": variant.name, "steps": steps,
+                              "guidance": guidance, "scheduler": choice.value, "shift": float(shift)})
+    return entry, latents
+
+
 @node("imagebash.diffusion.txt2img", version=1, title="Text to Image", category="diffusion", device="gpu")
 def txt2img(model: Model, prompt: Prompt = "", negative_prompt: Prompt = "",
-            width: Size = 512, height: Size = 512, steps: Steps = 20, guidance: Guidance = 7.0,
-            scheduler: Scheduler = Scheduler.EULER_A, seed: Seed = 0, batch_size: Batch = 1,
+            width: Size = 512, height: Size = 512, steps: Steps = 0, guidance: Guidance = 0.0,
+            scheduler: Scheduler = Scheduler.AUTO, shift: Shift = 0.0, seed: Seed = 0, batch_size: Batch = 1,
             ctx: Context = None) -> Image:
     """Generate images from a prompt with the model and its LoRA stack.
 
     Args:
         prompt: What to draw.
-        negative_prompt: What to steer away from.
+        negative_prompt: What to steer away from (models with real guidance only).
         steps: Denoising steps.
-        guidance: Classifier-free guidance scale (how strongly to follow the prompt).
+        guidance: Guidance scale (how strongly to follow the prompt).
         seed: Image i of the batch uses seed + i, so any image can be reproduced alone.
         batch_size: Images to generate.
     """
     check_size(width, height)
     entry = open_model(ctx, model)
-    latents = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), model, scheduler, (width, height),
-                           batch_size, seed, prompt=prompt, negative_prompt=negative_prompt or None, width=width,
-                           height=height, num_inference_steps=steps, guidance_scale=guidance,
-                           num_images_per_prompt=batch_size)
+    check_size(width, height, family_of(entry).size_multiple)
+    entry, latents = sample_latents(ctx, model, "txt2img", (width, height), batch_size, seed, scheduler, shift,
+                             prompt, negative_prompt, steps, guidance, width=width, height=height,
+                             num_images_per_prompt=batch_size)
     return _decode(ctx, entry, latents)
 
 
 @node("imagebash.diffusion.img2img", version=1, title="Image to Image", category="diffusion", device="gpu")
 def img2img(model: Model, image: Image, prompt: Prompt = "", negative_prompt: Prompt = "",
-            strength: Annotated[float, Range(0.0, 1.0, step=0.01)] = 0.6, steps: Steps = 20,
-            guidance: Guidance = 7.0, scheduler: Scheduler = Scheduler.EULER_A, seed: Seed = 0,
+            strength: Annotated[float, Range(0.0, 1.0, step=0.01)] = 0.6, steps: Steps = 0,
+            guidance: Guidance = 0.0, scheduler: Scheduler = Scheduler.AUTO, shift: Shift = 0.0, seed: Seed = 0,
             batch_size: Batch = 1, ctx: Context = None) -> Image:
     """Restyle an image: noise it by `strength`, then denoise toward the prompt.
 
     Args:
-        image: The source image(s); sides must be multiples of 8.
+        image: The source image(s); sides must be multiples of 8 (16 for Flux, SD 3.5, Qwen-Image).
         strength: 0 keeps the image, 1 ignores it.
         batch_size: Variations per input image.
     """
     entry = open_model(ctx, model)
+    n, h, w = image.shape[0], image.shape[1], image.shape[2]
+    check_size(w, h, family_of(entry).size_multiple)
     mode, tile, overlap = tiling.settings_tile(ctx)
     latents = tiling.encode(entry, image, mode, tile, overlap, lambda m: ctx.log(m, "warning"))
-    n, h, w = image.shape[0], image.shape[1], image.shape[2]
     if strength <= 0:
         return _decode(ctx, entry, latents.repeat_interleave(batch_size, 0))
-    out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), model, scheduler, (w, h),
-                       n * batch_size, seed,
-                       prompt=[prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
-                       image=latents, strength=strength, num_inference_steps=steps,
-                       guidance_scale=guidance, num_images_per_prompt=batch_size)
+    entry, out = sample_latents(ctx, model, "img2img", (w, h), n * batch_size, seed, scheduler, shift,
+                         [prompt] * n, [negative_prompt] * n if negative_prompt else None, steps, guidance,
+                         image=latents, strength=strength, height=h, width=w, num_images_per_prompt=batch_size)
     return _decode(ctx, entry, out)
 
 
-@node("imagebash.diffusion.inpaint", version=1, title="Inpaint", category="diffusion", device="gpu")
-def inpaint(model: Model, image: Image, mask: Mask, prompt: Prompt = "", negative_prompt: Prompt = "",
-            strength: Annotated[float, Range(0.0, 1.0, step=0.01)] = 1.0, steps: Steps = 20,
-            guidance: Guidance = 7.0, scheduler: Scheduler = Scheduler.EULER_A, seed: Seed = 0,
-            batch_size: Batch = 1, ctx: Context = None) -> Image:
-    """Repaint the masked part of an image (white = repaint); pixels outside the mask are kept.
-
-    Args:
-        image: The image to repaint; sides must be multiples of 8.
-        mask: Where to repaint (1) and where to keep (0); soft edges blend.
-        strength: How much of the masked area's content is replaced.
-    """
+def _mask_batch(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     n, h, w = image.shape[:3]
-    check_size(w, h)
     if mask.shape[1:] != (h, w):
         raise ValueError(f"mask is {mask.shape[2]}x{mask.shape[1]} but the image is {w}x{h}")
     m = np.broadcast_to(mask, (n, h, w)) if mask.shape[0] == 1 else mask
     if m.shape[0] != n:
         raise ValueError(f"mask batch {mask.shape[0]} does not match image batch {n}")
+    return m
+
+
+def _inpaint(ctx: Context, model: Model, image: np.ndarray, mask: np.ndarray, prompt: str, negative: str,
+             strength: float, steps: int, guidance: float, scheduler: Scheduler, shift: float, seed: int,
+             batch_size: int) -> np.ndarray:
+    n, h, w = image.shape[:3]
+    m = _mask_batch(image, mask)
     entry = open_model(ctx, model)
-    pipe = task_pipeline(ctx, entry, "inpaint")
-    out = run_pipeline(ctx, entry, pipe, model, scheduler, (w, h), n * batch_size, seed,
-                       prompt=[prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
-                       image=to_tensor(image), mask_image=to_tensor(np.ascontiguousarray(m)[..., None])[:, :1],
-                       strength=strength, height=h, width=w, num_inference_steps=steps,
-                       guidance_scale=guidance, num_images_per_prompt=batch_size)
+    check_size(w, h, family_of(entry).size_multiple)
+    entry, out = sample_latents(ctx, model, "inpaint", (w, h), n * batch_size, seed, scheduler, shift,
+                         [prompt] * n, [negative] * n if negative else None, steps, guidance,
+                         image=to_tensor(image), mask_image=to_tensor(np.ascontiguousarray(m)[..., None])[:, :1],
+                         strength=strength, height=h, width=w, num_images_per_prompt=batch_size)
     result = _decode(ctx, entry, out)
     src = np.tile(image[..., :3], (batch_size, 1, 1, 1))  # diffusers orders a batch image-major
     keep = np.tile(m, (batch_size, 1, 1))[..., None]
     return (src * (1.0 - keep) + result * keep).astype(np.float32)
+
+
+@node("imagebash.diffusion.inpaint", version=1, title="Inpaint", category="diffusion", device="gpu")
+def inpaint(model: Model, image: Image, mask: Mask, prompt: Prompt = "", negative_prompt: Prompt = "",
+            strength: Annotated[float, Range(0.0, 1.0, step=0.01)] = 1.0, steps: Steps = 0,
+            guidance: Guidance = 0.0, scheduler: Scheduler = Scheduler.AUTO, shift: Shift = 0.0, seed: Seed = 0,
+            batch_size: Batch = 1, ctx: Context = None) -> Image:
+    """Repaint the masked part of an image (white = repaint); pixels outside the mask are kept.
+
+    Works with any model; inpainting models (SD inpainting U-Nets, Flux.1 Fill) see the mask and
+    the masked image, so edges match best with them.
+
+    Args:
+        image: The image to repaint; sides must be multiples of 8 (16 for Flux, SD 3.5, Qwen-Image).
+        mask: Where to repaint (1) and where to keep (0); soft edges blend.
+        strength: How much of the masked area's content is replaced.
+    """
+    return _inpaint(ctx, model, image, mask, prompt, negative_prompt, strength, steps, guidance, scheduler, shift,
+                    seed, batch_size)
+
+
+@node("imagebash.diffusion.outpaint", version=1, title="Outpaint", category="diffusion", device="gpu")
+def outpaint(model: Model, image: Image, prompt: Prompt = "", negative_prompt: Prompt = "",
+             left: Annotated[int, Range(0, 2048, step=16)] = 0, right: Annotated[int, Range(0, 2048, step=16)] = 128,
+             top: Annotated[int, Range(0, 2048, step=16)] = 0, bottom: Annotated[int, Range(0, 2048, step=16)] = 0,
+             feather: Annotated[int, Range(0, 256, step=4), Help("Pixels of the old image blended into the new.")] = 16,
+             steps: Steps = 0, guidance: Guidance = 0.0, scheduler: Scheduler = Scheduler.AUTO, shift: Shift = 0.0,
+             seed: Seed = 0, batch_size: Batch = 1, ctx: Context = None) -> Image:
+    """Extend the canvas on any side and paint the new area to match (best with Flux.1 Fill).
+
+    The image is padded with its edge pixels, the padding (plus `feather` pixels into the old
+    image) becomes the mask, and the model inpaints it; the old pixels outside the feather are
+    kept exactly.
+    """
+    if not (left or right or top or bottom):
+        raise ValueError("Outpaint: give at least one side a size (left, right, top or bottom)")
+    img = np.asarray(image, np.float32)[..., :3]
+    padded = np.pad(img, ((0, 0), (top, bottom), (left, right), (0, 0)), mode="edge")
+    h, w = padded.shape[1:3]
+    mask = np.ones((1, h, w), np.float32)
+    y0, y1, x0, x1 = top, h - bottom, left, w - right
+    inner = np.zeros((y1 - y0, x1 - x0), np.float32)
+    if feather:
+        yy = np.minimum(np.arange(y1 - y0) + 1, np.arange(y1 - y0)[::-1] + 1)[:, None]
+        xx = np.minimum(np.arange(x1 - x0) + 1, np.arange(x1 - x0)[::-1] + 1)[None, :]
+        edges = [d for d, pad in ((yy, top), (yy, bottom), (xx, left), (xx, right)) if pad]
+        dist = np.minimum.reduce([np.broadcast_to(d, inner.shape) for d in edges]) if edges else None
+        if dist is not None:
+            inner = np.clip(1.0 - dist / float(feather), 0.0, 1.0)
+    mask[0, y0:y1, x0:x1] = inner
+    return _inpaint(ctx, model, padded, mask, prompt, negative_prompt, 1.0, steps, guidance, scheduler, shift,
+                    seed, batch_size)
+
+
+@node("imagebash.diffusion.edit", version=1, title="Edit (instruction)", category="diffusion", device="gpu")
+def edit(model: Model, image: Image, instruction: Instruction = "", negative_prompt: Prompt = "",
+         steps: Steps = 0, guidance: Guidance = 0.0, scheduler: Scheduler = Scheduler.AUTO, shift: Shift = 0.0,
+         seed: Seed = 0, batch_size: Batch = 1, ctx: Context = None) -> Image:
+    """Change an image by an instruction with an editing model (Flux.1 Kontext, Qwen-Image-Edit).
+
+    Each input image is edited on its own, at its own size (sides rounded down to the model's
+    multiple); `batch_size` gives variations of each.
+    """
+    if not instruction.strip():
+        raise ValueError("Edit: write an instruction (what to change)")
+    entry = open_model(ctx, model)
+    multiple = family_of(entry).size_multiple
+    img = np.asarray(image, np.float32)[..., :3]
+    h, w = img.shape[1] // multiple * multiple, img.shape[2] // multiple * multiple
+    if h < multiple or w < multiple:
+        raise ValueError(f"Edit: the image is smaller than {multiple}x{multiple}")
+    img = np.ascontiguousarray(img[:, :h, :w])
+    outs = []
+    for i in range(img.shape[0]):
+        entry, out = sample_latents(ctx, model, "edit", (w, h), batch_size, seed + i * batch_size, scheduler, shift,
+                             instruction, negative_prompt or None, steps, guidance, image=to_tensor(img[i:i + 1]),
+                             height=h, width=w, num_images_per_prompt=batch_size, _auto_resize=False)
+        outs.append(_decode(ctx, entry, out))
+    return np.concatenate(outs, axis=0)

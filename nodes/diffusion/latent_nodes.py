@@ -1,7 +1,9 @@
 """Latent-level nodes for power users: Empty Latent, Encode, Sample, Decode, Latent Blend.
 
-Latents on the wires are in the model's space (already multiplied by the VAE scaling factor),
-like a diffusers pipeline's `output_type="latent"`, and carry the family they belong to.
+Latents on the wires are in the model's space (the VAE's latents scaled, shifted or normalised
+as the family says), unpacked to (N, C, h, w) for every family (Flux's and Qwen's pipelines
+pack them into patch sequences internally), and carry the family they belong to: two families'
+latents never mix.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import Annotated
 
 import numpy as np
 
+from app.engine.families import get_family
 from nodes.diffusion import tiling
-from nodes.diffusion.generate import Guidance, Prompt, Steps
-from nodes.diffusion.sampling import open_model, run_pipeline, task_pipeline
+from nodes.diffusion.generate import Guidance, Prompt, Shift, Steps, sample_latents
+from nodes.diffusion.sampling import check_size, open_model
 from nodes.diffusion.schedulers import Scheduler
 from nodes.diffusion.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tiling
 from nodes.registry import node
@@ -26,22 +29,31 @@ Overlap = Annotated[float, Range(0.0, 0.75, step=0.05),
                     Help("Fraction of a tile blended with its neighbours (hides seams).")]
 
 
+def _title(name: str) -> str:
+    try:
+        return get_family(name).title
+    except KeyError:
+        return name
+
+
 def _check_family(latent: Latent, model: Model, node_title: str) -> None:
     if latent.family != model.family:
-        raise ValueError(f"{node_title}: the latent belongs to a {latent.family} model but the model is "
-                         f"{model.family}; decode and re-encode to switch families")
+        raise ValueError(f"{node_title}: the latent belongs to a {_title(latent.family)} model but the model is "
+                         f"{_title(model.family)}; decode and re-encode to switch families")
 
 
 @node("imagebash.diffusion.empty_latent", version=1, title="Empty Latent", category="diffusion/latent")
 def empty_latent(model: Model, width: Annotated[int, Range(64, 4096, step=8)] = 512,
                  height: Annotated[int, Range(64, 4096, step=8)] = 512,
                  batch_size: Annotated[int, Range(1, 64)] = 1) -> Latent:
-    """A blank latent of a size, the starting point of Sample at denoise 1."""
+    """A blank latent of a size, in the model family's latent layout; the starting point of Sample
+    at denoise 1."""
     import torch
 
-    if width % 8 or height % 8:
-        raise ValueError(f"width and height must be multiples of 8 (got {width}x{height})")
-    return Latent(torch.zeros(batch_size, 4, height // 8, width // 8), model.family, 8)
+    fam = get_family(model.family)
+    check_size(width, height, fam.size_multiple)
+    scale = fam.latent_scale
+    return Latent(torch.zeros(batch_size, fam.latent_channels, height // scale, width // scale), model.family, scale)
 
 
 @node("imagebash.diffusion.encode", version=1, title="Encode (VAE)", category="diffusion/latent", device="gpu")
@@ -65,8 +77,8 @@ def decode(model: Model, latent: Latent, tiling_mode: TilingMode = Tiling.AUTO,
 
 @node("imagebash.diffusion.sample", version=1, title="Sample", category="diffusion/latent", device="gpu")
 def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: Prompt = "",
-           denoise: Annotated[float, Range(0.0, 1.0, step=0.01)] = 1.0, steps: Steps = 20,
-           guidance: Guidance = 7.0, scheduler: Scheduler = Scheduler.EULER_A, seed: Seed = 0,
+           denoise: Annotated[float, Range(0.0, 1.0, step=0.01)] = 1.0, steps: Steps = 0,
+           guidance: Guidance = 0.0, scheduler: Scheduler = Scheduler.AUTO, shift: Shift = 0.0, seed: Seed = 0,
            ctx: Context = None) -> Latent:
     """Denoise a latent toward a prompt: denoise 1 starts from pure noise, less keeps structure.
 
@@ -75,23 +87,20 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
         denoise: How much noise to add before denoising (like img2img strength).
     """
     _check_family(latent, model, "Sample")
-    entry = open_model(ctx, model)
     samples = latent.samples
     n, _c, h, w = samples.shape
     size = (w * latent.scale_factor, h * latent.scale_factor)
-    common = dict(num_inference_steps=steps, guidance_scale=guidance,
-                  negative_prompt=[negative_prompt] * n if negative_prompt else None)
     if denoise <= 0:
         return latent
     if denoise >= 1:
-        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "txt2img"), model, scheduler, size, n, seed,
-                           prompt=prompt,
-                           width=size[0], height=size[1], num_images_per_prompt=n,
-                           **{**common, "negative_prompt": negative_prompt or None})
+        entry, out = sample_latents(ctx, model, "txt2img", size, n, seed, scheduler, shift, prompt, negative_prompt,
+                             steps, guidance, width=size[0], height=size[1], num_images_per_prompt=n)
     else:
-        out = run_pipeline(ctx, entry, task_pipeline(ctx, entry, "img2img"), model, scheduler, size, n, seed,
-                           prompt=[prompt] * n, image=samples.to(entry.device, entry.pipe.unet.dtype),
-                           strength=denoise, **common)
+        entry = open_model(ctx, model)
+        image = samples.to(entry.device, getattr(entry.pipe, get_family(model.family).denoiser).dtype)
+        entry, out = sample_latents(ctx, model, "img2img", size, n, seed, scheduler, shift, [prompt] * n,
+                             [negative_prompt] * n if negative_prompt else None, steps, guidance, image=image,
+                             strength=denoise, width=size[0], height=size[1])
     return Latent(out, model.family, latent.scale_factor)
 
 
@@ -113,7 +122,7 @@ def latent_blend(a: Latent, b: Latent, factor: Annotated[float, Range(0.0, 1.0, 
     import torch
 
     if a.family != b.family:
-        raise ValueError(f"Latent Blend: cannot mix a {a.family} latent with a {b.family} latent")
+        raise ValueError(f"Latent Blend: cannot mix a {_title(a.family)} latent with a {_title(b.family)} latent")
     x, y = a.samples, b.samples.to(a.samples.device, a.samples.dtype)
     if x.shape != y.shape:
         raise ValueError(f"Latent Blend: sizes differ ({tuple(x.shape)} vs {tuple(y.shape)})")

@@ -10,8 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
+from app.engine.families import get_family
+from app.engine.families.loading import Parts
 from app.engine.fingerprint import fingerprint, short_hash
-from nodes.diffusion.catalog import find, list_checkpoints, list_loras, search_dirs
+from nodes.diffusion.catalog import find, list_checkpoints, list_loras, list_text_encoders, list_vaes, search_dirs
 from nodes.diffusion.loras import ensure_adapter
 from nodes.diffusion.sampling import manager
 from nodes.registry import node
@@ -23,9 +25,10 @@ def model_hash(path: Path) -> str:
     if path.is_file():
         return short_hash(path)
     for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"):
-        weights = path / "unet" / name
-        if weights.is_file():
-            return short_hash(weights)
+        for sub in ("unet", "transformer"):
+            weights = path / sub / name
+            if weights.is_file():
+                return short_hash(weights)
     return fingerprint(path).split(":")[-1][:10]
 
 
@@ -64,24 +67,68 @@ def _lora_key(params: dict) -> str:
         return "missing"
 
 
+def part_path(name: str, kind: str) -> Path:
+    """A split-layout file a Load Model port names: a path, or a name in the models folders."""
+    path = Path(str(name).strip()).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = find(str(name).strip(), kind) or path
+    if not path.is_file():
+        what = "text encoder" if kind == "text_encoder" else "VAE"
+        raise FileNotFoundError(f"{what} file not found: {name!r}")
+    return path
+
+
+def _parts(text_encoder: str, text_encoder_2: str, text_encoder_3: str, vae: str) -> Parts:
+    files = tuple(part_path(n, "text_encoder") for n in (text_encoder, text_encoder_2, text_encoder_3)
+                  if str(n).strip())
+    return Parts(files, part_path(vae, "vae") if str(vae).strip() else None)
+
+
+def _load_key(params: dict) -> str:
+    """The checkpoint's and the split-layout files' content, so replacing one re-runs Load Model."""
+    key = _checkpoint_key(params)
+    for port, kind in (("text_encoder", "text_encoder"), ("text_encoder_2", "text_encoder"),
+                       ("text_encoder_3", "text_encoder"), ("vae", "vae")):
+        name = str(params.get(port, "") or "").strip()
+        if name:
+            try:
+                key += "|" + fingerprint(part_path(name, kind))
+            except FileNotFoundError:
+                key += "|missing:" + name
+    return key
+
+
+TextEncoderFile = Annotated[str, Choices(list_text_encoders, model="text_encoder"),
+                            Help("split layout: a text-encoder file (ComfyUI models/text_encoders)")]
+
+
 @node("imagebash.diffusion.load_model", version=1, title="Load Model", category="diffusion",
-      io=True, cache_key=_checkpoint_key)
+      io=True, cache_key=_load_key)
 def load_model(
     checkpoint: Annotated[str, Choices(list_checkpoints, model="checkpoint"),
                           Help("a .safetensors checkpoint, a diffusers folder or a hub repo id")] = "",
     config: Annotated[Path | None, FileFilter(folder=True)] = None,
+    text_encoder: TextEncoderFile = "",
+    text_encoder_2: TextEncoderFile = "",
+    text_encoder_3: TextEncoderFile = "",
+    vae: Annotated[str, Choices(list_vaes, model="vae"),
+                   Help("split layout: the VAE file (ComfyUI models/vae, e.g. ae.safetensors)")] = "",
     ctx: Context = None,
 ) -> Model:
-    """Load a Stable Diffusion 1.x, 2.x or XL model (the family is read from the weights).
+    """Load a model of any supported family: SD 1.x/2.x/XL, Flux.1, SD 3.5, Qwen-Image.
 
-    Loaded once and shared: every workflow naming the same file uses the same weights in memory.
+    The family and variant are read from the weights, never from the file name. Loaded once and
+    shared: every workflow naming the same files uses the same weights in memory.
 
     Args:
-        checkpoint: A single-file .safetensors checkpoint, a diffusers folder, or a Hugging Face repo
-            id (downloaded into the hub cache when online). Names are also looked up in the models
-            folder (IMAGEBASH_MODELS).
+        checkpoint: A single-file .safetensors checkpoint (whole, or only the denoiser as ComfyUI's
+            diffusion_models/ holds it), a diffusers folder, or a Hugging Face repo id (downloaded
+            into the hub cache when online). Names are also looked up in the models folders.
         config: Optional diffusers config folder for a single-file checkpoint of unusual geometry
-            (default: the configs shipped for SD 1.x / 2.x / XL).
+            (default: the configs shipped for each family's released variants).
+        text_encoder: For a denoiser-only file: its text encoders (any order; each goes to the
+            slot its weights fit, e.g. clip_l and t5xxl for Flux.1).
+        vae: For a denoiser-only file: its VAE.
     """
     models = manager(ctx)
 
@@ -89,18 +136,26 @@ def load_model(
         ctx.progress(fraction, text=text)
 
     search = search_dirs("checkpoint")
+    parts = _parts(text_encoder, text_encoder_2, text_encoder_3, vae)
     # An io node: a hub download runs outside the device lock (GPU nodes keep running), and
     # only reading the weights and placing them on the device waits for it.
     models.fetch(checkpoint, progress, search)
     with ctx.device_lock():
-        entry = models.load(checkpoint, config, progress, search=search)
+        entry = models.load(checkpoint, config, progress, search=search, parts=parts)
     path = Path(entry.source)
     digest = model_hash(path)
-    ctx.annotate("model", {"name": path.name, "hash": digest, "family": entry.family})
-    ctx.log(f"{path.name}: {entry.family}, {entry.nbytes / 2**20:.0f} MiB on {entry.device}")
+    fam = get_family(entry.family)
+    variant = fam.variant(entry.variant)
+    ctx.annotate("model", {"name": path.name, "hash": digest, "family": entry.family, "variant": entry.variant})
+    ctx.log(f"{path.name}: {variant.title} ({entry.family}/{entry.variant}), {entry.nbytes / 2**20:.0f} MiB on "
+            f"{entry.device}, memory: {entry.state.get('memory_mode', 'full')}")
     for warning in entry.state.get("warnings", ()):
         ctx.log(warning, "warning")
-    extra = {"config": str(config)} if config else {}
+    extra: dict = {"config": str(config)} if config else {}
+    if parts:
+        extra["text_encoders"] = [str(p) for p in parts.text_encoders]
+        if parts.vae:
+            extra["vae"] = str(parts.vae)
     return Model(key=entry.key, family=entry.family, source=entry.source, hash=digest, extra=extra)
 
 

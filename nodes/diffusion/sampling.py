@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.engine import memory
+from app.engine.families import Family, get_family
 from app.engine.fingerprint import short_hash
 from app.engine.models import Entry
 from nodes.diffusion import tiling
@@ -35,12 +36,31 @@ def open_model(ctx: Any, model: Model) -> Entry:
     return manager(ctx).entry(model, lambda f, t: ctx.progress(0.0, text=t))
 
 
+def family_of(entry: Entry) -> Family:
+    return get_family(entry.family)
+
+
+def denoiser(entry: Entry) -> Any:
+    """The pipeline's U-Net or transformer, whichever the family samples with."""
+    return getattr(entry.pipe, family_of(entry).denoiser)
+
+
 def task_pipeline(ctx: Any, entry: Entry, task: str) -> Any:
-    """The txt2img/img2img/inpaint pipeline that shares `entry`'s weights."""
-    if entry.pipe.unet.config.in_channels != 4 and task != "inpaint":
-        raise ValueError(f"{Path(entry.source).name} is an inpainting model "
-                         f"({entry.pipe.unet.config.in_channels}-channel UNet): use it with the Inpaint node")
+    """The txt2img/img2img/inpaint/edit pipeline that shares `entry`'s weights."""
+    variant = family_of(entry).variant(entry.variant)
+    if variant.tasks == ("inpaint",) and task != "inpaint":
+        raise ValueError(f"{Path(entry.source).name} is an inpainting model ({variant.title}): use it with "
+                         "the Inpaint node")
     return manager(ctx).derived(entry, task)
+
+
+def describe(ctx: Any, entry: Entry) -> None:
+    """One log line: which family, variant, dtype and memory mode a node used."""
+    fam = family_of(entry)
+    variant = fam.variant(entry.variant)
+    dtype = str(getattr(denoiser(entry), "dtype", "")).replace("torch.", "")
+    mode = entry.state.get("memory_mode", "full")
+    ctx.log(f"{variant.title} ({fam.name}/{variant.name}), {dtype}, memory: {mode}, on {entry.device}")
 
 
 def apply_loras(entry: Entry, model: Model) -> None:
@@ -63,20 +83,23 @@ def seeds_generators(seed: int, count: int) -> list[Any]:
 
 
 def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, width: int, height: int,
-              batch: int, force_slicing: bool = False) -> None:
+              batch: int, force_slicing: bool = False, shift: float = 0.0) -> None:
     """Scheduler for this call, and attention slicing decided from free memory (never on CPU in auto)."""
     base = entry.state.setdefault("scheduler_config", dict(entry.pipe.scheduler.config))
     schedulers = entry.state.setdefault("schedulers", {})
     choice = Scheduler(scheduler)
-    if choice not in schedulers:  # reused: set_timesteps resets a scheduler at every call
-        schedulers[choice] = make_scheduler(choice, base)
-    if pipe.scheduler is not schedulers[choice]:
-        pipe.scheduler = schedulers[choice]
-    unet = entry.pipe.unet
-    heads = unet.config.attention_head_dim
+    fam = family_of(entry)
+    key = (choice, float(shift))
+    if key not in schedulers:  # reused: set_timesteps resets a scheduler at every call
+        schedulers[key] = make_scheduler(choice, base, flow=fam.flow_matching, shift=shift, family=fam.title)
+    if pipe.scheduler is not schedulers[key]:
+        pipe.scheduler = schedulers[key]
+    model = denoiser(entry)
+    heads = model.config.get("attention_head_dim", 8) if fam.denoiser == "unet" else \
+        model.config.get("num_attention_heads", 8)
     heads = max(heads) if isinstance(heads, (list, tuple)) else heads
-    need = memory.attention_bytes(width, height, batch, int(heads or 8), unet.dtype.itemsize,
-                                  entry.pipe.vae_scale_factor)
+    need = memory.attention_bytes(width, height, batch, int(heads or 8), model.dtype.itemsize,
+                                  entry.pipe.vae_scale_factor * (2 if fam.denoiser != "unet" else 1))
     mode = getattr(getattr(ctx, "settings", None), "attention_slicing", "auto")
     slicing = "max" if force_slicing else memory.attention_slicing(mode, entry.device, need)
     if entry.state.get("slicing", "unset") != slicing:  # the UNet is shared by every task's pipeline
@@ -88,15 +111,17 @@ def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, wid
 
 
 def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Scheduler | str,
-                 size: tuple[int, int], batch: int, seed: int, **kwargs: Any) -> Any:
+                 size: tuple[int, int], batch: int, seed: int, shift: float = 0.0, **kwargs: Any) -> Any:
     """Call `pipe(**kwargs)` for latents with `model`'s LoRA stack and `batch` generators from `seed`
-    (seed, seed+1, ...), reporting each step; returns the latents tensor."""
+    (seed, seed+1, ...), reporting each step; returns (N, C, h, w) model-space latents."""
     ctx.check_cancelled()
     width, height = size
+    fam = family_of(entry)
 
     def on_step(p: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         total = getattr(p, "num_timesteps", 0) or kwargs.get("num_inference_steps", 1)
-        ctx.progress((i + 1) / max(total, 1), latent_preview(tensors["latents"], entry.family),
+        latents = fam.unpack(p, tensors["latents"][:1], width, height)
+        ctx.progress((i + 1) / max(total, 1), latent_preview(latents, fam.preview),
                      text=f"step {i + 1}/{total}")
         if ctx.cancelled:
             raise Cancelled("cancelled")
@@ -105,9 +130,10 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
     def attempt(retry: bool) -> Any:
         with entry.lock, _vae_tiled(ctx, entry.pipe.vae, retry):  # inpaint encodes inside the pipeline
             apply_loras(entry, model)
-            configure(ctx, entry, pipe, scheduler, width, height, batch, retry)
-            return pipe(output_type="latent", callback_on_step_end=on_step,
-                        generator=seeds_generators(seed, batch), **kwargs).images
+            configure(ctx, entry, pipe, scheduler, width, height, batch, retry, shift)
+            out = pipe(output_type="latent", callback_on_step_end=on_step,
+                       generator=seeds_generators(seed, batch), **kwargs).images
+            return fam.unpack(pipe, out, width, height)
 
     return memory.with_oom_retry(lambda: attempt(False), lambda: attempt(True), entry.device,
                                  lambda m: ctx.log(m, "warning"), "sampling")

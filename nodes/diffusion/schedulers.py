@@ -1,4 +1,9 @@
-"""The sampler choices users know from A1111/ComfyUI, mapped onto diffusers schedulers."""
+"""The sampler choices users know from A1111/ComfyUI, mapped onto diffusers schedulers.
+
+Flow-matching families (Flux.1, SD 3.5, Qwen-Image) sample with flow-matching Euler; there
+"euler_a" is its stochastic form and `shift` replaces the model's (resolution-dependent) shift
+with a fixed one. The DDPM-family choices do not apply to them and say so.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 
 class Scheduler(str, enum.Enum):
+    AUTO = "auto"  # the model family's usual choice (euler_a for SD, flow-matching Euler for Flux)
     EULER = "euler"
     EULER_A = "euler_a"
     DPMPP_2M = "dpmpp_2m"
@@ -27,11 +33,30 @@ _TABLE: dict[Scheduler, tuple[str, dict[str, Any]]] = {
 }
 
 
-def make_scheduler(choice: Scheduler | str, base_config: dict) -> Any:
-    """A fresh scheduler of the chosen kind built on the model's own (betas, prediction type)."""
+FLOW_CHOICES = (Scheduler.DEFAULT, Scheduler.EULER, Scheduler.EULER_A)
+
+
+def make_scheduler(choice: Scheduler | str, base_config: dict, flow: bool = False, shift: float = 0.0,
+                   family: str = "") -> Any:
+    """A fresh scheduler of the chosen kind built on the model's own (betas, prediction type, shift)."""
     import diffusers
 
     choice = Scheduler(choice)
+    if choice is Scheduler.AUTO:
+        choice = Scheduler.DEFAULT if flow else Scheduler.EULER_A
+    if flow:
+        if choice not in FLOW_CHOICES:
+            raise ValueError(f"{family or 'this model'} samples with flow matching: scheduler '{choice.value}' "
+                             f"does not apply (use {', '.join(c.value for c in FLOW_CHOICES)})")
+        extra: dict[str, Any] = {}
+        if shift > 0:
+            extra.update(shift=float(shift), use_dynamic_shifting=False)
+        if choice is Scheduler.EULER_A:
+            extra["stochastic_sampling"] = True
+        cls = getattr(diffusers, base_config["_class_name"])
+        if choice is not Scheduler.DEFAULT:
+            cls = diffusers.FlowMatchEulerDiscreteScheduler
+        return cls.from_config(base_config, **extra)
     if choice is Scheduler.DEFAULT:
         cls = getattr(diffusers, base_config["_class_name"])
         return cls.from_config(base_config)

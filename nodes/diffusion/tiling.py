@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.engine import memory
+from app.engine.families import get_family
 from app.engine.models import Entry
 
 DEFAULT_TILE = 512
@@ -30,7 +31,12 @@ class Tiling(str, enum.Enum):
 
 
 def vae_scale(vae: Any) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    """Pixels per latent cell: from the block widths (SD/Flux VAEs) or the temporal-downsample list
+    (Wan-style VAEs, as Qwen-Image's)."""
+    cfg = vae.config
+    if "block_out_channels" in cfg:
+        return 2 ** (len(cfg.block_out_channels) - 1)
+    return 2 ** len(cfg.get("temperal_downsample", (0, 0, 0)))
 
 
 def settings_tile(ctx: Any) -> tuple[str, int, float]:
@@ -48,15 +54,22 @@ def configure_vae(vae: Any, tiled: bool, tile: int, overlap: float) -> None:
     scale = vae_scale(vae)
     tile = max(scale * 4, int(tile) // scale * scale)
     vae.enable_tiling()
+    overlap = min(max(float(overlap), 0.0), 0.75)
+    if hasattr(vae, "tile_sample_min_height"):  # Wan-style VAEs: height/width and a stride
+        vae.tile_sample_min_height = vae.tile_sample_min_width = tile
+        stride = max(scale, int(tile * (1 - overlap)) // scale * scale)
+        vae.tile_sample_stride_height = vae.tile_sample_stride_width = stride
+        return
     vae.tile_sample_min_size = tile
     vae.tile_latent_min_size = tile // scale
-    vae.tile_overlap_factor = min(max(float(overlap), 0.0), 0.75)
+    vae.tile_overlap_factor = overlap
 
 
 def _decide(entry: Entry, mode: str, width: int, height: int, batch: int) -> bool:
     vae = entry.pipe.vae
     dtype_bytes = next(vae.parameters()).element_size()
-    need = memory.vae_decode_bytes(width, height, batch, max(vae.config.block_out_channels), dtype_bytes)
+    widest = max(vae.config.get("block_out_channels", None) or [vae.config.get("base_dim", 96) * 4])
+    need = memory.vae_decode_bytes(width, height, batch, widest, dtype_bytes)
     return memory.vae_tiling(mode, entry.device, width, height, need)
 
 
@@ -79,9 +92,10 @@ def _vae_ready(vae: Any, tiled: bool, tile: int, overlap: float) -> Iterator[Any
 
 def decode(entry: Entry, latents: Any, mode: str = "auto", tile: int = DEFAULT_TILE,
            overlap: float = DEFAULT_OVERLAP, log: Any = print) -> np.ndarray:
-    """Latents (model space, N x 4 x h x w) -> Image (N, H, W, 3) float32 in [0, 1]."""
+    """Latents (model space, N x C x h x w) -> Image (N, H, W, 3) float32 in [0, 1]."""
     import torch
 
+    fam = get_family(entry.family)
     vae = entry.pipe.vae
     scale = vae_scale(vae)
     n, _c, h, w = latents.shape
@@ -89,10 +103,8 @@ def decode(entry: Entry, latents: Any, mode: str = "auto", tile: int = DEFAULT_T
 
     def run(tiled: bool) -> np.ndarray:
         with entry.lock, torch.inference_mode(), _vae_ready(vae, tiled, tile, overlap) as dtype:
-            z = latents.to(entry.device, dtype) / vae.config.scaling_factor
-            if getattr(vae.config, "shift_factor", None):
-                z = z + vae.config.shift_factor
-            out = vae.decode(z).sample
+            z = fam.from_model_space(vae, latents.to(entry.device, dtype))
+            out = fam.vae_decode(vae, z)
             return (out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
 
     return memory.with_oom_retry(lambda: run(tiled), lambda: run(True), entry.device, log, "VAE decode")
@@ -103,6 +115,7 @@ def encode(entry: Entry, image: np.ndarray, mode: str = "auto", tile: int = DEFA
     """Image (N, H, W, C) -> latents in model space (mean of the posterior: deterministic)."""
     import torch
 
+    fam = get_family(entry.family)
     vae = entry.pipe.vae
     scale = vae_scale(vae)
     img = np.asarray(image, np.float32)[..., :3]
@@ -114,9 +127,7 @@ def encode(entry: Entry, image: np.ndarray, mode: str = "auto", tile: int = DEFA
     def run(tiled: bool) -> Any:
         with entry.lock, torch.inference_mode(), _vae_ready(vae, tiled, tile, overlap) as dtype:
             x = torch.from_numpy(img).permute(0, 3, 1, 2).to(entry.device, dtype) * 2 - 1
-            z = vae.encode(x).latent_dist.mode()
-            if getattr(vae.config, "shift_factor", None):
-                z = z - vae.config.shift_factor
-            return (z * vae.config.scaling_factor).to(entry.pipe.unet.dtype)
+            z = fam.to_model_space(vae, fam.vae_encode(vae, x))
+            return z.to(getattr(entry.pipe, fam.denoiser).dtype)
 
     return memory.with_oom_retry(lambda: run(tiled), lambda: run(True), entry.device, log, "VAE encode")

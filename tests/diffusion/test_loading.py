@@ -32,7 +32,7 @@ def test_sdxl_folder_is_detected_and_generates(engine, tiny_sdxl_dir, tiny_sd_di
                     "empty": ("empty_latent", {"width": 64, "height": 64}), "dec": ("decode", {})},
                    ["sd.model>empty.model", "xl.model>dec.model", "empty.latent>dec.latent"])
     bad = engine.run(g)
-    assert "latent belongs to a sd1 model but the model is sdxl" in bad.errors["dec"]
+    assert "latent belongs to a Stable Diffusion 1.x model but the model is Stable Diffusion XL" in bad.errors["dec"]
 
 
 def test_bad_sources_fail_with_one_clear_line(engine, tmp_path, tiny_lora_kohya):
@@ -109,7 +109,7 @@ def test_family_is_read_from_the_checkpoint_key_layout(tmp_path):
         save_file({key: torch.zeros(2, 2), "model.diffusion_model.out.2.bias": torch.zeros(4)}, str(path))
         assert detect_family(path) == family
     save_file({"first_stage_model.decoder.conv_in.bias": torch.zeros(2)}, str(tmp_path / "vae.safetensors"))
-    with pytest.raises(ModelError, match="not a Stable Diffusion"):
+    with pytest.raises(ModelError, match=r"not a model of a known family \(tried Flux.1, .*Stable Diffusion 1.x\)"):
         detect_family(tmp_path / "vae.safetensors")
 
 
@@ -128,7 +128,7 @@ def test_loading_reports_progress_and_lru_budget_evicts(tiny_sd_dir, tiny_sdxl_d
     events = []
     engine.events.subscribe(lambda e: events.append(e.text) if isinstance(e, NodeProgress) else None)
     sd = run_ok(engine, txt2img_graph(tiny_sd_dir), targets=["load", "gen"]).output("load")
-    assert any(t and t.startswith("loading sd1 model") for t in events)
+    assert any(t and t.startswith("loading SD 1.5 model") for t in events)
     assert any(t and t.startswith("loaded tiny-sd") for t in events)
     models = engine.services.get("models")
     run_ok(engine, txt2img_graph(tiny_sdxl_dir), targets=["load", "gen"])
@@ -218,16 +218,16 @@ def test_sd2_single_file_prediction_type_from_metadata_or_a_stated_assumption(tm
     import torch
     from safetensors.torch import save_file
 
-    from app.engine.models import sd2_prediction
+    from app.engine.families.sd2 import prediction_type as sd2_prediction
 
     weights = {"cond_stage_model.model.ln_final.weight": torch.zeros(2)}
     plain, eps, v = tmp_path / "plain.safetensors", tmp_path / "eps.safetensors", tmp_path / "v.safetensors"
     save_file(weights, str(plain))
     save_file(weights, str(eps), metadata={"modelspec.prediction_type": "epsilon"})
     save_file(weights, str(v), metadata={"modelspec.prediction_type": "v"})
-    prediction, warning = sd2_prediction(plain, None)
+    prediction, warning = sd2_prediction(plain, False)
     assert prediction is None
     assert "plain.safetensors" in warning and "v-prediction" in warning and "`config` port" in warning
-    assert sd2_prediction(eps, None) == ("epsilon", "")
-    assert sd2_prediction(v, None) == ("v_prediction", "")
-    assert sd2_prediction(plain, str(tmp_path)) == (None, "")  # an explicit config decides
+    assert sd2_prediction(eps, False) == ("epsilon", "")
+    assert sd2_prediction(v, False) == ("v_prediction", "")
+    assert sd2_prediction(plain, True) == (None, "")  # an explicit config decides

@@ -28,9 +28,9 @@ def test_preload_loads_the_model_first_and_reports_progress(tmp_path, monkeypatc
         assert "\n" not in failed["error"]
         events = [r["event"] for r in s.get("/events", params={"job": first}).json()["events"]]
         texts = [e.get("text") or "" for e in events if e["type"] == "NodeProgress"]
-        assert any("loading sd1 model tiny" in t for t in texts), texts
+        assert any("loading SD 1.5 model tiny" in t for t in texts), texts
         logs = [e["message"] for e in events if e["type"] == "NodeLog"]
-        assert any(m.startswith("tiny: sd1") for m in logs), logs
+        assert any(m.startswith("tiny: SD 1.5 (sd1/base)") for m in logs), logs
         assert any("preload:" in r.getMessage() and "tiny" in r.getMessage() for r in caplog.records)
         manager = s.state.client.engine.services.get("models")
         assert manager.loads == 1

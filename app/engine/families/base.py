@@ -1,0 +1,159 @@
+"""What a model family declares: the one place that knows a family's names, files and defaults.
+
+A family module (`sd1.py`, `flux.py`, ...) holds one `Family` instance, `FAMILY`. The model
+manager, the LoRA loader, the sampling nodes and the trainer ask it: how a checkpoint of it is
+recognised from its keys and shapes, which shipped config folder and pipeline classes each
+variant uses, how its latents are scaled, packed and previewed, which components LoRAs reach and
+under which key prefixes, which sampler, steps and guidance it wants, and how much memory its
+weights need. None of them branch on a family's name, so a new family is one new module plus its
+configs under `resources/model_configs/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.engine.probe import Probe
+
+TASKS = ("txt2img", "img2img", "inpaint", "edit")
+"""What a sampling node asks a family for: generate, restyle, repaint a mask, follow an instruction."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one module of an original (BFL/SAI/LDM) checkpoint lives in the diffusers model.
+
+    A fused original layer (Flux's `img_attn.qkv`, `single_blocks.N.linear1`) maps to several
+    diffusers modules, each taking a slice of its output rows; adaLN output layers whose two
+    halves diffusers stores the other way round have `swap` set.
+    """
+
+    module: str
+    rows: tuple[int, int] | None = None
+    swap: bool = False
+
+
+NameMap = Mapping[str, tuple[Target, ...]]
+"""Original module name (dotted, no file prefix) -> the diffusers module(s) it becomes."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One released model of a family (Flux.1 dev, SD 3.5 large, ...)."""
+
+    name: str  # "dev", "schnell", "fill", "large", ... (the family's own words)
+    title: str  # "Flux.1 dev"
+    config: str  # shipped config folder: resources/model_configs/<config>/
+    denoiser_bytes: int  # bf16/fp16 bytes of the denoiser at full size (memory planner)
+    encoder_bytes: int = 0  # bf16/fp16 bytes of the text encoders together
+    steps: int = 25  # default sampling steps
+    guidance: float = 7.0  # default guidance (classifier-free, or Flux dev's distilled guidance)
+    tasks: tuple[str, ...] = ("txt2img", "img2img", "inpaint")
+    inpaint_native: bool = False  # a model trained for masks (SD inpaint U-Net, Flux Fill)
+    pipelines: tuple[tuple[str, str], ...] = ()  # task -> pipeline class, where it differs from the family's
+    note: str = ""  # said in the log when this variant is used (e.g. what cannot be told from its keys)
+
+
+@dataclass
+class Family:
+    """A model family. Subclasses override the methods whose behaviour differs from SD's."""
+
+    name: str  # "sd1", "flux", ... (stored in Model/Latent handles and saved workflows)
+    title: str  # "Stable Diffusion 1.x"
+    variants: tuple[Variant, ...]
+    pipelines: Mapping[str, str]  # task -> diffusers pipeline class name
+    denoiser: str = "unet"  # the pipeline attribute holding the denoiser
+    text_encoders: tuple[str, ...] = ("text_encoder",)  # pipeline attributes, in order
+    latent_channels: int = 4
+    latent_scale: int = 8  # pixels per latent cell
+    size_multiple: int = 8  # width/height must be multiples of this
+    flow_matching: bool = False  # flow-matching schedulers (shift) instead of the DDPM family
+    negative_prompt: bool = True  # the pipeline takes a negative prompt
+    guidance_kind: str = "cfg"  # "cfg", "distilled" (Flux dev: an embedding), "true_cfg" (Qwen)
+    default_scheduler: str = "euler_a"
+    lora_components: tuple[str, ...] = ("unet", "text_encoder")
+    #: kohya-style flat prefixes -> component ("lora_unet_" -> "unet"); longest match wins
+    kohya_prefixes: Mapping[str, str] = field(default_factory=dict)
+    #: dotted prefixes of diffusers/peft/ComfyUI keys -> component ("transformer." -> "transformer")
+    dotted_prefixes: Mapping[str, str] = field(default_factory=dict)
+    #: latent -> RGB preview: (4 x 3 factors, 3 biases) for the first four channels
+    preview: tuple[tuple[tuple[float, float, float], ...], tuple[float, float, float]] = ((), (0.0, 0.0, 0.0))
+    training_preset: str = ""  # preset stem for the trainer ("" = this family cannot be trained yet)
+
+    # -- recognising files ------------------------------------------------------------------
+    def detect(self, header: Probe) -> str | None:
+        """The variant name of a single-file checkpoint (full or denoiser-only), or None."""
+        raise NotImplementedError
+
+    def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
+        """The variant of a diffusers folder from its model_index.json (and configs), or None."""
+        raise NotImplementedError
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"{self.title} has no variant '{name}' ({', '.join(v.name for v in self.variants)})")
+
+    # -- pipelines ---------------------------------------------------------------------------
+    def pipeline_class(self, task: str, variant: str) -> Any:
+        """The diffusers pipeline class for `task` on `variant` (ValueError when it has none)."""
+        import diffusers
+
+        v = self.variant(variant)
+        names = {**self.pipelines, **dict(v.pipelines)}
+        if task not in v.tasks or task not in names:
+            offered = ", ".join(t for t in v.tasks if t in names)
+            raise ValueError(f"{v.title} cannot do {task} (it offers: {offered})")
+        return getattr(diffusers, names[task])
+
+    def base_pipeline(self, variant: str) -> Any:
+        """The class the shared pipeline is built as (the variant's first task); the other tasks'
+        pipelines are derived from it with `from_pipe`, sharing its modules."""
+        return self.pipeline_class(self.variant(variant).tasks[0], variant)
+
+    def original_names(self, component: str, config: Mapping[str, Any]) -> NameMap:
+        """Original-checkpoint module names of `component` (for LoRAs in BFL/SAI/LDM naming and
+        for converting single files); empty when the original names are the diffusers ones."""
+        return {}
+
+    # -- latents -----------------------------------------------------------------------------
+    def to_model_space(self, vae: Any, z: Any) -> Any:
+        """VAE latents -> the denoiser's latent space (what wires and pipelines carry)."""
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (z - shift) * vae.config.scaling_factor
+
+    def from_model_space(self, vae: Any, z: Any) -> Any:
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return z / vae.config.scaling_factor + shift
+
+    def vae_decode(self, vae: Any, z: Any) -> Any:
+        """VAE-space latents (N, C, h, w) -> pixels (N, 3, H, W) in [-1, 1]."""
+        return vae.decode(z).sample
+
+    def vae_encode(self, vae: Any, x: Any) -> Any:
+        """Pixels (N, 3, H, W) in [-1, 1] -> VAE-space latents (the posterior's mode: deterministic)."""
+        return vae.encode(x).latent_dist.mode()
+
+    def unpack(self, pipe: Any, latents: Any, width: int, height: int) -> Any:
+        """A pipeline's `output_type="latent"` result -> (N, C, h, w) model-space latents."""
+        return latents
+
+    def pack(self, pipe: Any, latents: Any) -> Any:
+        """(N, C, h, w) model-space latents -> what the pipeline's `latents=` argument takes."""
+        return latents
+
+    # -- sampling ----------------------------------------------------------------------------
+    def call_kwargs(self, variant: str, *, prompt: Any, negative_prompt: Any, guidance: float,
+                    steps: int) -> dict[str, Any]:
+        """Keyword arguments of a pipeline call for prompts and guidance, in this family's terms."""
+        out: dict[str, Any] = {"prompt": prompt, "num_inference_steps": steps, "guidance_scale": guidance}
+        if self.negative_prompt:
+            out["negative_prompt"] = negative_prompt
+        return out
+
+    def describe(self, variant: str) -> str:
+        return self.variant(variant).title

@@ -1,0 +1,132 @@
+"""Flux.1 (Black Forest Labs): dev, schnell, Fill and Kontext; a 12B MMDiT on 16-channel latents.
+
+Recognised from its keys in either naming: BFL's original (`double_blocks.N.img_attn.qkv`, as
+released and as ComfyUI stores it) or diffusers' (`transformer_blocks.N.attn.to_q`). dev has a
+guidance embedder (distilled guidance: one forward per step, no negative prompt), schnell has
+none (4 steps); Fill's image input is six times its output (latents, masked image, 8x8 mask).
+Kontext has dev's keys exactly, so a single file reads as dev unless its metadata says Kontext;
+the edit node runs the Kontext pipeline on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.engine.families.base import NameMap, Variant
+from app.engine.families.dit_common import TransformerFamily
+from app.engine.probe import Probe
+
+ORDER = 20
+PREFIXES = ("", "model.diffusion_model.", "diffusion_model.")
+T5 = 9_524_000_000
+CLIP_L = 246_000_000
+DENOISER = 23_800_000_000
+
+
+def _find(header: Probe, *names: str) -> str | None:
+    for prefix in PREFIXES:
+        for name in names:
+            if prefix + name in header:
+                return prefix + name
+    return None
+
+
+@dataclass
+class Flux(TransformerFamily):
+    def detect(self, header: Probe) -> str | None:
+        original = _find(header, "double_blocks.0.img_attn.norm.key_norm.scale")
+        diffusers = _find(header, "single_transformer_blocks.0.attn.norm_k.weight")
+        if not original and not diffusers:
+            return None
+        if original:
+            prefix = original[: -len("double_blocks.0.img_attn.norm.key_norm.scale")]
+            x_in, out, guide = "img_in.weight", "final_layer.linear.weight", "guidance_in.in_layer.weight"
+        else:
+            prefix = diffusers[: -len("single_transformer_blocks.0.attn.norm_k.weight")]
+            x_in, out = "x_embedder.weight", "proj_out.weight"
+            guide = "time_text_embed.guidance_embedder.linear_1.weight"
+        ratio = header.shape(prefix + x_in)[1] // max(1, header.shape(prefix + out)[0])
+        if ratio >= 6:
+            return "fill"
+        if ratio != 1:
+            return None  # Canny/Depth "control" models: not supported yet
+        if prefix + guide not in header:
+            return "schnell"
+        arch = " ".join(header.metadata.get(k, "") for k in ("modelspec.architecture", "modelspec.title")).lower()
+        return "kontext" if "kontext" in arch else "dev"
+
+    def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
+        name = str(index.get("_class_name", ""))
+        if not name.startswith("Flux") or name.startswith("Flux2"):
+            return None
+        if "Fill" in name:
+            return "fill"
+        if "Kontext" in name:
+            return "kontext"
+        import json
+
+        cfg = folder / "transformer" / "config.json"
+        guided = cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("guidance_embeds", False)
+        return "dev" if guided else "schnell"
+
+    def is_original(self, keys: set[str]) -> bool:
+        return "double_blocks.0.img_attn.qkv.weight" in keys or "img_in.weight" in keys
+
+    def convert_denoiser(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        from app.engine.families import flux_names
+
+        return flux_names.convert_checkpoint(state, config)
+
+    def original_names(self, component: str, config: Mapping[str, Any]) -> NameMap:
+        if component != "transformer":
+            return {}
+        from app.engine.families import flux_names
+
+        return flux_names.original_modules(config)
+
+    def call_kwargs(self, variant: str, *, prompt: Any, negative_prompt: Any, guidance: float,
+                    steps: int) -> dict[str, Any]:
+        return {"prompt": prompt, "num_inference_steps": steps, "guidance_scale": guidance}
+
+    def unpack(self, pipe: Any, latents: Any, width: int, height: int) -> Any:
+        if latents.ndim == 4:
+            return latents
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+
+    def pack(self, pipe: Any, latents: Any) -> Any:
+        n, c, h, w = latents.shape
+        return pipe._pack_latents(latents, n, c, h, w)
+
+
+_EDIT_NOTE = ("Kontext and dev files have the same keys: edits need FLUX.1 Kontext weights (a dev file "
+              "follows the instruction poorly)")
+
+FAMILY = Flux(
+    name="flux", title="Flux.1",
+    variants=(
+        Variant("dev", "Flux.1 dev", "flux-dev", DENOISER, T5 + CLIP_L, steps=28, guidance=3.5,
+                tasks=("txt2img", "img2img", "inpaint", "edit"), note=_EDIT_NOTE),
+        Variant("schnell", "Flux.1 schnell", "flux-schnell", DENOISER, T5 + CLIP_L, steps=4, guidance=0.0,
+                tasks=("txt2img", "img2img", "inpaint")),
+        Variant("fill", "Flux.1 Fill", "flux-fill", DENOISER, T5 + CLIP_L, steps=50, guidance=30.0,
+                tasks=("inpaint",), inpaint_native=True, pipelines=(("inpaint", "FluxFillPipeline"),)),
+        Variant("kontext", "Flux.1 Kontext", "flux-kontext", DENOISER, T5 + CLIP_L, steps=28, guidance=2.5,
+                tasks=("txt2img", "edit")),
+    ),
+    pipelines={"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline",
+               "edit": "FluxKontextPipeline"},
+    text_encoders=("text_encoder", "text_encoder_2"),
+    latent_channels=16, size_multiple=16, negative_prompt=False, guidance_kind="distilled",
+    lora_components=("transformer", "text_encoder", "text_encoder_2"),
+    kohya_prefixes={"lora_unet_": "transformer", "lora_transformer_": "transformer", "lora_te1_": "text_encoder",
+                    "lora_te_": "text_encoder", "lora_te2_": "text_encoder_2"},
+    dotted_prefixes={"transformer.": "transformer", "diffusion_model.": "transformer",
+                     "model.diffusion_model.": "transformer", "text_encoder.": "text_encoder",
+                     "text_encoders.clip_l.transformer.": "text_encoder", "text_encoder_2.": "text_encoder_2",
+                     "text_encoders.t5xxl.transformer.": "text_encoder_2"},
+    embedded={"text_encoder": ("text_encoders.clip_l.transformer.",),
+              "text_encoder_2": ("text_encoders.t5xxl.transformer.",)},
+)

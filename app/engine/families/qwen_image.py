@@ -1,0 +1,109 @@
+"""Qwen-Image (Alibaba Qwen): a 20B MMDiT with Qwen2.5-VL as its text encoder; Qwen-Image-Edit.
+
+Its released weights already use diffusers' names, so ComfyUI's `diffusion_model.` files only
+differ by the prefix. The VAE is Wan's video VAE (5-D latents of one frame) normalised per
+channel by `latents_mean`/`latents_std` instead of one scaling factor. Guidance is real
+classifier-free guidance (`true_cfg_scale`, which needs a negative prompt: a blank one when
+none is given). Qwen-Image and Qwen-Image-Edit share keys: a single file is the base model
+unless its metadata says edit; the edit node runs the edit pipeline on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.engine.families.base import Variant
+from app.engine.families.dit_common import TransformerFamily
+from app.engine.probe import Probe
+
+ORDER = 40
+PREFIXES = ("", "model.diffusion_model.", "diffusion_model.")
+DENOISER = 40_870_000_000
+ENCODER = 16_580_000_000
+
+
+def _channel_stats(vae: Any, z: Any) -> tuple[Any, Any]:
+    import torch
+
+    shape = (1, -1) + (1,) * (z.ndim - 2)
+    mean = torch.tensor(vae.config.latents_mean, dtype=z.dtype, device=z.device).view(shape)
+    std = torch.tensor(vae.config.latents_std, dtype=z.dtype, device=z.device).view(shape)
+    return mean, std
+
+
+@dataclass
+class QwenImage(TransformerFamily):
+    def detect(self, header: Probe) -> str | None:
+        p = next((p for p in PREFIXES if f"{p}transformer_blocks.0.img_mod.1.weight" in header
+                  and f"{p}txt_norm.weight" in header), None)
+        if p is None:
+            return None
+        text = " ".join(header.metadata.get(k, "") for k in ("modelspec.title", "modelspec.architecture")).lower()
+        return "edit" if "edit" in text else "base"
+
+    def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
+        name = str(index.get("_class_name", ""))
+        if not name.startswith("QwenImage"):
+            return None
+        return "edit" if "Edit" in name else "base"
+
+    def call_kwargs(self, variant: str, *, prompt: Any, negative_prompt: Any, guidance: float,
+                    steps: int) -> dict[str, Any]:
+        negative = negative_prompt
+        if guidance > 1 and not negative:  # the pipeline runs CFG only with a negative prompt
+            negative = [" "] * len(prompt) if isinstance(prompt, list) else " "
+        return {"prompt": prompt, "negative_prompt": negative, "true_cfg_scale": guidance,
+                "num_inference_steps": steps}
+
+    def to_model_space(self, vae: Any, z: Any) -> Any:
+        mean, std = _channel_stats(vae, z)
+        return (z - mean) / std
+
+    def from_model_space(self, vae: Any, z: Any) -> Any:
+        mean, std = _channel_stats(vae, z)
+        return z * std + mean
+
+    def vae_decode(self, vae: Any, z: Any) -> Any:
+        return vae.decode(z[:, :, None]).sample[:, :, 0]
+
+    def vae_encode(self, vae: Any, x: Any) -> Any:
+        return vae.encode(x[:, :, None]).latent_dist.mode()[:, :, 0]
+
+    def unpack(self, pipe: Any, latents: Any, width: int, height: int) -> Any:
+        if latents.ndim == 3:
+            latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+        return latents[:, :, 0] if latents.ndim == 5 else latents
+
+    def pack(self, pipe: Any, latents: Any) -> Any:
+        n, c, h, w = latents.shape
+        return pipe._pack_latents(latents, n, c, h, w)
+
+    def convert_vae(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+        return convert_wan_vae_to_diffusers(state)
+
+
+_NOTE = "Qwen-Image and Qwen-Image-Edit files have the same keys: edits need Qwen-Image-Edit weights"
+
+FAMILY = QwenImage(
+    name="qwen_image", title="Qwen-Image",
+    variants=(
+        Variant("base", "Qwen-Image", "qwen-image", DENOISER, ENCODER, steps=50, guidance=4.0,
+                tasks=("txt2img", "img2img", "inpaint", "edit"), note=_NOTE),
+        Variant("edit", "Qwen-Image-Edit", "qwen-image-edit", DENOISER, ENCODER, steps=50, guidance=4.0,
+                tasks=("edit", "txt2img")),
+    ),
+    pipelines={"txt2img": "QwenImagePipeline", "img2img": "QwenImageImg2ImgPipeline",
+               "inpaint": "QwenImageInpaintPipeline", "edit": "QwenImageEditPipeline"},
+    text_encoders=("text_encoder",), latent_channels=16, size_multiple=16, guidance_kind="true_cfg",
+    lora_components=("transformer",),
+    kohya_prefixes={"lora_unet_": "transformer", "lora_transformer_": "transformer"},
+    dotted_prefixes={"transformer.": "transformer", "diffusion_model.": "transformer",
+                     "model.diffusion_model.": "transformer"},
+    encoder_renames={"text_encoder": ((r"^visual\.", "model.visual."),
+                                      (r"^model\.(?!language_model\.|visual\.)", "model.language_model."))},
+)

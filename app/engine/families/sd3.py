@@ -1,0 +1,91 @@
+"""Stable Diffusion 3.5 (Stability AI): medium (MMDiT-X, 2.5B), large (8B) and large turbo.
+
+Three text encoders: CLIP-L, CLIP-G and T5-XXL; T5 is optional (the pipeline feeds zeros
+without it, saving 9.5 GB at some cost in prompt adherence). Recognised from SAI's original keys
+(`joint_blocks.N.x_block.attn.qkv`) or diffusers' (`transformer_blocks.N.attn.add_k_proj`);
+medium's first blocks have a second self-attention (`attn2`). Large and large turbo share keys:
+a file is turbo when its metadata says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.engine.families.base import NameMap, Variant
+from app.engine.families.dit_common import TransformerFamily
+from app.engine.probe import Probe
+
+ORDER = 30
+PREFIXES = ("", "model.diffusion_model.", "diffusion_model.")
+ENCODERS = 9_524_000_000 + 1_390_000_000 + 247_000_000
+
+
+def _prefix(header: Probe, name: str) -> str | None:
+    return next((p for p in PREFIXES if p + name in header), None)
+
+
+@dataclass
+class SD3(TransformerFamily):
+    def detect(self, header: Probe) -> str | None:
+        original = _prefix(header, "joint_blocks.0.x_block.attn.qkv.weight")
+        if original is not None:
+            medium = f"{original}joint_blocks.0.x_block.attn2.qkv.weight" in header
+        else:
+            p = _prefix(header, "transformer_blocks.0.attn.add_k_proj.weight")
+            if p is None or f"{p}pos_embed.proj.weight" not in header:
+                return None
+            medium = f"{p}transformer_blocks.0.attn2.to_q.weight" in header
+        if medium:
+            return "medium"
+        text = " ".join(header.metadata.get(k, "") for k in ("modelspec.title", "modelspec.architecture")).lower()
+        return "large-turbo" if "turbo" in text else "large"
+
+    def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
+        if not str(index.get("_class_name", "")).startswith("StableDiffusion3"):
+            return None
+        cfg = folder / "transformer" / "config.json"
+        conf = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+        return "medium" if conf.get("dual_attention_layers") else "large"
+
+    def is_original(self, keys: set[str]) -> bool:
+        return "joint_blocks.0.x_block.attn.qkv.weight" in keys
+
+    def convert_denoiser(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        from app.engine.families import sd3_names
+
+        return sd3_names.convert_checkpoint(state, config)
+
+    def original_names(self, component: str, config: Mapping[str, Any]) -> NameMap:
+        if component != "transformer":
+            return {}
+        from app.engine.families import sd3_names
+
+        return sd3_names.original_modules(config)
+
+
+FAMILY = SD3(
+    name="sd3", title="Stable Diffusion 3.5",
+    variants=(
+        Variant("medium", "SD 3.5 medium", "sd35-medium", 4_940_000_000, ENCODERS, steps=40, guidance=4.5),
+        Variant("large", "SD 3.5 large", "sd35-large", 16_120_000_000, ENCODERS, steps=28, guidance=3.5),
+        Variant("large-turbo", "SD 3.5 large turbo", "sd35-large-turbo", 16_120_000_000, ENCODERS, steps=4,
+                guidance=1.0),
+    ),
+    pipelines={"txt2img": "StableDiffusion3Pipeline", "img2img": "StableDiffusion3Img2ImgPipeline",
+               "inpaint": "StableDiffusion3InpaintPipeline"},
+    text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"), optional_slots=("text_encoder_3",),
+    latent_channels=16, size_multiple=16,
+    lora_components=("transformer", "text_encoder", "text_encoder_2", "text_encoder_3"),
+    kohya_prefixes={"lora_unet_": "transformer", "lora_transformer_": "transformer", "lora_te1_": "text_encoder",
+                    "lora_te_": "text_encoder", "lora_te2_": "text_encoder_2", "lora_te3_": "text_encoder_3"},
+    dotted_prefixes={"transformer.": "transformer", "diffusion_model.": "transformer",
+                     "model.diffusion_model.": "transformer", "text_encoder.": "text_encoder",
+                     "text_encoder_2.": "text_encoder_2", "text_encoder_3.": "text_encoder_3"},
+    embedded={"text_encoder": ("text_encoders.clip_l.transformer.",),
+              "text_encoder_2": ("text_encoders.clip_g.transformer.",),
+              "text_encoder_3": ("text_encoders.t5xxl.transformer.",)},
+)

@@ -1,0 +1,90 @@
+"""What Stable Diffusion 1.x, 2.x and XL share: U-Net checkpoints in the LDM/SGM layout.
+
+A single file is read whole by diffusers' own converter with the variant's config folder;
+inpainting checkpoints (9-channel U-Nets) are their own variant, and SD 2.x files say in their
+model-spec metadata whether they predict v or epsilon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.engine.families.base import Family, Variant
+from app.engine.families.loading import LoadError, Parts
+from app.engine.probe import Probe
+
+SD_PREVIEW = (((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),
+               (-0.2120, -0.2616, -0.7177)), (0.0, 0.0, 0.0))
+UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+def sd_variants(prefix: str, title: str, config: str, unet_bytes: int, te_bytes: int) -> tuple[Variant, ...]:
+    return (Variant("base", title, config, unet_bytes, te_bytes, steps=20, guidance=7.0),
+            Variant("inpaint", f"{title} inpainting", config, unet_bytes, te_bytes, steps=20, guidance=7.0,
+                    tasks=("inpaint",), inpaint_native=True))
+
+
+@dataclass
+class StableDiffusion(Family):
+    """SD 1.x/2.x/XL; a subclass says which text-encoder prefix marks its single files."""
+
+    marker: str = ""  # key prefix only this family's single files have
+    folder_classes: tuple[str, ...] = ()  # model_index _class_name values of this family
+
+    def detect(self, header: Probe) -> str | None:
+        if not header.has_prefix(self.marker):
+            return None
+        return "inpaint" if UNET_IN in header and header.shape(UNET_IN)[1] != 4 else "base"
+
+    def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
+        if str(index.get("_class_name", "")) not in self.folder_classes or "unet" not in index:
+            return None
+        if not self.folder_matches(index, folder):
+            return None
+        unet = folder / "unet" / "config.json"
+        import json
+
+        if unet.is_file() and json.loads(unet.read_text(encoding="utf-8")).get("in_channels", 4) != 4:
+            return "inpaint"
+        return "base"
+
+    def folder_matches(self, index: Mapping[str, Any], folder: Path) -> bool:
+        return True
+
+    def read_single_file(self, path: Path, variant: str, config: Path, dtype: Any, parts: Parts,
+                         explicit_config: bool) -> tuple[Any, list[str]]:
+        if parts:
+            raise LoadError(f"{path.name} is a whole {self.title} checkpoint: it carries its own text encoders "
+                            "and VAE (leave Load Model's text encoder and VAE inputs empty)")
+        cls = self.base_pipeline(variant)
+        kwargs: dict[str, Any] = {"dtype": dtype, **self.pipeline_kwargs()}
+        if variant == "inpaint":
+            from diffusers import UNet2DConditionModel
+
+            from app.engine.probe import probe
+
+            kwargs["unet"] = UNet2DConditionModel.from_single_file(
+                str(path), config=str(config), subfolder="unet", local_files_only=True,
+                in_channels=int(probe(path).shape(UNET_IN)[1]), dtype=dtype)
+        pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, **kwargs)
+        return pipe, self.after_single_file(pipe, path, explicit_config)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return {"safety_checker": None, "requires_safety_checker": False}
+
+    def after_single_file(self, pipe: Any, path: Path, explicit_config: bool) -> list[str]:
+        return []
+
+    def base_pipeline(self, variant: str) -> Any:
+        # an inpainting U-Net is still read as the txt2img class; Inpaint derives its own view
+        import diffusers
+
+        return getattr(diffusers, self.pipelines["txt2img"])
+
+
+SD_PIPELINES = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
+                "inpaint": "StableDiffusionInpaintPipeline"}
+SD_FOLDER_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
