@@ -44,6 +44,9 @@ class EngineSettings:
     attention_slicing: str = "auto"  # off | auto | max
     vae_tiling: str = "auto"  # off | auto | on
     cpu_offload: bool = False
+    #: auto (planned from free memory) | full | fp8 | nf4 | model_offload | group_offload | sequential_offload
+    memory_mode: str = "auto"
+    compile_denoiser: bool = False  # torch.compile the denoiser on CUDA (cached for repeated shapes)
     cache_budget_bytes: int = 4 << 30
     #: Outputs kept for clients to fetch by reference after a run (0: keep none, as the CLI does).
     output_store_bytes: int = 2 << 30

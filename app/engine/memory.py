@@ -62,8 +62,10 @@ class OutOfMemory(RuntimeError):
 
 
 def with_oom_retry(attempt: Callable[[], T], fallback: Callable[[], T], device: str,
-                   log: Callable[[str], None], what: str = "this step") -> T:
-    """Run `attempt`; on an out-of-memory error run `fallback` once (tiling and slicing on).
+                   log: Callable[[str], None], what: str = "this step",
+                   cheaper: Callable[[], str | None] | None = None) -> T:
+    """Run `attempt`; on an out-of-memory error run `fallback` once (tiling and slicing on, and
+    the model moved to its next cheaper memory mode by `cheaper`, which names it).
 
     The retry happens after the `except` block has ended, so the traceback and with it the
     failed attempt's tensors are gone before the second try allocates.
@@ -76,8 +78,9 @@ def with_oom_retry(attempt: Callable[[], T], fallback: Callable[[], T], device: 
             raise
         failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     release_memory(device)
+    mode = cheaper() if cheaper is not None else None
     log(f"out of memory during {what} ({failure[:120]}); retrying once with VAE tiling and "
-        "attention slicing on")
+        "attention slicing on" + (f" and memory mode {mode}" if mode else ""))
     try:
         return fallback()
     except Exception as exc:

@@ -7,7 +7,8 @@ puts it on a freshly loaded pipeline, `next_cheaper` is the step an out-of-memor
 Measured (diffusers 0.42 layerwise casting, default skip patterns, real configs on the meta
 device): fp8 storage keeps norms, modulation ("norm1.linear", ...) and embeddings in the model
 dtype, so it is 0.636 of bf16 for Flux.1 (15.1 of 23.8 GB, not half), 0.667 for SD 3.5 large and
-0.500 for Qwen-Image (its modulation layers are named img_mod/txt_mod). `FP8_RATIOS` holds them.
+0.500 for Qwen-Image (its modulation layers are named img_mod/txt_mod). The model manager asks
+`fp8_storage_ratio` of the loaded denoiser, so no family's figure is written down here.
 
 torch, diffusers, gguf and bitsandbytes are imported inside functions.
 """
@@ -26,10 +27,8 @@ MARGIN_FRACTION = 0.15
 MARGIN_BYTES = int(1.5 * GB)
 """...plus this much, so a plan leaves room to actually run."""
 
-FP8_RATIOS = {"flux": 0.636, "sd35": 0.667, "qwen-image": 0.500}
-"""fp8 layerwise-cast bytes / bf16 bytes, measured per family (see the module docstring)."""
 FP8_RATIO_DEFAULT = 0.667
-"""For a family not measured: the largest ratio seen, so a plan errs towards fitting."""
+"""When the denoiser is not at hand: the largest ratio seen, so a plan errs towards fitting."""
 NF4_RATIO = 0.30
 """4-bit blocks plus an absmax per 64 weights: ~0.28 of bf16 for Linear weights, the rest stays."""
 GROUP_RESIDENT = 0.08
@@ -324,6 +323,23 @@ def is_gguf(path: str | os.PathLike[str]) -> bool:
             return f.read(4) == b"GGUF"
     except OSError:
         return False
+
+
+def gguf_header(path: str | os.PathLike[str]) -> Any:
+    """A `Probe` of a GGUF file (tensor names and torch-order shapes, no weights), so family
+    detection reads GGUF denoisers the way it reads safetensors headers."""
+    from types import MappingProxyType
+
+    from gguf import GGUFReader
+
+    from app.engine.probe import Probe, TensorInfo
+
+    p = Path(path).absolute()
+    st = p.stat()
+    reader = GGUFReader(str(p))
+    tensors = {t.name: TensorInfo("GGUF:" + t.tensor_type.name, tuple(int(d) for d in reversed(t.shape)), (0, 0))
+               for t in reader.tensors}
+    return Probe(p, st.st_size, st.st_mtime_ns, MappingProxyType(tensors), MappingProxyType({}))
 
 
 def gguf_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -94,10 +94,12 @@ def header(path: Path) -> Probe:
 def identify(path: Path) -> tuple[Family, str]:
     """(family, variant) of a diffusers folder or a single-file checkpoint, from its configs or
     its keys and shapes (never its name); the error lists the families tried."""
+    from app.engine import memory_modes
+
     try:
         if path.is_dir():
             return detect_folder(path)
-        h = header(path)
+        h = memory_modes.gguf_header(path) if memory_modes.is_gguf(path) else header(path)
         if h.looks_like_lora():
             raise ModelError(f"{path.name} is a LoRA, not a base model: load it with a LoRA node")
         return detect(h)
@@ -289,8 +291,11 @@ class ModelManager:
         return int(free_memory(self.device) * 0.75)
 
     # keys and handles ----------------------------------------------------------------------
-    def key_for(self, path: Path, config: str | None, parts: Parts | None = None) -> str:
+    def key_for(self, path: Path, config: str | None, parts: Parts | None = None, forced: str | None = None) -> str:
         dtype = str(self.dtype).replace("torch.", "")
+        forced = forced or self.forced_mode()
+        if forced:
+            dtype += "/" + forced
         stamp = ""
         if path.is_file():  # a file replaced on disk is a different model
             st = path.stat()
@@ -329,16 +334,18 @@ class ModelManager:
 
     def load(self, source: str, config: str | os.PathLike[str] | None = None,
              progress: Progress | None = None, search: list[Path] | None = None,
-             parts: Parts | None = None) -> Entry:
+             parts: Parts | None = None, memory: str | None = None) -> Entry:
         """The entry for `source`, loading it if it is not in memory (fetching it first: see `fetch`).
 
-        `parts` are ComfyUI split-layout files (text encoders, VAE) beside a denoiser-only file.
+        `parts` are ComfyUI split-layout files (text encoders, VAE) beside a denoiser-only file;
+        `memory` forces a memory mode for this model (else the Settings' choice, else the plan).
         """
         progress = progress or (lambda f, t: None)
         parts = parts or Parts()
         path, from_hub = self._fetch(source, progress, search)
         cfg = str(Path(config).resolve()) if config else None
-        key = self.key_for(path, cfg, parts)
+        forced = memory if memory and memory != "auto" else self.forced_mode()
+        key = self.key_for(path, cfg, parts, forced)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -351,9 +358,12 @@ class ModelManager:
             progress(0.8 if from_hub else 0.1, f"loading {title} model {path.name}")
             pipe, warnings = read_pipeline(path, family, cfg, self.dtype, parts, variant)
             self.loads += 1
-            progress(0.9, f"moving to {self.device}")
-            pipe = self._place(pipe)
-            entry = Entry(key, str(path), family.name, pipe, self.device, _nbytes(pipe), variant=variant)
+            plan = self.plan(pipe, family, variant, path, forced)
+            progress(0.9, f"moving to {self.device}: {plan.mode}")
+            nbytes = _nbytes(pipe)
+            pipe, mode = self._place(pipe, family, plan)
+            entry = Entry(key, str(path), family.name, pipe, self.device, nbytes, variant=variant)
+            entry.state.update(memory_mode=mode, memory_plan=plan.reason, memory=plan.mode, plan=plan)
             if warnings:
                 entry.state["warnings"] = warnings
             if parts:
@@ -373,12 +383,65 @@ class ModelManager:
         if stale and self.device != "cpu":
             release_memory(self.device)
 
-    def _place(self, pipe: Any) -> Any:
+    def forced_mode(self) -> str | None:
+        """The memory mode the Settings force ("auto": none; the old CPU-offload switch means
+        model offload on a GPU)."""
+        mode = str(getattr(self.settings, "memory_mode", "auto") or "auto")
+        if mode != "auto":
+            return mode
+        if getattr(self.settings, "cpu_offload", False) and self.device != "cpu":
+            return "model_offload"
+        return None
+
+    def plan(self, pipe: Any, family: Family, variant: str, path: Path, forced: str | None = None) -> Any:
+        """The memory plan for a pipeline read on the CPU: its real component sizes against the
+        device's free memory (`app.engine.memory_modes`)."""
+        from app.engine import memory_modes
+
+        den = getattr(pipe, family.denoiser)
+        den_bytes = memory_modes.resident_weight_bytes(den)
+        enc_bytes = max(0, _nbytes(pipe) - den_bytes)
+        dtype = str(self.dtype).replace("torch.", "").replace("float", "fp").replace("bfp16", "bf16")
+        host = free_memory("cpu")
+        free = host if self.device == "cpu" else free_memory(self.device)
+        gguf = memory_modes.is_gguf(path) if path.is_file() else False
+        return memory_modes.plan_memory(
+            family.variant(variant).title, den_bytes, enc_bytes, self.device, free, host, forced,
+            gguf, dtype=dtype, fp8_ratio=memory_modes.fp8_storage_ratio(den, self.dtype.itemsize))
+
+    def _place(self, pipe: Any, family: Family, plan: Any) -> tuple[Any, str]:
+        """Put a pipeline read on the CPU where `plan` says; (pipeline, the mode's log text)."""
+        from app.engine import memory_modes
+
         pipe.set_progress_bar_config(disable=True)  # progress goes to the node's events instead
-        if getattr(self.settings, "cpu_offload", False) and self.device.startswith("cuda"):
-            pipe.enable_model_cpu_offload(device=self.device)
-            return pipe
-        return pipe.to(self.device)
+        text = memory_modes.apply_mode(pipe, plan, self.device, family.denoiser, self.dtype)
+        if getattr(self.settings, "compile_denoiser", False):
+            text += "; " + memory_modes.compile_denoiser(pipe, family.denoiser, self.device)
+        return pipe, f"{plan.mode} ({text})"
+
+    def degrade(self, entry: Entry) -> str | None:
+        """Move a loaded model to the next cheaper memory mode after an out-of-memory error (fp8
+        weights, then offloading); the log text, or None when nothing cheaper is left."""
+        from app.engine import memory_modes
+
+        current = entry.state.get("memory", "full")
+        nxt = memory_modes.next_cheaper(current, self.device)
+        if nxt is None or nxt in ("nf4", "gguf"):  # these need a different load, not a switch
+            return None
+        fam = get_family(entry.family)
+        with entry.lock:
+            pipe = entry.pipe
+            if getattr(pipe, "_all_hooks", None):
+                pipe.remove_all_hooks()
+            plan = memory_modes.MemoryPlan(nxt, f"out of memory in {current}: {nxt}", 0, 0,
+                                           nxt != "fp8", True, True, stream=self.device.startswith("cuda"))
+            pipe.to("cpu")
+            release_memory(self.device)
+            text = memory_modes.apply_mode(pipe, plan, self.device, fam.denoiser, self.dtype)
+            entry.state.update(memory=nxt, memory_mode=f"{nxt} ({text})", plan=plan)
+            for derived in entry.derived.values():  # views share the modules; hooks live on the base
+                derived.set_progress_bar_config(disable=True)
+        return f"{nxt} ({text})"
 
     # lookup, LRU ---------------------------------------------------------------------------
     def entry(self, model: Any, progress: Progress | None = None) -> Entry:
@@ -387,14 +450,16 @@ class ModelManager:
             entry = self._entries.get(model.key)
             if entry is not None:
                 if entry.device != self.device:
-                    entry.pipe = self._place(entry.pipe)
+                    entry.pipe, mode = self._place(entry.pipe, get_family(entry.family), entry.state["plan"])
+                    entry.state["memory_mode"] = mode
                     entry.device = self.device
                     self._enforce_budget(keep=entry.key)
                 self._touch(entry)
                 return entry
         parts = Parts(tuple(Path(p) for p in model.extra.get("text_encoders", ())),
                       Path(model.extra["vae"]) if model.extra.get("vae") else None)
-        return self.load(model.source, model.extra.get("config"), progress, parts=parts)
+        return self.load(model.source, model.extra.get("config"), progress, parts=parts,
+                         memory=model.extra.get("memory"))
 
     def _touch(self, entry: Entry) -> None:
         self._entries.move_to_end(entry.key)

@@ -6,6 +6,7 @@ engine's device lock, then takes the lock only to read the weights and place the
 
 from __future__ import annotations
 
+import enum
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -67,6 +68,16 @@ def _lora_key(params: dict) -> str:
         return "missing"
 
 
+class MemoryMode(str, enum.Enum):
+    AUTO = "auto"
+    FULL = "full"
+    FP8 = "fp8"
+    NF4 = "nf4"
+    MODEL_OFFLOAD = "model_offload"
+    GROUP_OFFLOAD = "group_offload"
+    SEQUENTIAL_OFFLOAD = "sequential_offload"
+
+
 def part_path(name: str, kind: str) -> Path:
     """A split-layout file a Load Model port names: a path, or a name in the models folders."""
     path = Path(str(name).strip()).expanduser()
@@ -113,6 +124,7 @@ def load_model(
     text_encoder_3: TextEncoderFile = "",
     vae: Annotated[str, Choices(list_vaes, model="vae"),
                    Help("split layout: the VAE file (ComfyUI models/vae, e.g. ae.safetensors)")] = "",
+    memory: Annotated[MemoryMode, Help("auto plans from free memory; the others force a mode")] = MemoryMode.AUTO,
     ctx: Context = None,
 ) -> Model:
     """Load a model of any supported family: SD 1.x/2.x/XL, Flux.1, SD 3.5, Qwen-Image.
@@ -129,6 +141,9 @@ def load_model(
         text_encoder: For a denoiser-only file: its text encoders (any order; each goes to the
             slot its weights fit, e.g. clip_l and t5xxl for Flux.1).
         vae: For a denoiser-only file: its VAE.
+        memory: How the weights are held: auto picks from the model's size and the free memory
+            (and says why in the log); fp8 halves the big layers, the offload modes trade speed
+            for VRAM, nf4 needs bitsandbytes on CUDA.
     """
     models = manager(ctx)
 
@@ -141,7 +156,7 @@ def load_model(
     # only reading the weights and placing them on the device waits for it.
     models.fetch(checkpoint, progress, search)
     with ctx.device_lock():
-        entry = models.load(checkpoint, config, progress, search=search, parts=parts)
+        entry = models.load(checkpoint, config, progress, search=search, parts=parts, memory=memory.value)
     path = Path(entry.source)
     digest = model_hash(path)
     fam = get_family(entry.family)
@@ -149,9 +164,13 @@ def load_model(
     ctx.annotate("model", {"name": path.name, "hash": digest, "family": entry.family, "variant": entry.variant})
     ctx.log(f"{path.name}: {variant.title} ({entry.family}/{entry.variant}), {entry.nbytes / 2**20:.0f} MiB on "
             f"{entry.device}, memory: {entry.state.get('memory_mode', 'full')}")
+    if entry.state.get("memory_plan"):
+        ctx.log(entry.state["memory_plan"])
     for warning in entry.state.get("warnings", ()):
         ctx.log(warning, "warning")
     extra: dict = {"config": str(config)} if config else {}
+    if memory is not MemoryMode.AUTO:
+        extra["memory"] = memory.value
     if parts:
         extra["text_encoders"] = [str(p) for p in parts.text_encoders]
         if parts.vae:

@@ -135,8 +135,11 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
                        generator=seeds_generators(seed, batch), **kwargs).images
             return fam.unpack(pipe, out, width, height)
 
+    def cheaper() -> str | None:  # on the CPU, RAM is met by tiling and slicing alone
+        return None if entry.device == "cpu" else manager(ctx).degrade(entry)
+
     return memory.with_oom_retry(lambda: attempt(False), lambda: attempt(True), entry.device,
-                                 lambda m: ctx.log(m, "warning"), "sampling")
+                                 lambda m: ctx.log(m, "warning"), "sampling", cheaper)
 
 
 @contextlib.contextmanager

@@ -198,7 +198,8 @@ def test_on_a_gpu_the_least_recently_used_model_moves_to_the_cpu_first(tiny_sd_d
 
     models = ModelManager()
     models.device, models.budget, models.host_budget = "cuda", 1, 1 << 40
-    monkeypatch.setattr(models, "_place", lambda pipe: pipe)
+    monkeypatch.setattr(models, "_place", lambda pipe, family, plan: (pipe, f"{plan.mode} (stub)"))
+    monkeypatch.setattr(models_mod, "free_memory", lambda device: 80 << 30)
     released = []
     monkeypatch.setattr(models_mod, "release_memory", released.append)
     sd = models.load(str(tiny_sd_dir))

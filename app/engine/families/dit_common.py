@@ -76,17 +76,23 @@ class TransformerFamily(Family):
                          explicit_config: bool) -> tuple[Any, list[str]]:
         from safetensors.torch import load_file
 
+        from app.engine.memory_modes import is_gguf, load_gguf_denoiser
+
         index = model_index(config)
         warnings: list[str] = []
-        state = dequantize_scaled_fp8(load_file(str(path)))
-        den, rest = strip_prefix(state, DENOISER_PREFIXES)
-        cfg = load_config(config, self.denoiser)
-        if self.is_original(set(den)):
-            den = self.convert_denoiser(den, cfg)
         components: dict[str, Any] = {}
-        components[self.denoiser] = fill(build_empty(component_class(index, self.denoiser), cfg), den, dtype,
-                                         path.name)
-        del den, state
+        den_cls = component_class(index, self.denoiser)
+        if is_gguf(path):  # quantized blocks stay quantized; encoders and VAE come from parts/config
+            components[self.denoiser] = load_gguf_denoiser(path, den_cls, config, self.denoiser, dtype)
+            rest: dict[str, Any] = {}
+        else:
+            state = dequantize_scaled_fp8(load_file(str(path)))
+            den, rest = strip_prefix(state, DENOISER_PREFIXES)
+            cfg = load_config(config, self.denoiser)
+            if self.is_original(set(den)):
+                den = self.convert_denoiser(den, cfg)
+            components[self.denoiser] = fill(build_empty(den_cls, cfg), den, dtype, path.name)
+            del den, state
         files = {p: dequantize_scaled_fp8(load_file(str(p))) for p in parts.text_encoders}
         for slot in self.text_encoders:
             components[slot] = self._encoder(slot, index, config, files, rest, dtype, warnings)
