@@ -67,6 +67,8 @@ DEVICE = Choice("engine/device", "auto", ("auto", "cuda", "mps", "cpu"))
 PRECISION = Choice("engine/precision", "auto", ("auto", "fp32", "fp16", "bf16"))
 ATTENTION_SLICING = Choice("engine/attention_slicing", "auto", ("off", "auto", "max"))
 VAE_TILING = Choice("engine/vae_tiling", "auto", ("off", "auto", "on"))
+MEMORY_MODE = Choice("engine/memory_mode", "auto", ("auto", "full", "fp8", "nf4", "model_offload", "group_offload",
+                                                    "sequential_offload"))
 THEME = Choice("ui/theme", "dark", ("dark", "light"))
 
 
@@ -115,6 +117,14 @@ class Settings:
         self.q.setValue("engine/cpu_offload", bool(on))
 
     @property
+    def compile_denoiser(self) -> bool:
+        return self._bool("engine/compile_denoiser", False)
+
+    @compile_denoiser.setter
+    def compile_denoiser(self, on: bool) -> None:
+        self.q.setValue("engine/compile_denoiser", bool(on))
+
+    @property
     def cache_budget_gb(self) -> float:
         return max(0.1, self._float("engine/cache_budget_gb", 4.0))
 
@@ -147,7 +157,8 @@ class Settings:
         return EngineSettings(
             device=self.choice(DEVICE), precision=self.choice(PRECISION),
             attention_slicing=self.choice(ATTENTION_SLICING), vae_tiling=self.choice(VAE_TILING),
-            cpu_offload=self.cpu_offload, cache_budget_bytes=int(self.cache_budget_gb * (1 << 30)))
+            cpu_offload=self.cpu_offload, memory_mode=self.choice(MEMORY_MODE),
+            compile_denoiser=self.compile_denoiser, cache_budget_bytes=int(self.cache_budget_gb * (1 << 30)))
 
     # ui -----------------------------------------------------------------------------------------
     @property

@@ -123,7 +123,7 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
                                                               monkeypatch):
     from app import paths, secrets
     from app.ui.dialogs.settings import SettingsDialog
-    from app.ui.settings import DEVICE, VAE_TILING
+    from app.ui.settings import DEVICE, MEMORY_MODE, VAE_TILING
 
     win = make_window()
     dlg = SettingsDialog(gui_settings, win)
@@ -132,6 +132,8 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
     dlg.combos[DEVICE.key].setCurrentText("cpu")
     dlg.combos[VAE_TILING.key].setCurrentText("on")
     dlg.cpu_offload.setChecked(True)
+    dlg.combos[MEMORY_MODE.key].setCurrentText("fp8")
+    dlg.compile_denoiser.setChecked(True)
     dlg.cache_budget.setValue(2.5)
     dlg.models_dir.setText(str(tmp_path / "my models"))
     dlg.accept()
@@ -142,6 +144,7 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
     assert dlg.token.text() == ""
     es = gui_settings.engine_settings()
     assert (es.device, es.vae_tiling, es.cpu_offload) == ("cpu", "on", True)
+    assert (es.memory_mode, es.compile_denoiser) == ("fp8", True)
     assert es.cache_budget_bytes == int(2.5 * (1 << 30))
     assert win.engine.settings.device == "cpu"
     # the models folder reaches the model lists of the diffusion nodes

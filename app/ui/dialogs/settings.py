@@ -47,6 +47,8 @@ class SettingsDialog(QDialog):
             ("Precision", S.PRECISION, "auto uses fp16 on GPUs that support it, fp32 on the CPU"),
             ("Attention slicing", S.ATTENTION_SLICING, "saves memory at some speed cost"),
             ("VAE tiling", S.VAE_TILING, "decode large images in tiles to save memory"),
+            ("Memory mode", S.MEMORY_MODE, "auto plans from the model's size and the free VRAM (the log says why); "
+             "fp8 stores big layers in 8 bits, the offload modes trade speed for VRAM, nf4 needs bitsandbytes"),
         ):
             combo = QComboBox()
             combo.addItems(choice.values)
@@ -57,6 +59,9 @@ class SettingsDialog(QDialog):
         self.cpu_offload = QCheckBox("Offload model parts to the CPU when idle (less VRAM, slower)")
         self.cpu_offload.setChecked(settings.cpu_offload)
         ef.addRow("", self.cpu_offload)
+        self.compile_denoiser = QCheckBox("Compile the denoiser with torch.compile (CUDA; slow first run)")
+        self.compile_denoiser.setChecked(settings.compile_denoiser)
+        ef.addRow("", self.compile_denoiser)
         self.cache_budget = QDoubleSpinBox()
         self.cache_budget.setRange(0.1, 1024)
         self.cache_budget.setDecimals(1)
@@ -144,9 +149,10 @@ class SettingsDialog(QDialog):
                 return False
             self.token.clear()
         s = self.settings
-        for choice in (S.DEVICE, S.PRECISION, S.ATTENTION_SLICING, S.VAE_TILING, S.THEME):
+        for choice in (S.DEVICE, S.PRECISION, S.ATTENTION_SLICING, S.VAE_TILING, S.MEMORY_MODE, S.THEME):
             s.set_choice(choice, self.combos[choice.key].currentText())
         s.cpu_offload = self.cpu_offload.isChecked()
+        s.compile_denoiser = self.compile_denoiser.isChecked()
         s.cache_budget_gb = self.cache_budget.value()
         s.models_dir = self.models_dir.text().strip() or str(s.models_dir)
         s.output_dir = self.output_dir.text().strip() or str(s.output_dir)
