@@ -280,8 +280,9 @@ def test_qwen_key_set():
     assert "transformer_blocks.60.attn.to_q.weight" not in d["keys"]
 
 
-def test_header_only_files(family_key_files, family_key_file):
+def test_header_only_files(family_key_files, family_key_file, tmp_path):
     import os
+    import sys
 
     from safetensors import safe_open
 
@@ -296,8 +297,14 @@ def test_header_only_files(family_key_files, family_key_file):
         assert path.stat().st_size < 1_000_000
     bare = probe(family_key_file("sd35-medium", prefix="", extras=False))
     assert bare.shape("pos_embed") == (1, 147456, 1536) and not bare.has_prefix("model.", "first_stage_model.")
-    sparse = family_key_file("flux-dev", sparse=True)
-    assert sparse.stat().st_size > 20e9 and sparse.stat().st_blocks * 512 < 10_000_000  # a hole, no data
+    # sparse=True (real offsets, a hole for the data) on a few real-size tensors (~0.3 GB apparent;
+    # a whole Flux file would be 24 GB, fine on Linux filesystems, not everywhere)
+    keys = {k: v for k, v in tf.family_keys("flux-dev")["keys"].items()
+            if k.startswith(("single_blocks.0.", "img_in.", "double_blocks.0.img_attn.qkv."))}
+    sparse = tf.write_header_only(keys, tmp_path / "sparse.safetensors", sparse=True)
+    assert sparse.stat().st_size > 250e6
+    if sys.platform == "linux":
+        assert sparse.stat().st_blocks * 512 < 1_000_000  # a hole, no data written
     with safe_open(str(sparse), "pt") as f:  # valid for safetensors itself (offsets are real)
         assert f.get_slice("double_blocks.0.img_attn.qkv.weight").get_shape() == [9216, 3072]
         assert f.get_slice("single_blocks.0.linear1.weight").get_shape() == [21504, 3072]
