@@ -1,8 +1,10 @@
 """LoRA/DoRA adapters inside a shared base pipeline: load each file once, weight them per run.
 
-A file becomes a named peft adapter (named after its content hash) injected into the UNet and
-text encoders of the base pipeline. Its modules keep their own rank and alpha, and DoRA
-magnitudes survive (diffusers' own SD loader drops `dora_scale`): output-axis ones go in as
+A file becomes a named peft adapter (named after its content hash) injected into the components
+the model's family lets LoRAs reach (U-Net or transformer, text encoders); the family also says
+under which prefixes and original module names its files name them (`lora_keys`), so nothing
+here knows one family from another. Its modules keep their own rank and alpha, and DoRA
+magnitudes survive (diffusers' own loaders drop `dora_scale`): output-axis ones go in as
 peft's `lora_magnitude_vector`, input-axis ones (kohya/LyCORIS default, what the imagebash
 trainer writes) through the trainer's input-axis DoRA variant. Before every sampling call the
 handle's stack is activated: each tuner layer enables exactly the adapters in the stack, with
@@ -12,6 +14,7 @@ a workflow without LoRAs sees the base.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from collections.abc import Collection
@@ -19,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.engine.families import Family, get_family
 from app.engine.models import Entry, refuse_pickle
 from app.training.adapters import set_input_axis_dora
 from nodes.diffusion.lora_keys import (
-    COMPONENTS,
     LoraModule,
     fit_problem,
+    key_spec,
     magnitude_for,
     module_tables,
     parse_lora,
@@ -45,6 +49,7 @@ class AdapterInfo:
     total_keys: int
     dora: bool
     unmatched: list[str] = field(default_factory=list)
+    family: str = ""  # title of the model family it was loaded into
 
     def report(self) -> str:
         text = (f"{shown_key(Path(self.path).name)}: {self.style} {'DoRA' if self.dora else 'LoRA'}, "
@@ -61,6 +66,19 @@ def adapter_name(file_hash: str) -> str:
 
 def _adapters(entry: Entry) -> dict[str, AdapterInfo]:
     return entry.state.setdefault("adapters", {})
+
+
+def entry_family(entry: Entry) -> Family | None:
+    """The family object of an entry (None for a family name no module declares)."""
+    try:
+        return get_family(entry.family)
+    except KeyError:
+        return None
+
+
+def _components(entry: Entry) -> tuple[str, ...]:
+    family = entry_family(entry)
+    return tuple(family.lora_components) if family is not None else key_spec().components
 
 
 def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[str] = ()) -> AdapterInfo:
@@ -86,14 +104,17 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[st
         except Exception as exc:  # noqa: BLE001 - a corrupt file is one clear line
             why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ValueError(f"{file} is not a readable .safetensors LoRA: {why}") from None
-        parsed = parse_lora(state, module_tables(entry.pipe))
-        if not parsed.matched_modules:
+        family = entry_family(entry)
+        title = family.title if family is not None else entry.family
+        parsed = parse_lora(state, module_tables(entry.pipe, family))
+        if not parsed.matched_modules and not parsed.rejected:
             raise ValueError(f"{file}: none of its {parsed.total_keys} keys match a module of this "
-                             f"{entry.family} model (a LoRA for another model family?)")
+                             f"{title} model (a LoRA for another model family?)")
         bad = parsed.problems + misfits(entry.pipe, parsed.modules)
         if bad:  # checked before anything is injected: a refused file leaves the pipeline as it was
-            raise ValueError(f"{file}: {len(bad)} of its modules do not fit this {entry.family} model, "
+            raise ValueError(f"{file}: {len(bad)} of its modules do not fit this {title} model, "
                              f"e.g. {bad[0]} (a LoRA for another model family, or a damaged file?)")
+        fused_input_axis(entry.pipe, parsed.modules)
         unmatched = list(parsed.unmatched)
         try:
             for comp, mods in parsed.modules.items():
@@ -103,9 +124,9 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[st
             # which file it was (peft's own message names only the model class)
             _delete(entry, name)
             first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ValueError(f"{file}: cannot load it into this {entry.family} model: {first}") from exc
+            raise ValueError(f"{file}: cannot load it into this {title} model: {first}") from exc
         info = AdapterInfo(name, str(path), parsed.style, parsed.matched_modules, parsed.total_keys,
-                           parsed.dora, unmatched)
+                           parsed.dora, unmatched, title)
         known[name] = info
         entry.state["lora_loads"] = entry.state.get("lora_loads", 0) + 1
         entry.state.pop("tuner_layers", None)
@@ -153,8 +174,8 @@ def _inject(module: Any, mods: dict[str, LoraModule], name: str) -> list[str]:
         state[f"{target}.lora_A.weight"] = down
         state[f"{target}.lora_B.weight"] = up
         mag, axis = magnitude_for(mod, *sizes)
-        if axis == "out":
-            state[f"{target}.lora_magnitude_vector"] = mag
+        if axis == "out":  # peft keeps a Conv2d's magnitude as (1, out, 1, 1)
+            state[f"{target}.lora_magnitude_vector"] = mag if linear else mag.reshape(1, -1, 1, 1)
         elif axis == "in" and linear:
             input_axis[target] = mag
         elif axis:
@@ -164,10 +185,13 @@ def _inject(module: Any, mods: dict[str, LoraModule], name: str) -> list[str]:
     rank = ranks.most_common(1)[0][0]
     alphas = Counter(m.alpha if m.alpha is not None else m.rank for m in mods.values())
     alpha = alphas.most_common(1)[0][0]
+    # exact names: a list entry would also match by suffix (Flux's top-level `proj_out` would
+    # reach every `single_transformer_blocks.N.proj_out`), and pattern keys are regexes
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=sorted(mods), use_dora=use_dora,
-        rank_pattern={t: m.rank for t, m in mods.items() if m.rank != rank},
-        alpha_pattern={t: a for t, m in mods.items()
+        r=rank, lora_alpha=alpha, target_modules="|".join(re.escape(t) for t in sorted(mods)),
+        use_dora=use_dora,
+        rank_pattern={_exact(t): m.rank for t, m in mods.items() if m.rank != rank},
+        alpha_pattern={_exact(t): a for t, m in mods.items()
                        if (a := (m.alpha if m.alpha is not None else m.rank)) != alpha})
     with warnings.catch_warnings():  # "multiple adapters in the model" is exactly the intent here
         warnings.filterwarnings("ignore", message=".*peft_config.*")
@@ -176,9 +200,54 @@ def _inject(module: Any, mods: dict[str, LoraModule], name: str) -> list[str]:
     problems += [f"{k} (not placed)" for k in getattr(result, "unexpected_keys", []) or []]
     for target, mag in input_axis.items():
         set_input_axis_dora(module.get_submodule(target), name, mag)
+    if use_dora:  # peft makes every target DoRA: the file's modules without a magnitude stay plain LoRA
+        for target in mods:
+            if f"{target}.lora_magnitude_vector" not in state and target not in input_axis:
+                layer = module.get_submodule(target)
+                layer.lora_variant.pop(name, None)
+                layer.use_dora[name] = False
+                if name in layer.lora_magnitude_vector:
+                    del layer.lora_magnitude_vector[name]
     for p in module.parameters():
         p.requires_grad_(False)
     return problems
+
+
+def _exact(name: str) -> str:
+    r"""A peft rank/alpha pattern key that matches module `name` only (peft tries `(.*\.)?key$`)."""
+    return "^" + re.escape(name)
+
+
+def fused_input_axis(pipe: Any, modules: dict[str, dict[str, LoraModule]]) -> None:
+    """Input-axis DoRA magnitudes of the modules cut from one fused original layer, rescaled so
+    each piece normalises by the fused layer's column norms (as a loader keeping the layer
+    fused does), exactly at weight 1: m_i = m * |W_i + dW_i| / |W + dW| per input column."""
+    import torch
+
+    groups: dict[tuple[str, str], list[tuple[Any, LoraModule]]] = {}
+    for comp, mods in modules.items():
+        layers = dict(getattr(pipe, comp).named_modules())
+        for target, mod in mods.items():
+            base = getattr(layers[target], "base_layer", layers[target])
+            mag = mod.magnitude
+            if (mod.source and isinstance(base, torch.nn.Linear) and isinstance(mag, torch.Tensor)
+                    and mag.ndim == 2 and mag.shape[0] == 1 and mag.numel() == base.in_features
+                    and tuple(base.weight.shape) == (base.out_features, base.in_features)):  # not packed
+                groups.setdefault((comp, mod.source), []).append((base, mod))
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        norms = []
+        for base, mod in members:
+            w = base.weight.detach().float()
+            scale = (mod.alpha if mod.alpha is not None else mod.rank) / mod.rank
+            delta = mod.up.float().reshape(mod.up.shape[0], -1) @ mod.down.float().reshape(mod.rank, -1)
+            norms.append(torch.linalg.norm(w + scale * delta.to(w.device), dim=0).cpu())
+        whole = torch.sqrt(sum(n ** 2 for n in norms))
+        for (_base, mod), norm in zip(members, norms, strict=True):
+            mag = mod.magnitude
+            ratio = torch.where(whole > 0, norm / whole.clamp_min(1e-30), torch.ones_like(norm))
+            mod.magnitude = (mag.float() * ratio.reshape(mag.shape)).to(mag.dtype)
 
 
 def _tuner_layers(entry: Entry) -> list[Any]:
@@ -187,7 +256,7 @@ def _tuner_layers(entry: Entry) -> list[Any]:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         layers = []
-        for comp in COMPONENTS:
+        for comp in _components(entry):
             module = getattr(entry.pipe, comp, None)
             if module is not None:
                 layers += [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
@@ -199,7 +268,7 @@ def _delete(entry: Entry, name: str) -> None:
     for layer in _tuner_layers(entry):
         if name in getattr(layer, "lora_A", {}):
             layer.delete_adapter(name)
-    for comp in COMPONENTS:
+    for comp in _components(entry):
         config = getattr(getattr(entry.pipe, comp, None), "peft_config", None)
         if isinstance(config, dict):
             config.pop(name, None)
