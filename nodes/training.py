@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+from app.engine.families import get_family
 from nodes.registry import node
 from nodes.types import Cancelled, Choices, Context, FileFilter, Help, Multiline, Range, Seed
 
@@ -35,7 +36,6 @@ def _presets() -> list[str]:
 
 
 #: The preset a family trains with when the node names none.
-STYLE_PRESETS = {"sd1": "style-sd15", "sd2": "style-sd2", "sdxl": "style-sdxl"}
 
 
 def _base_key(params: dict) -> str:
@@ -198,7 +198,11 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
     except ModelError as exc:
         raise ValueError(str(exc)) from None
     try:
-        cfg = load_preset(str(preset).strip() or STYLE_PRESETS[family], TrainConfig())
+        spec = get_family(family).training
+        if spec is None and not str(preset).strip():
+            raise ValueError(f"{path.name} is a {get_family(family).title} model: LoRA training covers "
+                             "Stable Diffusion 1.x, 2.x and XL for now")
+        cfg = load_preset(str(preset).strip() or spec.preset, TrainConfig())
         if config is not None and str(config):
             cfg = load_toml(config, cfg)
         folder = Path(folder).expanduser()

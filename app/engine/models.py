@@ -236,7 +236,7 @@ def read_pipeline(path: Path, family: Family | str, config: str | None, dtype: A
                                  "(leave Load Model's text encoder and VAE inputs empty)")
             refuse_pickle_folder(path)
             kwargs: dict[str, Any] = {"dtype": dtype}
-            if fam.denoiser == "unet" and fam.name != "sdxl" and "safety_checker" in json.loads(
+            if "safety_checker" in json.loads(
                     (path / "model_index.json").read_text(encoding="utf-8")):
                 kwargs.update(safety_checker=None, requires_safety_checker=False)
             pipe = fam.base_pipeline(variant).from_pretrained(

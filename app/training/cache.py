@@ -13,6 +13,7 @@ import hashlib
 import pathlib
 from typing import Any
 
+from app.engine.families import get_family
 from app.training.dataset import Item, load_pixels
 
 _VERSION = "1"
@@ -127,7 +128,7 @@ def encode_prompts(base: Any, captions: list[str], device: str, grad: bool = Fal
         for tok, te in zip(base.tokenizers, base.text_encoders, strict=True):
             ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
                       return_tensors="pt").input_ids.to(te.device)
-            if base.family == "sdxl":
+            if get_family(base.family).training.penultimate_hidden:
                 out = te(ids, output_hidden_states=True)
                 hidden.append(out.hidden_states[-2].to(device))
                 if hasattr(out, "text_embeds"):

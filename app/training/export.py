@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.families import get_family
 from app.training.adapters import LayerWeights
 from nodes.diffusion.unet_names import ldm_prefixes, to_ldm_name
 
@@ -50,7 +51,7 @@ NO_DORA_TWIN = ("this DoRA scales input channels (kohya/LyCORIS/ComfyUI form), w
 class AdapterExport:
     """What the exporter needs: the family, the adapted layers per model and the U-Net layout."""
 
-    family: str  # "sd1" | "sd2" | "sdxl" (the model manager's names)
+    family: str  # the family's name (app.engine.families), one with a TrainingSpec
     unet: dict[str, LayerWeights]
     text_encoders: list[dict[str, LayerWeights]] = field(default_factory=list)
     layers_per_block: int = 2
@@ -77,16 +78,16 @@ def sgm_unet_name(name: str, layers_per_block: int, up_block_types: tuple[str, .
 
 
 def kohya_unet_key(name: str, family: str, layers_per_block: int = 2, up_block_types: tuple[str, ...] = ()) -> str:
-    if family == "sdxl":
+    if get_family(family).training.sgm_lora_names:
         name = sgm_unet_name(name, layers_per_block, up_block_types)
     return "lora_unet_" + name.replace(".", "_")
 
 
 def kohya_te_key(name: str, family: str, index: int) -> str:
-    """`lora_te_` (SD 1.x) or `lora_te{index+1}_` (SDXL) + the name with its `text_model_` level."""
+    """`lora_te_` (one encoder) or `lora_te{index+1}_` (SDXL's two) + the name with its `text_model_` level."""
     if name.startswith("text_model."):
         name = name[len("text_model."):]
-    prefix = "lora_te_" if family != "sdxl" else f"lora_te{index + 1}_"
+    prefix = f"lora_te{index + 1}_" if get_family(family).training.numbered_te_prefixes else "lora_te_"
     return prefix + "text_model_" + name.replace(".", "_")
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.engine.families import get_family
 from app.training import adapters, checkpoint
 from app.training.config import TrainConfig, checkpoint_root, lora_out_path
 from app.training.dataset import Dataset, scan
@@ -255,7 +256,7 @@ class Trainer:
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         target = noise if self.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
         kwargs: dict[str, Any] = {}
-        if base.family == "sdxl":
+        if get_family(base.family).training.size_conditioning:
             ids = [[*it.size[::-1], it.fit.top, it.fit.left, it.bucket[1], it.bucket[0]] for it in items]
             kwargs["added_cond_kwargs"] = {"text_embeds": emb["pooled"],
                                            "time_ids": torch.tensor(ids, dtype=torch.float32, device=dev)}

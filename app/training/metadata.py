@@ -11,11 +11,9 @@ import datetime as dt
 import json
 from typing import Any
 
+from app.engine.families import get_family
 from app.training.config import TrainConfig
 from app.training.dataset import Dataset
-
-_BASE_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-_ARCH = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-768-v", "sdxl": "stable-diffusion-xl-v1-base"}
 
 
 def training_metadata(cfg: TrainConfig, ds: Dataset, *, family: str, steps: int, epoch: int,
@@ -24,6 +22,7 @@ def training_metadata(cfg: TrainConfig, ds: Dataset, *, family: str, steps: int,
                       prediction_type: str, final_loss: float | None) -> dict[str, str]:
     """Every value a string, as safetensors metadata must be."""
     dora = cfg.network == "dora"
+    spec = get_family(family).training
     buckets = {str(i): {"resolution": [w, h], "count": c}
                for i, ((w, h), c) in enumerate(sorted(ds.buckets().items()))}
     dirs: dict[str, dict[str, int]] = {}
@@ -39,8 +38,8 @@ def training_metadata(cfg: TrainConfig, ds: Dataset, *, family: str, steps: int,
         "ss_output_name": title,
         "ss_sd_model_name": base_name,
         "imagebash.base_fingerprint": base_hash,
-        "ss_base_model_version": _BASE_VERSION.get(family, family),
-        "ss_v2": str(family == "sd2"),
+        "ss_base_model_version": spec.base_version,
+        "ss_v2": str(spec.v2),
         "ss_network_module": "lycoris.kohya" if dora else "networks.lora",
         "ss_network_dim": str(cfg.rank),
         "ss_network_alpha": f"{cfg.alpha:g}",
@@ -83,9 +82,8 @@ def training_metadata(cfg: TrainConfig, ds: Dataset, *, family: str, steps: int,
         "ss_cache_latents": str(cfg.cache_latents),
         "ss_training_comment": f"trained with imagebash; effective scale alpha/rank = {cfg.scale:g}",
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"{_ARCH.get(family, family)}/{'lora' if not dora else 'lycoris'}",
-        "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if family == "sdxl"
-        else "diffusers",
+        "modelspec.architecture": f"{spec.architecture}/{'lora' if not dora else 'lycoris'}",
+        "modelspec.implementation": spec.implementation,
         "modelspec.title": title,
         "modelspec.resolution": f"{cfg.resolution}x{cfg.resolution}",
         "modelspec.trigger_phrase": cfg.trigger,

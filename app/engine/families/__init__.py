@@ -15,10 +15,10 @@ import pkgutil
 import threading
 from pathlib import Path
 
-from app.engine.families.base import TASKS, Family, NameMap, Target, Variant
+from app.engine.families.base import TASKS, Family, NameMap, Target, TrainingSpec, Variant
 from app.engine.probe import Probe
 
-__all__ = ["TASKS", "Family", "FamilyNotFound", "NameMap", "Target", "Variant", "all_families",
+__all__ = ["TASKS", "Family", "FamilyNotFound", "NameMap", "Target", "TrainingSpec", "Variant", "all_families",
            "detect", "detect_folder", "family_of_pipeline", "get_family", "register"]
 
 _lock = threading.Lock()

@@ -41,6 +41,21 @@ NameMap = Mapping[str, tuple[Target, ...]]
 
 
 @dataclass(frozen=True)
+class TrainingSpec:
+    """What the LoRA trainer and its exporter need to know of a family they can train."""
+
+    preset: str  # preset stem in resources/presets/ ("style-sdxl")
+    base_version: str  # kohya's ss_base_model_version ("sdxl_base_v1-0")
+    architecture: str  # SAI model-spec architecture stem ("stable-diffusion-xl-v1-base")
+    implementation: str = "diffusers"  # modelspec.implementation
+    v2: bool = False  # kohya's ss_v2 flag (SD 2.x)
+    size_conditioning: bool = False  # the U-Net takes pooled text embeds and size/crop ids (SDXL)
+    penultimate_hidden: bool = False  # text conditioning from the encoders' penultimate layer (SDXL)
+    sgm_lora_names: bool = False  # exported kohya U-Net keys use SGM/LDM block names (SDXL)
+    numbered_te_prefixes: bool = False  # lora_te1_/lora_te2_ rather than lora_te_ (two encoders)
+
+
+@dataclass(frozen=True)
 class Variant:
     """One released model of a family (Flux.1 dev, SD 3.5 large, ...)."""
 
@@ -81,7 +96,7 @@ class Family:
     dotted_prefixes: Mapping[str, str] = field(default_factory=dict)
     #: latent -> RGB preview: (4 x 3 factors, 3 biases) for the first four channels
     preview: tuple[tuple[tuple[float, float, float], ...], tuple[float, float, float]] = ((), (0.0, 0.0, 0.0))
-    training_preset: str = ""  # preset stem for the trainer ("" = this family cannot be trained yet)
+    training: TrainingSpec | None = None  # None: this family cannot be trained yet
 
     # -- recognising files ------------------------------------------------------------------
     def detect(self, header: Probe) -> str | None:

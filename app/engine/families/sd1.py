@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.engine.families.base import TrainingSpec
 from app.engine.families.sd_common import SD_FOLDER_CLASSES, SD_PIPELINES, SD_PREVIEW, StableDiffusion, sd_variants
 
 ORDER = 80
@@ -24,4 +25,5 @@ FAMILY = SD1(
     lora_components=("unet", "text_encoder"),
     kohya_prefixes={"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"},
     dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder"},
-    preview=SD_PREVIEW, training_preset="style-sd15")
+    preview=SD_PREVIEW,
+    training=TrainingSpec("style-sd15", "sd_v1", "stable-diffusion-v1"))

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.engine.families.base import TrainingSpec
 from app.engine.families.sd_common import SD_FOLDER_CLASSES, SD_PIPELINES, SD_PREVIEW, StableDiffusion, sd_variants
 from app.engine.probe import probe
 
@@ -51,4 +52,5 @@ FAMILY = SD2(
     lora_components=("unet", "text_encoder"),
     kohya_prefixes={"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"},
     dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder"},
-    preview=SD_PREVIEW, training_preset="style-sd2")
+    preview=SD_PREVIEW,
+    training=TrainingSpec("style-sd2", "sd_v2", "stable-diffusion-v2-768-v", v2=True))

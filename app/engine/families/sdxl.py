@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.engine.families.base import TrainingSpec
 from app.engine.families.sd_common import StableDiffusion, sd_variants
 
 ORDER = 70
@@ -30,4 +31,7 @@ FAMILY = SDXL(
     kohya_prefixes={"lora_unet_": "unet", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2",
                     "lora_te_": "text_encoder"},
     dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"},
-    preview=SDXL_PREVIEW, training_preset="style-sdxl")
+    preview=SDXL_PREVIEW,
+    training=TrainingSpec("style-sdxl", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base",
+                          "https://github.com/Stability-AI/generative-models", size_conditioning=True,
+                          penultimate_hidden=True, sgm_lora_names=True, numbered_te_prefixes=True))
