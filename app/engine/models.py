@@ -236,9 +236,13 @@ def read_pipeline(path: Path, family: Family | str, config: str | None, dtype: A
                                  "(leave Load Model's text encoder and VAE inputs empty)")
             refuse_pickle_folder(path)
             kwargs: dict[str, Any] = {"dtype": dtype}
-            if "safety_checker" in json.loads(
-                    (path / "model_index.json").read_text(encoding="utf-8")):
+            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+            if "safety_checker" in index:
                 kwargs.update(safety_checker=None, requires_safety_checker=False)
+            for name, spec in index.items():  # components saved as absent (SD 3.5 without T5)
+                if isinstance(spec, list) and spec and spec[0] is None and name not in kwargs:
+                    kwargs[name] = None
+            kwargs.update(fam.folder_components(path))
             pipe = fam.base_pipeline(variant).from_pretrained(
                 str(path), local_files_only=True, use_safetensors=True, variant=folder_variant(path), **kwargs)
             return pipe, warnings

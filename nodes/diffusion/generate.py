@@ -13,6 +13,7 @@ import inspect
 from typing import Annotated, Any
 
 import numpy as np
+import PIL.Image
 
 from nodes.diffusion import tiling
 from nodes.diffusion.sampling import (
@@ -197,13 +198,12 @@ def outpaint(model: Model, image: Image, prompt: Prompt = "", negative_prompt: P
     mask = np.ones((1, h, w), np.float32)
     y0, y1, x0, x1 = top, h - bottom, left, w - right
     inner = np.zeros((y1 - y0, x1 - x0), np.float32)
-    if feather:
-        yy = np.minimum(np.arange(y1 - y0) + 1, np.arange(y1 - y0)[::-1] + 1)[:, None]
-        xx = np.minimum(np.arange(x1 - x0) + 1, np.arange(x1 - x0)[::-1] + 1)[None, :]
-        edges = [d for d, pad in ((yy, top), (yy, bottom), (xx, left), (xx, right)) if pad]
-        dist = np.minimum.reduce([np.broadcast_to(d, inner.shape) for d in edges]) if edges else None
-        if dist is not None:
-            inner = np.clip(1.0 - dist / float(feather), 0.0, 1.0)
+    if feather:  # distance (in pixels) of each old pixel to the nearest padded side
+        ys, xs = np.arange(y1 - y0, dtype=np.float32), np.arange(x1 - x0, dtype=np.float32)
+        sides = [(top, ys[:, None] + 1), (bottom, ys[::-1, None] + 1), (left, xs[None, :] + 1),
+                 (right, xs[None, ::-1] + 1)]
+        dist = np.minimum.reduce([np.broadcast_to(d, inner.shape) for pad, d in sides if pad])
+        inner = np.clip(1.0 - (dist - 1) / float(feather), 0.0, 1.0) * (dist <= feather)
     mask[0, y0:y1, x0:x1] = inner
     return _inpaint(ctx, model, padded, mask, prompt, negative_prompt, 1.0, steps, guidance, scheduler, shift,
                     seed, batch_size)
@@ -216,7 +216,8 @@ def edit(model: Model, image: Image, instruction: Instruction = "", negative_pro
     """Change an image by an instruction with an editing model (Flux.1 Kontext, Qwen-Image-Edit).
 
     Each input image is edited on its own, at its own size (sides rounded down to the model's
-    multiple); `batch_size` gives variations of each.
+    multiple; Kontext keeps it instead of resizing to its preferred sizes); `batch_size` gives
+    variations of each. Qwen-Image-Edit reads the image through its vision encoder at ~1 MP.
     """
     if not instruction.strip():
         raise ValueError("Edit: write an instruction (what to change)")
@@ -229,8 +230,10 @@ def edit(model: Model, image: Image, instruction: Instruction = "", negative_pro
     img = np.ascontiguousarray(img[:, :h, :w])
     outs = []
     for i in range(img.shape[0]):
+        source = PIL.Image.fromarray((np.clip(img[i], 0, 1) * 255).round().astype(np.uint8))
         entry, out = sample_latents(ctx, model, "edit", (w, h), batch_size, seed + i * batch_size, scheduler, shift,
-                             instruction, negative_prompt or None, steps, guidance, image=to_tensor(img[i:i + 1]),
-                             height=h, width=w, num_images_per_prompt=batch_size, _auto_resize=False)
+                                    instruction, negative_prompt or None, steps, guidance, image=source,
+                                    height=h, width=w, num_images_per_prompt=batch_size, max_area=h * w,
+                                    _auto_resize=False)
         outs.append(_decode(ctx, entry, out))
     return np.concatenate(outs, axis=0)

@@ -130,6 +130,11 @@ class Family:
         pipelines are derived from it with `from_pipe`, sharing its modules."""
         return self.pipeline_class(self.variant(variant).tasks[0], variant)
 
+    def folder_components(self, folder: Path) -> dict[str, Any]:
+        """Components to build by hand when reading a diffusers folder (ones the library cannot
+        load in this environment); merged into `from_pretrained`'s keyword arguments."""
+        return {}
+
     def original_names(self, component: str, config: Mapping[str, Any]) -> NameMap:
         """Original-checkpoint module names of `component` (for LoRAs in BFL/SAI/LDM naming and
         for converting single files); empty when the original names are the diffusers ones."""

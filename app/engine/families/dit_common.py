@@ -112,6 +112,9 @@ class TransformerFamily(Family):
         return pipe, warnings
 
     def _from_folder(self, index: Mapping[str, Any], config: Path, name: str, dtype: Any) -> Any:
+        built = self.folder_components(config)
+        if name in built:
+            return built[name]
         cls = component_class(index, name)
         sub = config / name
         if not sub.is_dir():
@@ -130,16 +133,15 @@ class TransformerFamily(Family):
         model = build_text_model(cls, config, slot)
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         for p, state in list(files.items()):
-            renamed = self._renamed(slot, state)
-            if _fits(renamed, own, model):
+            renamed = self._fitting(slot, state, own, model)
+            if renamed is not None:
                 del files[p]
-                return fill(model, {k: v for k, v in renamed.items() if k in own}, dtype, p.name)
+                return fill(model, renamed, dtype, p.name)
         for prefix in self.embedded.get(slot, ()):
             inner = {k[len(prefix):]: v for k, v in rest.items() if k.startswith(prefix)}
-            if inner:
-                renamed = self._renamed(slot, inner)
-                if _fits(renamed, own, model):
-                    return fill(model, {k: v for k, v in renamed.items() if k in own}, dtype, f"{slot} in checkpoint")
+            renamed = self._fitting(slot, inner, own, model) if inner else None
+            if renamed is not None:
+                return fill(model, renamed, dtype, f"{slot} in checkpoint")
         if any((config / slot).glob("*.safetensors")):
             return cls.from_pretrained(str(config / slot), local_files_only=True, dtype=dtype)
         if slot in self.optional_slots:
@@ -149,19 +151,25 @@ class TransformerFamily(Family):
         raise LoadError(f"{self.title} needs its {slot} ({cls.__name__}): set Load Model's text encoder files "
                         f"(ComfyUI keeps them in models/text_encoders), or use a diffusers folder")
 
-    def _renamed(self, slot: str, state: dict[str, Any]) -> dict[str, Any]:
-        rules = self.encoder_renames.get(slot, ())
-        strips = ("transformer.", "text_model.")
+    def _fitting(self, slot: str, state: dict[str, Any], own: Mapping[str, tuple[int, ...]],
+                 model: Any) -> dict[str, Any] | None:
+        """`state` renamed to the slot model's keys (the family's rules, then with or without the
+        `transformer.`/`text_model.` levels that files and transformers versions disagree on),
+        restricted to them; None when it does not fit the slot."""
         out = {}
         for k, v in state.items():
-            for old, new in rules:
+            for old, new in self.encoder_renames.get(slot, ()):
                 k = re.sub(old, new, k)
             out[k] = v
-        own_like = dict(out)
-        for prefix in strips:  # transformers 5 dropped CLIP's `text_model.` level; ComfyUI keeps it
-            if any(k.startswith(prefix) for k in own_like):
-                own_like = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in own_like.items()}
-        return own_like
+        candidates = [out]
+        for prefix in ("transformer.", "text_model."):
+            last = candidates[-1]
+            if any(k.startswith(prefix) for k in last):
+                candidates.append({(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in last.items()})
+        for cand in candidates:
+            if _fits(cand, own, model):
+                return {k: v for k, v in cand.items() if k in own}
+        return None
 
     def _vae(self, index: Mapping[str, Any], config: Path, file: Path | None, rest: dict[str, Any],
              dtype: Any, path: Path) -> Any:

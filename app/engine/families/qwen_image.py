@@ -10,6 +10,7 @@ unless its metadata says edit; the edit node runs the edit pipeline on either.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,41 @@ class QwenImage(TransformerFamily):
         n, c, h, w = latents.shape
         return pipe._pack_latents(latents, n, c, h, w)
 
+    def folder_components(self, folder: Path) -> dict[str, Any]:
+        if (folder / "processor").is_dir():
+            return {"processor": load_processor(folder / "processor")}
+        return {}
+
     def convert_vae(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
         return convert_wan_vae_to_diffusers(state)
 
+
+def load_processor(folder: Path) -> Any:
+    """Qwen-Image-Edit's Qwen2VLProcessor (tokenizer + image processor) without a video processor.
+
+    transformers 5 builds Qwen2-VL's video processor on torchvision, which imagebash keeps out of
+    its dependencies (it would replace the CPU torch wheel); `Qwen2VLProcessor` insists on one,
+    so its argument check is skipped for the missing video processor. Editing only sends images,
+    which never reach the video processor.
+    """
+    from transformers import Qwen2Tokenizer, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = Qwen2Tokenizer.from_pretrained(str(folder), local_files_only=True)
+    images = Qwen2VLImageProcessorPil.from_pretrained(str(folder), local_files_only=True)
+    with _PROCESSOR_LOCK:
+        check = Qwen2VLProcessor.check_argument_for_proper_class
+        try:
+            Qwen2VLProcessor.check_argument_for_proper_class = (  # type: ignore[method-assign]
+                lambda self, name, arg: None if arg is None else check(self, name, arg))
+            return Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=None)
+        finally:
+            Qwen2VLProcessor.check_argument_for_proper_class = check  # type: ignore[method-assign]
+
+
+_PROCESSOR_LOCK = threading.Lock()
 
 _NOTE = "Qwen-Image and Qwen-Image-Edit files have the same keys: edits need Qwen-Image-Edit weights"
 
