@@ -11,8 +11,9 @@ validate: 422 with `"problems": [{"node_id", "port", "message"}]` as well).
                                                    models (count), max_upload, chunk_bytes, jobs
     GET    /nodes                                  the node catalogue: NodeSpec.describe() of each
     GET    /nodes/{type_id}/choices/{port}         {"choices": [...]} (model lists)
-    GET    /models[?kind=checkpoint|lora]          [{"name", "kind", "family", "size", "sha256",
-                                                   "format"}]; sha256 is null until the server has
+    GET    /models[?kind=K]                        [{"name", "kind", "family", "size", "sha256",
+                                                   "format"}], K one of checkpoint, lora,
+                                                   text_encoder, vae; sha256 is null until the server has
                                                    hashed the file (once, in the background)
     POST   /models                                 {"blob", "kind", "name"} -> adopt an uploaded
                                                    .safetensors blob as a model -> 201 {"name", ...}

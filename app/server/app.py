@@ -72,7 +72,7 @@ class JobBody(BaseModel):
 
 class AdoptBody(BaseModel):
     blob: str
-    kind: Literal["checkpoint", "lora"]
+    kind: Literal["checkpoint", "lora", "text_encoder", "vae"]
     name: str
 
 
@@ -225,7 +225,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     # models ---------------------------------------------------------------------------------------
     @r.get("/models")
-    def models(kind: Literal["checkpoint", "lora"] | None = None) -> list[dict[str, Any]]:
+    def models(kind: Literal["checkpoint", "lora", "text_encoder", "vae"] | None = None) -> list[dict[str, Any]]:
         return state.models.list(kind)
 
     @r.post("/models", status_code=201)

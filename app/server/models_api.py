@@ -28,8 +28,8 @@ from app.server.db import Database
 
 log = logging.getLogger(__name__)
 
-KINDS = ("checkpoint", "lora")
-SUBDIR = {"checkpoint": "checkpoints", "lora": "loras"}
+KINDS = ("checkpoint", "lora", "text_encoder", "vae")
+SUBDIR = {"checkpoint": "checkpoints", "lora": "loras", "text_encoder": "text_encoders", "vae": "vae"}
 
 
 class ModelRequestError(Exception):
@@ -72,6 +72,8 @@ def lora_family(path: Path) -> str | None:
 def model_family(path: Path, kind: str) -> str | None:
     if kind == "lora":
         return lora_family(path)
+    if kind in ("text_encoder", "vae"):  # parts of a split layout: their family is the denoiser's
+        return None
     from app.engine.models import ModelError, detect_family
 
     try:
@@ -153,11 +155,13 @@ class ModelIndex:
     # listing --------------------------------------------------------------------------------------
     def list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """[{"name", "kind", "family", "size", "sha256", "format"}] for the models folders' files."""
-        from nodes.diffusion.catalog import find, list_checkpoints, list_loras
+        from nodes.diffusion.catalog import find, list_checkpoints, list_loras, list_text_encoders, list_vaes
 
+        listings = {"checkpoint": list_checkpoints, "lora": list_loras, "text_encoder": list_text_encoders,
+                    "vae": list_vaes}
         out = []
         for k in (kind,) if kind else KINDS:
-            names = list_checkpoints() if k == "checkpoint" else list_loras()
+            names = listings[k]()
             for name in names:
                 path = find(name, k)
                 if path is None:
@@ -178,7 +182,7 @@ class ModelIndex:
         from nodes.diffusion.catalog import find
 
         if kind not in KINDS:
-            raise ModelRequestError(422, f"unknown model kind {kind!r} (checkpoint or lora)")
+            raise ModelRequestError(422, f"unknown model kind {kind!r} ({', '.join(KINDS)})")
         try:
             name = safe_name(name)
         except ProtocolError as exc:
@@ -194,7 +198,7 @@ class ModelIndex:
         except ProbeError as exc:
             raise ModelRequestError(422, str(exc).replace(src.name, name)) from None  # the blob's name is its hash
         is_lora = header.looks_like_lora()
-        if is_lora != (kind == "lora"):
+        if is_lora != (kind == "lora") and (is_lora or kind in ("checkpoint", "lora")):
             what = "a LoRA" if is_lora else "not a LoRA (a checkpoint or another model)"
             raise ModelRequestError(422, f"{name} is {what}; adopt it as kind '{'lora' if is_lora else 'checkpoint'}'")
         dst = models_dirs()[0] / SUBDIR[kind] / name

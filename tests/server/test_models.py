@@ -53,7 +53,8 @@ def test_listing_has_family_size_and_a_remembered_hash(tmp_path, monkeypatch):
         assert ckpt["kind"] == "checkpoint" and ckpt["family"] == "sd1"
         assert ckpt["sha256"] == sha((models / "checkpoints" / "base.safetensors").read_bytes())
         assert [m["name"] for m in s.get("/models", params={"kind": "lora"}).json()] == ["style.safetensors"]
-        assert s.get("/models", params={"kind": "vae"}).status_code == 422
+        assert s.get("/models", params={"kind": "vae"}).json() == []
+        assert s.get("/models", params={"kind": "unet"}).status_code == 422
         assert s.get("/info").json()["models"] == 2
     with InProcess(tmp_path / "srv") as s:  # the next start: remembered, no hashing needed
         rows = s.state.db.rows("SELECT path FROM model_hashes")
@@ -104,8 +105,30 @@ def test_adopt_refuses_what_is_not_a_safe_model(server, data, name, kind, status
 def test_adopt_needs_the_blob_and_a_kind(server):
     r = server.post("/models", json={"blob": "a" * 64, "kind": "lora", "name": "x.safetensors"})
     assert r.status_code == 404 and "upload it first" in r.json()["error"]
-    r = server.post("/models", json={"blob": "a" * 64, "kind": "vae", "name": "x.safetensors"})
+    r = server.post("/models", json={"blob": "a" * 64, "kind": "unet", "name": "x.safetensors"})
     assert r.status_code == 422
+
+
+def test_adopt_split_layout_parts_into_their_folders(server, tmp_path):
+    """A denoiser-only model's text encoder and VAE files (ComfyUI's split layout) go to
+    text_encoders/ and vae/, where Load Model's dropdowns look; a LoRA is refused as either."""
+    import torch
+    from safetensors.torch import save_file
+
+    f = tmp_path / "clip_l.safetensors"
+    save_file({"text_model.embeddings.token_embedding.weight": torch.zeros(4, 2)}, str(f))
+    r = adopt(server, f.read_bytes(), "clip_l.safetensors", "text_encoder")
+    assert r.status_code == 201 and r.json()["kind"] == "text_encoder", r.text
+    models_dir = server.state.data_dir.parent / "models"
+    assert (models_dir / "text_encoders" / "clip_l.safetensors").is_file()
+    choices = server.get("/nodes/imagebash.diffusion.load_model/choices/text_encoder").json()["choices"]
+    assert "clip_l.safetensors" in choices
+    v = tmp_path / "ae.safetensors"
+    save_file({"decoder.conv_in.weight": torch.zeros(2, 2)}, str(v))
+    assert adopt(server, v.read_bytes(), "ae.safetensors", "vae").status_code == 201
+    assert [m["name"] for m in server.get("/models", params={"kind": "vae"}).json()] == ["ae.safetensors"]
+    r = adopt(server, lora_bytes(3), "style.safetensors", "vae")
+    assert r.status_code == 422 and "is a LoRA" in r.json()["error"]
 
 
 def test_catalogue_routes(server):
