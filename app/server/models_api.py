@@ -50,23 +50,14 @@ def sha256_file(path: Path) -> str:
 
 
 def lora_family(path: Path) -> str | None:
-    """sd1 / sd2 / sdxl for a LoRA, from its metadata or its key names (header only); None if unsure."""
+    """The family a LoRA was made for (the families' rules, header only); None if unsure."""
+    from app.engine import families
     from app.engine.probe import ProbeError, probe
 
     try:
-        p = probe(path)
+        return families.lora_family(probe(path))
     except ProbeError:
         return None
-    md = p.metadata
-    arch = md.get("modelspec.architecture", "").lower()
-    base = md.get("ss_base_model_version", "").lower()
-    if "-xl-" in arch or base.startswith("sdxl") or p.has_prefix("lora_te2_", "text_encoder_2."):
-        return "sdxl"
-    if "-v2" in arch or base.startswith("sd_v2") or md.get("ss_v2") == "True":
-        return "sd2"
-    if "-v1" in arch or base.startswith("sd_v1"):
-        return "sd1"
-    return None
 
 
 def model_family(path: Path, kind: str) -> str | None:

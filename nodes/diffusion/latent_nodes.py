@@ -16,7 +16,7 @@ import numpy as np
 from app.engine.families import get_family
 from nodes.diffusion import tiling
 from nodes.diffusion.generate import Guidance, Prompt, Shift, Steps, sample_latents
-from nodes.diffusion.sampling import check_size, open_model
+from nodes.diffusion.sampling import check_size, describe, open_model
 from nodes.diffusion.schedulers import Scheduler
 from nodes.diffusion.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tiling
 from nodes.registry import node
@@ -61,6 +61,7 @@ def encode(model: Model, image: Image, tiling_mode: TilingMode = Tiling.AUTO, ti
            tile_overlap: Overlap = DEFAULT_OVERLAP, ctx: Context = None) -> Latent:
     """Encode images into the model's latent space (tiled for large images)."""
     entry = open_model(ctx, model)
+    describe(ctx, entry)
     z = tiling.encode(entry, image, tiling_mode.value, tile_size, tile_overlap, lambda m: ctx.log(m, "warning"))
     return Latent(z, model.family, tiling.vae_scale(entry.pipe.vae))
 
@@ -71,6 +72,7 @@ def decode(model: Model, latent: Latent, tiling_mode: TilingMode = Tiling.AUTO,
     """Decode latents to images (tiled for large images, seams blended over the overlap)."""
     _check_family(latent, model, "Decode")
     entry = open_model(ctx, model)
+    describe(ctx, entry)
     return tiling.decode(entry, latent.samples, tiling_mode.value, tile_size, tile_overlap,
                          lambda m: ctx.log(m, "warning"))
 

@@ -306,6 +306,31 @@ def test_a_file_of_no_known_family_lists_the_families_tried(tmp_path):
         assert title in text
 
 
+def test_a_lora_file_says_which_family_it_is_for(tmp_path):
+    """The models list (and the remote server's) names each LoRA's family from its header."""
+    import torch
+    from safetensors.torch import save_file
+
+    from app.engine.families import lora_family
+    from app.engine.probe import probe
+
+    cases = {
+        "flux-kohya": ({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(1, 2)}, {}, "flux"),
+        "flux-diffusers": ({"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(1, 2)},
+                           {}, "flux"),
+        "sd35": ({"lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": torch.zeros(1, 2)}, {}, "sd3"),
+        "qwen": ({"transformer.transformer_blocks.0.img_mlp.net.0.proj.lora_A.weight": torch.zeros(1, 2)}, {},
+                 "qwen_image"),
+        "sdxl": ({"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(1, 2)}, {}, "sdxl"),
+        "sd2": ({"lora_unet_x.lora_down.weight": torch.zeros(1, 2)}, {"ss_v2": "True"}, "sd2"),
+        "unsure": ({"lora_unet_x.lora_down.weight": torch.zeros(1, 2)}, {}, None),
+    }
+    for name, (tensors, meta, family) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata=meta)
+        assert lora_family(probe(path)) == family, name
+
+
 def test_adding_a_family_is_one_module(tmp_path, monkeypatch):
     """A new module with a FAMILY in the families package is found, detected and offered; no other
     file names it."""

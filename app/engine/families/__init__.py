@@ -19,7 +19,7 @@ from app.engine.families.base import TASKS, Family, NameMap, Target, TrainingSpe
 from app.engine.probe import Probe
 
 __all__ = ["TASKS", "Family", "FamilyNotFound", "NameMap", "Target", "TrainingSpec", "Variant", "all_families",
-           "detect", "detect_folder", "family_of_pipeline", "get_family", "register"]
+           "detect", "detect_folder", "family_of_pipeline", "get_family", "lora_family", "register"]
 
 _lock = threading.Lock()
 _families: dict[str, Family] | None = None
@@ -74,6 +74,14 @@ def family_of_pipeline(pipe: object) -> Family:
         if name in family.pipelines.values() or any(name in dict(v.pipelines).values() for v in family.variants):
             return family
     raise KeyError(f"no model family uses {name}")
+
+
+def lora_family(header: Probe) -> str | None:
+    """The family a LoRA file was made for, from its metadata or key names; None when unsure."""
+    for family in all_families():
+        if family.claims_lora(header):
+            return family.name
+    return None
 
 
 def detect(header: Probe) -> tuple[Family, str]:

@@ -97,6 +97,10 @@ class Family:
     #: latent -> RGB preview: (4 x 3 factors, 3 biases) for the first four channels
     preview: tuple[tuple[tuple[float, float, float], ...], tuple[float, float, float]] = ((), (0.0, 0.0, 0.0))
     training: TrainingSpec | None = None  # None: this family cannot be trained yet
+    #: how a LoRA file for this family is told apart: words in its metadata (model-spec
+    #: architecture, kohya base version) and key-name fragments only its LoRAs have
+    lora_words: tuple[str, ...] = ()
+    lora_keys: tuple[str, ...] = ()
 
     # -- recognising files ------------------------------------------------------------------
     def detect(self, header: Probe) -> str | None:
@@ -106,6 +110,14 @@ class Family:
     def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
         """The variant of a diffusers folder from its model_index.json (and configs), or None."""
         raise NotImplementedError
+
+    def claims_lora(self, header: Probe) -> bool:
+        """Whether a LoRA file (its header) was made for this family."""
+        md = header.metadata
+        text = " ".join(md.get(k, "") for k in ("modelspec.architecture", "ss_base_model_version")).lower()
+        if any(w in text for w in self.lora_words):
+            return True
+        return any(frag in k for k in header.keys for frag in self.lora_keys)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

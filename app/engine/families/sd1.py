@@ -22,6 +22,7 @@ class SD1(StableDiffusion):
 FAMILY = SD1(
     name="sd1", title="Stable Diffusion 1.x", variants=sd_variants("sd1", "SD 1.5", "sd1", 1_719_000_000, 246_000_000),
     pipelines=SD_PIPELINES, marker="cond_stage_model.transformer.", folder_classes=SD_FOLDER_CLASSES,
+    lora_words=("-v1", "sd_v1"),
     lora_components=("unet", "text_encoder"),
     kohya_prefixes={"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"},
     dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder"},

@@ -39,6 +39,9 @@ class SD2(StableDiffusion):
         unet = folder / "unet" / "config.json"
         return unet.is_file() and json.loads(unet.read_text(encoding="utf-8")).get("cross_attention_dim") == 1024
 
+    def claims_lora(self, header: Any) -> bool:
+        return header.metadata.get("ss_v2") == "True" or super().claims_lora(header)
+
     def after_single_file(self, pipe: Any, path: Path, explicit_config: bool) -> list[str]:
         prediction, warning = prediction_type(path, explicit_config)
         if prediction and pipe.scheduler.config.get("prediction_type") != prediction:
@@ -49,6 +52,7 @@ class SD2(StableDiffusion):
 FAMILY = SD2(
     name="sd2", title="Stable Diffusion 2.x", variants=sd_variants("sd2", "SD 2.1", "sd2", 1_732_000_000, 708_000_000),
     pipelines=SD_PIPELINES, marker="cond_stage_model.model.", folder_classes=SD_FOLDER_CLASSES,
+    lora_words=("-v2", "sd_v2"),
     lora_components=("unet", "text_encoder"),
     kohya_prefixes={"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"},
     dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder"},

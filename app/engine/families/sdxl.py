@@ -25,6 +25,7 @@ FAMILY = SDXL(
                "inpaint": "StableDiffusionXLInpaintPipeline"},
     text_encoders=("text_encoder", "text_encoder_2"),
     marker="conditioner.embedders.1.",
+    lora_words=("-xl-", "sdxl"), lora_keys=("lora_te2_", "text_encoder_2."),
     folder_classes=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
                     "StableDiffusionXLInpaintPipeline"),
     lora_components=("unet", "text_encoder", "text_encoder_2"),
