@@ -366,33 +366,21 @@ def make_qwen_scheduler() -> FlowMatchEulerDiscreteScheduler:
 
 def make_qwen_processor(tok: Qwen2Tokenizer, image_processor: Any = None) -> Qwen2VLProcessor:
     """A Qwen2VLProcessor (tokenizer + an image processor capping images at 56x56 pixels, so an
-    image is 4 merged vision tokens) with no video processor.
-
-    transformers 5's Qwen2VLVideoProcessor needs torchvision, which this venv lacks (and which
-    the project keeps out); Qwen2VLProcessor insists on one, so the check is skipped for a None
-    video processor. Images work: the processor only touches the video processor for videos."""
-    from transformers import Qwen2VLProcessor
+    image is 4 merged vision tokens), built as the engine builds one (no video processor)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from app.engine.families.qwen_image import image_processor_only
 
     ip = image_processor or Qwen2VLImageProcessorPil(
         min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, temporal_patch_size=2, merge_size=2)
-    check = Qwen2VLProcessor.check_argument_for_proper_class
-    try:
-        Qwen2VLProcessor.check_argument_for_proper_class = (  # type: ignore[method-assign]
-            lambda self, name, arg: None if arg is None else check(self, name, arg))
-        return Qwen2VLProcessor(image_processor=ip, tokenizer=tok, video_processor=None)
-    finally:
-        Qwen2VLProcessor.check_argument_for_proper_class = check  # type: ignore[method-assign]
+    return image_processor_only(tok, ip)
 
 
 def load_qwen_processor(folder: Path) -> Qwen2VLProcessor:
-    """The processor of a saved Qwen-Image-Edit folder's `processor/`, built without torchvision
-    (pass it as `QwenImageEditPipeline.from_pretrained(folder, processor=...)`)."""
-    from transformers import Qwen2Tokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    """The processor of a saved Qwen-Image-Edit folder's `processor/`, as the engine loads it."""
+    from app.engine.families.qwen_image import load_processor
 
-    return make_qwen_processor(Qwen2Tokenizer.from_pretrained(folder),
-                               Qwen2VLImageProcessorPil.from_pretrained(folder))
+    return load_processor(folder)
 
 
 def make_qwen_pipeline(tmp: Path, edit: bool = False) -> QwenImagePipeline | QwenImageEditPipeline:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine.families.base import Family
+from app.engine.families.base import Family, NameMap
 from app.engine.families.loading import (
     DENOISER_PREFIXES,
     LoadError,
@@ -61,15 +61,30 @@ class TransformerFamily(Family):
     optional_slots: tuple[str, ...] = ()  # encoders the pipeline runs without (SD 3.5's T5)
     #: slot -> (regex, replacement) renames from the files' key names to transformers' names
     encoder_renames: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    #: module (in this package) holding the original<->diffusers name table of the denoiser,
+    #: with `original_modules(config)` and `convert_checkpoint(state, config)`; "" when the
+    #: original names are diffusers' (Qwen-Image)
+    names: str = ""
+    original_marker: str = ""  # a denoiser key only the original naming has
 
     # -- denoiser keys -------------------------------------------------------------------------
+    def _names(self) -> Any:
+        import importlib
+
+        return importlib.import_module(f"app.engine.families.{self.names}")
+
     def is_original(self, keys: set[str]) -> bool:
         """Whether denoiser keys are in the original (BFL/SAI) naming, not diffusers'."""
-        return False
+        return bool(self.original_marker) and self.original_marker in keys
 
     def convert_denoiser(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         """Original-named denoiser tensors -> diffusers names (size-aware, from the config)."""
-        return state
+        return self._names().convert_checkpoint(state, config) if self.names else state
+
+    def original_names(self, component: str, config: Mapping[str, Any]) -> NameMap:
+        if component != self.denoiser or not self.names:
+            return {}
+        return self._names().original_modules(config)
 
     # -- assembling ----------------------------------------------------------------------------
     def read_single_file(self, path: Path, variant: str, config: Path, dtype: Any, parts: Parts,

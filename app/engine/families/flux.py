@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.engine.families.base import NameMap, Variant
+from app.engine.families.base import Variant
 from app.engine.families.dit_common import TransformerFamily
 from app.engine.probe import Probe
 
@@ -72,21 +72,6 @@ class Flux(TransformerFamily):
         guided = cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("guidance_embeds", False)
         return "dev" if guided else "schnell"
 
-    def is_original(self, keys: set[str]) -> bool:
-        return "double_blocks.0.img_attn.qkv.weight" in keys or "img_in.weight" in keys
-
-    def convert_denoiser(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-        from app.engine.families import flux_names
-
-        return flux_names.convert_checkpoint(state, config)
-
-    def original_names(self, component: str, config: Mapping[str, Any]) -> NameMap:
-        if component != "transformer":
-            return {}
-        from app.engine.families import flux_names
-
-        return flux_names.original_modules(config)
-
     def call_kwargs(self, variant: str, *, prompt: Any, negative_prompt: Any, guidance: float,
                     steps: int) -> dict[str, Any]:
         return {"prompt": prompt, "num_inference_steps": steps, "guidance_scale": guidance}
@@ -131,4 +116,5 @@ FAMILY = Flux(
                      "text_encoders.t5xxl.transformer.": "text_encoder_2"},
     embedded={"text_encoder": ("text_encoders.clip_l.transformer.",),
               "text_encoder_2": ("text_encoders.t5xxl.transformer.",)},
+    names="flux_names", original_marker="img_in.weight",
 )

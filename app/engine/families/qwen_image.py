@@ -93,7 +93,7 @@ class QwenImage(TransformerFamily):
         return convert_wan_vae_to_diffusers(state)
 
 
-def load_processor(folder: Path) -> Any:
+def image_processor_only(tokenizer: Any, image_processor: Any) -> Any:
     """Qwen-Image-Edit's Qwen2VLProcessor (tokenizer + image processor) without a video processor.
 
     transformers 5 builds Qwen2-VL's video processor on torchvision, which imagebash keeps out of
@@ -101,19 +101,25 @@ def load_processor(folder: Path) -> Any:
     so its argument check is skipped for the missing video processor. Editing only sends images,
     which never reach the video processor.
     """
-    from transformers import Qwen2Tokenizer, Qwen2VLProcessor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import Qwen2VLProcessor
 
-    tokenizer = Qwen2Tokenizer.from_pretrained(str(folder), local_files_only=True)
-    images = Qwen2VLImageProcessorPil.from_pretrained(str(folder), local_files_only=True)
     with _PROCESSOR_LOCK:
         check = Qwen2VLProcessor.check_argument_for_proper_class
         try:
             Qwen2VLProcessor.check_argument_for_proper_class = (  # type: ignore[method-assign]
                 lambda self, name, arg: None if arg is None else check(self, name, arg))
-            return Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=None)
+            return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None)
         finally:
             Qwen2VLProcessor.check_argument_for_proper_class = check  # type: ignore[method-assign]
+
+
+def load_processor(folder: Path) -> Any:
+    """The processor saved in a Qwen-Image-Edit folder's `processor/` (see `image_processor_only`)."""
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return image_processor_only(Qwen2Tokenizer.from_pretrained(str(folder), local_files_only=True),
+                                Qwen2VLImageProcessorPil.from_pretrained(str(folder), local_files_only=True))
 
 
 _PROCESSOR_LOCK = threading.Lock()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.engine.families.base import NameMap, Variant
+from app.engine.families.base import Variant
 from app.engine.families.dit_common import TransformerFamily
 from app.engine.probe import Probe
 
@@ -51,21 +51,6 @@ class SD3(TransformerFamily):
         conf = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
         return "medium" if conf.get("dual_attention_layers") else "large"
 
-    def is_original(self, keys: set[str]) -> bool:
-        return "joint_blocks.0.x_block.attn.qkv.weight" in keys
-
-    def convert_denoiser(self, state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-        from app.engine.families import sd3_names
-
-        return sd3_names.convert_checkpoint(state, config)
-
-    def original_names(self, component: str, config: Mapping[str, Any]) -> NameMap:
-        if component != "transformer":
-            return {}
-        from app.engine.families import sd3_names
-
-        return sd3_names.original_modules(config)
-
 
 FAMILY = SD3(
     name="sd3", title="Stable Diffusion 3.5",
@@ -93,4 +78,5 @@ FAMILY = SD3(
     embedded={"text_encoder": ("text_encoders.clip_l.transformer.",),
               "text_encoder_2": ("text_encoders.clip_g.transformer.",),
               "text_encoder_3": ("text_encoders.t5xxl.transformer.",)},
+    names="sd3_names", original_marker="joint_blocks.0.x_block.attn.qkv.weight",
 )
