@@ -325,6 +325,11 @@ def is_gguf(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def holds_gguf(module: Any) -> bool:
+    """Whether a loaded model keeps GGUF-quantized weights (it was read from a .gguf file)."""
+    return bool(_gguf_types(module))
+
+
 def gguf_header(path: str | os.PathLike[str]) -> Any:
     """A `Probe` of a GGUF file (tensor names and torch-order shapes, no weights), so family
     detection reads GGUF denoisers the way it reads safetensors headers."""

@@ -99,7 +99,12 @@ def identify(path: Path) -> tuple[Family, str]:
     try:
         if path.is_dir():
             return detect_folder(path)
-        h = memory_modes.gguf_header(path) if memory_modes.is_gguf(path) else header(path)
+        try:
+            h = header(path)
+        except ModelError:  # not safetensors: a GGUF denoiser, or a damaged file
+            if not memory_modes.is_gguf(path):
+                raise
+            h = memory_modes.gguf_header(path)
         if h.looks_like_lora():
             raise ModelError(f"{path.name} is a LoRA, not a base model: load it with a LoRA node")
         return detect(h)
@@ -408,7 +413,7 @@ class ModelManager:
         dtype = str(self.dtype).replace("torch.", "").replace("float", "fp").replace("bfp16", "bf16")
         host = free_memory("cpu")
         free = host if self.device == "cpu" else free_memory(self.device)
-        gguf = memory_modes.is_gguf(path) if path.is_file() else False
+        gguf = memory_modes.holds_gguf(den)
         return memory_modes.plan_memory(
             family.variant(variant).title, den_bytes, enc_bytes, self.device, free, host, forced,
             gguf, dtype=dtype, fp8_ratio=memory_modes.fp8_storage_ratio(den, self.dtype.itemsize))
