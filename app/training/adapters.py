@@ -42,6 +42,47 @@ def target_modules(kind: str, targets: str) -> list[str]:
     return list(att) + (list(ff) if targets == "attention+ff" else [])
 
 
+def denoiser_targets(spec: Any, targets: str, blocks: str = "", title: str = "this model") -> list[str] | str:
+    """peft `target_modules` for a family's denoiser: its attention (+ MLP) layer names, as suffixes,
+    or a regex over block indices when `blocks` limits training ("double:0-9, single:20-37") or a
+    name also occurs outside the blocks (Flux's top-level proj_out)."""
+    import re
+
+    names = list(spec.attention) + (list(spec.ff) if targets == "attention+ff" else [])
+    chosen = parse_blocks(blocks, spec.block_groups, title)
+    if not chosen and not any(n in spec.block_only for n in names):
+        return names
+    if not chosen:
+        chosen = [(prefix, None) for prefix in spec.block_groups.values()]
+    inner = "|".join(re.escape(n) for n in names)
+    parts = []
+    for prefix, indices in chosen:
+        index = "|".join(str(i) for i in sorted(indices)) if indices else r"\d+"
+        parts.append(rf"{re.escape(prefix)}\.(?:{index})\.(?:{inner})")
+    return "|".join(parts)
+
+
+def parse_blocks(blocks: str, groups: Any, title: str) -> list[tuple[str, set[int] | None]]:
+    """`"double:0-9, single:20"` -> [(module prefix, block indices)]; a clear error for bad text."""
+    out: dict[str, set[int]] = {}
+    for part in [p.strip() for p in str(blocks or "").split(",") if p.strip()]:
+        group, _, spans = part.partition(":")
+        group = group.strip()
+        if group not in groups:
+            known = ", ".join(groups) or "none: it has no named blocks"
+            raise ValueError(f"blocks: unknown block group '{group}' for {title} (groups: {known})")
+        try:
+            for span in spans.split("+"):
+                lo, _, hi = span.strip().partition("-")
+                first, last = int(lo), int(hi or lo)
+                if first < 0 or last < first:
+                    raise ValueError
+                out.setdefault(groups[group], set()).update(range(first, last + 1))
+        except ValueError:
+            raise ValueError(f"blocks: '{part}' is not group:first-last (e.g. double:0-9)") from None
+    return [(prefix, idx) for prefix, idx in out.items()]
+
+
 def add_adapter(model: Any, *, rank: int, alpha: float, targets: list[str], dora: bool) -> list[str]:
     """Inject a trainable LoRA (or input-axis DoRA) into `model`; returns the adapted layer names."""
     from peft import LoraConfig, inject_adapter_in_model

@@ -65,12 +65,12 @@ class EmbeddingCache:
     def encode_image(self, item: Item) -> Any:
         import torch
 
+        fam = get_family(self.base.family)
         vae = self.base.vae
         px = load_pixels(item)[None].to(vae.device, vae.dtype)  # wherever the VAE is (parked on the CPU or not)
         with torch.no_grad():
-            lat = vae.encode(px).latent_dist.mean
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((lat - shift) * vae.config.scaling_factor)[0].float().cpu().contiguous()
+            lat = fam.to_model_space(vae, fam.vae_encode(vae, px))
+        return lat[0].float().cpu().contiguous()
 
     # text --------------------------------------------------------------------------------------
     def text(self, caption: str) -> dict[str, Any]:
@@ -85,8 +85,7 @@ class EmbeddingCache:
         return hit
 
     def encode_text(self, captions: list[str], grad: bool = False) -> dict[str, Any]:
-        """Run the text encoder(s) on a batch: SD 1.x last hidden state; SDXL penultimate of both,
-        concatenated, plus the pooled output of the second."""
+        """Run the text encoder(s) on a batch, as the model's family conditions on text."""
         return encode_prompts(self.base, captions, self.device, grad=grad)
 
     # disk --------------------------------------------------------------------------------------
@@ -118,24 +117,5 @@ class EmbeddingCache:
 
 
 def encode_prompts(base: Any, captions: list[str], device: str, grad: bool = False) -> dict[str, Any]:
-    import contextlib
-
-    import torch
-
-    ctx = contextlib.nullcontext() if grad else torch.no_grad()
-    hidden, pooled = [], None
-    with ctx:
-        for tok, te in zip(base.tokenizers, base.text_encoders, strict=True):
-            ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                      return_tensors="pt").input_ids.to(te.device)
-            if get_family(base.family).training.penultimate_hidden:
-                out = te(ids, output_hidden_states=True)
-                hidden.append(out.hidden_states[-2].to(device))
-                if hasattr(out, "text_embeds"):
-                    pooled = out.text_embeds.to(device)
-            else:
-                hidden.append(te(ids)[0].to(device))
-    res = {"hidden": torch.cat(hidden, dim=-1)}
-    if pooled is not None:
-        res["pooled"] = pooled
-    return res
+    """The family's text conditioning of a batch (see `Family.encode_prompts`)."""
+    return get_family(base.family).encode_prompts(base.pipe, captions, device, grad=grad)

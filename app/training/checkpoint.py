@@ -18,7 +18,8 @@ from typing import Any
 
 #: Settings a resumed run must share with the checkpoint (they change the adapter or the data order).
 MUST_MATCH = ("network", "rank", "alpha", "targets", "train_text_encoder", "resolution", "batch_size",
-              "grad_accum", "seed", "caption_dropout", "noise_offset", "min_snr_gamma")
+              "grad_accum", "seed", "caption_dropout", "noise_offset", "min_snr_gamma", "timestep_sampling", "shift",
+              "logit_mean", "logit_std", "weighting", "guidance", "blocks", "base_precision")
 
 
 class CheckpointError(ValueError):

@@ -26,6 +26,9 @@ TARGETS = ("attention", "attention+ff")
 OPTIMIZERS = ("adamw", "adamw8bit")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TIMESTEP_SAMPLING = ("auto", "uniform", "sigmoid", "logit_normal")
+WEIGHTINGS = ("auto", "none", "sigma_sqrt", "cosmap")
+BASE_PRECISIONS = ("auto", "full", "fp8", "nf4")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -67,6 +70,16 @@ class TrainConfig:
     caption_dropout: float = 0.0
     noise_offset: float = 0.0
     min_snr_gamma: float = 0.0  # 0: off (5 is the usual value)
+    # flow matching (Flux.1, SD 3.5, Qwen-Image); "auto"/0 take the family's reference settings
+    timestep_sampling: str = "auto"
+    shift: float = 0.0
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    weighting: str = "auto"
+    guidance: float = 0.0  # Flux dev's distilled guidance while training; 0: the family's (1.0)
+    blocks: str = ""  # limit training to block ranges, e.g. "double:0-9, single:20-37"; "": all
+    base_precision: str = "auto"  # how the frozen base is stored: full, fp8 (weights), nf4 (CUDA)
+    family: str = ""  # a preset's family: training another family's base with it is an error
     seed: int = 42
     save_every: int = 0  # steps between checkpoints; 0: only at the end and on stop
     sample_every: int = 0  # steps between sample images; 0: none
@@ -113,6 +126,13 @@ class TrainConfig:
         need(self.noise_offset >= 0, f"noise_offset cannot be negative, got {self.noise_offset}")
         need(self.min_snr_gamma >= 0, f"min_snr_gamma cannot be negative, got {self.min_snr_gamma}")
         need(self.warmup_steps >= 0, f"warmup_steps cannot be negative, got {self.warmup_steps}")
+        need(self.timestep_sampling in TIMESTEP_SAMPLING,
+             f"timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLING)}, got {self.timestep_sampling!r}")
+        need(self.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        need(self.base_precision in BASE_PRECISIONS,
+             f"base_precision must be one of {', '.join(BASE_PRECISIONS)}, got {self.base_precision!r}")
+        need(self.shift >= 0 and self.guidance >= 0 and self.logit_std > 0,
+             "shift and guidance cannot be negative, logit_std must be positive")
         need(self.save_every >= 0 and self.sample_every >= 0, "save_every and sample_every cannot be negative")
         need(all(e.startswith(".") for e in self.caption_extensions),
              f"caption_extensions must start with a dot, got {list(self.caption_extensions)}")

@@ -182,6 +182,17 @@ def peft_path_for(path: str | pathlib.Path) -> pathlib.Path:
     return p.with_name(p.stem + ".peft.safetensors")
 
 
+def forms_for(a: Any) -> tuple[Callable[[Any], dict[str, Any]], Callable[[Any], dict[str, Any]],
+                               Callable[[Any], dict[str, Any]]]:
+    """(kohya state dict, peft state dict, peft metadata) writers for an export: the U-Net ones
+    here, the transformer families' ones in `app.training.export_dit`."""
+    if isinstance(a, AdapterExport):
+        return kohya_state_dict, peft_state_dict, peft_adapter_metadata
+    from app.training import export_dit
+
+    return export_dit.kohya_state_dict, export_dit.peft_state_dict, export_dit.peft_adapter_metadata
+
+
 def export_lora(a: AdapterExport, path: str | pathlib.Path, metadata: Mapping[str, str],
                 log: Callable[[str], None] | None = None) -> tuple[pathlib.Path, pathlib.Path | None]:
     """Write the kohya file at `path` and, for a plain LoRA, the peft twin beside it.
@@ -190,10 +201,11 @@ def export_lora(a: AdapterExport, path: str | pathlib.Path, metadata: Mapping[st
     gets one line saying why there is no twin, and a twin left by an earlier export of the same
     name is deleted: it would load as a different adapter.
     """
+    kohya, peft, peft_meta_of = forms_for(a)
     path = pathlib.Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    write_safetensors(path, kohya_state_dict(a), metadata)
+    write_safetensors(path, kohya(a), metadata)
     twin = peft_path_for(path)
     if a.is_dora:
         stale = twin.is_file()
@@ -201,7 +213,7 @@ def export_lora(a: AdapterExport, path: str | pathlib.Path, metadata: Mapping[st
         (log or _log.warning)(f"{path.name}: no {twin.name} written{' (old one deleted)' if stale else ''}: "
                               + NO_DORA_TWIN)
         return path, None
-    peft_meta = {"format": "pt", "lora_adapter_metadata": json.dumps(peft_adapter_metadata(a), sort_keys=True)}
+    peft_meta = {"format": "pt", "lora_adapter_metadata": json.dumps(peft_meta_of(a), sort_keys=True)}
     peft_meta |= {k: v for k, v in metadata.items() if k.startswith(("modelspec.", "imagebash."))}
-    write_safetensors(twin, peft_state_dict(a), peft_meta)
+    write_safetensors(twin, peft(a), peft_meta)
     return path, twin

@@ -1,4 +1,6 @@
-"""The training loop: LoRA/DoRA on the U-Net (and optionally the text encoders) of SD 1.x or SDXL.
+"""The training loop: LoRA/DoRA on the denoiser (and optionally the CLIP text encoders) of any
+family with a TrainingSpec: SD 1.x/2.x/XL (DDPM objective) and Flux.1, SD 3.5, Qwen-Image (flow
+matching, `app.training.objectives`).
 
 One `Trainer` serves the CLI and the Train LoRA node. Everything random in a step comes from
 one CPU generator whose state is checkpointed, and the data order of epoch e is a pure function
@@ -118,11 +120,25 @@ class Trainer:
         self.dataset = ds = scan(cfg.data, cfg)
         for line in ds.warnings():
             self.log(line)
+        seen = sum(it.repeats for it in ds.items)
+        if cfg.batch_size > seen:
+            from app.training.config import ConfigError
+
+            raise ConfigError(f"batch_size {cfg.batch_size} is more than the {seen} image{'s' if seen != 1 else ''} "
+                              f"(with repeats) in {cfg.data}: lower batch_size or add images")
         self.log(ds.summary())
         self.device = pick_device(cfg.device)
         self.precision = self._precision(torch)
         self.progress(Progress(0, 0, phase="loading base model"))
         self.base = base = load_base(cfg.base, self.device)
+        fam = get_family(base.family)
+        spec = fam.training
+        if cfg.family and cfg.family != base.family:
+            from app.training.config import ConfigError
+
+            raise ConfigError(f"this preset is for {get_family(cfg.family).title} models, but "
+                              f"{pathlib.Path(cfg.base).name} is a {fam.title} model: choose the {spec.preset} "
+                              "preset (or another of its family)")
         for warning in base.warnings:  # e.g. the SD 2.x v-prediction assumption: the loss target follows it
             self.log(f"warning: {warning}")
         model_key = _digest(f"{fingerprint(base.source)}|{base.family}|{self.precision}")  # fp16 encoders differ
@@ -134,10 +150,17 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         dora = cfg.network == "dora"
-        self.unet_targets = adapters.target_modules("unet", cfg.targets)
+        self._store_base(torch, fam)
+        self.unet_targets = adapters.denoiser_targets(spec, cfg.targets, cfg.blocks, fam.title)
         self.te_targets = adapters.target_modules("te", cfg.targets)
-        adapters.add_adapter(base.unet, rank=cfg.rank, alpha=cfg.alpha, targets=self.unet_targets, dora=dora)
-        self.trained_tes = list(base.text_encoders) if cfg.train_text_encoder else []
+        adapters.add_adapter(base.denoiser, rank=cfg.rank, alpha=cfg.alpha, targets=self.unet_targets, dora=dora)
+        for p in base.denoiser.parameters():  # peft gives adapters the base's dtype: fp8 cannot train
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+        trainable = [getattr(base.pipe, s, None) for s in spec.encoders]
+        self.trained_tes = [te for te in trainable if te is not None] if cfg.train_text_encoder else []
+        if cfg.train_text_encoder and not self.trained_tes:
+            self.log(f"warning: train_text_encoder is ignored: {fam.title}'s text encoders stay frozen")
         for te in self.trained_tes:
             adapters.add_adapter(te, rank=cfg.rank, alpha=cfg.alpha, targets=self.te_targets, dora=dora)
         for te in base.text_encoders:
@@ -146,29 +169,31 @@ class Trainer:
         base.vae.requires_grad_(False)
         if self.precision != "no":
             dt = torch.float16 if self.precision == "fp16" else torch.bfloat16
-            for m in [base.unet, *base.text_encoders]:
+            for m in [base.denoiser, *base.text_encoders]:
                 m.to(dtype=dt)
                 for p in m.parameters():
                     if p.requires_grad:
                         p.data = p.data.float()
         if cfg.gradient_checkpointing:
-            base.unet.enable_gradient_checkpointing()
+            base.denoiser.enable_gradient_checkpointing()
             for te in self.trained_tes:
                 te.gradient_checkpointing_enable()
-        base.unet.train()
+        base.denoiser.train()
         for te in self.trained_tes:
             te.train()
 
         self.optimizer, self.optimizer_name = self._optimizer(torch)
         self.batches_per_epoch = len(self._plan(0))
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.batches_per_epoch / cfg.grad_accum)
-        from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
+
+        from app.training.objectives import objective_for
 
         self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
                                           num_training_steps=self.total_steps)
-        self.noise_scheduler = DDPMScheduler.from_config(base.pipe.scheduler.config)
-        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.objective = objective_for(self)
+        self.prediction_type = self.objective.prediction_type
+        self.log(f"{fam.title}: {self.objective.describe()}")
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self._parked = False
         if cfg.caption_dropout > 0 and not self.trained_tes:
@@ -177,6 +202,52 @@ class Trainer:
                  f"(alpha/rank; learning rates transfer between tools only at the same scale)")
         self.log(f"{self.total_steps} steps, {self.batches_per_epoch} batches per epoch, batch {cfg.batch_size} "
                  f"x {cfg.grad_accum} accumulation, on {self.device} ({self.precision} mixed precision)")
+
+    def _store_base(self, torch: Any, fam: Any) -> None:
+        """The frozen denoiser's storage: fp8 weights (compute in the training dtype) or NF4 (CUDA,
+        bitsandbytes), chosen before the adapter is injected so only the base layers are stored small."""
+        mode = self.cfg.base_precision
+        if mode in ("auto", "full"):
+            return
+        den = self.base.denoiser
+        if mode == "fp8":
+            compute = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+            den.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+            self.log(f"{fam.title}: frozen base stored in fp8, computed in {str(compute).replace('torch.', '')}")
+            return
+        if not self.device.startswith("cuda"):
+            raise ValueError(f"base_precision nf4 needs a CUDA GPU (bitsandbytes); this run is on {self.device}: "
+                             "use fp8 or full")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ValueError("base_precision nf4 needs bitsandbytes: `pip install bitsandbytes`") from None
+        from app.training.quantize import quantize_nf4
+
+        quantize_nf4(den, self.device)
+        self.log(f"{fam.title}: frozen base quantized to NF4 (bitsandbytes)")
+
+    def _first_step_oom(self, exc: BaseException) -> RuntimeError:
+        """One line for an out-of-memory on the first step, with the cheaper settings to try."""
+        cfg = self.cfg
+        fam = get_family(self.base.family)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        tips = []
+        if fam.training.preset and cfg.base_precision != "fp8" and fam.denoiser != "unet":
+            tips.append(f"the {fam.training.preset} preset (fp8 base)")
+        if not cfg.gradient_checkpointing:
+            tips.append("gradient_checkpointing = true")
+        if cfg.batch_size > 1:
+            tips.append("batch_size 1 with grad_accum")
+        tips.append(f"a lower resolution than {cfg.resolution}")
+        return RuntimeError(f"out of memory on the first step on {self.device} ({first}): try " + ", ".join(tips)
+                            + "; nothing was saved")
+
+    def autocast(self) -> Any:
+        import torch
+
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        return torch.autocast(self.device.split(":")[0], dtype=dtype, enabled=dtype is not None)
 
     def _precision(self, torch: Any) -> str:
         mp = self.cfg.mixed_precision
@@ -188,7 +259,7 @@ class Trainer:
 
     def _optimizer(self, torch: Any) -> tuple[Any, str]:
         cfg = self.cfg
-        groups = [{"params": adapters.trainable_parameters(self.base.unet), "lr": cfg.learning_rate}]
+        groups = [{"params": adapters.trainable_parameters(self.base.denoiser), "lr": cfg.learning_rate}]
         te_params = [p for te in self.trained_tes for p in adapters.trainable_parameters(te)]
         if te_params:
             groups.append({"params": te_params, "lr": cfg.text_encoder_lr})
@@ -231,11 +302,11 @@ class Trainer:
 
     # one step ----------------------------------------------------------------------------------
     def _loss(self, batch: list[int], g: Any) -> Any:
+        """The batch's loss under the family's objective (caption dropout drawn first, from `g`)."""
         import torch
-        import torch.nn.functional as F
-        from diffusers.training_utils import compute_snr
 
-        cfg, base, dev = self.cfg, self.base, self.device
+        cfg, dev = self.cfg, self.device
+        fam = get_family(self.base.family)
         items = [self.dataset.items[i] for i in batch]
         latents = torch.stack([self.cache.latent(it) for it in items]).to(dev)
         bsz = latents.shape[0]
@@ -246,30 +317,8 @@ class Trainer:
         if self.trained_tes:
             emb = self.cache.encode_text(captions, grad=True)
         else:
-            texts = [self.cache.text(c) for c in captions]
-            emb = {k: torch.stack([t[k] for t in texts]).to(dev) for k in texts[0]}
-        noise = torch.randn(latents.shape, generator=g).to(dev)
-        if cfg.noise_offset:
-            noise = noise + cfg.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=g).to(dev)
-        steps = self.noise_scheduler.config.num_train_timesteps
-        t = torch.randint(0, steps, (bsz,), generator=g).to(dev)
-        noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        target = noise if self.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
-        kwargs: dict[str, Any] = {}
-        if get_family(base.family).training.size_conditioning:
-            ids = [[*it.size[::-1], it.fit.top, it.fit.left, it.bucket[1], it.bucket[0]] for it in items]
-            kwargs["added_cond_kwargs"] = {"text_embeds": emb["pooled"],
-                                           "time_ids": torch.tensor(ids, dtype=torch.float32, device=dev)}
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
-        with torch.autocast(dev.split(":")[0], dtype=dtype, enabled=dtype is not None):
-            pred = base.unet(noisy, t, encoder_hidden_states=emb["hidden"], **kwargs).sample
-        loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if cfg.min_snr_gamma:
-            snr = compute_snr(self.noise_scheduler, t)
-            w = torch.clamp(snr, max=cfg.min_snr_gamma)
-            w = w / snr if self.prediction_type == "epsilon" else w / (snr + 1)
-            loss = loss * w
-        return loss.mean()
+            emb = {k: v.to(dev) for k, v in fam.collate_text([self.cache.text(c) for c in captions]).items()}
+        return self.objective.loss(latents, emb, items, g)
 
     def validation_loss(self, seed: int = 0, rounds: int = 4) -> float:
         """Mean loss over every image with fixed noise and timesteps: comparable across steps."""
@@ -322,11 +371,16 @@ class Trainer:
                     self._park_encoders()
                     epoch_started = time.perf_counter()
                 epoch_now = epoch
-                loss = self._loss(batch, g) / cfg.grad_accum
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                try:
+                    loss = self._loss(batch, g) / cfg.grad_accum
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                except Exception as exc:
+                    if step == first_step and _is_oom(exc):
+                        raise self._first_step_oom(exc) from None
+                    raise
                 total += float(loss.detach())
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -437,7 +491,7 @@ class Trainer:
         return ck.step, list(state.get("losses", []))[:ck.step]
 
     def _trained_models(self) -> list[tuple[str, Any]]:
-        return [("unet", self.base.unet)] + [(f"te{i}", te) for i, te in enumerate(self.trained_tes)]
+        return [("unet", self.base.denoiser)] + [(f"te{i}", te) for i, te in enumerate(self.trained_tes)]
 
     def _samples(self, step: int) -> list[pathlib.Path]:
         from app.training.samples import render_samples
@@ -450,7 +504,7 @@ class Trainer:
         try:
             paths = render_samples(self.base.pipe, prompts, seed=self.cfg.sample_seed, steps=self.cfg.sample_steps,
                                    size=(size, size), folder=self.checkpoint_root / "samples", step=step,
-                                   device=self.device)
+                                   device=self.device, family=self.base.family)
         finally:
             if self._parked:
                 self._move_encoders("cpu")
@@ -462,6 +516,15 @@ class Trainer:
     def adapter_export(self) -> Any:
         from app.training.export import AdapterExport
 
+        fam = get_family(self.base.family)
+        if fam.denoiser != "unet":
+            from app.training.export_dit import DitAdapterExport
+
+            den = self.base.denoiser
+            slots = [s for s in fam.training.encoders if getattr(self.base.pipe, s, None) in self.trained_tes]
+            return DitAdapterExport(
+                family=self.base.family, denoiser=adapters.layer_weights(den), denoiser_config=dict(den.config),
+                text_encoders={s: adapters.layer_weights(getattr(self.base.pipe, s)) for s in slots})
         unet = self.base.unet
         return AdapterExport(
             family=self.base.family, unet=adapters.layer_weights(unet),
@@ -471,7 +534,7 @@ class Trainer:
 
     def export(self, path: pathlib.Path, step: int, losses: list[float],
                twin: bool = True) -> tuple[pathlib.Path, pathlib.Path | None]:
-        from app.training.export import export_lora, kohya_state_dict, write_safetensors
+        from app.training.export import export_lora, forms_for, write_safetensors
         from app.training.metadata import training_metadata
 
         meta = training_metadata(
@@ -484,9 +547,15 @@ class Trainer:
         meta |= self.extra_metadata
         a = self.adapter_export()
         if not twin:
-            write_safetensors(path, kohya_state_dict(a), meta)
+            write_safetensors(path, forms_for(a)[0](a), meta)
             return path, None
         return export_lora(a, path, meta, log=self.log)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    from app.engine.devices import is_oom
+
+    return is_oom(exc)
 
 
 def _digest(text: str) -> str:

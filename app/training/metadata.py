@@ -87,7 +87,7 @@ def training_metadata(cfg: TrainConfig, ds: Dataset, *, family: str, steps: int,
         "modelspec.title": title,
         "modelspec.resolution": f"{cfg.resolution}x{cfg.resolution}",
         "modelspec.trigger_phrase": cfg.trigger,
-        "modelspec.prediction_type": "v" if prediction_type == "v_prediction" else "epsilon",
+        "modelspec.prediction_type": {"v_prediction": "v", "flow": "flow"}.get(prediction_type, "epsilon"),
         "modelspec.date": now.strftime("%Y-%m-%dT%H:%M:%S"),
         "modelspec.description": f"{'DoRA' if dora else 'LoRA'} rank {cfg.rank}, alpha {cfg.alpha:g} "
                                  f"(scale {cfg.scale:g}), {steps} steps",

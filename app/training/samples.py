@@ -23,51 +23,58 @@ def node_default(name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
-def sampler_scheduler(pipe: Any) -> Any:
+def sampler_scheduler(pipe: Any, family: Any = None) -> Any:
     """The scheduler the Text to Image node uses by default, configured for this pipeline."""
+    from app.engine.families import family_of_pipeline
     from nodes.diffusion.schedulers import make_scheduler
 
-    return make_scheduler(node_default("scheduler"), dict(pipe.scheduler.config))
+    fam = family or family_of_pipeline(pipe)
+    return make_scheduler(node_default("scheduler"), dict(pipe.scheduler.config), flow=fam.flow_matching,
+                          family=fam.title)
 
 
-def decode(pipe: Any, latents: Any) -> Any:
-    """PIL images from the pipeline's raw latents, decoded by the VAE in the VAE's dtype."""
+def decode(pipe: Any, latents: Any, family: str | None = None) -> Any:
+    """PIL images from model-space latents (N, C, h, w), decoded by the VAE in the VAE's dtype."""
+    from app.engine.families import family_of_pipeline, get_family
+
+    fam = get_family(family) if family else family_of_pipeline(pipe)
     vae = pipe.vae
-    latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
-    shift = getattr(vae.config, "shift_factor", None)
-    if shift:
-        latents = latents + shift
-    return pipe.image_processor.postprocess(vae.decode(latents).sample, output_type="pil")
+    z = fam.from_model_space(vae, latents.to(device=vae.device, dtype=vae.dtype))
+    return pipe.image_processor.postprocess(fam.vae_decode(vae, z), output_type="pil")
 
 
 def render_samples(pipe: Any, prompts: list[str], *, seed: int, steps: int, size: tuple[int, int],
-                   folder: pathlib.Path, step: int, device: str) -> list[pathlib.Path]:
-    """Render one image per prompt at `size` (w, h) with `seed`; returns the written files."""
+                   folder: pathlib.Path, step: int, device: str, family: str | None = None) -> list[pathlib.Path]:
+    """Render one image per prompt at `size` (w, h) with `seed`, as the Text to Image node would
+    with its defaults (sampler, the family's guidance); returns the written files."""
     import torch
 
+    from app.engine.families import family_of_pipeline, get_family
+
+    fam = get_family(family) if family else family_of_pipeline(pipe)
     folder.mkdir(parents=True, exist_ok=True)
-    unet = pipe.unet
-    was_training = unet.training
+    den = getattr(pipe, fam.denoiser)
+    was_training = den.training
     original = pipe.scheduler
-    pipe.scheduler = sampler_scheduler(pipe)
+    pipe.scheduler = sampler_scheduler(pipe, fam)
     guidance = float(node_default("guidance"))
     if guidance <= 0:  # "the model's default", as the node reads it
-        from app.engine.families import family_of_pipeline
-
-        guidance = family_of_pipeline(pipe).variants[0].guidance
-    unet.eval()
+        guidance = fam.variants[0].guidance
+    den.eval()
     written = []
     try:
         for i, prompt in enumerate(prompts):
             gen = torch.Generator("cpu").manual_seed(seed)
+            kwargs = fam.call_kwargs(fam.variants[0].name, prompt=prompt, negative_prompt=None, guidance=guidance,
+                                     steps=steps)
             with torch.no_grad():
-                latents = pipe(prompt, num_inference_steps=steps, width=size[0], height=size[1],
-                               guidance_scale=guidance, generator=gen, output_type="latent").images
-                image = decode(pipe, latents)[0]
+                latents = pipe(width=size[0], height=size[1], generator=gen, output_type="latent",
+                               **{k: v for k, v in kwargs.items() if v is not None}).images
+                image = decode(pipe, fam.unpack(pipe, latents, size[0], size[1]), fam.name)[0]
             path = folder / f"step_{step:06d}_{i}.png"
             image.save(path)
             written.append(path)
     finally:
         pipe.scheduler = original
-        unet.train(was_training)
+        den.train(was_training)
     return written

@@ -38,7 +38,7 @@ def _one_loss(trainer, monkeypatch):
     import torch.nn.functional as F
 
     seen = {}
-    add_noise, mse = trainer.noise_scheduler.add_noise, F.mse_loss
+    add_noise, mse = trainer.objective.noise_scheduler.add_noise, F.mse_loss
 
     def spy_add_noise(latents, noise, t):
         seen.update(latents=latents, noise=noise, t=t)
@@ -48,11 +48,11 @@ def _one_loss(trainer, monkeypatch):
         seen["target"] = target
         return mse(pred, target, **kw)
 
-    monkeypatch.setattr(trainer.noise_scheduler, "add_noise", spy_add_noise)
+    monkeypatch.setattr(trainer.objective.noise_scheduler, "add_noise", spy_add_noise)
     monkeypatch.setattr(F, "mse_loss", spy_mse)
     loss = trainer._loss([0], torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
-    velocity = trainer.noise_scheduler.get_velocity(seen["latents"], seen["noise"], seen["t"])
+    velocity = trainer.objective.noise_scheduler.get_velocity(seen["latents"], seen["noise"], seen["t"])
     return seen["target"].float(), seen["noise"].float(), velocity.float()
 
 
@@ -62,7 +62,7 @@ def test_sd2_epsilon_single_file_trains_on_epsilon(tmp_path, style_folder, sd2, 
     trainer.prepare()
     try:
         assert trainer.base.family == "sd2"
-        assert trainer.noise_scheduler.config.prediction_type == "epsilon"
+        assert trainer.objective.noise_scheduler.config.prediction_type == "epsilon"
         assert trainer.prediction_type == "epsilon"
         target, noise, velocity = _one_loss(trainer, monkeypatch)
         assert torch.equal(target, noise) and not torch.allclose(target, velocity)

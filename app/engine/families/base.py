@@ -53,6 +53,21 @@ class TrainingSpec:
     penultimate_hidden: bool = False  # text conditioning from the encoders' penultimate layer (SDXL)
     sgm_lora_names: bool = False  # exported kohya U-Net keys use SGM/LDM block names (SDXL)
     numbered_te_prefixes: bool = False  # lora_te1_/lora_te2_ rather than lora_te_ (two encoders)
+    objective: str = "ddpm"  # "ddpm" (noise/v prediction) or "flow" (flow matching: predict noise - x0)
+    #: flow matching: how timesteps are drawn (uniform | sigmoid | logit_normal) and shifted
+    timestep_sampling: str = "uniform"
+    shift: float = 1.0
+    weighting: str = "none"  # flow loss weighting (diffusers' compute_loss_weighting_for_sd3 schemes)
+    guidance: float | None = None  # distilled guidance fed while training (Flux dev); None: no embedder
+    #: peft target names (suffixes) of the denoiser for "attention" and the extra ones "attention+ff" adds
+    attention: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    ff: tuple[str, ...] = ("ff.net.0.proj", "ff.net.2")
+    #: names whose suffix also occurs outside the blocks: matched only inside these block prefixes
+    block_only: tuple[str, ...] = ()
+    #: block groups a run may limit training to ("double" -> "transformer_blocks"), `blocks = "double:0-9"`
+    block_groups: Mapping[str, str] = field(default_factory=dict)
+    encoders: tuple[str, ...] = ("text_encoder", "text_encoder_2")  # CLIP slots a run may train
+    max_sequence_length: int = 0  # text tokens for training (0: the pipeline's default)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,21 @@ class Family:
     def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
         """The variant of a diffusers folder from its model_index.json (and configs), or None."""
         raise NotImplementedError
+
+    # -- training ----------------------------------------------------------------------------
+    def encode_prompts(self, pipe: Any, captions: list[str], device: str, grad: bool = False) -> dict[str, Any]:
+        """Text conditioning of a batch of captions, batch-first tensors the trainer caches per caption."""
+        raise NotImplementedError(f"{self.title}: no training text encoding")
+
+    def collate_text(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per-caption cached conditioning -> one batch (variable-length families pad here)."""
+        import torch
+
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+    def flow_forward(self, pipe: Any, noisy: Any, sigmas: Any, emb: dict[str, Any], guidance: float | None) -> Any:
+        """The denoiser's flow prediction (N, C, h, w) for noisy model-space latents at `sigmas` (N,)."""
+        raise NotImplementedError(f"{self.title}: no flow-matching objective")
 
     def claims_lora(self, header: Probe) -> bool:
         """Whether a LoRA file (its header) was made for this family."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.engine.families.base import Variant
+from app.engine.families.base import TrainingSpec, Variant
 from app.engine.families.dit_common import TransformerFamily
 from app.engine.probe import Probe
 
@@ -76,6 +76,33 @@ class Flux(TransformerFamily):
                     steps: int) -> dict[str, Any]:
         return {"prompt": prompt, "num_inference_steps": steps, "guidance_scale": guidance}
 
+    def encode_prompts(self, pipe: Any, captions: list[str], device: str, grad: bool = False) -> dict[str, Any]:
+        import contextlib
+
+        import torch
+
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            hidden, pooled, _ids = pipe.encode_prompt(prompt=captions, prompt_2=captions, device=device,
+                                                      max_sequence_length=self.training.max_sequence_length)
+        return {"hidden": hidden, "pooled": pooled}
+
+    def flow_forward(self, pipe: Any, noisy: Any, sigmas: Any, emb: dict[str, Any], guidance: float | None) -> Any:
+        import torch
+
+        n, c, h, w = noisy.shape
+        model = pipe.transformer
+        packed = pipe._pack_latents(noisy, n, c, h, w)
+        img_ids = pipe._prepare_latent_image_ids(n, h // 2, w // 2, noisy.device, noisy.dtype)
+        txt_ids = torch.zeros(emb["hidden"].shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+        g = None
+        if model.config.guidance_embeds:
+            g = torch.full((n,), float(guidance if guidance is not None else 1.0), device=noisy.device)
+        out = model(hidden_states=packed, timestep=sigmas.to(noisy.dtype), guidance=g,
+                    pooled_projections=emb["pooled"], encoder_hidden_states=emb["hidden"], txt_ids=txt_ids,
+                    img_ids=img_ids, return_dict=False)[0]
+        scale = pipe.vae_scale_factor
+        return pipe._unpack_latents(out, h * scale, w * scale, scale)
+
     def unpack(self, pipe: Any, latents: Any, width: int, height: int) -> Any:
         if latents.ndim == 4:
             return latents
@@ -117,4 +144,15 @@ FAMILY = Flux(
     embedded={"text_encoder": ("text_encoders.clip_l.transformer.",),
               "text_encoder_2": ("text_encoders.t5xxl.transformer.",)},
     names="flux_names", original_marker="img_in.weight",
+    # kohya's default distilled guidance for training (1.0: the embedding "off", so the LoRA learns
+    # the content and still follows inference guidance; diffusers' script uses 3.5)
+    training=TrainingSpec("style-flux-24gb", "flux1", "flux-1-dev", "https://github.com/black-forest-labs/flux",
+                          objective="flow", timestep_sampling="sigmoid", shift=3.0, guidance=1.0,
+                          attention=("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj",
+                                     "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"),
+                          ff=("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp",
+                              "proj_out"),
+                          block_only=("proj_out",),
+                          block_groups={"double": "transformer_blocks", "single": "single_transformer_blocks"},
+                          encoders=("text_encoder",), max_sequence_length=512),
 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.engine.families.base import Variant
+from app.engine.families.base import TrainingSpec, Variant
 from app.engine.families.dit_common import TransformerFamily
 from app.engine.probe import Probe
 
@@ -58,6 +58,37 @@ class QwenImage(TransformerFamily):
             negative = [" "] * len(prompt) if isinstance(prompt, list) else " "
         return {"prompt": prompt, "negative_prompt": negative, "true_cfg_scale": guidance,
                 "num_inference_steps": steps}
+
+    def encode_prompts(self, pipe: Any, captions: list[str], device: str, grad: bool = False) -> dict[str, Any]:
+        import torch
+
+        with torch.no_grad():  # Qwen2.5-VL stays frozen
+            hidden, mask = pipe.encode_prompt(prompt=captions, device=device,
+                                              max_sequence_length=self.training.max_sequence_length)
+        if mask is None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        return {"hidden": hidden, "mask": mask}
+
+    def collate_text(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Captions differ in length: pad the embeddings with zeros, the mask with 0."""
+        import torch
+
+        longest = max(int(it["mask"].shape[0]) for it in items)
+        hidden = torch.zeros(len(items), longest, items[0]["hidden"].shape[-1], dtype=items[0]["hidden"].dtype)
+        mask = torch.zeros(len(items), longest, dtype=items[0]["mask"].dtype)
+        for i, it in enumerate(items):
+            n = int(it["mask"].shape[0])
+            hidden[i, :n], mask[i, :n] = it["hidden"], it["mask"]
+        return {"hidden": hidden, "mask": mask}
+
+    def flow_forward(self, pipe: Any, noisy: Any, sigmas: Any, emb: dict[str, Any], guidance: float | None) -> Any:
+        n, c, h, w = noisy.shape
+        packed = pipe._pack_latents(noisy, n, c, h, w)
+        out = pipe.transformer(hidden_states=packed, timestep=sigmas.to(noisy.dtype), guidance=None,
+                               encoder_hidden_states_mask=emb["mask"], encoder_hidden_states=emb["hidden"],
+                               img_shapes=[[(1, h // 2, w // 2)]] * n, return_dict=False)[0]
+        scale = pipe.vae_scale_factor
+        return pipe._unpack_latents(out, h * scale, w * scale, scale)[:, :, 0]
 
     def to_model_space(self, vae: Any, z: Any) -> Any:
         mean, std = _channel_stats(vae, z)
@@ -142,6 +173,12 @@ FAMILY = QwenImage(
     kohya_prefixes={"lora_unet_": "transformer", "lora_transformer_": "transformer", "lycoris_": "transformer"},
     dotted_prefixes={"transformer.": "transformer", "diffusion_model.": "transformer",
                      "model.diffusion_model.": "transformer"},
+    training=TrainingSpec("style-qwen-image", "qwen_image", "qwen-image", objective="flow",
+                          timestep_sampling="logit_normal", shift=3.0,
+                          attention=("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj",
+                                     "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"),
+                          ff=("img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2"),
+                          block_groups={"blocks": "transformer_blocks"}, encoders=(), max_sequence_length=512),
     encoder_renames={"text_encoder": ((r"^visual\.", "model.visual."),
                                       (r"^model\.(?!language_model\.|visual\.)", "model.language_model."))},
 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.engine.families.base import Variant
+from app.engine.families.base import TrainingSpec, Variant
 from app.engine.families.dit_common import TransformerFamily
 from app.engine.probe import Probe
 
@@ -52,6 +52,23 @@ class SD3(TransformerFamily):
         return "medium" if conf.get("dual_attention_layers") else "large"
 
 
+    def encode_prompts(self, pipe: Any, captions: list[str], device: str, grad: bool = False) -> dict[str, Any]:
+        import contextlib
+
+        import torch
+
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            hidden, _neg, pooled, _neg_pooled = pipe.encode_prompt(
+                prompt=captions, prompt_2=captions, prompt_3=captions, device=device,
+                do_classifier_free_guidance=False, max_sequence_length=self.training.max_sequence_length)
+        return {"hidden": hidden, "pooled": pooled}
+
+    def flow_forward(self, pipe: Any, noisy: Any, sigmas: Any, emb: dict[str, Any], guidance: float | None) -> Any:
+        return pipe.transformer(hidden_states=noisy, timestep=(sigmas * 1000).to(noisy.dtype),
+                                encoder_hidden_states=emb["hidden"], pooled_projections=emb["pooled"],
+                                return_dict=False)[0]
+
+
 FAMILY = SD3(
     name="sd3", title="Stable Diffusion 3.5",
     variants=(
@@ -79,4 +96,13 @@ FAMILY = SD3(
               "text_encoder_2": ("text_encoders.clip_g.transformer.",),
               "text_encoder_3": ("text_encoders.t5xxl.transformer.",)},
     names="sd3_names", original_marker="joint_blocks.0.x_block.attn.qkv.weight",
+    # diffusers' SD3 DreamBooth script: logit-normal timesteps, no loss weighting, the model's shift
+    training=TrainingSpec("style-sd35", "sd3", "stable-diffusion-v3-5", objective="flow",
+                          timestep_sampling="logit_normal", shift=3.0,
+                          attention=("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj",
+                                     "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out", "attn2.to_q",
+                                     "attn2.to_k", "attn2.to_v", "attn2.to_out.0"),
+                          ff=("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"),
+                          block_groups={"joint": "transformer_blocks"},
+                          encoders=("text_encoder", "text_encoder_2"), max_sequence_length=256),
 )

@@ -72,6 +72,33 @@ class StableDiffusion(Family):
         pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, **kwargs)
         return pipe, self.after_single_file(pipe, path, explicit_config)
 
+    def encode_prompts(self, pipe: Any, captions: list[str], device: str, grad: bool = False) -> dict[str, Any]:
+        """{'hidden'[, 'pooled']}: SD 1.x/2.x the last hidden state; SDXL the penultimate of both
+        encoders, concatenated, plus the pooled output of the second."""
+        import contextlib
+
+        import torch
+
+        penultimate = bool(self.training and self.training.penultimate_hidden)
+        ctx = contextlib.nullcontext() if grad else torch.no_grad()
+        hidden, pooled = [], None
+        with ctx:
+            for slot in self.text_encoders:
+                te, tok = getattr(pipe, slot), getattr(pipe, slot.replace("text_encoder", "tokenizer"))
+                ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                          return_tensors="pt").input_ids.to(te.device)
+                if penultimate:
+                    out = te(ids, output_hidden_states=True)
+                    hidden.append(out.hidden_states[-2].to(device))
+                    if hasattr(out, "text_embeds"):
+                        pooled = out.text_embeds.to(device)
+                else:
+                    hidden.append(te(ids)[0].to(device))
+        res = {"hidden": torch.cat(hidden, dim=-1)}
+        if pooled is not None:
+            res["pooled"] = pooled
+        return res
+
     def pipeline_kwargs(self) -> dict[str, Any]:
         return {"safety_checker": None, "requires_safety_checker": False}
 
