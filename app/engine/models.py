@@ -423,6 +423,12 @@ class ModelManager:
         from app.engine import memory_modes
 
         pipe.set_progress_bar_config(disable=True)  # progress goes to the node's events instead
+        if plan.mode == "nf4" and not memory_modes.holds_nf4(getattr(pipe, family.denoiser)):
+            memory_modes.check_mode("nf4", self.device)
+            from app.engine.quantize import quantize_nf4
+
+            memory_modes.nf4_quantization_config(self.dtype, self.device)  # says what is missing, if anything
+            quantize_nf4(getattr(pipe, family.denoiser), self.device)
         text = memory_modes.apply_mode(pipe, plan, self.device, family.denoiser, self.dtype)
         if getattr(self.settings, "compile_denoiser", False):
             text += "; " + memory_modes.compile_denoiser(pipe, family.denoiser, self.device)

@@ -1,4 +1,5 @@
-"""NF4 storage of a frozen base for QLoRA-style training (CUDA only, through bitsandbytes).
+"""NF4 storage of a denoiser (CUDA only, through bitsandbytes): for sampling in the "nf4" memory
+mode and for QLoRA-style training on a frozen base.
 
 Every Linear layer of the denoiser becomes a bitsandbytes `Linear4bit` (NF4 blocks, computing in
 bf16); peft then injects its LoRA/DoRA layers around them as it does for any Linear. Norms and

@@ -29,13 +29,25 @@ _OPTION_FIELDS = {
     "caption_dropout": "caption_dropout", "noise_offset": "noise_offset", "min_snr_gamma": "min_snr_gamma",
     "seed": "seed", "save_every": "save_every", "sample_every": "sample_every", "sample_prompt": "sample_prompts",
     "sample_steps": "sample_steps", "device": "device", "cache_dir": "cache_dir",
-    "checkpoint_dir": "checkpoint_dir", "title": "title",
+    "checkpoint_dir": "checkpoint_dir", "title": "title", "timestep_sampling": "timestep_sampling",
+    "shift": "shift", "weighting": "weighting", "guidance": "guidance", "blocks": "blocks",
+    "base_precision": "base_precision",
 }
 
 
 def register(subparsers: Any) -> None:
     """Add the `train-lora` subcommand to the `imagebash` parser."""
-    from app.training.config import NETWORKS, OPTIMIZERS, PRECISIONS, SCHEDULERS, TARGETS, preset_names
+    from app.training.config import (
+        BASE_PRECISIONS,
+        NETWORKS,
+        OPTIMIZERS,
+        PRECISIONS,
+        SCHEDULERS,
+        TARGETS,
+        TIMESTEP_SAMPLING,
+        WEIGHTINGS,
+        preset_names,
+    )
 
     S = argparse.SUPPRESS
     p = subparsers.add_parser(
@@ -77,6 +89,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--caption-dropout", type=float, help="probability of training on the empty caption")
     p.add_argument("--noise-offset", type=float)
     p.add_argument("--min-snr-gamma", type=float, help="min-SNR loss weighting (5 is usual; 0 off)")
+    p.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING,
+                   help="flow-matching models: how timesteps are drawn (auto: the family's reference)")
+    p.add_argument("--shift", type=float, help="flow-matching timestep shift (0: the family's)")
+    p.add_argument("--weighting", choices=WEIGHTINGS, help="flow-matching loss weighting (auto: the family's)")
+    p.add_argument("--guidance", type=float,
+                   help="Flux dev: distilled guidance while training (0: 1.0, as kohya; diffusers uses 3.5)")
+    p.add_argument("--blocks", help='train only these blocks, e.g. "double:0-9, single:20-37" (Flux)')
+    p.add_argument("--base-precision", choices=BASE_PRECISIONS,
+                   help="how the frozen base is stored: full, fp8 weights, nf4 (CUDA, bitsandbytes)")
     p.add_argument("--seed", type=int)
     p.add_argument("--save-every", type=int, metavar="N", help="checkpoint every N steps")
     p.add_argument("--sample-every", type=int, metavar="N", help="sample images every N steps")

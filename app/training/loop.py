@@ -212,7 +212,9 @@ class Trainer:
         den = self.base.denoiser
         if mode == "fp8":
             compute = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
-            den.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+            from app.engine.memory_modes import cast_fp8
+
+            cast_fp8(den, compute)
             self.log(f"{fam.title}: frozen base stored in fp8, computed in {str(compute).replace('torch.', '')}")
             return
         if not self.device.startswith("cuda"):
@@ -222,7 +224,7 @@ class Trainer:
             import bitsandbytes  # noqa: F401
         except ImportError:
             raise ValueError("base_precision nf4 needs bitsandbytes: `pip install bitsandbytes`") from None
-        from app.training.quantize import quantize_nf4
+        from app.engine.quantize import quantize_nf4
 
         quantize_nf4(den, self.device)
         self.log(f"{fam.title}: frozen base quantized to NF4 (bitsandbytes)")

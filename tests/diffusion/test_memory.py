@@ -156,7 +156,7 @@ def test_latent_blend_factors_and_mask():
     y = Latent(torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)), "sd1")
     mid = latent_blend(x, y, 0.5, BlendMode.SLERP).samples
     assert mid.norm() > latent_blend(x, y, 0.5).samples.norm()
-    with pytest.raises(ValueError, match="cannot mix a Stable Diffusion 1.x latent with a Stable Diffusion XL latent"):
+    with pytest.raises(ValueError, match=r"cannot mix a Stable Diffusion 1\.x latent with a Stable Diffusion XL"):
         latent_blend(a, Latent(b.samples, "sdxl"))
 
 
