@@ -198,10 +198,23 @@ class Trainer:
         self._parked = False
         if cfg.caption_dropout > 0 and not self.trained_tes:
             self.cache.text("")  # cached up front: dropout may first strike after the encoders are parked
+        self._precache()
         self.log(f"{cfg.network.upper()} rank {cfg.rank}, alpha {cfg.alpha:g}: effective scale {cfg.scale:g} "
                  f"(alpha/rank; learning rates transfer between tools only at the same scale)")
         self.log(f"{self.total_steps} steps, {self.batches_per_epoch} batches per epoch, batch {cfg.batch_size} "
                  f"x {cfg.grad_accum} accumulation, on {self.device} ({self.precision} mixed precision)")
+
+    def _precache(self) -> None:
+        """Encode every image (and, with frozen text encoders, every caption) once before the first
+        step, then move the VAE and the frozen encoders off the device: Flux's T5 alone is 9.5 GB,
+        which the transformer's training step needs more than an encoder it will not call again."""
+        items = self.dataset.items
+        for i, it in enumerate(items):
+            self.progress(Progress(i, len(items), phase=f"caching latents and text embeddings {i + 1}/{len(items)}"))
+            self.cache.latent(it)
+            if not self.trained_tes:
+                self.cache.text(it.caption)
+        self._park_encoders()
 
     def _store_base(self, torch: Any, fam: Any) -> None:
         """The frozen denoiser's storage: fp8 weights (compute in the training dtype) or NF4 (CUDA,
@@ -432,9 +445,10 @@ class Trainer:
             release_memory(self.device)
 
     def _park_encoders(self, to: str = "cpu") -> None:
-        """After an epoch every latent and caption is cached: move the VAE and the frozen text
-        encoders off the training device (a few GB for SDXL). They still encode there if a
-        resumed run meets an uncached image, only slower; samples bring them back for a moment."""
+        """Once every latent and caption is cached (before the first step): move the VAE and the
+        frozen text encoders off the training device (a few GB for SDXL, ~10 GB for Flux). They
+        still encode there if a run meets an uncached caption, only slower; samples bring them
+        back for a moment."""
         import torch
 
         if self._parked:

@@ -71,12 +71,14 @@ def test_a_stopped_flux_run_resumes_to_the_same_weights(tmp_path, one_image, tin
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
 
 
-def test_after_the_first_epoch_no_text_encoder_and_no_vae_runs(tmp_path, tiny_flux_dev_dir):
+def test_encoders_run_once_per_image_before_training_and_never_during_it(tmp_path, tiny_flux_dev_dir):
     root = tmp_path / "data"
     for i in range(2):
         write_image(root / "1_x" / f"{i}.png", i, caption=f"stripes {i}")
-    t = Trainer(flow_config(tmp_path, root, tiny_flux_dev_dir, max_steps=6))
+    t = Trainer(flow_config(tmp_path, root, tiny_flux_dev_dir, max_steps=6))  # three epochs
     t.prepare()
+    assert (t.cache.encoded_images, t.cache.encoded_texts) == (2, 2)  # cached before the first step
+    assert t._parked  # and the VAE and text encoders moved off the training device
     calls = {"t5": 0, "clip": 0, "vae": 0}
     pipe = t.base.pipe
 
@@ -90,7 +92,7 @@ def test_after_the_first_epoch_no_text_encoder_and_no_vae_runs(tmp_path, tiny_fl
     pipe.text_encoder.forward = counting("clip", pipe.text_encoder.forward)
     pipe.vae.encode = counting("vae", pipe.vae.encode)
     t.run()
-    assert calls == {"t5": 2, "clip": 2, "vae": 2}  # one per image and caption in epoch 1, none in epochs 2-3
+    assert calls == {"t5": 0, "clip": 0, "vae": 0}
 
 
 def test_exported_files_load_through_the_lora_node_and_reproduce_the_trained_model(
@@ -246,3 +248,41 @@ def test_another_base_never_reads_this_cache(tmp_path, one_image, tiny_flux_dev_
     b.run()
     assert b.cache.encoded_images == 1 and b.cache.encoded_texts >= 1  # its own latents, not Flux's
     assert np.isfinite(b.validation_loss())
+
+
+def test_flux_clip_training_exports_te1_keys_and_t5_stays_frozen(tmp_path, one_image, tiny_flux_dev_dir, engine):
+    from safetensors.torch import load_file
+
+    from tests.diffusion.conftest import make_graph
+
+    t = Trainer(flow_config(tmp_path, one_image, tiny_flux_dev_dir, max_steps=4, train_text_encoder=True,
+                            gradient_checkpointing=True))
+    result = t.run()
+    keys = load_file(str(result.lora))
+    assert any(k.startswith("lora_te1_text_model_encoder_layers_0_self_attn_q_proj.") for k in keys)
+    assert not any(k.startswith("lora_te2_") for k in keys)  # T5 is never trained
+    assert t.base.denoiser.is_gradient_checkpointing
+    assert not any(p.requires_grad for p in t.base.pipe.text_encoder_2.parameters())
+    graph = make_graph({"load": ("load_model", {"checkpoint": str(tiny_flux_dev_dir)}),
+                        "lora": ("lora", {"file": str(result.lora), "weight": 1.0}),
+                        "gen": ("txt2img", {"prompt": "stripes", "width": 64, "height": 64, "steps": 2})},
+                       ["load.model>lora.model", "lora.model>gen.model"])
+    run = engine.run(graph)
+    assert run.ok, run.errors
+
+
+def test_the_train_lora_command_trains_flux(tmp_path, one_image, tiny_flux_dev_dir, capsys):
+    from app.cli import main
+
+    out = tmp_path / "flux-style.safetensors"
+    code = main(["train-lora", str(one_image), "--base", str(tiny_flux_dev_dir), "--out", str(out), "--steps", "3",
+                 "--resolution", "64", "--rank", "4", "--device", "cpu", "--cache-dir", str(tmp_path / "c"),
+                 "--timestep-sampling", "logit_normal", "--shift", "2", "--blocks", "single:0", "--quiet"])
+    assert code == 0, capsys.readouterr()
+    assert out.is_file() and out.with_name("flux-style.peft.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+        assert all(k.startswith("lora_unet_single_blocks_0_") for k in f.keys())
+    assert meta["ss_base_model_version"] == "flux1" and meta["modelspec.prediction_type"] == "flow"
