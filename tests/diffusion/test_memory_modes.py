@@ -192,7 +192,8 @@ def test_fp8_layerwise_casting_on_cpu():
     assert rel_err(out, ref) < FP8_TOL, rel_err(out, ref)  # measured 0.023 (bf16 alone: 0.006)
     assert fp8.transformer_blocks[0].attn.to_q.weight.dtype == torch.float8_e4m3fn
     assert fp8.transformer_blocks[0].norm1.linear.weight.dtype == torch.float8_e4m3fn  # modulation too, as ComfyUI
-    assert fp8.x_embedder.weight.dtype == torch.bfloat16 and fp8.proj_out.weight.dtype == torch.bfloat16
+    assert fp8.proj_out.weight.dtype == torch.bfloat16
+    assert fp8.time_text_embed.timestep_embedder.linear_1.weight.dtype == torch.bfloat16
     assert fp8.dtype == torch.bfloat16  # the pipeline sees the compute dtype
 
     linears = [m for m in fp8.modules() if isinstance(m, torch.nn.Linear)]
@@ -201,7 +202,7 @@ def test_fp8_layerwise_casting_on_cpu():
     assert cast_bytes / sum(2 * m.weight.numel() for m in cast) <= 0.55  # 0.500
     whole = resident_weight_bytes(fp8) / resident_weight_bytes(bf16)
     assert whole == pytest.approx(fp8_storage_ratio(base), abs=1e-3)
-    assert whole <= 0.62, whole  # 0.609 here: the tiny model's embedders are a large share (full Flux.1: 0.503)
+    assert whole <= 0.6, whole  # the tiny model's embedders are a large share (full Flux.1: ~0.50)
 
     apply_mode(pipe, cpu_plan("fp8"), "cpu", "transformer", torch.bfloat16)  # a second apply adds no hooks
     assert torch.equal(forward(fp8, torch.bfloat16), out)
