@@ -81,7 +81,15 @@ def _check_video_grade(files: list[pathlib.Path], result: RunResult, wf: pathlib
     assert n == 24 and shapes == {(96, 128, 3)}
 
 
+def _check_flux_comfy_layout_outpaint(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    (png,) = files
+    out = _rgb(png)
+    assert out.shape == (64, 96, 3)  # the 64x64 Flux picture widened by 32 px
+    assert out[:, 64:].std() > 0.005 and np.abs(out[:, 70:] - out[:, 63:64]).mean() > 0.01  # painted, not edge pixels
+
+
 CHECKS: dict[str, Callable[[list[pathlib.Path], RunResult, pathlib.Path], None]] = {
+    "flux_comfy_layout_outpaint": _check_flux_comfy_layout_outpaint,
     "blend_and_grade": _check_blend_and_grade,
     "masked_composite": _check_masked_composite,
     "contact_sheet": _check_contact_sheet,

@@ -43,3 +43,14 @@ WORKFLOW_SETS["txt2img_two_loras.json"] = lambda request: [
 WORKFLOW_SETS["img2img_restyle_blend.json"] = lambda request: [_tiny_sd(request), "restyle.steps=2"]
 WORKFLOW_SETS["latent_blend_prompts.json"] = lambda request: [
     _tiny_sd(request), "empty.width=64", "empty.height=64", "forest.steps=2", "city.steps=2"]
+
+
+def _tiny_flux_split(request: pytest.FixtureRequest) -> list[str]:
+    f = request.getfixturevalue("tiny_families")
+    return [f"model.checkpoint={f['comfy_flux_dev_denoiser']}", f"model.config={f['comfy_flux_dev_config']}",
+            f"model.text_encoder={f['comfy_clip_l']}", f"model.text_encoder_2={f['comfy_t5']}",
+            f"model.vae={f['comfy_flux_dev_vae']}", "gen.width=64", "gen.height=64", "gen.steps=2",
+            "wider.right=32", "wider.feather=8", "wider.steps=2"]
+
+
+WORKFLOW_SETS["flux_comfy_layout_outpaint.json"] = _tiny_flux_split
