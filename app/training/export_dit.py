@@ -27,19 +27,17 @@ into lora_B, as `export.py` does; a DoRA gets none, for the reason `export.NO_DO
 
 from __future__ import annotations
 
-import json
 import logging
-import pathlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.families import Family, Target, get_family
 from app.training.adapters import LayerWeights
-from app.training.export import NO_DORA_TWIN, peft_path_for, write_safetensors
+from app.training.export import NO_DORA_TWIN
 
-__all__ = ["NO_DORA_TWIN", "DitAdapterExport", "export_dit_lora", "kohya_state_dict", "kohya_te_prefix",
+__all__ = ["NO_DORA_TWIN", "DitAdapterExport", "kohya_state_dict", "kohya_te_prefix",
            "original_of", "peft_adapter_metadata", "peft_state_dict"]
 
 _log = logging.getLogger(__name__)
@@ -241,29 +239,3 @@ def peft_adapter_metadata(a: DitAdapterExport) -> dict[str, Any]:
             cfg |= {"rank_pattern": odd, "alpha_pattern": dict(odd)}
         out |= {f"{prefix}.{k}": v for k, v in cfg.items()}
     return out
-
-
-# files -------------------------------------------------------------------------------------------
-def export_dit_lora(a: DitAdapterExport, path: str | pathlib.Path, metadata: Mapping[str, str],
-                    log: Callable[[str], None] | None = None) -> tuple[pathlib.Path, pathlib.Path | None]:
-    """Write the kohya file at `path` and, for a plain LoRA, the peft twin beside it (as `export_lora`).
-
-    Returns (kohya path, twin path or None). For a DoRA `log` (default: this module's logger)
-    gets one line saying why there is no twin, and a stale twin of the same name is deleted: it
-    would load as a different adapter.
-    """
-    path = pathlib.Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_suffix(".safetensors")
-    write_safetensors(path, kohya_state_dict(a), metadata)
-    twin = peft_path_for(path)
-    if a.is_dora:
-        stale = twin.is_file()
-        twin.unlink(missing_ok=True)
-        (log or _log.warning)(f"{path.name}: no {twin.name} written{' (old one deleted)' if stale else ''}: "
-                              + NO_DORA_TWIN)
-        return path, None
-    peft_meta = {"format": "pt", "lora_adapter_metadata": json.dumps(peft_adapter_metadata(a), sort_keys=True)}
-    peft_meta |= {k: v for k, v in metadata.items() if k.startswith(("modelspec.", "imagebash."))}
-    write_safetensors(twin, peft_state_dict(a), peft_meta)
-    return path, twin

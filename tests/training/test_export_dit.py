@@ -26,10 +26,9 @@ from app.engine.families import get_family
 from app.engine.models import Entry
 from app.training import adapters
 from app.training.adapters import LayerWeights
-from app.training.export import NO_DORA_TWIN, peft_path_for
+from app.training.export import NO_DORA_TWIN, export_lora, peft_path_for
 from app.training.export_dit import (
     DitAdapterExport,
-    export_dit_lora,
     kohya_state_dict,
     peft_adapter_metadata,
     peft_state_dict,
@@ -156,7 +155,7 @@ def _record(key: str, value: float) -> None:
                                            ("sd3", "attention+ff"), ("sd3", "partial"), ("qwen", "attention+ff")])
 def test_both_files_load_to_the_trained_deltas_and_outputs(kind, targets, tmp_path):
     a, trained, fresh = _trained(kind, targets, dora=False)
-    kohya, twin = export_dit_lora(a, tmp_path / "lora.safetensors", {"modelspec.title": "t", "ss_network_dim": "4"})
+    kohya, twin = export_lora(a, tmp_path / "lora.safetensors", {"modelspec.title": "t", "ss_network_dim": "4"})
     assert twin == peft_path_for(kohya) and twin.is_file()
     want_out = _outputs(kind, trained)
     base_out = _outputs(kind, fresh)
@@ -193,7 +192,7 @@ def test_the_peft_twin_loads_through_diffusers_with_its_metadata(kind, tmp_path)
     """diffusers' own `load_lora_adapter`, reading the twin's LoraConfig from its metadata, gives the
     trained transformer's output."""
     a, trained, _fresh = _trained(kind, "attention+ff", dora=False)
-    _kohya, twin = export_dit_lora(a, tmp_path / "lora.safetensors", {"modelspec.title": "t"})
+    _kohya, twin = export_lora(a, tmp_path / "lora.safetensors", {"modelspec.title": "t"})
     with safe_open(str(twin), "pt") as f:
         meta = json.loads(f.metadata()["lora_adapter_metadata"])
     assert meta == json.loads(json.dumps(peft_adapter_metadata(a)))
@@ -307,7 +306,7 @@ def test_dora_kohya_file_reproduces_the_trained_dora_and_has_no_twin(kind, targe
     stale = peft_path_for(tmp_path / "dora.safetensors")
     stale.write_bytes(b"old")
     logs: list[str] = []
-    kohya, twin = export_dit_lora(a, tmp_path / "dora.safetensors", {"modelspec.title": "t"}, log=logs.append)
+    kohya, twin = export_lora(a, tmp_path / "dora.safetensors", {"modelspec.title": "t"}, log=logs.append)
     assert twin is None and not stale.exists() and len(logs) == 1 and NO_DORA_TWIN in logs[0]
     sd = load_file(str(kohya))
     n_layers = len(a.denoiser) + sum(len(t) for t in a.text_encoders.values())
