@@ -27,7 +27,6 @@ into lora_B, as `export.py` does; a DoRA gets none, for the reason `export.NO_DO
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from app.training.export import NO_DORA_TWIN
 __all__ = ["NO_DORA_TWIN", "DitAdapterExport", "kohya_state_dict", "kohya_te_prefix",
            "original_of", "peft_adapter_metadata", "peft_state_dict"]
 
-_log = logging.getLogger(__name__)
 
 UNET_PREFIX = "lora_unet_"  # original (BFL/SAI) module names, as sd-scripts and ComfyUI write them
 ONETRAINER_PREFIX = "lora_transformer_"  # diffusers module names (OneTrainer), read by ComfyUI too
