@@ -286,3 +286,16 @@ def test_the_train_lora_command_trains_flux(tmp_path, one_image, tiny_flux_dev_d
         meta = f.metadata()
         assert all(k.startswith("lora_unet_single_blocks_0_") for k in f.keys())
     assert meta["ss_base_model_version"] == "flux1" and meta["modelspec.prediction_type"] == "flow"
+
+
+@pytest.mark.parametrize("folder", ["tiny_flux_schnell_dir", "tiny_qwen_dir"])
+def test_samples_and_checkpoints_every_n_steps(request, tmp_path, one_image, folder):
+    from PIL import Image
+
+    t = Trainer(flow_config(tmp_path, one_image, request.getfixturevalue(folder), max_steps=4, sample_every=2,
+                            save_every=2, sample_steps=2, sample_prompts=("zzstyle, stripes",)))
+    result = t.run()
+    assert [p.name for p in result.samples] == ["step_000002_0.png", "step_000004_0.png"]
+    with Image.open(result.samples[0]) as im:
+        assert im.size == (64, 64) and np.asarray(im).std() > 0
+    assert (t.checkpoint_root / "step_000002").is_dir()
