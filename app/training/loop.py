@@ -130,7 +130,11 @@ class Trainer:
         self.device = pick_device(cfg.device)
         self.precision = self._precision(torch)
         self.progress(Progress(0, 0, phase="loading base model"))
-        self.base = base = load_base(cfg.base, self.device)
+        # read in the training dtype on the CPU: a 12B Flux in float32 would not fit a 24 GB card on
+        # its way to fp8, and the frozen weights never need more than the compute dtype
+        dt = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+        self.base = base = load_base(cfg.base, "cpu", dtype=dt)
+        base.vae.to(torch.float32)  # SDXL's VAE overflows in fp16, and it encodes each image once
         fam = get_family(base.family)
         spec = fam.training
         if cfg.family and cfg.family != base.family:
@@ -154,9 +158,6 @@ class Trainer:
         self.unet_targets = adapters.denoiser_targets(spec, cfg.targets, cfg.blocks, fam.title)
         self.te_targets = adapters.target_modules("te", cfg.targets)
         adapters.add_adapter(base.denoiser, rank=cfg.rank, alpha=cfg.alpha, targets=self.unet_targets, dora=dora)
-        for p in base.denoiser.parameters():  # peft gives adapters the base's dtype: fp8 cannot train
-            if p.requires_grad and p.dtype != torch.float32:
-                p.data = p.data.float()
         trainable = [getattr(base.pipe, s, None) for s in spec.encoders]
         self.trained_tes = [te for te in trainable if te is not None] if cfg.train_text_encoder else []
         if cfg.train_text_encoder and not self.trained_tes:
@@ -167,13 +168,13 @@ class Trainer:
             if te not in self.trained_tes:
                 te.requires_grad_(False)
         base.vae.requires_grad_(False)
-        if self.precision != "no":
-            dt = torch.float16 if self.precision == "fp16" else torch.bfloat16
-            for m in [base.denoiser, *base.text_encoders]:
-                m.to(dtype=dt)
-                for p in m.parameters():
-                    if p.requires_grad:
-                        p.data = p.data.float()
+        for m in [base.denoiser, *self.trained_tes]:  # adapters train in float32 over the frozen dtype
+            for p in m.parameters():
+                if p.requires_grad and p.dtype != torch.float32:
+                    p.data = p.data.float()
+        self.progress(Progress(0, 0, phase=f"moving the model to {self.device}"))
+        for m in [base.denoiser, base.vae, *base.text_encoders]:  # after fp8/NF4 storage: the small form moves
+            m.to(self.device)
         if cfg.gradient_checkpointing:
             base.denoiser.enable_gradient_checkpointing()
             for te in self.trained_tes:
