@@ -13,7 +13,7 @@ cache holds them. Each run is a fresh model.
   (no dataset, no loading), then the calls `Trainer.prepare` makes for the denoiser, in its order:
   `_store_base` (fp8: enable_layerwise_casting storage float8_e4m3fn, compute bf16),
   `adapters.add_adapter` with `adapters.denoiser_targets(get_family("flux").training, targets)`,
-  the adapter to float32, the mixed-precision cast (`denoiser.to(bf16)`, adapter back to float32),
+  the adapter to float32 (the base is built in bf16, as the Trainer reads it),
   gradient checkpointing, `_optimizer` (bitsandbytes AdamW8bit for the 24 GB preset when it
   imports), the lr scheduler and `objective_for` (FlowObjective); a step is the Trainer's: the
   batch's latents and embeddings stacked and moved from the CPU, `objective.loss` (sigmoid
@@ -31,9 +31,8 @@ their median. `peak_gib` is torch.cuda.max_memory_allocated over the timed steps
 warm-up), `peak_with_warmup_gib` over the warm-up too (reset after set-up), `reserved_peak_gib`
 the allocator's reservation (what has to fit on the card). The 24 GB line says whether both
 peaks are under 24 GiB. Each path line also gives the frozen weights' stored dtype after set-up
-and after the warm-up (`base_dtype_after_*`: the Trainer's mixed-precision `to(bf16)` runs after
-the fp8 storage is set, so fp8 weights are bf16 again until each layer's first forward casts them
-back) and whether the adapter changed over the steps (`adapter_trained`; the presets' warm-up
+and after the warm-up (`base_dtype_after_*`: float8_e4m3fn for the fp8 preset from the start) and
+whether the adapter changed over the steps (`adapter_trained`; the presets' warm-up
 schedule gives the first step lr 0). An out-of-memory is a line (`oom`), and the preset is then tried at the
 next smaller batch (4 -> 2 -> 1), so a line always says what fits. Aim: ratio ~1.0.
 
@@ -224,15 +223,9 @@ def imagebash_setup(preset: str, cfg: dict[str, Any], device: str, batch: int, d
     t._store_base(torch, fam)
     t.unet_targets = adapters.denoiser_targets(spec, tcfg.targets, tcfg.blocks, fam.title)
     adapters.add_adapter(den, rank=tcfg.rank, alpha=tcfg.alpha, targets=t.unet_targets, dora=tcfg.network == "dora")
-    for p in den.parameters():
+    for p in den.parameters():  # the base is already in the training dtype, as load_base reads it
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    if t.precision != "no":
-        dt = torch.float16 if t.precision == "fp16" else torch.bfloat16
-        den.to(dtype=dt)
-        for p in den.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
     if tcfg.gradient_checkpointing:
         den.enable_gradient_checkpointing()
     den.train()
