@@ -4,7 +4,6 @@ reference ids of the hub tokenizers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -164,12 +163,13 @@ def test_qwen_edit_processor_folder():
     assert (ip.patch_size, ip.merge_size, ip.temporal_patch_size) == (14, 2, 2)
     assert (ip.size["shortest_edge"], ip.size["longest_edge"]) == (3136, 12845056)
     assert list(ip.image_mean) == [0.48145466, 0.4578275, 0.40821073]
-    if importlib.util.find_spec("torchvision") is None:
-        pytest.skip("Qwen2VLProcessor.from_pretrained needs torchvision (its video processor)")
-    from transformers import Qwen2VLProcessor
+    # the engine's loader (transformers' own Qwen2VLProcessor.from_pretrained needs torchvision for
+    # the video processor, which imagebash keeps out of its dependencies)
+    from app.engine.families.qwen_image import load_processor
 
-    proc = Qwen2VLProcessor.from_pretrained(str(folder), subfolder="processor", local_files_only=True)
+    proc = load_processor(folder / "processor")
     assert proc.tokenizer("Hello world").input_ids == [9707, 1879]
+    assert proc.image_processor.patch_size == 14
 
 
 def test_umt5_vocabulary_for_a_300_sentinel_t5_folder(tmp_path):
