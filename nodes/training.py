@@ -63,7 +63,8 @@ class Targets(str, enum.Enum):
 def train_lora(
     folder: Annotated[Path, FileFilter(folder=True), Help("training images; captions in .txt/.caption files")],
     base: Annotated[str, Choices(_checkpoints, model="checkpoint"),
-                    Help("SD 1.x or SDXL: a .safetensors file or diffusers folder")] = "",
+                    Help("SD 1.x/2.x/XL, Flux.1, SD 3.5 or Qwen-Image: a .safetensors file or "
+                         "diffusers folder")] = "",
     out: Annotated[Path | None, FileFilter(("*.safetensors",), save=True)] = None,
     trigger: str = "",
     network: Network = Network.LORA,

@@ -439,11 +439,12 @@ def resident_weight_bytes(module: Any) -> int:
 
 FP8_SKIP = ("pos_embed", "time_text_embed", "time_embed", "^proj_in$", "^proj_out$")
 """Layers fp8 storage leaves in the model dtype: the timestep/guidance/pooled-text embedders and
-the last projection to latents (small, and where precision shows most). Unlike diffusers' defaults (which keep every layer under a
-`norm*` module), the adaLN modulation Linears (`norm1.linear`, `norm1_context.linear`, ...) are
-stored in fp8 too, as ComfyUI's fp8 Flux checkpoints store them: they are a third of Flux.1's
-weights, and keeping them made fp8 0.64 of bf16 instead of ~0.5. The norms themselves are never
-cast (layerwise casting only touches Linear and Conv layers)."""
+the last projection to latents (small, and where precision shows most). Unlike diffusers'
+defaults (which keep every layer under a `norm*` module), the adaLN modulation Linears
+(`norm1.linear`, `norm1_context.linear`, ...) are stored in fp8 too, as ComfyUI's fp8 Flux
+checkpoints store them: they are a third of Flux.1's weights, and keeping them made fp8 0.64 of
+bf16 instead of ~0.5. The norms themselves are never cast (layerwise casting only touches Linear
+and Conv layers)."""
 
 
 def cast_fp8(module: Any, compute_dtype: Any) -> None:

@@ -160,6 +160,9 @@ def apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
         if name not in _FIELDS or name == "extra":
             raise ConfigError(f"{source}: unknown setting '{key}' (known: {', '.join(sorted(_FIELDS))})")
         changes[name] = _coerce(name, value, source)
+    res = changes.get("resolution")
+    if res is not None and "min_image_size" not in changes and res < cfg.min_image_size:
+        changes["min_image_size"] = res  # a 1024 px preset trained at 512 takes 512 px images
     return dataclasses.replace(cfg, **changes)
 
 

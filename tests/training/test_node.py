@@ -165,3 +165,18 @@ def test_the_trained_model_copy_is_freed_when_the_node_returns(tmp_path, style_f
         gc.enable()
     assert result.ok, result.errors
     assert alive == [False]
+
+
+def test_the_train_lora_node_trains_flux_with_its_preset_and_the_lora_node_uses_it(tmp_path, style_folder,
+                                                                                     tiny_flux_dev_dir, engine,
+                                                                                     settings_file):
+    """No preset named: the family's (style-flux-24gb: fp8 base, flow matching) is used, at the
+    node's 64 px resolution (the preset's 512 px minimum image size follows it down)."""
+    out = tmp_path / "loras" / "flux-style.safetensors"
+    logs = []
+    engine.events.subscribe(lambda e: logs.append(e.message) if isinstance(e, NodeLog) else None)
+    result = engine.run(_graph(style_folder, tiny_flux_dev_dir, out, settings_file), targets=["train", "gen", "plain"])
+    assert result.ok, result.errors
+    assert out.is_file() and np.abs(result.output("gen") - result.output("plain")).mean() > 1e-4
+    assert any("frozen base stored in fp8" in m for m in logs), logs
+    assert any("flow matching, sigmoid timesteps (shift 3)" in m for m in logs), logs
