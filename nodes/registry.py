@@ -523,6 +523,7 @@ BUILTIN_MODULES = (
     "nodes.image",
     "nodes.video",
     "nodes.diffusion",
+    "nodes.guidance",
     "nodes.replicate",
     "nodes.training",
 )

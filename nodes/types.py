@@ -106,6 +106,21 @@ class LoraRef:
 
 
 @dataclass(frozen=True)
+class ControlRef:
+    """One ControlNet in a stack: the loaded net (its manager key), its control image and how
+    strongly and over which fraction of the steps it steers."""
+
+    key: str
+    source: str
+    strength: float
+    start: float = 0.0
+    end: float = 1.0
+    image_hash: str = ""
+    image: Any = field(default=None, compare=False, hash=False)  # (N, H, W, 3) float32 in [0, 1]
+    mode: int = -1  # a Union ControlNet's control type (-1: none)
+
+
+@dataclass(frozen=True)
 class Model:
     """A handle to a pipeline held by the model manager, never the weights themselves.
 
@@ -119,6 +134,7 @@ class Model:
     hash: str = ""
     loras: tuple[LoraRef, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    controls: tuple[ControlRef, ...] = ()
 
     def with_lora(self, lora: LoraRef) -> Model:
         return replace(self, loras=(*self.loras, lora))

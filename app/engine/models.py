@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.devices import free_memory, pick_device, pick_dtype, release_memory
-from app.engine.families import Family, FamilyNotFound, detect, detect_folder, get_family
+from app.engine.families import Family, FamilyNotFound, all_families, detect, detect_folder, get_family
 from app.engine.families.loading import UNUSED_COMPONENTS, LoadError, Parts
 from app.engine.fingerprint import fingerprint
 from app.engine.model_configs import shipped_config
@@ -37,6 +37,7 @@ from app.engine.probe import Probe, ProbeError, probe
 
 Progress = Callable[[float, str], None]
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+MAX_CONTROLNETS = 6  # loaded ControlNets kept (least recently used dropped first)
 
 
 class ModelError(ValueError):
@@ -295,6 +296,7 @@ class ModelManager:
         self._fetch_guard = threading.Lock()  # only for the two dicts below
         self._fetch_locks: dict[str, threading.Lock] = {}  # hub id -> its own download lock
         self._fetched: dict[str, Path] = {}  # hub id -> its local snapshot folder
+        self._controls: OrderedDict[str, ControlEntry] = OrderedDict()
 
     def _default_budget(self) -> int:
         return int(free_memory(self.device) * 0.75)
@@ -525,6 +527,51 @@ class ModelManager:
                     e.device = "cpu"
             release_memory(self.device)
 
+    # ControlNets -------------------------------------------------------------------------------
+    def load_control(self, source: str, progress: Progress | None = None,
+                     search: list[Path] | None = None) -> ControlEntry:
+        """The ControlNet at `source` (a folder, a single file or a hub id), loaded once and shared."""
+        progress = progress or (lambda f, t: None)
+        path, _hub = self._fetch(source, progress, search)
+        key = "control|" + self.key_for(path, None)
+        with self._lock:
+            hit = self._controls.get(key)
+            if hit is not None:
+                self._controls.move_to_end(key)
+                return hit
+            progress(0.2, f"loading ControlNet {path.name}")
+            model = read_controlnet(path, self.dtype)
+            fam = next((f for f in all_families() if f.claims_controlnet(model)), None)
+            entry = ControlEntry(key, str(path), fam.name if fam else "", model.to(self.device).eval())
+            self._controls[key] = entry
+            while len(self._controls) > MAX_CONTROLNETS:
+                self._controls.popitem(last=False)
+            return entry
+
+    def control(self, ref: Any) -> ControlEntry:
+        """The entry behind a ControlRef, reloading it when it was evicted."""
+        with self._lock:
+            hit = self._controls.get(ref.key)
+        return hit if hit is not None else self.load_control(ref.source)
+
+    def control_pipeline(self, entry: Entry, task: str, controls: list[ControlEntry]) -> Any:
+        """The family's ControlNet pipeline for `task` over the base's modules and these nets."""
+        import diffusers
+
+        fam = get_family(entry.family)
+        if task not in fam.control_pipelines:
+            raise ValueError(f"{fam.variant(entry.variant).title} has no ControlNet pipeline for {task}")
+        name = ("control", task, *(c.key for c in controls))
+        with entry.lock:
+            pipe = entry.derived.get(name)
+            if pipe is None:
+                net = controls[0].model if len(controls) == 1 else \
+                    getattr(diffusers, fam.multi_controlnet)([c.model for c in controls])
+                pipe = getattr(diffusers, fam.control_pipelines[task]).from_pipe(entry.pipe, controlnet=net)
+                pipe.set_progress_bar_config(disable=True)
+                entry.derived[name] = pipe
+            return pipe
+
     def loaded(self) -> list[str]:
         return list(self._entries)
 
@@ -548,6 +595,77 @@ class ModelManager:
                 derived.set_progress_bar_config(disable=True)
                 entry.derived[task] = derived
             return entry.derived[task]
+
+
+@dataclass
+class ControlEntry:
+    """One loaded ControlNet: shared by every sampling node that names the same file."""
+
+    key: str
+    source: str
+    family: str  # the released family its widths match ("" for a net of unusual size)
+    model: Any
+
+
+CONTROL_SD_KEY = "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+"""An original-layout SD ControlNet's first cross-attention key: its width names the family."""
+
+
+def read_controlnet(path: Path, dtype: Any) -> Any:
+    """A ControlNet model from a diffusers folder (any class diffusers has: SD, SDXL, Flux, Union) or
+    an original-layout SD 1.x/2.x/XL single file (its config derived from the family's U-Net)."""
+    import diffusers
+
+    try:
+        if path.is_dir():
+            cfg_file = path / "config.json"
+            if not cfg_file.is_file():
+                raise ModelError(f"{path.name} is not a ControlNet folder (no config.json)")
+            name = str(json.loads(cfg_file.read_text(encoding="utf-8")).get("_class_name", ""))
+            cls = getattr(diffusers, name, None) if "ControlNet" in name else None
+            if cls is None:
+                raise ModelError(f"{path.name} holds a {name or 'model of no known class'}, not a ControlNet")
+            return cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True, dtype=dtype)
+        h = header(path)
+        prefix = next((p for p in ("", "control_model.") if p + CONTROL_SD_KEY in h), None)
+        if prefix is None:
+            raise ModelError(f"{path.name} is not an SD ControlNet single file (no {CONTROL_SD_KEY}): "
+                             "load a diffusers ControlNet folder instead")
+        width = int(h.shape(prefix + CONTROL_SD_KEY)[1])
+        fam = next((f for f in all_families() if getattr(f, "cross_attention", None) == width), None)
+        if fam is None:
+            raise ModelError(f"{path.name}: a ControlNet for a {width}-wide text encoder, which no family has")
+        folder = _control_config(fam)
+        return diffusers.ControlNetModel.from_single_file(str(path), config=str(folder), local_files_only=True,
+                                                          dtype=dtype)
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load ControlNet {path.name}: {first[:200]}") from exc
+
+
+def _control_config(family: Family) -> Path:
+    """A ControlNetModel config folder for `family`, derived once from its shipped U-Net config."""
+    from app.paths import cache_dir
+
+    folder = cache_dir() / "model_configs" / f"controlnet-{family.name}"
+    target = folder / "config.json"
+    if not target.is_file():
+        import inspect
+
+        import diffusers
+
+        unet = json.loads((shipped_config(family.variant("base").config) / "unet" / "config.json").read_text("utf-8"))
+        params = inspect.signature(diffusers.ControlNetModel.__init__).parameters
+        cfg = {k: v for k, v in unet.items() if k in params}
+        cfg["_class_name"] = "ControlNetModel"
+        cfg.pop("in_channels", None)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(cfg, indent=1), encoding="utf-8")
+        tmp.replace(target)
+    return folder
 
 
 def manager_factory(engine: Any) -> ModelManager:

@@ -50,6 +50,7 @@ MAX_JSON_BYTES = 64 << 20
 MAX_VALUE_BYTES = 1 << 30
 NPY_TYPE = "application/x-npy"
 #: The job statuses of `jobs.STATUSES`, for the schema of GET /jobs?status=.
+ModelKind = Literal["checkpoint", "lora", "text_encoder", "vae", "controlnet"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 
 
@@ -72,7 +73,7 @@ class JobBody(BaseModel):
 
 class AdoptBody(BaseModel):
     blob: str
-    kind: Literal["checkpoint", "lora", "text_encoder", "vae"]
+    kind: ModelKind
     name: str
 
 
@@ -225,7 +226,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     # models ---------------------------------------------------------------------------------------
     @r.get("/models")
-    def models(kind: Literal["checkpoint", "lora", "text_encoder", "vae"] | None = None) -> list[dict[str, Any]]:
+    def models(kind: ModelKind | None = None) -> list[dict[str, Any]]:
         return state.models.list(kind)
 
     @r.post("/models", status_code=201)

@@ -28,8 +28,9 @@ from app.server.db import Database
 
 log = logging.getLogger(__name__)
 
-KINDS = ("checkpoint", "lora", "text_encoder", "vae")
-SUBDIR = {"checkpoint": "checkpoints", "lora": "loras", "text_encoder": "text_encoders", "vae": "vae"}
+KINDS = ("checkpoint", "lora", "text_encoder", "vae", "controlnet")
+SUBDIR = {"checkpoint": "checkpoints", "lora": "loras", "text_encoder": "text_encoders", "vae": "vae",
+          "controlnet": "controlnet"}
 
 
 class ModelRequestError(Exception):
@@ -63,7 +64,7 @@ def lora_family(path: Path) -> str | None:
 def model_family(path: Path, kind: str) -> str | None:
     if kind == "lora":
         return lora_family(path)
-    if kind in ("text_encoder", "vae"):  # parts of a split layout: their family is the denoiser's
+    if kind in ("text_encoder", "vae", "controlnet"):  # parts and add-ons: named by what loads them
         return None
     from app.engine.models import ModelError, detect_family
 
@@ -146,10 +147,17 @@ class ModelIndex:
     # listing --------------------------------------------------------------------------------------
     def list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """[{"name", "kind", "family", "size", "sha256", "format"}] for the models folders' files."""
-        from nodes.diffusion.catalog import find, list_checkpoints, list_loras, list_text_encoders, list_vaes
+        from nodes.diffusion.catalog import (
+            find,
+            list_checkpoints,
+            list_controlnets,
+            list_loras,
+            list_text_encoders,
+            list_vaes,
+        )
 
         listings = {"checkpoint": list_checkpoints, "lora": list_loras, "text_encoder": list_text_encoders,
-                    "vae": list_vaes}
+                    "vae": list_vaes, "controlnet": list_controlnets}
         out = []
         for k in (kind,) if kind else KINDS:
             names = listings[k]()

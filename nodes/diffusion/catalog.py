@@ -18,6 +18,7 @@ DIRS = {
     "lora": ("loras", "Lora", ""),
     "text_encoder": ("text_encoders", "clip"),
     "vae": ("vae", "VAE"),
+    "controlnet": ("controlnet", "ControlNet"),
 }
 
 
@@ -35,7 +36,7 @@ def _kind_of(path: Path, kind: str) -> str | None:
         header = probe(path)
     except ProbeError:
         return None
-    if kind in ("text_encoder", "vae"):
+    if kind in ("text_encoder", "vae", "controlnet"):
         return kind
     return "lora" if header.looks_like_lora() else "checkpoint"
 
@@ -50,6 +51,8 @@ def _listing(kind: str) -> list[str]:
                     (p.suffix.lower() == ".gguf" and kind == "checkpoint") or _kind_of(p, kind) == kind):
                 found.setdefault(p.name, None)
             elif kind == "checkpoint" and p.is_dir() and (p / "model_index.json").is_file():
+                found.setdefault(p.name, None)
+            elif kind == "controlnet" and p.is_dir() and (p / "config.json").is_file():
                 found.setdefault(p.name, None)
     return list(found)
 
@@ -68,6 +71,11 @@ def list_loras() -> list[str]:
 def list_text_encoders() -> list[str]:
     """Text-encoder files (CLIP-L/G, T5-XXL, Qwen2.5-VL) for split-layout models, by name."""
     return _listing("text_encoder")
+
+
+def list_controlnets() -> list[str]:
+    """ControlNet files and diffusers folders in the models folders' controlnet/, by name."""
+    return _listing("controlnet")
 
 
 def list_vaes() -> list[str]:

@@ -75,11 +75,40 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
     pipe = task_pipeline(ctx, entry, task)
     kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or None,
                                 guidance=guidance, steps=steps), **task_kwargs}
+    controls = [c for c in model.controls if c.strength != 0]  # strength 0: exactly as without it
+    if controls:
+        pipe, extra = control_stack(ctx, entry, task, controls, size)
+        kwargs.update(extra)
     latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
                            **_accepted(pipe, kwargs))
     ctx.annotate("sampling", {"family": fam.name, "variant": variant.name, "steps": steps,
                               "guidance": guidance, "scheduler": choice.value, "shift": float(shift)})
     return entry, latents
+
+
+def control_stack(ctx: Context, entry: Any, task: str, controls: list[Any], size: tuple[int, int]) -> tuple[Any, dict]:
+    """(the family's ControlNet pipeline for `task` and the nets, its control keyword arguments)."""
+    import torch
+
+    if task == "edit":
+        raise ValueError("ControlNets steer Text to Image, Image to Image, Inpaint and Sample, not Edit")
+    models = ctx.service("models")
+    nets = [models.control(c) for c in controls]
+    pipe = models.control_pipeline(entry, task, nets)
+    width, height = size
+    images = []
+    for c in controls:
+        img = c.image
+        if img.shape[1:3] != (height, width):
+            ctx.log(f"ControlNet {c.source.replace(chr(92), '/').rsplit('/', 1)[-1]}: control image "
+                    f"{img.shape[2]}x{img.shape[1]} resized to {width}x{height}")
+        t = to_tensor(img)
+        if t.shape[-2:] != (height, width):
+            t = torch.nn.functional.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
+        images.append(t[:1])
+    fam = family_of(entry)
+    return pipe, fam.control_kwargs(task, images, [c.strength for c in controls], [c.start for c in controls],
+                                    [c.end for c in controls], [c.mode for c in controls])
 
 
 @node("imagebash.diffusion.txt2img", version=1, title="Text to Image", category="diffusion", device="gpu")

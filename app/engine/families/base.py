@@ -112,6 +112,9 @@ class Family:
     #: latent -> RGB preview: (4 x 3 factors, 3 biases) for the first four channels
     preview: tuple[tuple[tuple[float, float, float], ...], tuple[float, float, float]] = ((), (0.0, 0.0, 0.0))
     training: TrainingSpec | None = None  # None: this family cannot be trained yet
+    #: task -> diffusers ControlNet pipeline class; the multi-ControlNet container class
+    control_pipelines: Mapping[str, str] = field(default_factory=dict)
+    multi_controlnet: str = ""
     #: how a LoRA file for this family is told apart: words in its metadata (model-spec
     #: architecture, kohya base version) and key-name fragments only its LoRAs have
     lora_words: tuple[str, ...] = ()
@@ -140,6 +143,27 @@ class Family:
     def flow_forward(self, pipe: Any, noisy: Any, sigmas: Any, emb: dict[str, Any], guidance: float | None) -> Any:
         """The denoiser's flow prediction (N, C, h, w) for noisy model-space latents at `sigmas` (N,)."""
         raise NotImplementedError(f"{self.title}: no flow-matching objective")
+
+    def claims_controlnet(self, model: Any) -> bool:
+        """Whether a loaded ControlNet model is one of this family's released kinds (by its widths)."""
+        return False
+
+    def controlnet_misfit(self, pipe: Any, model: Any) -> str | None:
+        """Why a loaded ControlNet cannot steer this pipeline's denoiser (None when it fits)."""
+        return f"{self.title} has no ControlNet support"
+
+    def control_kwargs(self, task: str, images: list[Any], scales: list[float], starts: list[float],
+                       ends: list[float], modes: list[int]) -> dict[str, Any]:
+        """The ControlNet pipeline's keyword arguments for a stack (one entry per net)."""
+        one = len(images) == 1
+        out: dict[str, Any] = {
+            "control_image" if task != "txt2img" or self.denoiser != "unet" else "image": images[0] if one else images,
+            "controlnet_conditioning_scale": scales[0] if one else scales,
+            "control_guidance_start": starts[0] if one else starts,
+            "control_guidance_end": ends[0] if one else ends}
+        if any(m >= 0 for m in modes):
+            out["control_mode"] = modes[0] if one else modes
+        return out
 
     def claims_lora(self, header: Probe) -> bool:
         """Whether a LoRA file (its header) was made for this family."""

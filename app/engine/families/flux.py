@@ -103,6 +103,17 @@ class Flux(TransformerFamily):
         scale = pipe.vae_scale_factor
         return pipe._unpack_latents(out, h * scale, w * scale, scale)
 
+    def claims_controlnet(self, model: Any) -> bool:
+        return type(model).__name__ == "FluxControlNetModel" and model.config.joint_attention_dim == 4096
+
+    def controlnet_misfit(self, pipe: Any, model: Any) -> str | None:
+        if type(model).__name__ != "FluxControlNetModel":
+            return f"it is a {type(model).__name__}, not a Flux ControlNet"
+        for key in ("joint_attention_dim", "num_attention_heads", "attention_head_dim"):
+            if model.config.get(key) != pipe.transformer.config.get(key):
+                return f"its {key} is {model.config.get(key)}, the model's {pipe.transformer.config.get(key)}"
+        return None
+
     def unpack(self, pipe: Any, latents: Any, width: int, height: int) -> Any:
         if latents.ndim == 4:
             return latents
@@ -131,6 +142,9 @@ FAMILY = Flux(
     pipelines={"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline",
                "edit": "FluxKontextPipeline"},
     text_encoders=("text_encoder", "text_encoder_2"),
+    control_pipelines={"txt2img": "FluxControlNetPipeline", "img2img": "FluxControlNetImg2ImgPipeline",
+                       "inpaint": "FluxControlNetInpaintPipeline"},
+    multi_controlnet="FluxMultiControlNetModel",
     latent_channels=16, size_multiple=16, negative_prompt=False, guidance_kind="distilled",
     lora_components=("transformer", "text_encoder", "text_encoder_2"),
     lora_words=("flux",), lora_keys=("double_blocks", "single_blocks", "single_transformer_blocks"),

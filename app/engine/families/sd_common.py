@@ -32,6 +32,7 @@ class StableDiffusion(Family):
     """SD 1.x/2.x/XL; a subclass says which text-encoder prefix marks its single files."""
 
     marker: str = ""  # key prefix only this family's single files have
+    cross_attention: int = 768  # the U-Net's (and its ControlNets') text width
     folder_classes: tuple[str, ...] = ()  # model_index _class_name values of this family
 
     def detect(self, header: Probe) -> str | None:
@@ -102,6 +103,18 @@ class StableDiffusion(Family):
     def pipeline_kwargs(self) -> dict[str, Any]:
         return {"safety_checker": None, "requires_safety_checker": False}
 
+    def controlnet_misfit(self, pipe: Any, model: Any) -> str | None:
+        if type(model).__name__ not in ("ControlNetModel", "ControlNetUnionModel"):
+            return f"it is a {type(model).__name__}, not a U-Net ControlNet"
+        want, got = pipe.unet.config.cross_attention_dim, model.config.cross_attention_dim
+        if want != got:
+            return f"its text width is {got}, the model's {want}"
+        return None
+
+    def claims_controlnet(self, model: Any) -> bool:
+        cfg = getattr(model, "config", {})
+        return type(model).__name__ == "ControlNetModel" and cfg.get("cross_attention_dim") == self.cross_attention
+
     def after_single_file(self, pipe: Any, path: Path, explicit_config: bool) -> list[str]:
         return []
 
@@ -112,6 +125,8 @@ class StableDiffusion(Family):
         return getattr(diffusers, self.pipelines["txt2img"])
 
 
+SD_CONTROL = {"txt2img": "StableDiffusionControlNetPipeline", "img2img": "StableDiffusionControlNetImg2ImgPipeline",
+              "inpaint": "StableDiffusionControlNetInpaintPipeline"}
 SD_PIPELINES = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
                 "inpaint": "StableDiffusionInpaintPipeline"}
 SD_FOLDER_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")

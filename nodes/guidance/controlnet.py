@@ -1,0 +1,88 @@
+"""ControlNet: steer a model's composition with a control image (edges, depth, pose, tiles).
+
+The node loads the net once into the model manager (shared, like a base model) and adds it to
+the model handle's control stack, as the LoRA node adds a LoRA: chain several for several nets,
+each with its own image, strength and window of the steps. The sampling nodes (Text to Image,
+Image to Image, Inpaint, Outpaint, Sample) then run the family's ControlNet pipeline over the
+base's modules, so changing a strength or an image never reloads a model. A net of another family
+than the model, a window that ends before it starts, or a missing file is one clear line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+
+from app.engine.families import get_family
+from app.engine.fingerprint import fingerprint
+from nodes.diffusion.catalog import find, list_controlnets, search_dirs
+from nodes.registry import node
+from nodes.types import Choices, Context, ControlRef, Help, Image, Model, Range
+
+
+def controlnet_path(name: str) -> str:
+    """The ControlNet a node names: a path, a name in the models folders' controlnet/, or a hub id."""
+    text = str(name).strip()
+    if not text:
+        raise ValueError("no ControlNet chosen: pick a file or folder from the models folder's controlnet/")
+    path = Path(text).expanduser()
+    if not path.exists() and not path.is_absolute():
+        path = find(text, "controlnet") or path
+    return str(path) if path.exists() else text
+
+
+def _key(params: dict) -> str:
+    try:
+        source = controlnet_path(str(params.get("controlnet", "")))
+    except ValueError:
+        return "missing"
+    return fingerprint(Path(source)) if Path(source).exists() else f"hub:{source}"
+
+
+def image_hash(image: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(image, np.float32).tobytes(), digest_size=8).hexdigest()
+
+
+@node("imagebash.guidance.controlnet", version=1, title="ControlNet", category="guidance", device="gpu",
+      cache_key=_key)
+def controlnet(
+    model: Model,
+    image: Image,
+    controlnet: Annotated[str, Choices(list_controlnets, model="controlnet"),
+                          Help("a ControlNet folder or .safetensors file of the model's family")] = "",
+    strength: Annotated[float, Range(0.0, 2.0, step=0.05)] = 1.0,
+    start: Annotated[float, Range(0.0, 1.0, step=0.01), Help("fraction of the steps where it starts")] = 0.0,
+    end: Annotated[float, Range(0.0, 1.0, step=0.01), Help("fraction of the steps where it stops")] = 1.0,
+    mode: Annotated[int, Range(-1, 12), Help("Union ControlNets: the control type; -1 for other nets")] = -1,
+    ctx: Context = None,
+) -> Model:
+    """Add a ControlNet with its control image to the model's stack (Load and Apply in one node).
+
+    Args:
+        image: The control image (an edge map, depth map, pose skeleton...); resized to the
+            sampled size when it differs.
+        strength: How strongly it steers; 0 leaves the sampling exactly as without it.
+        start: Where in the steps it begins to steer (0 = the first step).
+        end: Where it stops (1 = the last step); composition is set early, detail late.
+    """
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"ControlNet: start {start:g} must be below end {end:g} (fractions of the steps, 0-1)")
+    models = ctx.service("models")
+    entry = models.load_control(controlnet_path(controlnet), lambda f, t: ctx.progress(f, text=t),
+                                search_dirs("controlnet"))
+    fam = get_family(model.family)
+    name = Path(entry.source).name
+    if entry.family and entry.family != model.family:
+        raise ValueError(f"ControlNet {name} is for {get_family(entry.family).title}, but the model is {fam.title}")
+    misfit = fam.controlnet_misfit(models.entry(model).pipe, entry.model)
+    if misfit:
+        raise ValueError(f"ControlNet {name} does not fit this {fam.title} model: {misfit}")
+    img = np.ascontiguousarray(np.asarray(image, np.float32)[..., :3])
+    ctx.log(f"ControlNet {name}: strength {strength:g}, steps {start:.0%}-{end:.0%}")
+    ref = ControlRef(entry.key, entry.source, float(strength), float(start), float(end), image_hash(img), img,
+                     int(mode))
+    return replace(model, controls=(*model.controls, ref))

@@ -1,0 +1,150 @@
+"""ControlNet stacks on SD 1.5 and Flux.1 with tiny random-weight nets built from the tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.diffusion.conftest import make_graph
+
+BASE = {"prompt": "a house", "width": 64, "height": 64, "steps": 3, "seed": 2, "scheduler": "euler"}
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_controlnet(tmp_path_factory, tiny_sd_dir):
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_sd_dir), subfolder="unet")
+    torch.manual_seed(5)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    with torch.no_grad():  # zero convs start at zero: give them weight so the net (and its image) steers
+        for name, p in net.named_parameters():
+            if float(p.abs().sum()) == 0.0:
+                p.normal_(0, 0.3)
+            elif name.startswith("controlnet_cond_embedding"):
+                p.mul_(4.0)
+    folder = tmp_path_factory.mktemp("cn") / "tiny-sd-canny"
+    net.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_flux_controlnet(tmp_path_factory, tiny_flux_dev_dir):
+    import torch
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel.from_pretrained(str(tiny_flux_dev_dir), subfolder="transformer")
+    torch.manual_seed(6)
+    cfg = {k: transformer.config[k] for k in ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads",
+                                              "joint_attention_dim", "pooled_projection_dim", "guidance_embeds",
+                                              "axes_dims_rope")}
+    net = FluxControlNetModel(num_layers=1, num_single_layers=1, **cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            if float(p.abs().sum()) == 0.0:
+                p.normal_(0, 0.05)
+    folder = tmp_path_factory.mktemp("cn") / "tiny-flux-controlnet"
+    net.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def edges(shift: int = 0) -> np.ndarray:
+    img = np.zeros((1, 64, 64, 3), np.float32)
+    img[:, 16 + shift:20 + shift, :, :] = 1.0
+    img[:, :, 40:44, :] = 1.0
+    return img
+
+
+def render(engine, model_dir, nets, **params):
+    """txt2img with the nets of `nets` [(net folder, control image, node params)]."""
+    from nodes.guidance.controlnet import controlnet
+
+    g = make_graph({"load": ("load_model", {"checkpoint": str(model_dir)})}, [])
+    model = engine.run(g).output("load")
+    ctx = _Ctx(engine)
+    for net, image, kw in nets:
+        model = controlnet(model, image, str(net), ctx=ctx, **kw)
+    from nodes.diffusion import generate
+
+    return generate.txt2img(model, ctx=ctx, **{k: v for k, v in {**BASE, **params}.items()})
+
+
+class _Ctx:
+    def __init__(self, engine):
+        self._models = engine.services.get("models")
+        self.settings = engine.settings
+        self.cancelled = False
+        self.logs: list[str] = []
+
+    def service(self, name):
+        return self._models
+
+    def progress(self, *a, **k):
+        pass
+
+    def log(self, message, level="info"):
+        self.logs.append(message)
+
+    def annotate(self, *a, **k):
+        pass
+
+    def check_cancelled(self):
+        pass
+
+
+@pytest.mark.parametrize("model_fixture, net_fixture", [("tiny_sd_dir", "tiny_sd_controlnet"),
+                                                        ("tiny_flux_dev_dir", "tiny_flux_controlnet")])
+def test_a_controlnet_steers_and_strength_zero_is_exactly_without_it(engine, request, model_fixture, net_fixture):
+    model_dir, net = request.getfixturevalue(model_fixture), request.getfixturevalue(net_fixture)
+    plain = render(engine, model_dir, [])
+    off = render(engine, model_dir, [(net, edges(), {"strength": 0.0})])
+    np.testing.assert_array_equal(off, plain)
+    on = render(engine, model_dir, [(net, edges(), {"strength": 1.0})])
+    other = render(engine, model_dir, [(net, edges(shift=20), {"strength": 1.0})])
+    assert np.abs(on - plain).mean() > 1e-4
+    assert np.abs(other - on).mean() > 1e-5  # the control image matters
+
+
+def test_the_step_window_and_two_nets(engine, tiny_sd_dir, tiny_sd_controlnet):
+    full = render(engine, tiny_sd_dir, [(tiny_sd_controlnet, edges(), {})])
+    late = render(engine, tiny_sd_dir, [(tiny_sd_controlnet, edges(), {"start": 0.5})])
+    plain = render(engine, tiny_sd_dir, [])
+    assert np.abs(late - full).mean() > 1e-5 and np.abs(late - plain).mean() > 1e-6
+    two = render(engine, tiny_sd_dir, [(tiny_sd_controlnet, edges(), {}), (tiny_sd_controlnet, edges(20), {})])
+    assert np.abs(two - full).mean() > 1e-5
+    assert np.abs(two - render(engine, tiny_sd_dir, [(tiny_sd_controlnet, edges(20), {})])).mean() > 1e-5
+
+
+def test_changing_a_strength_does_not_reload(engine, tiny_sd_dir, tiny_sd_controlnet):
+    models = engine.services.get("models")
+    render(engine, tiny_sd_dir, [(tiny_sd_controlnet, edges(), {"strength": 0.5})])
+    loads = models.loads
+    render(engine, tiny_sd_dir, [(tiny_sd_controlnet, edges(), {"strength": 0.8})])
+    assert models.loads == loads and len(models._controls) >= 1
+
+
+def test_a_controlnet_of_another_family_and_a_bad_window_are_one_line(engine, tiny_flux_dev_dir, tiny_sd_controlnet):
+    from nodes.guidance.controlnet import controlnet
+
+    model = engine.run(make_graph({"load": ("load_model", {"checkpoint": str(tiny_flux_dev_dir)})}, [])).output("load")
+    with pytest.raises(ValueError, match=r"does not fit this Flux\.1 model: it is a ControlNetModel, not a Flux"):
+        controlnet(model, edges(), str(tiny_sd_controlnet), ctx=_Ctx(engine))
+    with pytest.raises(ValueError, match=r"start 0\.8 must be below end 0\.2"):
+        controlnet(model, edges(), str(tiny_sd_controlnet), start=0.8, end=0.2, ctx=_Ctx(engine))
+
+
+def test_the_node_runs_in_a_graph_and_resizes_the_control_image(engine, tiny_sd_dir, tiny_sd_controlnet):
+    g = make_graph({"load": ("load_model", {"checkpoint": str(tiny_sd_dir)}),
+                    "edges": ("imagebash.image.solid_color", {"width": 32, "height": 48, "color": "#ffffff"}),
+                    "cn": ("imagebash.guidance.controlnet", {"controlnet": str(tiny_sd_controlnet)}),
+                    "gen": ("txt2img", BASE)},
+                   ["load.model>cn.model", "edges.image>cn.image", "cn.model>gen.model"])
+    logs = []
+    from app.engine.events import NodeLog
+
+    engine.events.subscribe(lambda e: logs.append(e.message) if isinstance(e, NodeLog) else None)
+    result = engine.run(g)
+    assert result.ok, result.errors
+    assert result.output("gen").shape == (1, 64, 64, 3)
+    assert any("control image 32x48 resized to 64x64" in m for m in logs), logs
