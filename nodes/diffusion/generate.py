@@ -72,6 +72,7 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
     choice = Scheduler(scheduler)
     if choice is Scheduler.AUTO:
         choice = Scheduler(fam.default_scheduler)
+    pixels = task_kwargs.pop("pixels", None)  # the source image, for pipelines that encode it themselves
     pipe = task_pipeline(ctx, entry, task)
     kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or None,
                                 guidance=guidance, steps=steps), **task_kwargs}
@@ -79,6 +80,8 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
     if controls:
         pipe, extra = control_stack(ctx, entry, task, controls, size)
         kwargs.update(extra)
+        if task == "img2img" and fam.denoiser != "unet":  # the transformer ControlNet pipelines encode pixels
+            kwargs["image"] = pixels if pixels is not None else to_tensor(_decode(ctx, entry, kwargs["image"]))
     latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
                            **_accepted(pipe, kwargs))
     ctx.annotate("sampling", {"family": fam.name, "variant": variant.name, "steps": steps,
@@ -156,7 +159,8 @@ def img2img(model: Model, image: Image, prompt: Prompt = "", negative_prompt: Pr
         return _decode(ctx, entry, latents.repeat_interleave(batch_size, 0))
     entry, out = sample_latents(ctx, model, "img2img", (w, h), n * batch_size, seed, scheduler, shift,
                          [prompt] * n, [negative_prompt] * n if negative_prompt else None, steps, guidance,
-                         image=latents, strength=strength, height=h, width=w, num_images_per_prompt=batch_size)
+                         image=latents, strength=strength, height=h, width=w, num_images_per_prompt=batch_size,
+                         pixels=to_tensor(image))
     return _decode(ctx, entry, out)
 
 

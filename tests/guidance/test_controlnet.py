@@ -148,3 +148,22 @@ def test_the_node_runs_in_a_graph_and_resizes_the_control_image(engine, tiny_sd_
     assert result.ok, result.errors
     assert result.output("gen").shape == (1, 64, 64, 3)
     assert any("control image 32x48 resized to 64x64" in m for m in logs), logs
+
+
+@pytest.mark.parametrize("model_fixture, net_fixture", [("tiny_sd_dir", "tiny_sd_controlnet"),
+                                                        ("tiny_flux_dev_dir", "tiny_flux_controlnet")])
+def test_image_to_image_and_inpaint_take_the_stack(engine, request, model_fixture, net_fixture):
+    from nodes.diffusion import generate
+    from nodes.guidance.controlnet import controlnet
+
+    model_dir, net = request.getfixturevalue(model_fixture), request.getfixturevalue(net_fixture)
+    base = engine.run(make_graph({"load": ("load_model", {"checkpoint": str(model_dir)})}, [])).output("load")
+    ctx = _Ctx(engine)
+    steered = controlnet(base, edges(), str(net), ctx=ctx)
+    src = np.full((1, 64, 64, 3), 0.5, np.float32)
+    mask = np.zeros((1, 64, 64), np.float32)
+    mask[:, 8:40, 8:40] = 1
+    for fn, kw in ((generate.img2img, {"strength": 0.7}), (generate.inpaint, {"mask": mask})):
+        plain = fn(base, src, prompt="a house", steps=3, seed=1, scheduler="euler", ctx=ctx, **kw)
+        with_net = fn(steered, src, prompt="a house", steps=3, seed=1, scheduler="euler", ctx=ctx, **kw)
+        assert with_net.shape == plain.shape and np.abs(with_net - plain).mean() > 1e-5, fn.__name__
