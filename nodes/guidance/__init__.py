@@ -1,8 +1,9 @@
-"""Guidance: ControlNet stacks on the model handle (and, with preprocess, the control images).
+"""Guidance: ControlNet stacks on the model handle, and the preprocessors that make control images.
 
-Importing this package declares the nodes; torch and diffusers load when a node first runs.
+Importing this package declares the nodes; torch, diffusers and transformers load when a node
+first runs.
 """
 
-from nodes.guidance import controlnet
+from nodes.guidance import controlnet, preprocess
 
-__all__ = ["controlnet"]
+__all__ = ["controlnet", "preprocess"]
