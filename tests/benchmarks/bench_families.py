@@ -27,9 +27,7 @@ No assertion on wall-clock. Run from the repo root: `python tests/benchmarks/ben
 from __future__ import annotations
 
 import gc
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # small shared machine, two OpenMP threads spin-wait whenever the other one is descheduled, and a
 # run's time then swings tenfold (as bench_training.py does).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tests.benchmarks.pairs import Timed, cpu_engine, emit, interleaved, ratios  # noqa: E402
 
 SIZE, STEPS, REPEAT, SEED = 256, 10, 15, 3
 #: The LoRA switch samples less (as bench_diffusion.py does): with tiny weights a load is ~0.1 s, and
@@ -66,15 +66,6 @@ FLUX_REAL_BLOCKS = dict(patch_size=1, in_channels=64, num_layers=1, num_single_l
                         guidance_embeds=True, axes_dims_rope=(16, 56, 56))
 
 
-def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def _engine():
-    from app.engine import Engine, EngineSettings
-    from nodes.registry import default_registry
-
-    return Engine(default_registry(), EngineSettings(device="cpu"))
 
 
 def _graph(folder: Path, guidance: float, loras: tuple = (), size: int = SIZE, steps: int = STEPS,
@@ -93,48 +84,6 @@ def _graph(folder: Path, guidance: float, loras: tuple = (), size: int = SIZE, s
     return make_graph(nodes, links)
 
 
-class Timed:
-    """Wall and process-CPU seconds of one call (CPU time counts every thread of this process, so
-    it is less disturbed by other work on a shared machine; the wall time is the headline)."""
-
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0
-
-    def __enter__(self) -> Timed:
-        self._w, self._c = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.wall, self.cpu = time.perf_counter() - self._w, time.process_time() - self._c
-
-
-def _interleaved(a, b, repeat: int = REPEAT) -> list[tuple[Timed, Timed]]:
-    """(a's, b's) times of `repeat` adjacent pairs, alternating which goes first, after one warm
-    call of each; a and b return a Timed."""
-    a(), b()
-    pairs = []
-    for i in range(repeat):
-        if i % 2:
-            ta = a()
-            tb = b()
-        else:
-            tb = b()
-            ta = a()
-        pairs.append((ta, tb))
-    return pairs
-
-
-def _ratios(pairs: list[tuple[Timed, Timed]]) -> dict[str, float]:
-    """The median of the per-pair wall ratios (each pair ran back to back, under the same load),
-    and for reference the ratio of the median times, of the best times, and of the median CPU times."""
-    med = statistics.median
-    wa, wb = [p[0].wall for p in pairs], [p[1].wall for p in pairs]
-    return {"ratio": round(med(x / y for x, y in zip(wa, wb, strict=True)), 3),
-            "ratio_of_medians": round(med(wa) / med(wb), 3), "ratio_of_best": round(min(wa) / min(wb), 3),
-            "cpu_ratio": round(med(p[0].cpu for p in pairs) / med(p[1].cpu for p in pairs), 3),
-            "a_s": round(med(wa), 4), "b_s": round(med(wb), 4)}
-
-
 # ------------------------------------------------------------------------------ engine overhead
 
 
@@ -145,7 +94,7 @@ def engine_overhead(family: str, models: dict[str, Path]) -> dict[str, Any]:
 
     key, guidance, raw_kwargs = FAMILIES[family]
     folder = models[key]
-    engine = _engine()
+    engine = cpu_engine()
     dtype = engine.services.get("models").dtype
     raw = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
     raw.set_progress_bar_config(disable=True)
@@ -168,7 +117,7 @@ def engine_overhead(family: str, models: dict[str, Path]) -> dict[str, Any]:
         images["diffusers"] = out
         return t
 
-    r = _ratios(_interleaved(via_engine, via_diffusers))
+    r = ratios(interleaved(via_engine, via_diffusers, REPEAT))
     loads = engine.services.get("models").loads
     engine.shutdown()
     assert loads == 1, loads  # the model stayed loaded: every engine run sampled, none reloaded
@@ -216,7 +165,7 @@ def lora_switch(models: dict[str, Path], lora: Path) -> dict[str, Any]:
         return pair.pop()
 
     def cold() -> Timed:
-        fresh = _engine()  # its own model manager: base and LoRA are read from disk
+        fresh = cpu_engine()  # its own model manager: base and LoRA are read from disk
         graph = _graph(folder, guidance, ((lora, weight()),), LORA_SIZE, LORA_STEPS)
         with Timed() as t:
             result = fresh.run(graph)
@@ -225,7 +174,7 @@ def lora_switch(models: dict[str, Path], lora: Path) -> dict[str, Any]:
         fresh.shutdown()
         return t
 
-    engine = _engine()
+    engine = cpu_engine()
     assert engine.run(_graph(folder, guidance, ((lora, 1.3),), LORA_SIZE, LORA_STEPS)).ok  # loads base and adapter
     images = []
 
@@ -238,7 +187,7 @@ def lora_switch(models: dict[str, Path], lora: Path) -> dict[str, Any]:
         images.append(np.asarray(result.output("gen")))
         return t
 
-    r = _ratios(_interleaved(switch, cold))
+    r = ratios(interleaved(switch, cold, REPEAT))
     models_mgr = engine.services.get("models")
     assert models_mgr.loads == 1
     entry = models_mgr.entries()[0]
@@ -405,7 +354,7 @@ def first_load(models: dict[str, Path]) -> dict[str, Any]:
             mgr.load(str(models["comfy_flux_dev_denoiser"]), models["comfy_flux_dev_config"], parts=split)
         return t
 
-    r = _ratios(_interleaved(single, folder))
+    r = ratios(interleaved(single, folder, REPEAT))
     return {"split_vs_folder_first_load_ratio": r.pop("ratio"), **r, "a": "split layout", "b": "diffusers folder",
             "model": "tiny Flux.1 dev", "note": "fresh ModelManager each load; tiny weights, so this is the "
                                                 "per-load overhead of each layout, not disk speed"}

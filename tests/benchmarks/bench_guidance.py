@@ -23,12 +23,9 @@ wall-clock. Run from the repo root: `python tests/benchmarks/bench_guidance.py`.
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,55 +36,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # shared machine two OpenMP threads spin-wait whenever the other is descheduled (bench_families.py).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from tests.benchmarks.pairs import Timed, cpu_engine, emit, interleaved, ratios  # noqa: E402
+
 SIZE, STEPS, REPEAT, SEED, GUIDANCE, SCALE = 128, 10, 11, 3, 7.0, 0.8
 SWITCH_SIZE, SWITCH_STEPS = 64, 4
 PROMPT = "a red house"
 
 
-def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def _engine():
-    from app.engine import Engine, EngineSettings
-    from nodes.registry import default_registry
-
-    return Engine(default_registry(), EngineSettings(device="cpu"))
-
-
-class Timed:
-    """Wall and process-CPU seconds of one call."""
-
-    def __enter__(self) -> Timed:
-        self._w, self._c = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.wall, self.cpu = time.perf_counter() - self._w, time.process_time() - self._c
-
-
-def _interleaved(a, b, repeat: int = REPEAT) -> list[tuple[Timed, Timed]]:
-    """(a's, b's) times of `repeat` adjacent pairs, alternating which goes first, after one warm call each."""
-    a(), b()
-    pairs = []
-    for i in range(repeat):
-        if i % 2:
-            ta = a()
-            tb = b()
-        else:
-            tb = b()
-            ta = a()
-        pairs.append((ta, tb))
-    return pairs
-
-
-def _ratios(pairs: list[tuple[Timed, Timed]]) -> dict[str, float]:
-    med = statistics.median
-    wa, wb = [p[0].wall for p in pairs], [p[1].wall for p in pairs]
-    return {"ratio": round(med(x / y for x, y in zip(wa, wb, strict=True)), 3),
-            "ratio_of_medians": round(med(wa) / med(wb), 3), "ratio_of_best": round(min(wa) / min(wb), 3),
-            "cpu_ratio": round(med(p[0].cpu for p in pairs) / med(p[1].cpu for p in pairs), 3),
-            "a_s": round(med(wa), 4), "b_s": round(med(wb), 4)}
 
 
 # ---------------------------------------------------------------------------------- artefacts
@@ -145,7 +100,7 @@ def controlnet_overhead(sd_dir: Path, net: Path, png: Path) -> dict[str, Any]:
     import torch
     from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionControlNetPipeline
 
-    engine = _engine()
+    engine = cpu_engine()
     mgr = engine.services.get("models")
     dtype = mgr.dtype
     raw = StableDiffusionControlNetPipeline.from_pretrained(
@@ -174,7 +129,7 @@ def controlnet_overhead(sd_dir: Path, net: Path, png: Path) -> dict[str, Any]:
         images["diffusers"] = out
         return t
 
-    r = _ratios(_interleaved(via_engine, via_diffusers))
+    r = ratios(interleaved(via_engine, via_diffusers, REPEAT))
     loads, nets = mgr.loads, len(mgr._controls)
     engine.shutdown()
     assert loads == 1 and nets == 1, (loads, nets)  # every engine run sampled; nothing was reloaded
@@ -203,7 +158,7 @@ def strength_change(sd_dir: Path, net: Path, png: Path) -> dict[str, Any]:
         return pair.pop()
 
     def cold() -> Timed:
-        fresh = _engine()  # its own model manager: base and net are read from disk
+        fresh = cpu_engine()  # its own model manager: base and net are read from disk
         graph = _graph(sd_dir, net, png, strength(), SWITCH_SIZE, SWITCH_STEPS)
         with Timed() as t:
             result = fresh.run(graph)
@@ -213,7 +168,7 @@ def strength_change(sd_dir: Path, net: Path, png: Path) -> dict[str, Any]:
         fresh.shutdown()
         return t
 
-    engine = _engine()
+    engine = cpu_engine()
     assert engine.run(_graph(sd_dir, net, png, 1.5, SWITCH_SIZE, SWITCH_STEPS)).ok  # loads base and net
     mgr = engine.services.get("models")
     net_entry = next(iter(mgr._controls.values()))
@@ -229,7 +184,7 @@ def strength_change(sd_dir: Path, net: Path, png: Path) -> dict[str, Any]:
         images.append(np.asarray(result.output("gen")))
         return t
 
-    r = _ratios(_interleaved(switch, cold))
+    r = ratios(interleaved(switch, cold, REPEAT))
     assert mgr.loads == 1 and list(mgr._controls.values()) == [net_entry]  # neither base nor net reloaded
     pipelines = sum(1 for k in mgr.entries()[0].derived if isinstance(k, tuple) and k[0] == "control")
     engine.shutdown()

@@ -70,3 +70,17 @@ def txt2img_graph(model: str, steps: int = 2, size: int = 64, seed: int = 1, lor
     nodes["gen"] = ("txt2img", params)
     links.append(f"{src}.model>gen.model")
     return make_graph(nodes, links)
+
+
+def direct_ctx(engine: Engine, cancel: Any = None) -> Any:
+    """The engine's own NodeContext for calling node functions directly (progress and logs go to
+    the engine's bus, models come from its services)."""
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from app.engine.executor import NodeContext, _Run
+    from app.engine.plan import Plan
+
+    run = _Run(0, Graph(), Plan.__new__(Plan), Path(tempfile.mkdtemp()), cancel or threading.Event())
+    return NodeContext(engine, run, "direct")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.engine.events import NodeLog
-from tests.diffusion.conftest import make_graph, run_ok
+from tests.diffusion.conftest import direct_ctx, make_graph, run_ok
 
 BASE = {"prompt": "a red house by a lake", "width": 64, "height": 64, "steps": 2, "seed": 1}
 
@@ -83,31 +83,6 @@ def _source(h: int = 64, w: int = 64) -> np.ndarray:
     return np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 5.0)], axis=-1)[None].astype(np.float32)
 
 
-class _Ctx:
-    """A node context on the shared engine's model manager, for calling node functions directly."""
-
-    def __init__(self, engine):
-        self._models = engine.services.get("models")
-        self.settings = engine.settings
-        self.cancelled = False
-        self.logs: list[str] = []
-
-    def service(self, name):
-        return self._models
-
-    def progress(self, *a, **k):
-        pass
-
-    def log(self, message, level="info"):
-        self.logs.append(message)
-
-    def annotate(self, *a, **k):
-        pass
-
-    def check_cancelled(self):
-        pass
-
-
 def _model(engine, path, **params):
     g = make_graph({"load": ("load_model", {"checkpoint": str(path), **params})}, [])
     return run_ok(engine, g).output("load")
@@ -121,7 +96,7 @@ def test_inpaint_keeps_the_pixels_outside_the_mask(engine, request, folder):
     src = _source()
     mask = np.zeros((1, 64, 64), np.float32)
     mask[:, 16:48, 16:48] = 1
-    out = generate.inpaint(model, src, mask, "a door", steps=2, seed=3, ctx=_Ctx(engine))
+    out = generate.inpaint(model, src, mask, "a door", steps=2, seed=3, ctx=direct_ctx(engine))
     assert out.shape == (1, 64, 64, 3)
     outside = mask[0] == 0
     np.testing.assert_allclose(out[0][outside], src[0][outside], atol=1e-6)
@@ -133,9 +108,9 @@ def test_a_fill_model_refuses_text_to_image_and_outpaints(engine, tiny_flux_fill
 
     model = _model(engine, tiny_flux_fill_dir)
     with pytest.raises(ValueError, match=r"is an inpainting model \(Flux.1 Fill\): use it with the Inpaint node"):
-        generate.txt2img(model, "a lake", width=64, height=64, steps=2, ctx=_Ctx(engine))
+        generate.txt2img(model, "a lake", width=64, height=64, steps=2, ctx=direct_ctx(engine))
     src = _source(64, 48)
-    out = generate.outpaint(model, src, "a lake", right=16, feather=8, steps=2, seed=1, ctx=_Ctx(engine))
+    out = generate.outpaint(model, src, "a lake", right=16, feather=8, steps=2, seed=1, ctx=direct_ctx(engine))
     assert out.shape == (1, 64, 64, 3)
     np.testing.assert_allclose(out[0, :, :40], src[0, :, :40], atol=1e-6)  # untouched left of the feather
     assert np.abs(out[0, :, 48:] - src[0, :, -1:]).mean() > 0.01  # the new strip is painted, not the edge
@@ -147,7 +122,7 @@ def test_edit_follows_an_instruction_and_changes_the_image(engine, request, fold
 
     model = _model(engine, request.getfixturevalue(folder))
     src = _source()
-    ctx = _Ctx(engine)
+    ctx = direct_ctx(engine)
     out = generate.edit(model, src, "make it night", steps=2, seed=4, ctx=ctx)
     assert out.shape == (1, 64, 64, 3) and np.abs(out - src).mean() > 0.01
     other = generate.edit(model, src[:, ::-1].copy(), "make it night", steps=2, seed=4, ctx=ctx)
@@ -161,7 +136,7 @@ def test_text_models_refuse_edit_with_the_tasks_they_offer(engine, tiny_sd3_dir)
 
     model = _model(engine, tiny_sd3_dir)
     with pytest.raises(ValueError, match=r"SD 3.5 large cannot do edit \(it offers: txt2img, img2img, inpaint\)"):
-        generate.edit(model, _source(), "make it night", steps=2, ctx=_Ctx(engine))
+        generate.edit(model, _source(), "make it night", steps=2, ctx=direct_ctx(engine))
 
 
 @pytest.mark.parametrize("folder", ["tiny_flux_dev_dir", "tiny_sd3_dir"])
@@ -170,7 +145,7 @@ def test_image_to_image_keeps_structure_at_low_strength(engine, request, folder)
 
     model = _model(engine, request.getfixturevalue(folder))
     src = _source()
-    ctx = _Ctx(engine)
+    ctx = direct_ctx(engine)
     weak = generate.img2img(model, src, "a lake", strength=0.3, steps=4, seed=1, ctx=ctx)
     strong = generate.img2img(model, src, "a lake", strength=1.0, steps=4, seed=1, ctx=ctx)
     assert weak.shape == (1, 64, 64, 3)
@@ -199,7 +174,7 @@ def test_partial_denoise_of_a_flux_latent(engine, tiny_flux_dev_dir):
     from nodes.diffusion import latent_nodes
 
     model = _model(engine, tiny_flux_dev_dir)
-    ctx = _Ctx(engine)
+    ctx = direct_ctx(engine)
     z = latent_nodes.encode(model, _source(), ctx=ctx)
     assert tuple(z.samples.shape) == (1, 16, 8, 8)
     out = latent_nodes.sample(model, z, "a lake", denoise=0.5, steps=4, seed=2, ctx=ctx)

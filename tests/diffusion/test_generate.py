@@ -9,7 +9,7 @@ import pytest
 
 from app.engine import NodeProgress
 from app.engine.wire import decode_png
-from tests.diffusion.conftest import make_graph, run_ok, txt2img_graph
+from tests.diffusion.conftest import direct_ctx, make_graph, run_ok, txt2img_graph
 
 
 def test_txt2img_same_seed_same_pixels_other_seed_differs(engine, tiny_sd_dir):
@@ -80,23 +80,8 @@ def test_inpaint_keeps_pixels_outside_the_mask(engine, tiny_sd_dir):
         generate.inpaint(model, src, mask[:, :32, :32], ctx=_Ctx(engine))
 
 
-class _Ctx:
-    """The engine's own NodeContext for direct calls (progress and logs go to the engine bus)."""
-
-    def __new__(cls, engine, cancel: threading.Event | None = None):
-        from app.engine.executor import NodeContext, _Run
-        from app.engine.plan import Plan
-        from app.graph.model import Graph
-
-        run = _Run(0, Graph(), Plan.__new__(Plan), engine_output_dir(), cancel or threading.Event())
-        return NodeContext(engine, run, "direct")
-
-
-def engine_output_dir():
-    import pathlib
-    import tempfile
-
-    return pathlib.Path(tempfile.mkdtemp())
+def _Ctx(engine, cancel=None):
+    return direct_ctx(engine, cancel)
 
 
 def test_progress_every_step_with_preview_and_cancel_within_one_step(engine, tiny_sd_dir):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.diffusion.conftest import make_graph
+from tests.diffusion.conftest import direct_ctx, make_graph
 
 BASE = {"prompt": "a house", "width": 64, "height": 64, "steps": 3, "seed": 2, "scheduler": "euler"}
 
@@ -62,35 +62,12 @@ def render(engine, model_dir, nets, **params):
 
     g = make_graph({"load": ("load_model", {"checkpoint": str(model_dir)})}, [])
     model = engine.run(g).output("load")
-    ctx = _Ctx(engine)
+    ctx = direct_ctx(engine)
     for net, image, kw in nets:
         model = controlnet(model, image, str(net), ctx=ctx, **kw)
     from nodes.diffusion import generate
 
     return generate.txt2img(model, ctx=ctx, **{k: v for k, v in {**BASE, **params}.items()})
-
-
-class _Ctx:
-    def __init__(self, engine):
-        self._models = engine.services.get("models")
-        self.settings = engine.settings
-        self.cancelled = False
-        self.logs: list[str] = []
-
-    def service(self, name):
-        return self._models
-
-    def progress(self, *a, **k):
-        pass
-
-    def log(self, message, level="info"):
-        self.logs.append(message)
-
-    def annotate(self, *a, **k):
-        pass
-
-    def check_cancelled(self):
-        pass
 
 
 @pytest.mark.parametrize("model_fixture, net_fixture", [("tiny_sd_dir", "tiny_sd_controlnet"),
@@ -129,9 +106,9 @@ def test_a_controlnet_of_another_family_and_a_bad_window_are_one_line(engine, ti
 
     model = engine.run(make_graph({"load": ("load_model", {"checkpoint": str(tiny_flux_dev_dir)})}, [])).output("load")
     with pytest.raises(ValueError, match=r"does not fit this Flux\.1 model: it is a ControlNetModel, not a Flux"):
-        controlnet(model, edges(), str(tiny_sd_controlnet), ctx=_Ctx(engine))
+        controlnet(model, edges(), str(tiny_sd_controlnet), ctx=direct_ctx(engine))
     with pytest.raises(ValueError, match=r"start 0\.8 must be below end 0\.2"):
-        controlnet(model, edges(), str(tiny_sd_controlnet), start=0.8, end=0.2, ctx=_Ctx(engine))
+        controlnet(model, edges(), str(tiny_sd_controlnet), start=0.8, end=0.2, ctx=direct_ctx(engine))
 
 
 def test_the_node_runs_in_a_graph_and_resizes_the_control_image(engine, tiny_sd_dir, tiny_sd_controlnet):
@@ -158,7 +135,7 @@ def test_image_to_image_and_inpaint_take_the_stack(engine, request, model_fixtur
 
     model_dir, net = request.getfixturevalue(model_fixture), request.getfixturevalue(net_fixture)
     base = engine.run(make_graph({"load": ("load_model", {"checkpoint": str(model_dir)})}, [])).output("load")
-    ctx = _Ctx(engine)
+    ctx = direct_ctx(engine)
     steered = controlnet(base, edges(), str(net), ctx=ctx)
     src = np.full((1, 64, 64, 3), 0.5, np.float32)
     mask = np.zeros((1, 64, 64), np.float32)
