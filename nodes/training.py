@@ -228,6 +228,11 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
         raise ValueError(str(exc)) from None
 
 
+#: TrainConfig fields that came with flow-matching training (see `_train_key`).
+FLOW_FIELDS = ("timestep_sampling", "shift", "logit_mean", "logit_std", "weighting", "guidance", "blocks",
+               "base_precision", "family")
+
+
 def _train_key(cfg) -> str:
     """A digest of the settings and of every training image and caption, and of the base model."""
     from app.engine.fingerprint import fingerprint
@@ -235,6 +240,12 @@ def _train_key(cfg) -> str:
     d = cfg.to_dict()
     for k in ("out", "checkpoint_dir", "cache_dir", "device", "extra"):
         d.pop(k, None)
+    from app.training.config import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+    for k in FLOW_FIELDS:  # settings added with flow matching: at their defaults they leave the key as it
+        if d.get(k) == defaults[k]:  # was, so a LoRA trained before them is still up to date
+            d.pop(k, None)
     d["data_fingerprint"] = fingerprint(cfg.data)
     d["base_fingerprint"] = fingerprint(cfg.base)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32]

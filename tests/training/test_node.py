@@ -180,3 +180,20 @@ def test_the_train_lora_node_trains_flux_with_its_preset_and_the_lora_node_uses_
     assert out.is_file() and np.abs(result.output("gen") - result.output("plain")).mean() > 1e-4
     assert any("frozen base stored in fp8" in m for m in logs), logs
     assert any("flow matching, sigmoid timesteps (shift 3)" in m for m in logs), logs
+
+
+def test_the_up_to_date_key_ignores_flow_settings_at_their_defaults(tmp_path, style_folder, tiny_sd_dir):
+    """A LoRA trained before flow matching existed stays up to date: the key is what it was."""
+    import hashlib
+    import json
+
+    from app.engine.fingerprint import fingerprint
+    from app.training.config import TrainConfig
+    from nodes.training import FLOW_FIELDS, _train_key
+
+    cfg = TrainConfig().replace(data=str(style_folder), base=str(tiny_sd_dir), out=str(tmp_path / "o.safetensors"))
+    old = {k: v for k, v in cfg.to_dict().items()
+           if k not in (*FLOW_FIELDS, "out", "checkpoint_dir", "cache_dir", "device", "extra")}
+    old |= {"data_fingerprint": fingerprint(cfg.data), "base_fingerprint": fingerprint(cfg.base)}
+    assert _train_key(cfg) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:32]
+    assert _train_key(cfg.replace(shift=2.0)) != _train_key(cfg)
