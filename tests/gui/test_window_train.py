@@ -113,3 +113,39 @@ def test_train_dialog_stop_and_resume(qtbot, tmp_path, tiny_sd_dir, gui_settings
     assert dlg.loss_plot.steps == [stopped_at + 1]
     assert (tmp_path / "long.safetensors").is_file()
     client.shutdown()
+
+
+def test_train_dialog_trains_flux_with_a_flux_preset_and_its_flow_settings(qtbot, tmp_path, tiny_flux_dev_dir,
+                                                                             gui_settings):
+    """Choosing the Flux preset fills the flow-matching fields (fp8 base, sigmoid timesteps, shift 3);
+    editing them reaches the run; the file is written with sd-scripts' Flux keys."""
+    from safetensors import safe_open
+
+    from app.ui.dialogs.train_lora import TrainLoraDialog
+
+    data = _dataset(tmp_path / "data")
+    client = _engine([])
+    dlg = TrainLoraDialog(gui_settings, engine=client)
+    qtbot.addWidget(dlg)
+    dlg.preset.setCurrentText("style-flux-24gb")
+    assert (dlg.base_precision.currentText(), dlg.timestep_sampling.currentText(), dlg.shift.value()) == \
+        ("fp8", "sigmoid", 3.0)
+    dlg.data.setText(str(data))
+    dlg.base.setCurrentText(str(tiny_flux_dev_dir))
+    out = tmp_path / "flux-style.safetensors"
+    dlg.out.setText(str(out))
+    dlg.resolution.setValue(64)
+    dlg.rank.setValue(4)
+    dlg.alpha.setValue(4)
+    dlg.max_steps.setValue(2)
+    dlg.sample_every.setValue(0)
+    dlg.blocks.setText("double:0")
+    cfg = dlg.config()
+    assert (cfg.base_precision, cfg.blocks, cfg.family, cfg.min_image_size) == ("fp8", "double:0", "flux", 64)
+    assert dlg.start() is not None
+    qtbot.waitUntil(lambda: dlg.status_kind != "running", timeout=180000)
+    assert dlg.status_kind == "done", dlg.status.text() + dlg.log_view.toPlainText()[-2000:]
+    with safe_open(str(out), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("lora_unet_double_blocks_0_") for k in keys)
+    client.shutdown()

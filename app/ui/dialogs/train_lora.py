@@ -215,6 +215,18 @@ class TrainLoraDialog(QDialog):
         self.sample_prompts.setMaximumHeight(60)
         self.sample_steps = self._spin("sample_steps")
         self.sample_steps.setMinimum(1)
+        # flow-matching models (Flux.1, SD 3.5, Qwen-Image); SD bases ignore these
+        self.base_precision = _combo(C.BASE_PRECISIONS)
+        self.base_precision.setToolTip("How the frozen base is stored: fp8 halves a Flux base (24 GB cards), "
+                                       "nf4 needs bitsandbytes on CUDA; auto and full keep it as loaded")
+        self.timestep_sampling = _combo(C.TIMESTEP_SAMPLING)
+        self.timestep_sampling.setToolTip("auto: the family's reference (Flux sigmoid, SD 3.5 / Qwen logit-normal)")
+        self.shift = QDoubleSpinBox()
+        self.shift.setRange(0.0, 20.0)
+        self.shift.setSingleStep(0.1)
+        self.shift.setSpecialValueText("the family's")
+        self.blocks = QLineEdit()
+        self.blocks.setPlaceholderText("all blocks (e.g. double:0-9, single:20-37 for Flux)")
         form = QFormLayout()
         form.addRow("Engine", self.engine_choice)
         form.addRow("Preset", self.preset)
@@ -233,6 +245,9 @@ class TrainLoraDialog(QDialog):
         form.addRow("Sample every", self.sample_every)
         form.addRow("Sample prompts", self.sample_prompts)
         form.addRow("Sample steps", self.sample_steps)
+        form.addRow("Base precision", self.base_precision)
+        form.addRow("Timesteps / shift", _row(self.timestep_sampling, self.shift))
+        form.addRow("Blocks", self.blocks)
         form.addRow("", QLabel("Trains on the chosen engine's device (local: Settings ▸ Device)."))
         right = QWidget()
         right.setLayout(form)
@@ -358,6 +373,10 @@ class TrainLoraDialog(QDialog):
         self.save_every.setValue(cfg.save_every)
         self.sample_every.setValue(cfg.sample_every)
         self.sample_steps.setValue(cfg.sample_steps)
+        self.base_precision.setCurrentText(cfg.base_precision)
+        self.timestep_sampling.setCurrentText(cfg.timestep_sampling)
+        self.shift.setValue(cfg.shift)
+        self.blocks.setText(cfg.blocks)
         if cfg.sample_prompts:
             self.sample_prompts.setPlainText("\n".join(cfg.sample_prompts))
         for edit, value in ((self.trigger, cfg.trigger), (self.out, cfg.out)):
@@ -387,7 +406,9 @@ class TrainLoraDialog(QDialog):
             alpha=self.alpha.value(), learning_rate=lr, max_steps=self.max_steps.value(),
             epochs=self.epochs.value(), resolution=self.resolution.value(), batch_size=self.batch_size.value(),
             save_every=self.save_every.value(), sample_every=self.sample_every.value(),
-            sample_prompts=prompts, sample_steps=self.sample_steps.value()).validate()
+            sample_prompts=prompts, sample_steps=self.sample_steps.value(),
+            base_precision=self.base_precision.currentText(), timestep_sampling=self.timestep_sampling.currentText(),
+            shift=self.shift.value(), blocks=self.blocks.text().strip()).validate()
 
     def _update_resume(self) -> None:
         from app.training import checkpoint
