@@ -121,6 +121,17 @@ class ControlRef:
 
 
 @dataclass(frozen=True)
+class AdapterRef:
+    """One IP-Adapter in a stack: its file, its image encoder, its weight and the reference image."""
+
+    path: str
+    encoder: str
+    weight: float
+    image_hash: str = ""
+    image: Any = field(default=None, compare=False, hash=False)  # (N, H, W, 3) float32 in [0, 1]
+
+
+@dataclass(frozen=True)
 class Model:
     """A handle to a pipeline held by the model manager, never the weights themselves.
 
@@ -135,6 +146,7 @@ class Model:
     loras: tuple[LoraRef, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     controls: tuple[ControlRef, ...] = ()
+    ip_adapters: tuple[AdapterRef, ...] = ()
 
     def with_lora(self, lora: LoraRef) -> Model:
         return replace(self, loras=(*self.loras, lora))

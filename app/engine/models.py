@@ -297,6 +297,7 @@ class ModelManager:
         self._fetch_locks: dict[str, threading.Lock] = {}  # hub id -> its own download lock
         self._fetched: dict[str, Path] = {}  # hub id -> its local snapshot folder
         self._controls: OrderedDict[str, ControlEntry] = OrderedDict()
+        self._encoders: dict[str, Any] = {}
 
     def _default_budget(self) -> int:
         return int(free_memory(self.device) * 0.75)
@@ -547,6 +548,25 @@ class ModelManager:
             while len(self._controls) > MAX_CONTROLNETS:
                 self._controls.popitem(last=False)
             return entry
+
+    def image_encoder(self, folder: str) -> Any:
+        """A CLIP vision encoder (transformers folder) for IP-Adapters, loaded once."""
+        key = "encoder|" + self.key_for(Path(folder), None)
+        with self._lock:
+            hit = self._encoders.get(key)
+            if hit is None:
+                from transformers import CLIPVisionModelWithProjection
+
+                try:
+                    hit = CLIPVisionModelWithProjection.from_pretrained(
+                        folder, local_files_only=True, use_safetensors=True, dtype=self.dtype).to(self.device).eval()
+                except (OSError, ValueError) as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise ModelError(f"cannot load image encoder {Path(folder).name}: {first[:200]}") from None
+                self._encoders[key] = hit
+                while len(self._encoders) > 2:
+                    self._encoders.pop(next(iter(self._encoders)))
+            return hit
 
     def control(self, ref: Any) -> ControlEntry:
         """The entry behind a ControlRef, reloading it when it was evicted."""

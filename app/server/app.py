@@ -50,7 +50,7 @@ MAX_JSON_BYTES = 64 << 20
 MAX_VALUE_BYTES = 1 << 30
 NPY_TYPE = "application/x-npy"
 #: The job statuses of `jobs.STATUSES`, for the schema of GET /jobs?status=.
-ModelKind = Literal["checkpoint", "lora", "text_encoder", "vae", "controlnet"]
+ModelKind = Literal["checkpoint", "lora", "text_encoder", "vae", "controlnet", "ipadapter"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 
 

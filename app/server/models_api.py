@@ -28,9 +28,9 @@ from app.server.db import Database
 
 log = logging.getLogger(__name__)
 
-KINDS = ("checkpoint", "lora", "text_encoder", "vae", "controlnet")
+KINDS = ("checkpoint", "lora", "text_encoder", "vae", "controlnet", "ipadapter")
 SUBDIR = {"checkpoint": "checkpoints", "lora": "loras", "text_encoder": "text_encoders", "vae": "vae",
-          "controlnet": "controlnet"}
+          "controlnet": "controlnet", "ipadapter": "ipadapter"}
 
 
 class ModelRequestError(Exception):
@@ -64,7 +64,7 @@ def lora_family(path: Path) -> str | None:
 def model_family(path: Path, kind: str) -> str | None:
     if kind == "lora":
         return lora_family(path)
-    if kind in ("text_encoder", "vae", "controlnet"):  # parts and add-ons: named by what loads them
+    if kind in ("text_encoder", "vae", "controlnet", "ipadapter"):  # parts and add-ons: named by what loads them
         return None
     from app.engine.models import ModelError, detect_family
 
@@ -151,13 +151,14 @@ class ModelIndex:
             find,
             list_checkpoints,
             list_controlnets,
+            list_ip_adapters,
             list_loras,
             list_text_encoders,
             list_vaes,
         )
 
         listings = {"checkpoint": list_checkpoints, "lora": list_loras, "text_encoder": list_text_encoders,
-                    "vae": list_vaes, "controlnet": list_controlnets}
+                    "vae": list_vaes, "controlnet": list_controlnets, "ipadapter": list_ip_adapters}
         out = []
         for k in (kind,) if kind else KINDS:
             names = listings[k]()

@@ -19,6 +19,8 @@ DIRS = {
     "text_encoder": ("text_encoders", "clip"),
     "vae": ("vae", "VAE"),
     "controlnet": ("controlnet", "ControlNet"),
+    "ipadapter": ("ipadapter", "ip_adapter"),
+    "clip_vision": ("clip_vision", "image_encoder"),
 }
 
 
@@ -36,7 +38,7 @@ def _kind_of(path: Path, kind: str) -> str | None:
         header = probe(path)
     except ProbeError:
         return None
-    if kind in ("text_encoder", "vae", "controlnet"):
+    if kind in ("text_encoder", "vae", "controlnet", "ipadapter", "clip_vision"):
         return kind
     return "lora" if header.looks_like_lora() else "checkpoint"
 
@@ -52,7 +54,7 @@ def _listing(kind: str) -> list[str]:
                 found.setdefault(p.name, None)
             elif kind == "checkpoint" and p.is_dir() and (p / "model_index.json").is_file():
                 found.setdefault(p.name, None)
-            elif kind == "controlnet" and p.is_dir() and (p / "config.json").is_file():
+            elif kind in ("controlnet", "clip_vision") and p.is_dir() and (p / "config.json").is_file():
                 found.setdefault(p.name, None)
     return list(found)
 
@@ -76,6 +78,16 @@ def list_text_encoders() -> list[str]:
 def list_controlnets() -> list[str]:
     """ControlNet files and diffusers folders in the models folders' controlnet/, by name."""
     return _listing("controlnet")
+
+
+def list_ip_adapters() -> list[str]:
+    """IP-Adapter .safetensors files in the models folders' ipadapter/, by name."""
+    return _listing("ipadapter")
+
+
+def list_image_encoders() -> list[str]:
+    """CLIP vision encoder folders (transformers format) in clip_vision/, by name."""
+    return _listing("clip_vision")
 
 
 def list_vaes() -> list[str]:

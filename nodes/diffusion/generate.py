@@ -76,6 +76,12 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
     pipe = task_pipeline(ctx, entry, task)
     kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or None,
                                 guidance=guidance, steps=steps), **task_kwargs}
+    adapters = [a for a in model.ip_adapters if a.weight != 0]
+    if adapters or entry.state.get("ip_loaded"):
+        from nodes.guidance.ip_adapter import apply_ip_adapters
+
+        with entry.lock:
+            kwargs.update(apply_ip_adapters(ctx.service("models"), entry, adapters))
     controls = [c for c in model.controls if c.strength != 0]  # strength 0: exactly as without it
     if controls:
         pipe, extra = control_stack(ctx, entry, task, controls, size)

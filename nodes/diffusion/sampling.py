@@ -102,6 +102,8 @@ def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, wid
                                   entry.pipe.vae_scale_factor * (2 if fam.denoiser != "unet" else 1))
     mode = getattr(getattr(ctx, "settings", None), "attention_slicing", "auto")
     slicing = "max" if force_slicing else memory.attention_slicing(mode, entry.device, need)
+    if entry.state.get("ip_loaded"):  # IP-Adapter attention processors have no sliced form
+        slicing = None
     if entry.state.get("slicing", "unset") != slicing:  # the UNet is shared by every task's pipeline
         if slicing:
             pipe.enable_attention_slicing(slicing)

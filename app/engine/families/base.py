@@ -115,6 +115,7 @@ class Family:
     #: task -> diffusers ControlNet pipeline class; the multi-ControlNet container class
     control_pipelines: Mapping[str, str] = field(default_factory=dict)
     multi_controlnet: str = ""
+    ip_adapters: bool = False  # the pipelines take diffusers IP-Adapters (ip_adapter_image)
     #: how a LoRA file for this family is told apart: words in its metadata (model-spec
     #: architecture, kohya base version) and key-name fragments only its LoRAs have
     lora_words: tuple[str, ...] = ()

@@ -31,6 +31,7 @@ def sd_variants(prefix: str, title: str, config: str, unet_bytes: int, te_bytes:
 class StableDiffusion(Family):
     """SD 1.x/2.x/XL; a subclass says which text-encoder prefix marks its single files."""
 
+    ip_adapters: bool = True
     marker: str = ""  # key prefix only this family's single files have
     cross_attention: int = 768  # the U-Net's (and its ControlNets') text width
     folder_classes: tuple[str, ...] = ()  # model_index _class_name values of this family
