@@ -132,6 +132,16 @@ class AdapterRef:
 
 
 @dataclass(frozen=True)
+class RegionRef:
+    """A prompt that applies inside a mask (area conditioning), with its strength."""
+
+    prompt: str
+    strength: float
+    mask_hash: str = ""
+    mask: Any = field(default=None, compare=False, hash=False)  # (H, W) float32 in [0, 1]
+
+
+@dataclass(frozen=True)
 class Model:
     """A handle to a pipeline held by the model manager, never the weights themselves.
 
@@ -147,6 +157,7 @@ class Model:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     controls: tuple[ControlRef, ...] = ()
     ip_adapters: tuple[AdapterRef, ...] = ()
+    regions: tuple[RegionRef, ...] = ()
 
     def with_lora(self, lora: LoraRef) -> Model:
         return replace(self, loras=(*self.loras, lora))

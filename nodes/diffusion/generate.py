@@ -88,8 +88,15 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
         kwargs.update(extra)
         if task == "img2img" and fam.denoiser != "unet":  # the transformer ControlNet pipelines encode pixels
             kwargs["image"] = pixels if pixels is not None else to_tensor(_decode(ctx, entry, kwargs["image"]))
-    latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
-                           **_accepted(pipe, kwargs))
+    if model.regions:
+        from nodes.guidance.regions import regions_active
+
+        with entry.lock, regions_active(pipe, list(model.regions), size, entry.device):
+            latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
+                                   **_accepted(pipe, kwargs))
+    else:
+        latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
+                               **_accepted(pipe, kwargs))
     ctx.annotate("sampling", {"family": fam.name, "variant": variant.name, "steps": steps,
                               "guidance": guidance, "scheduler": choice.value, "shift": float(shift)})
     return entry, latents

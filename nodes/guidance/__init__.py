@@ -5,6 +5,6 @@ Importing this package declares the nodes; torch, diffusers and transformers loa
 first runs.
 """
 
-from nodes.guidance import controlnet, ip_adapter, preprocess
+from nodes.guidance import controlnet, ip_adapter, preprocess, regions
 
-__all__ = ["controlnet", "ip_adapter", "preprocess"]
+__all__ = ["controlnet", "ip_adapter", "preprocess", "regions"]
