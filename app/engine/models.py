@@ -574,6 +574,24 @@ class ModelManager:
             hit = self._controls.get(ref.key)
         return hit if hit is not None else self.load_control(ref.source)
 
+    def adapter_pipeline(self, entry: Entry, task: str, adapters: list[ControlEntry]) -> Any:
+        """The family's T2I-Adapter pipeline over the base's modules and these adapters."""
+        import diffusers
+
+        fam = get_family(entry.family)
+        if task not in fam.adapter_pipelines:
+            raise ValueError(f"T2I-Adapters steer Text to Image only on {fam.title} (diffusers has no "
+                             f"{task} pipeline for them): use a ControlNet there")
+        name = ("adapter", task, *(a.key for a in adapters))
+        with entry.lock:
+            pipe = entry.derived.get(name)
+            if pipe is None:
+                net = adapters[0].model if len(adapters) == 1 else diffusers.MultiAdapter([a.model for a in adapters])
+                pipe = getattr(diffusers, fam.adapter_pipelines[task]).from_pipe(entry.pipe, adapter=net)
+                pipe.set_progress_bar_config(disable=True)
+                entry.derived[name] = pipe
+            return pipe
+
     def control_pipeline(self, entry: Entry, task: str, controls: list[ControlEntry]) -> Any:
         """The family's ControlNet pipeline for `task` over the base's modules and these nets."""
         import diffusers
@@ -626,6 +644,11 @@ class ControlEntry:
     family: str  # the released family its widths match ("" for a net of unusual size)
     model: Any
 
+    @property
+    def is_adapter(self) -> bool:
+        """A T2I-Adapter (its features are added to the U-Net's down blocks) rather than a ControlNet."""
+        return type(self.model).__name__ == "T2IAdapter"
+
 
 CONTROL_SD_KEY = "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
 """An original-layout SD ControlNet's first cross-attention key: its width names the family."""
@@ -642,9 +665,10 @@ def read_controlnet(path: Path, dtype: Any) -> Any:
             if not cfg_file.is_file():
                 raise ModelError(f"{path.name} is not a ControlNet folder (no config.json)")
             name = str(json.loads(cfg_file.read_text(encoding="utf-8")).get("_class_name", ""))
-            cls = getattr(diffusers, name, None) if "ControlNet" in name else None
+            cls = getattr(diffusers, name, None) if "ControlNet" in name or name == "T2IAdapter" else None
             if cls is None:
-                raise ModelError(f"{path.name} holds a {name or 'model of no known class'}, not a ControlNet")
+                raise ModelError(f"{path.name} holds a {name or 'model of no known class'}, not a ControlNet "
+                                 "or T2I-Adapter")
             return cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True, dtype=dtype)
         h = header(path)
         prefix = next((p for p in ("", "control_model.") if p + CONTROL_SD_KEY in h), None)

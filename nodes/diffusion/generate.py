@@ -110,7 +110,19 @@ def control_stack(ctx: Context, entry: Any, task: str, controls: list[Any], size
         raise ValueError("ControlNets steer Text to Image, Image to Image, Inpaint and Sample, not Edit")
     models = ctx.service("models")
     nets = [models.control(c) for c in controls]
-    pipe = models.control_pipeline(entry, task, nets)
+    fam = family_of(entry)
+    adapters = [n for n in nets if n.is_adapter]
+    if adapters and len(adapters) != len(nets):
+        raise ValueError("a sampling takes ControlNets or T2I-Adapters, not both (diffusers has no pipeline "
+                         "for the mix): chain one kind")
+    if adapters:
+        pipe = models.adapter_pipeline(entry, task, nets)
+        if any(c.start > 0 for c in controls) or (not fam.adapter_window and any(c.end < 1 for c in controls)):
+            raise ValueError(f"T2I-Adapters on {fam.title} steer from the first step"
+                             + ("" if fam.adapter_window else " to the last") + ": set start 0"
+                             + ("" if fam.adapter_window else " and end 1"))
+    else:
+        pipe = models.control_pipeline(entry, task, nets)
     width, height = size
     images = []
     for c in controls:
@@ -122,7 +134,14 @@ def control_stack(ctx: Context, entry: Any, task: str, controls: list[Any], size
         if t.shape[-2:] != (height, width):
             t = torch.nn.functional.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
         images.append(t[:1])
-    fam = family_of(entry)
+    if adapters:
+        one = len(images) == 1
+        out: dict[str, Any] = {"image": images[0] if one else images,
+                               "adapter_conditioning_scale": controls[0].strength if one else
+                               [c.strength for c in controls]}
+        if fam.adapter_window:
+            out["adapter_conditioning_factor"] = max(c.end for c in controls)
+        return pipe, out
     return pipe, fam.control_kwargs(task, images, [c.strength for c in controls], [c.start for c in controls],
                                     [c.end for c in controls], [c.mode for c in controls])
 

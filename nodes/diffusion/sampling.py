@@ -133,8 +133,8 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
         with entry.lock, _vae_tiled(ctx, entry.pipe.vae, retry):  # inpaint encodes inside the pipeline
             apply_loras(entry, model)
             configure(ctx, entry, pipe, scheduler, width, height, batch, retry, shift)
-            out = pipe(output_type="latent", callback_on_step_end=on_step,
-                       generator=seeds_generators(seed, batch), **kwargs).images
+            out = pipe(output_type="latent", generator=seeds_generators(seed, batch), **step_callback(pipe, on_step),
+                       **kwargs).images
             return fam.unpack(pipe, out, width, height)
 
     def cheaper() -> str | None:  # on the CPU, RAM is met by tiling and slicing alone
@@ -142,6 +142,17 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
 
     return memory.with_oom_retry(lambda: attempt(False), lambda: attempt(True), entry.device,
                                  lambda m: ctx.log(m, "warning"), "sampling", cheaper)
+
+
+def step_callback(pipe: Any, on_step: Any) -> dict[str, Any]:
+    """The per-step callback in the form the pipeline takes: `callback_on_step_end`, or the older
+    `callback(step, timestep, latents)` of pipelines that predate it (SD's T2I-Adapter pipeline)."""
+    import inspect
+
+    params = inspect.signature(type(pipe).__call__).parameters
+    if "callback_on_step_end" in params:
+        return {"callback_on_step_end": on_step}
+    return {"callback": lambda i, t, latents: on_step(pipe, i, t, {"latents": latents}), "callback_steps": 1}
 
 
 @contextlib.contextmanager

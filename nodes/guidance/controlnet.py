@@ -60,7 +60,8 @@ def controlnet(
     mode: Annotated[int, Range(-1, 12), Help("Union ControlNets: the control type; -1 for other nets")] = -1,
     ctx: Context = None,
 ) -> Model:
-    """Add a ControlNet with its control image to the model's stack (Load and Apply in one node).
+    """Add a ControlNet (or a T2I-Adapter) with its control image to the model's stack (Load and
+    Apply in one node; T2I-Adapters load here too, as in ComfyUI).
 
     Args:
         image: The control image (an edge map, depth map, pose skeleton...); resized to the

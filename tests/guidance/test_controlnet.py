@@ -144,3 +144,41 @@ def test_image_to_image_and_inpaint_take_the_stack(engine, request, model_fixtur
         plain = fn(base, src, prompt="a house", steps=3, seed=1, scheduler="euler", ctx=ctx, **kw)
         with_net = fn(steered, src, prompt="a house", steps=3, seed=1, scheduler="euler", ctx=ctx, **kw)
         assert with_net.shape == plain.shape and np.abs(with_net - plain).mean() > 1e-5, fn.__name__
+
+
+@pytest.fixture(scope="module")
+def tiny_t2i_adapter(tmp_path_factory, tiny_sd_dir):
+    import torch
+    from diffusers import T2IAdapter, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_sd_dir), subfolder="unet")
+    torch.manual_seed(8)
+    adapter = T2IAdapter(in_channels=3, channels=list(unet.config.block_out_channels), num_res_blocks=1,
+                         downscale_factor=8, adapter_type="full_adapter")
+    folder = tmp_path_factory.mktemp("t2i") / "tiny-t2i-canny"
+    adapter.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def test_a_t2i_adapter_loads_through_the_controlnet_node_and_steers(engine, tiny_sd_dir, tiny_t2i_adapter,
+                                                                     tiny_sd_controlnet):
+    from nodes.diffusion import generate
+    from nodes.guidance.controlnet import controlnet
+
+    plain = render(engine, tiny_sd_dir, [])
+    np.testing.assert_array_equal(render(engine, tiny_sd_dir, [(tiny_t2i_adapter, edges(), {"strength": 0.0})]),
+                                  plain)
+    on = render(engine, tiny_sd_dir, [(tiny_t2i_adapter, edges(), {})])
+    other = render(engine, tiny_sd_dir, [(tiny_t2i_adapter, edges(20), {})])
+    assert np.abs(on - plain).mean() > 1e-4 and np.abs(other - on).mean() > 1e-5
+    base = engine.run(make_graph({"load": ("load_model", {"checkpoint": str(tiny_sd_dir)})}, [])).output("load")
+    ctx = direct_ctx(engine)
+    steered = controlnet(base, edges(), str(tiny_t2i_adapter), ctx=ctx)
+    with pytest.raises(ValueError, match="T2I-Adapters steer Text to Image only"):
+        generate.img2img(steered, np.full((1, 64, 64, 3), 0.5, np.float32), "a house", steps=2, ctx=ctx)
+    mixed = controlnet(steered, edges(), str(tiny_sd_controlnet), ctx=ctx)
+    with pytest.raises(ValueError, match="ControlNets or T2I-Adapters, not both"):
+        generate.txt2img(mixed, "a house", width=64, height=64, steps=2, ctx=ctx)
+    late = controlnet(base, edges(), str(tiny_t2i_adapter), start=0.5, ctx=ctx)
+    with pytest.raises(ValueError, match="steer from the first step to the last"):
+        generate.txt2img(late, "a house", width=64, height=64, steps=2, ctx=ctx)

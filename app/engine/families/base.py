@@ -116,6 +116,8 @@ class Family:
     control_pipelines: Mapping[str, str] = field(default_factory=dict)
     multi_controlnet: str = ""
     ip_adapters: bool = False  # the pipelines take diffusers IP-Adapters (ip_adapter_image)
+    adapter_pipelines: Mapping[str, str] = field(default_factory=dict)  # task -> T2I-Adapter pipeline
+    adapter_window: bool = False  # its T2I pipeline takes adapter_conditioning_factor (an end fraction)
     #: how a LoRA file for this family is told apart: words in its metadata (model-spec
     #: architecture, kohya base version) and key-name fragments only its LoRAs have
     lora_words: tuple[str, ...] = ()

@@ -29,6 +29,7 @@ class SD1(StableDiffusion):
 FAMILY = SD1(
     name="sd1", title="Stable Diffusion 1.x", variants=sd_variants("sd1", "SD 1.5", "sd1", 1_719_000_000, 246_000_000),
     pipelines=SD_PIPELINES, control_pipelines=SD_CONTROL, multi_controlnet="MultiControlNetModel",
+    adapter_pipelines={"txt2img": "StableDiffusionAdapterPipeline"},
     cross_attention=768, marker="cond_stage_model.transformer.", folder_classes=SD_FOLDER_CLASSES,
     lora_words=("-v1", "sd_v1"),
     lora_components=("unet", "text_encoder"),

@@ -59,6 +59,7 @@ class SD2(StableDiffusion):
 FAMILY = SD2(
     name="sd2", title="Stable Diffusion 2.x", variants=sd_variants("sd2", "SD 2.1", "sd2", 1_732_000_000, 708_000_000),
     pipelines=SD_PIPELINES, control_pipelines=SD_CONTROL, multi_controlnet="MultiControlNetModel",
+    adapter_pipelines={"txt2img": "StableDiffusionAdapterPipeline"},
     cross_attention=1024, marker="cond_stage_model.model.", folder_classes=SD_FOLDER_CLASSES,
     lora_words=("-v2", "sd_v2"),
     lora_components=("unet", "text_encoder"),

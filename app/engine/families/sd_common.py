@@ -105,6 +105,9 @@ class StableDiffusion(Family):
         return {"safety_checker": None, "requires_safety_checker": False}
 
     def controlnet_misfit(self, pipe: Any, model: Any) -> str | None:
+        if type(model).__name__ == "T2IAdapter":
+            want, got = pipe.unet.config.block_out_channels[0], model.config.channels[0]
+            return None if want == got else f"its first width is {got}, the U-Net's {want}"
         if type(model).__name__ not in ("ControlNetModel", "ControlNetUnionModel"):
             return f"it is a {type(model).__name__}, not a U-Net ControlNet"
         want, got = pipe.unet.config.cross_attention_dim, model.config.cross_attention_dim

@@ -29,6 +29,7 @@ FAMILY = SDXL(
                        "img2img": "StableDiffusionXLControlNetImg2ImgPipeline",
                        "inpaint": "StableDiffusionXLControlNetInpaintPipeline"},
     multi_controlnet="MultiControlNetModel",
+    adapter_pipelines={"txt2img": "StableDiffusionXLAdapterPipeline"}, adapter_window=True,
     lora_words=("-xl-", "sdxl"), lora_keys=("lora_te2_", "text_encoder_2."),
     folder_classes=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
                     "StableDiffusionXLInpaintPipeline"),
