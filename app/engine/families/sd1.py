@@ -8,14 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.families.base import TrainingSpec
-from app.engine.families.sd_common import (
-    SD_CONTROL,
-    SD_FOLDER_CLASSES,
-    SD_PIPELINES,
-    SD_PREVIEW,
-    StableDiffusion,
-    sd_variants,
-)
+from app.engine.families.sd_common import SD_SHARED, StableDiffusion, sd_variants
 
 ORDER = 80
 
@@ -28,12 +21,5 @@ class SD1(StableDiffusion):
 
 FAMILY = SD1(
     name="sd1", title="Stable Diffusion 1.x", variants=sd_variants("sd1", "SD 1.5", "sd1", 1_719_000_000, 246_000_000),
-    pipelines=SD_PIPELINES, control_pipelines=SD_CONTROL, multi_controlnet="MultiControlNetModel",
-    adapter_pipelines={"txt2img": "StableDiffusionAdapterPipeline"},
-    cross_attention=768, marker="cond_stage_model.transformer.", folder_classes=SD_FOLDER_CLASSES,
-    lora_words=("-v1", "sd_v1"),
-    lora_components=("unet", "text_encoder"),
-    kohya_prefixes={"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"},
-    dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder"},
-    preview=SD_PREVIEW,
+    cross_attention=768, marker="cond_stage_model.transformer.", lora_words=("-v1", "sd_v1"), **SD_SHARED,
     training=TrainingSpec("style-sd15", "sd_v1", "stable-diffusion-v1"))

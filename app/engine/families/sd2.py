@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.families.base import TrainingSpec
-from app.engine.families.sd_common import (
-    SD_CONTROL,
-    SD_FOLDER_CLASSES,
-    SD_PIPELINES,
-    SD_PREVIEW,
-    StableDiffusion,
-    sd_variants,
-)
+from app.engine.families.sd_common import SD_SHARED, StableDiffusion, sd_variants
 from app.engine.probe import probe
 
 ORDER = 79
@@ -58,12 +51,5 @@ class SD2(StableDiffusion):
 
 FAMILY = SD2(
     name="sd2", title="Stable Diffusion 2.x", variants=sd_variants("sd2", "SD 2.1", "sd2", 1_732_000_000, 708_000_000),
-    pipelines=SD_PIPELINES, control_pipelines=SD_CONTROL, multi_controlnet="MultiControlNetModel",
-    adapter_pipelines={"txt2img": "StableDiffusionAdapterPipeline"},
-    cross_attention=1024, marker="cond_stage_model.model.", folder_classes=SD_FOLDER_CLASSES,
-    lora_words=("-v2", "sd_v2"),
-    lora_components=("unet", "text_encoder"),
-    kohya_prefixes={"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"},
-    dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder"},
-    preview=SD_PREVIEW,
+    cross_attention=1024, marker="cond_stage_model.model.", lora_words=("-v2", "sd_v2"), **SD_SHARED,
     training=TrainingSpec("style-sd2", "sd_v2", "stable-diffusion-v2-768-v", v2=True))

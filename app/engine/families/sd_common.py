@@ -134,3 +134,11 @@ SD_CONTROL = {"txt2img": "StableDiffusionControlNetPipeline", "img2img": "Stable
 SD_PIPELINES = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
                 "inpaint": "StableDiffusionInpaintPipeline"}
 SD_FOLDER_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
+
+#: What SD 1.x and 2.x declare alike: one CLIP text encoder, the same pipelines and LoRA names.
+SD_SHARED = dict(
+    pipelines=SD_PIPELINES, control_pipelines=SD_CONTROL, multi_controlnet="MultiControlNetModel",
+    adapter_pipelines={"txt2img": "StableDiffusionAdapterPipeline"}, folder_classes=SD_FOLDER_CLASSES,
+    lora_components=("unet", "text_encoder"),
+    kohya_prefixes={"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"},
+    dotted_prefixes={"unet.": "unet", "text_encoder.": "text_encoder"}, preview=SD_PREVIEW)
