@@ -105,7 +105,11 @@ def identify(path: Path) -> tuple[Family, str]:
         except ModelError:  # not safetensors: a GGUF denoiser, or a damaged file
             if not memory_modes.is_gguf(path):
                 raise
-            h = memory_modes.gguf_header(path)
+            try:
+                h = memory_modes.gguf_header(path)
+            except Exception as exc:  # noqa: BLE001 - the gguf reader's errors name no file
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ModelError(f"{path.name} is not a readable GGUF file ({first[:120]})") from None
         if h.looks_like_lora():
             raise ModelError(f"{path.name} is a LoRA, not a base model: load it with a LoRA node")
         return detect(h)

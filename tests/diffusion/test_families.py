@@ -208,7 +208,7 @@ def test_sd35_runs_without_t5_and_says_so(engine, tiny_families):
     assert image(engine, {"checkpoint": str(f["sd3_no_t5_dir"])}).std() > 0.001
 
 
-def test_split_layout_mistakes_are_one_clear_line(engine, tiny_families):
+def test_split_layout_mistakes_are_one_clear_line(engine, tiny_families, tmp_path):
     f = tiny_families
     common = {"checkpoint": str(f["comfy_flux_dev_denoiser"]), "config": str(f["comfy_flux_dev_config"]),
               "vae": str(f["comfy_flux_dev_vae"])}
@@ -222,6 +222,14 @@ def test_split_layout_mistakes_are_one_clear_line(engine, tiny_families):
     assert result.errors["load"] == "text encoder file not found: 'nowhere/clip_l.safetensors'"
     result, _ = render(engine, {"checkpoint": str(f["flux_dev_dir"]), "vae": str(f["comfy_flux_dev_vae"])})
     assert "is a diffusers folder: it holds its own text encoders and VAE" in result.errors["load"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights")
+    result, _ = render(engine, {**common, "text_encoder": str(f["comfy_clip_l"]), "text_encoder_2": str(notes)})
+    assert result.errors["load"].startswith("notes.txt is not a readable .safetensors file")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(20))
+    result, _ = render(engine, {**common, "checkpoint": str(junk)})
+    assert result.errors["load"].startswith("junk.gguf is not a readable GGUF file")
     for message in result.errors.values():
         assert "\n" not in message
 

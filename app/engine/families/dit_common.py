@@ -29,6 +29,7 @@ from app.engine.families.loading import (
     fill,
     load_config,
     model_index,
+    read_tensors,
     strip_prefix,
 )
 
@@ -89,7 +90,6 @@ class TransformerFamily(Family):
     # -- assembling ----------------------------------------------------------------------------
     def read_single_file(self, path: Path, variant: str, config: Path, dtype: Any, parts: Parts,
                          explicit_config: bool) -> tuple[Any, list[str]]:
-        from safetensors.torch import load_file
 
         from app.engine.memory_modes import is_gguf, load_gguf_denoiser
 
@@ -101,14 +101,14 @@ class TransformerFamily(Family):
             components[self.denoiser] = load_gguf_denoiser(path, den_cls, config, self.denoiser, dtype)
             rest: dict[str, Any] = {}
         else:
-            state = dequantize_scaled_fp8(load_file(str(path)))
+            state = dequantize_scaled_fp8(read_tensors(path))
             den, rest = strip_prefix(state, DENOISER_PREFIXES)
             cfg = load_config(config, self.denoiser)
             if self.is_original(set(den)):
                 den = self.convert_denoiser(den, cfg)
             components[self.denoiser] = fill(build_empty(den_cls, cfg), den, dtype, path.name)
             del den, state
-        files = {p: dequantize_scaled_fp8(load_file(str(p))) for p in parts.text_encoders}
+        files = {p: dequantize_scaled_fp8(read_tensors(p)) for p in parts.text_encoders}
         for slot in self.text_encoders:
             components[slot] = self._encoder(slot, index, config, files, rest, dtype, warnings)
         if files:
@@ -191,9 +191,8 @@ class TransformerFamily(Family):
         cls = component_class(index, "vae")
         cfg = load_config(config, "vae")
         if file is not None:
-            from safetensors.torch import load_file
 
-            state, where = load_file(str(file)), file.name
+            state, where = read_tensors(file), file.name
         else:
             state = {k[len("vae."):]: v for k, v in rest.items() if k.startswith("vae.")}
             where = f"VAE in {path.name}"

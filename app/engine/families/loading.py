@@ -40,6 +40,17 @@ class Parts:
         return "|".join(str(p) for p in (*self.text_encoders, self.vae or "")) if self else ""
 
 
+def read_tensors(path: Path) -> dict[str, Any]:
+    """Every tensor of a .safetensors file; a file that is not one is a LoadError naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types: one line with the name
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LoadError(f"{path.name} is not a readable .safetensors file ({first[:120]})") from None
+
+
 def load_config(folder: Path, sub: str) -> dict[str, Any]:
     for name in ("config.json", "scheduler_config.json"):
         f = folder / sub / name
@@ -109,7 +120,8 @@ def fill(model: Any, state: Mapping[str, Any], dtype: Any, what: str) -> Any:
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise LoadError(f"{what}: {k} has shape {tuple(v.shape)}, the config expects {tuple(own[k].shape)} "
-                            "(a different size of this family: set Load Model's config folder)")
+                            "(a file of another model, or another size of this one: check the file, or set "
+                            "Load Model's config folder)")
     cast = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(cast, strict=False, assign=True)
     if tied:
