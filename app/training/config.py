@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,10 @@ TIMESTEP_SAMPLING = ("auto", "uniform", "sigmoid", "logit_normal")
 WEIGHTINGS = ("auto", "none", "sigma_sqrt", "cosmap")
 BASE_PRECISIONS = ("auto", "full", "fp8", "nf4")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+
+_BLOCKS = re.compile(r"\w+:\d+(-\d+)?(\+\d+(-\d+)?)*")
+_SPANS = re.compile(r"(\d+)-(\d+)")
 
 
 class ConfigError(ValueError):
@@ -133,6 +138,9 @@ class TrainConfig:
              f"base_precision must be one of {', '.join(BASE_PRECISIONS)}, got {self.base_precision!r}")
         need(self.shift >= 0 and self.guidance >= 0 and self.logit_std > 0,
              "shift and guidance cannot be negative, logit_std must be positive")
+        bad = [b.strip() for b in self.blocks.split(",") if (b.strip() and not _BLOCKS.fullmatch(b.strip()))
+               or any(int(lo) > int(hi) for lo, hi in _SPANS.findall(b))]
+        need(not bad, f"blocks: {bad[0] if bad else ''!r} is not group:first-last (e.g. \"double:0-9, single:20-37\")")
         need(self.save_every >= 0 and self.sample_every >= 0, "save_every and sample_every cannot be negative")
         need(all(e.startswith(".") for e in self.caption_extensions),
              f"caption_extensions must start with a dot, got {list(self.caption_extensions)}")

@@ -197,6 +197,8 @@ def test_block_ranges_and_an_fp8_base(tmp_path, one_image, tiny_flux_dev_dir):
     assert t.validation_loss() < before
     with pytest.raises(ValueError, match=r"blocks: unknown block group 'triple' for Flux.1 \(groups: double, single\)"):
         Trainer(flow_config(tmp_path / "x", one_image, tiny_flux_dev_dir, blocks="triple:0")).prepare()
+    with pytest.raises(ConfigError, match=r"blocks: 'double:9-3' is not group:first-last"):
+        flow_config(tmp_path / "y", one_image, tiny_flux_dev_dir, blocks="double:9-3")
 
 
 def test_presets_name_their_family_and_refuse_another(tmp_path, one_image, tiny_sd_dir, tiny_flux_dev_dir):
