@@ -42,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # run's time then swings tenfold (as bench_training.py does).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.benchmarks.pairs import Timed, cpu_engine, emit, interleaved, ratios  # noqa: E402
+from tests.benchmarks.pairs import Timed, cpu_engine, emit, engine_runner, interleaved, ratios  # noqa: E402
 
 SIZE, STEPS, REPEAT, SEED = 256, 10, 15, 3
 #: The LoRA switch samples less (as bench_diffusion.py does): with tiny weights a load is ~0.1 s, and
@@ -101,14 +101,7 @@ def engine_overhead(family: str, models: dict[str, Path]) -> dict[str, Any]:
     graph = _graph(folder, guidance)
     images: dict[str, Any] = {}
 
-    def via_engine() -> Timed:
-        engine.cache.clear()
-        with Timed() as t:
-            result = engine.run(graph)
-        assert result.ok, result.errors
-        assert result.status["gen"] == "done"
-        images["engine"] = np.asarray(result.output("gen"))
-        return t
+    via_engine = engine_runner(engine, graph, images)
 
     def via_diffusers() -> Timed:
         with Timed() as t:

@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # shared machine two OpenMP threads spin-wait whenever the other is descheduled (bench_families.py).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.benchmarks.pairs import Timed, cpu_engine, emit, interleaved, ratios  # noqa: E402
+from tests.benchmarks.pairs import Timed, cpu_engine, emit, engine_runner, interleaved, ratios  # noqa: E402
 
 SIZE, STEPS, REPEAT, SEED, GUIDANCE, SCALE = 128, 10, 11, 3, 7.0, 0.8
 SWITCH_SIZE, SWITCH_STEPS = 64, 4
@@ -112,14 +112,7 @@ def controlnet_overhead(sd_dir: Path, net: Path, png: Path) -> dict[str, Any]:
     graph = _graph(sd_dir, net, png, SCALE, SIZE, STEPS)
     images: dict[str, Any] = {}
 
-    def via_engine() -> Timed:
-        engine.cache.clear()
-        with Timed() as t:
-            result = engine.run(graph)
-        assert result.ok, result.errors
-        assert result.status["gen"] == "done"
-        images["engine"] = np.asarray(result.output("gen"))
-        return t
+    via_engine = engine_runner(engine, graph, images)
 
     def via_diffusers() -> Timed:
         with Timed() as t:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import importlib
 import json
 import os
@@ -60,6 +59,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.gpu_helpers import allocated, free_device, sync  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 GIB = 2**30
@@ -203,32 +205,6 @@ def image_tokens(spec: FamilySpec, cfg: dict[str, Any], size: int) -> int:
 
 
 # ------------------------------------------------------------------------------ device helpers
-
-
-def sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def free_device(device: str) -> None:
-    import torch
-
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        host_empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
-        if host_empty is not None:  # pinned blocks of a group-offload run go back to the OS
-            with contextlib.suppress(Exception):
-                host_empty()
-
-
-def allocated(device: str) -> int | None:
-    import torch
-
-    return int(torch.cuda.memory_allocated()) if device.startswith("cuda") else None
 
 
 def time_forward(model: Any, inputs: dict, device: str, steps: int, warmup: int) -> dict[str, Any]:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import statistics
@@ -59,6 +58,10 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+
+from app.engine.devices import is_oom  # noqa: E402
+from tests.benchmarks.gpu_helpers import allocated, free_device, sync  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 GIB = 2**30
@@ -147,20 +150,8 @@ def make_inputs(cfg: dict[str, Any], batch: int, size: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ device helpers
 
 
-def sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
-def free_device(device: str) -> None:
-    import torch
-
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
 
 
 def reset_peak(device: str) -> None:
@@ -179,16 +170,8 @@ def peaks(device: str) -> tuple[int | None, int | None]:
     return int(torch.cuda.max_memory_allocated()), int(torch.cuda.max_memory_reserved())
 
 
-def allocated(device: str) -> int | None:
-    import torch
-
-    return int(torch.cuda.memory_allocated()) if device.startswith("cuda") else None
 
 
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 # ------------------------------------------------------------------------------ the two paths

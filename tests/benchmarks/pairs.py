@@ -41,6 +41,23 @@ class Timed:
         self.wall, self.cpu = time.perf_counter() - self._w, time.process_time() - self._c
 
 
+def engine_runner(engine: Any, graph: Any, images: dict[str, Any], node: str = "gen") -> Callable[[], Timed]:
+    """A call that runs `graph` with the engine's cache cleared (so `node` really samples), checks
+    it did, keeps its image in `images["engine"]` and returns its time."""
+    import numpy as np
+
+    def run() -> Timed:
+        engine.cache.clear()
+        with Timed() as t:
+            result = engine.run(graph)
+        assert result.ok, result.errors
+        assert result.status[node] == "done"
+        images["engine"] = np.asarray(result.output(node))
+        return t
+
+    return run
+
+
 def interleaved(a: Callable[[], Timed], b: Callable[[], Timed], repeat: int) -> list[tuple[Timed, Timed]]:
     """(a's, b's) times of `repeat` adjacent pairs, alternating which goes first, after one warm
     call of each."""
