@@ -161,7 +161,6 @@ def txt2img(model: Model, prompt: Prompt = "", negative_prompt: Prompt = "",
         seed: Image i of the batch uses seed + i, so any image can be reproduced alone.
         batch_size: Images to generate.
     """
-    check_size(width, height)
     entry = open_model(ctx, model)
     check_size(width, height, family_of(entry).size_multiple)
     entry, latents = sample_latents(ctx, model, "txt2img", (width, height), batch_size, seed, scheduler, shift,

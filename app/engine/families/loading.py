@@ -102,7 +102,7 @@ def build_text_model(cls: Any, folder: Path, sub: str) -> Any:
 
 def fill(model: Any, state: Mapping[str, Any], dtype: Any, what: str) -> Any:
     """Load `state` into an empty model (strict: a missing or extra tensor is an error naming
-    `what`), cast to `dtype`; tied or non-persistent tensors the file omits are rebuilt."""
+    `what`), cast to `dtype`; tied tensors the file stores once (T5's embeddings) are tied again."""
     import torch
 
     own = model.state_dict()
@@ -124,11 +124,8 @@ def fill(model: Any, state: Mapping[str, Any], dtype: Any, what: str) -> Any:
                             "Load Model's config folder)")
     cast = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(cast, strict=False, assign=True)
-    if tied:
-        model.tie_weights() if hasattr(model, "tie_weights") else None
-    for name, buf in list(model.named_buffers()):
-        if buf.device.type == "meta":  # non-persistent buffers (rotary tables): rebuilt on the CPU
-            raise LoadError(f"{what}: buffer {name} was not restored")
+    if tied and hasattr(model, "tie_weights"):  # T5's embed_tokens is `shared`: files store it once
+        model.tie_weights()
     for p in model.parameters():
         if p.device.type == "meta":
             raise LoadError(f"{what}: a weight stayed empty")
