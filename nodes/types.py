@@ -118,6 +118,8 @@ class ControlRef:
     image_hash: str = ""
     image: Any = field(default=None, compare=False, hash=False)  # (N, H, W, 3) float32 in [0, 1]
     mode: int = -1  # a Union ControlNet's control type (-1: none)
+    mask_hash: str = ""
+    mask: Any = field(default=None, compare=False, hash=False)  # (H, W) float32: where it steers; None: everywhere
 
 
 @dataclass(frozen=True)
@@ -129,16 +131,21 @@ class AdapterRef:
     weight: float
     image_hash: str = ""
     image: Any = field(default=None, compare=False, hash=False)  # (N, H, W, 3) float32 in [0, 1]
+    start: float = 0.0  # fraction of the steps where it starts steering
+    end: float = 1.0
+    mask_hash: str = ""
+    mask: Any = field(default=None, compare=False, hash=False)  # (H, W) float32: where it applies; None: everywhere
 
 
 @dataclass(frozen=True)
 class RegionRef:
-    """A prompt that applies inside a mask (area conditioning), with its strength."""
+    """A prompt that applies inside a mask or a rectangle (area conditioning), with its strength."""
 
     prompt: str
     strength: float
     mask_hash: str = ""
-    mask: Any = field(default=None, compare=False, hash=False)  # (H, W) float32 in [0, 1]
+    mask: Any = field(default=None, compare=False, hash=False)  # (H, W) float32 in [0, 1]; None: the rectangle
+    rect: tuple[int, int, int, int] | None = None  # (x, y, width, height) in pixels of the sampled image
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,16 @@ class Family:
             out["control_mode"] = modes[0] if one else modes
         return out
 
+    def ip_adapter_state(self, keys: list[str], get: Any) -> dict[str, dict[str, Any]]:
+        """An IP-Adapter file's tensors (`get(key)`) split as diffusers' loader takes them; h94's
+        layout (`image_proj.*`, `ip_adapter.N.to_k_ip.*`) is the SD families' one."""
+        sd: dict[str, dict[str, Any]] = {"image_proj": {}, "ip_adapter": {}}
+        for k in keys:
+            part, _, rest = k.partition(".")
+            if part in sd:
+                sd[part][rest] = get(k)
+        return sd
+
     def claims_lora(self, header: Probe) -> bool:
         """Whether a LoRA file (its header) was made for this family."""
         md = header.metadata

@@ -58,6 +58,21 @@ class Flux(TransformerFamily):
         arch = " ".join(header.metadata.get(k, "") for k in ("modelspec.architecture", "modelspec.title")).lower()
         return "kontext" if "kontext" in arch else "dev"
 
+    def ip_adapter_state(self, keys: list[str], get: Any) -> dict[str, dict[str, Any]]:
+        """XLabs' Flux IP-Adapter layout (`ip_adapter_proj_model.*`, `double_blocks.N.processor.
+        ip_adapter_double_stream_k_proj.*`) renamed as diffusers' FluxIPAdapterMixin does; h94-style
+        files pass through."""
+        sd: dict[str, dict[str, Any]] = {"image_proj": {}, "ip_adapter": {}}
+        for k in keys:
+            head, _, rest = k.partition(".")
+            if head in ("ip_adapter_proj_model", "image_proj"):
+                sd["image_proj"][rest] = get(k)
+            elif head in ("double_blocks", "ip_adapter"):
+                sd["ip_adapter"][rest.replace("ip_adapter_double_stream_k_proj", "to_k_ip")
+                                 .replace("ip_adapter_double_stream_v_proj", "to_v_ip")
+                                 .replace("processor.", "")] = get(k)
+        return sd
+
     def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
         name = str(index.get("_class_name", ""))
         if not name.startswith("Flux") or name.startswith("Flux2"):
@@ -144,7 +159,7 @@ FAMILY = Flux(
     text_encoders=("text_encoder", "text_encoder_2"),
     control_pipelines={"txt2img": "FluxControlNetPipeline", "img2img": "FluxControlNetImg2ImgPipeline",
                        "inpaint": "FluxControlNetInpaintPipeline"},
-    multi_controlnet="FluxMultiControlNetModel",
+    multi_controlnet="FluxMultiControlNetModel", ip_adapters=True,
     latent_channels=16, size_multiple=16, negative_prompt=False, guidance_kind="distilled",
     lora_components=("transformer", "text_encoder", "text_encoder_2"),
     lora_words=("flux",), lora_keys=("double_blocks", "single_blocks", "single_transformer_blocks"),
