@@ -13,7 +13,7 @@ os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_families", "tests.keyrings"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_families", "tests.fixtures_guidance", "tests.keyrings"]
 
 
 @pytest.fixture(autouse=True)

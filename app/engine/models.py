@@ -601,15 +601,21 @@ class ModelManager:
         import diffusers
 
         fam = get_family(entry.family)
-        if task not in fam.control_pipelines:
-            raise ValueError(f"{fam.variant(entry.variant).title} has no ControlNet pipeline for {task}")
+        unions = [c.is_union for c in controls]
+        if any(unions) and not all(unions):
+            raise ValueError("a sampling takes Union ControlNets or other ControlNets, not both (diffusers has no "
+                             "pipeline for the mix): chain one kind")
+        table, multi = (fam.union_pipelines, fam.multi_union) if any(unions) else \
+            (fam.control_pipelines, fam.multi_controlnet)
+        if task not in table:
+            kind = "Union ControlNet" if any(unions) else "ControlNet"
+            raise ValueError(f"{fam.variant(entry.variant).title} has no {kind} pipeline for {task}")
         name = ("control", task, *(c.key for c in controls))
         with entry.lock:
             pipe = entry.derived.get(name)
             if pipe is None:
-                net = controls[0].model if len(controls) == 1 else \
-                    getattr(diffusers, fam.multi_controlnet)([c.model for c in controls])
-                pipe = getattr(diffusers, fam.control_pipelines[task]).from_pipe(entry.pipe, controlnet=net)
+                net = controls[0].model if len(controls) == 1 else _diffusers_class(multi)([c.model for c in controls])
+                pipe = getattr(diffusers, table[task]).from_pipe(entry.pipe, controlnet=net)
                 pipe.set_progress_bar_config(disable=True)
                 entry.derived[name] = pipe
             return pipe
@@ -652,6 +658,23 @@ class ControlEntry:
     def is_adapter(self) -> bool:
         """A T2I-Adapter (its features are added to the U-Net's down blocks) rather than a ControlNet."""
         return type(self.model).__name__ == "T2IAdapter"
+
+    @property
+    def is_union(self) -> bool:
+        """A diffusers ControlNetUnionModel (SDXL; Flux's Union nets are plain FluxControlNetModels)."""
+        return type(self.model).__name__ == "ControlNetUnionModel"
+
+
+def _diffusers_class(name: str) -> Any:
+    """A diffusers class by name, also those it does not export at the top (MultiControlNetUnionModel)."""
+    import diffusers
+
+    found = getattr(diffusers, name, None)
+    if found is None:
+        from diffusers.models import controlnets
+
+        found = getattr(controlnets, name)
+    return found
 
 
 CONTROL_SD_KEY = "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"

@@ -9,6 +9,7 @@ apply. Latents are decoded with the tiling policy, so a large image never needs 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Annotated, Any
 
@@ -77,25 +78,34 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
     kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or None,
                                 guidance=guidance, steps=steps), **task_kwargs}
     adapters = [a for a in model.ip_adapters if a.weight != 0]
+    step_hook = None
     if adapters or entry.state.get("ip_loaded"):
         from nodes.guidance.ip_adapter import apply_ip_adapters
 
         with entry.lock:
-            kwargs.update(apply_ip_adapters(ctx.service("models"), entry, adapters))
+            extra, step_hook = apply_ip_adapters(ctx.service("models"), entry, adapters, pipe, size)
+            kwargs.update(extra)
     controls = [c for c in model.controls if c.strength != 0]  # strength 0: exactly as without it
-    if controls:
-        pipe, extra = control_stack(ctx, entry, task, controls, size)
-        kwargs.update(extra)
-        if task == "img2img" and fam.denoiser != "unet":  # the transformer ControlNet pipelines encode pixels
-            kwargs["image"] = pixels if pixels is not None else to_tensor(_decode(ctx, entry, kwargs["image"]))
-    if model.regions:
-        from nodes.guidance.regions import regions_active
+    with contextlib.ExitStack() as guards:
+        if controls:
+            from nodes.guidance.controlnet import masks_active
 
-        with entry.lock, regions_active(pipe, list(model.regions), size, entry.device):
-            latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
-                                   **_accepted(pipe, kwargs))
-    else:
-        latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift,
+            pipe, extra = control_stack(ctx, entry, task, controls, size)
+            kwargs.update(extra)
+            if task == "img2img" and fam.denoiser != "unet":  # the transformer ControlNet pipelines encode pixels
+                kwargs["image"] = pixels if pixels is not None else to_tensor(_decode(ctx, entry, kwargs["image"]))
+            models = ctx.service("models")
+            guards.enter_context(masks_active([models.control(c).model for c in controls],
+                                              [c.mask for c in controls], size, entry.device))
+        if adapters and "ip_adapter_image" not in inspect.signature(type(pipe).__call__).parameters:
+            raise ValueError(f"IP-Adapters do not steer {type(pipe).__name__} ({fam.variant(entry.variant).title} "
+                             f"{task}): use another task or model")
+        if model.regions:
+            from nodes.guidance.regions import regions_active
+
+            guards.enter_context(entry.lock)
+            guards.enter_context(regions_active(pipe, list(model.regions), size, entry.device))
+        latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift, step_hook=step_hook,
                                **_accepted(pipe, kwargs))
     ctx.annotate("sampling", {"family": fam.name, "variant": variant.name, "steps": steps,
                               "guidance": guidance, "scheduler": choice.value, "shift": float(shift)})
@@ -142,8 +152,13 @@ def control_stack(ctx: Context, entry: Any, task: str, controls: list[Any], size
         if fam.adapter_window:
             out["adapter_conditioning_factor"] = max(c.end for c in controls)
         return pipe, out
+    union = any(n.is_union for n in nets)
+    if union and any(c.mode < 0 for c in controls):
+        raise ValueError("a Union ControlNet needs its control type: set the ControlNet node's mode (xinsir's SDXL "
+                         "promax: 0 pose, 1 depth, 2 soft edge/scribble, 3 canny/line art, 4 normal, 5 segment, "
+                         "6 tile, 7 repaint)")
     return pipe, fam.control_kwargs(task, images, [c.strength for c in controls], [c.start for c in controls],
-                                    [c.end for c in controls], [c.mode for c in controls])
+                                    [c.end for c in controls], [c.mode for c in controls], union)
 
 
 @node("imagebash.diffusion.txt2img", version=1, title="Text to Image", category="diffusion", device="gpu")

@@ -10,7 +10,7 @@ generators, so a retried run gives the pixels a normal run gives.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +113,11 @@ def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, wid
 
 
 def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Scheduler | str,
-                 size: tuple[int, int], batch: int, seed: int, shift: float = 0.0, **kwargs: Any) -> Any:
+                 size: tuple[int, int], batch: int, seed: int, shift: float = 0.0,
+                 step_hook: Callable[[Any, int, int], None] | None = None, **kwargs: Any) -> Any:
     """Call `pipe(**kwargs)` for latents with `model`'s LoRA stack and `batch` generators from `seed`
-    (seed, seed+1, ...), reporting each step; returns (N, C, h, w) model-space latents."""
+    (seed, seed+1, ...), reporting each step; returns (N, C, h, w) model-space latents.
+    `step_hook(pipe, next_step, total)` runs after every step, before the next (per-step weights)."""
     ctx.check_cancelled()
     width, height = size
     fam = family_of(entry)
@@ -125,6 +127,8 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
         latents = fam.unpack(p, tensors["latents"][:1], width, height)
         ctx.progress((i + 1) / max(total, 1), latent_preview(latents, fam.preview),
                      text=f"step {i + 1}/{total}")
+        if step_hook is not None:
+            step_hook(p, i + 1, total)
         if ctx.cancelled:
             raise Cancelled("cancelled")
         return tensors

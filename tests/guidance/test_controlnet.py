@@ -11,25 +11,6 @@ BASE = {"prompt": "a house", "width": 64, "height": 64, "steps": 3, "seed": 2, "
 
 
 @pytest.fixture(scope="module")
-def tiny_sd_controlnet(tmp_path_factory, tiny_sd_dir):
-    import torch
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_pretrained(str(tiny_sd_dir), subfolder="unet")
-    torch.manual_seed(5)
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
-    with torch.no_grad():  # zero convs start at zero: give them weight so the net (and its image) steers
-        for name, p in net.named_parameters():
-            if float(p.abs().sum()) == 0.0:
-                p.normal_(0, 0.3)
-            elif name.startswith("controlnet_cond_embedding"):
-                p.mul_(4.0)
-    folder = tmp_path_factory.mktemp("cn") / "tiny-sd-canny"
-    net.save_pretrained(str(folder), safe_serialization=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def tiny_flux_controlnet(tmp_path_factory, tiny_flux_dev_dir):
     import torch
     from diffusers import FluxControlNetModel, FluxTransformer2DModel
@@ -182,3 +163,78 @@ def test_a_t2i_adapter_loads_through_the_controlnet_node_and_steers(engine, tiny
     late = controlnet(base, edges(), str(tiny_t2i_adapter), start=0.5, ctx=ctx)
     with pytest.raises(ValueError, match="steer from the first step to the last"):
         generate.txt2img(late, "a house", width=64, height=64, steps=2, ctx=ctx)
+
+
+def left_half(width: int = 64) -> np.ndarray:
+    m = np.zeros((1, 64, width), np.float32)
+    m[:, :, : width // 2] = 1.0
+    return m
+
+
+@pytest.mark.parametrize("model_fixture, net_fixture", [("tiny_sd_dir", "tiny_sd_controlnet"),
+                                                        ("tiny_flux_dev_dir", "tiny_flux_controlnet")])
+def test_a_mask_confines_the_net_to_its_area(engine, request, model_fixture, net_fixture):
+    """Inside its mask a masked net gives what the whole net gives, far more than a net masked to
+    the other half does (the tiny models' attention spreads any change over the whole image, so the
+    comparison is between masks, not inside against outside)."""
+    model_dir, net = request.getfixturevalue(model_fixture), request.getfixturevalue(net_fixture)
+    whole = render(engine, model_dir, [(net, edges(), {})])
+    left = render(engine, model_dir, [(net, edges(), {"mask": left_half(32)})])  # any size: scaled
+    right = render(engine, model_dir, [(net, edges(), {"mask": 1 - left_half(32)})])
+
+    def off(a, half):
+        return float(np.abs(a - whole)[:, :, half].mean())
+
+    first, second = slice(0, 32), slice(32, 64)
+    assert 1.3 * off(left, first) < off(right, first), (off(left, first), off(right, first))
+    assert 1.3 * off(right, second) < off(left, second), (off(right, second), off(left, second))
+    ones = render(engine, model_dir, [(net, edges(), {"mask": np.ones((1, 64, 64), np.float32)})])
+    np.testing.assert_allclose(ones, whole, atol=1e-6)  # a full mask is the unmasked net
+    if model_fixture == "tiny_sd_dir":  # (Flux's ControlNet pipeline differs from its plain one even at zero)
+        faint = render(engine, model_dir, [(net, edges(), {"mask": np.full((1, 64, 64), 1e-7, np.float32)})])
+        np.testing.assert_allclose(faint, render(engine, model_dir, []), atol=1e-4)  # ~no mask: ~no net
+
+
+def test_a_mask_that_covers_nothing_is_one_line(engine, tiny_sd_dir, tiny_sd_controlnet):
+    with pytest.raises(ValueError, match=r"^ControlNet: the mask covers nothing \(all black\)$"):
+        render(engine, tiny_sd_dir, [(tiny_sd_controlnet, edges(), {"mask": np.zeros((1, 64, 64), np.float32)})])
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_union(tmp_path_factory, tiny_sdxl_dir):
+    """A tiny SDXL Union ControlNet (diffusers' ControlNetUnionModel, as xinsir's promax) from the
+    tiny SDXL U-Net."""
+    import torch
+    from diffusers import ControlNetUnionModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_sdxl_dir), subfolder="unet")
+    torch.manual_seed(7)
+    first = ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    width = unet.config.block_out_channels[0]  # the control-type transformer's width follows conv_in's
+    net = ControlNetUnionModel.from_config(first.config, num_trans_channel=width, num_proj_channel=width,
+                                           num_trans_head=2)
+    net.load_state_dict({k: v for k, v in first.state_dict().items() if net.state_dict()[k].shape == v.shape},
+                        strict=False)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if float(p.abs().sum()) == 0.0:
+                p.normal_(0, 0.3)
+            elif name.startswith(("controlnet_cond_embedding", "task_embedding")):
+                p.mul_(4.0)
+    folder = tmp_path_factory.mktemp("cn") / "tiny-sdxl-union"
+    net.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def test_an_sdxl_union_controlnet_steers_by_its_mode(engine, tiny_sdxl_dir, tiny_sdxl_union, tiny_sd_controlnet):
+    plain = render(engine, tiny_sdxl_dir, [])
+    canny = render(engine, tiny_sdxl_dir, [(tiny_sdxl_union, edges(), {"mode": 3})])
+    depth = render(engine, tiny_sdxl_dir, [(tiny_sdxl_union, edges(), {"mode": 1})])
+    assert np.abs(canny - plain).mean() > 1e-4 and np.abs(depth - canny).mean() > 1e-5  # the mode matters
+    two = render(engine, tiny_sdxl_dir, [(tiny_sdxl_union, edges(), {"mode": 3}),
+                                         (tiny_sdxl_union, edges(8), {"mode": 1, "strength": 0.5})])
+    assert np.abs(two - canny).mean() > 1e-5
+    np.testing.assert_array_equal(render(engine, tiny_sdxl_dir, [(tiny_sdxl_union, edges(), {"mode": 3,
+                                                                                            "strength": 0.0})]), plain)
+    with pytest.raises(ValueError, match=r"^a Union ControlNet needs its control type"):
+        render(engine, tiny_sdxl_dir, [(tiny_sdxl_union, edges(), {})])

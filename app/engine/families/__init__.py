@@ -68,10 +68,14 @@ def get_family(name: str) -> Family:
 
 
 def family_of_pipeline(pipe: object) -> Family:
-    """The family whose pipelines include `pipe`'s class (for code handed a bare pipeline)."""
+    """The family whose pipelines (plain, per-variant, ControlNet, Union ControlNet, T2I-Adapter)
+    include `pipe`'s class, for code handed a bare pipeline (SD 1.x and 2.x share classes: the first
+    registered answers)."""
     name = type(pipe).__name__
     for family in all_families():
-        if name in family.pipelines.values() or any(name in dict(v.pipelines).values() for v in family.variants):
+        names = {*family.pipelines.values(), *family.control_pipelines.values(), *family.union_pipelines.values(),
+                 *family.adapter_pipelines.values(), *(cls for v in family.variants for _task, cls in v.pipelines)}
+        if name in names:
             return family
     raise KeyError(f"no model family uses {name}")
 

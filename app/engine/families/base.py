@@ -115,6 +115,9 @@ class Family:
     #: task -> diffusers ControlNet pipeline class; the multi-ControlNet container class
     control_pipelines: Mapping[str, str] = field(default_factory=dict)
     multi_controlnet: str = ""
+    #: the same for Union ControlNets (one net, several control types: xinsir's SDXL promax)
+    union_pipelines: Mapping[str, str] = field(default_factory=dict)
+    multi_union: str = ""
     ip_adapters: bool = False  # the pipelines take diffusers IP-Adapters (ip_adapter_image)
     adapter_pipelines: Mapping[str, str] = field(default_factory=dict)  # task -> T2I-Adapter pipeline
     adapter_window: bool = False  # its T2I pipeline takes adapter_conditioning_factor (an end fraction)
@@ -156,9 +159,15 @@ class Family:
         return f"{self.title} has no ControlNet support"
 
     def control_kwargs(self, task: str, images: list[Any], scales: list[float], starts: list[float],
-                       ends: list[float], modes: list[int]) -> dict[str, Any]:
-        """The ControlNet pipeline's keyword arguments for a stack (one entry per net)."""
+                       ends: list[float], modes: list[int], union: bool = False) -> dict[str, Any]:
+        """The ControlNet pipeline's keyword arguments for a stack (one entry per net); a Union
+        pipeline takes lists of images and control types (it nests them per net itself)."""
         one = len(images) == 1
+        if union:
+            return {"control_image": list(images), "control_mode": list(modes),
+                    "controlnet_conditioning_scale": scales[0] if one else scales,
+                    "control_guidance_start": starts[0] if one else starts,
+                    "control_guidance_end": ends[0] if one else ends}
         out: dict[str, Any] = {
             "control_image" if task != "txt2img" or self.denoiser != "unet" else "image": images[0] if one else images,
             "controlnet_conditioning_scale": scales[0] if one else scales,
@@ -167,6 +176,64 @@ class Family:
         if any(m >= 0 for m in modes):
             out["control_mode"] = modes[0] if one else modes
         return out
+
+    # -- regional prompts (nodes/guidance/regions.py) -----------------------------------------
+    def region_encode(self, pipe: Any, prompt: str, device: str, call: Mapping[str, Any] | None = None) -> Any:
+        """`pipe.encode_prompt` of a region's prompt alone (batch 1, no negative), keeping the
+        other arguments of the pipeline's own first call (`call`, by name: LoRA scale, clip skip,
+        sequence length, a Qwen edit's source image) when it is known."""
+        import inspect
+
+        params = inspect.signature(pipe.encode_prompt).parameters
+        kwargs: dict[str, Any] = {"device": device, **(call or {})}
+        for name in params:
+            if name == "prompt":
+                kwargs[name] = prompt
+            elif name.startswith(("prompt_", "negative_", "pooled_")):  # prompt_2/3 default to prompt
+                kwargs[name] = None
+            elif name == "num_images_per_prompt":
+                kwargs[name] = 1
+            elif name == "do_classifier_free_guidance":
+                kwargs[name] = False
+        return pipe.encode_prompt(**{k: v for k, v in kwargs.items() if k in params})
+
+    def region_inputs(self, pipe: Any, prompt: str, device: str,
+                      call: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The denoiser forward's arguments that a region's prompt replaces (batch-first with one
+        row; a dict value updates the call's dict): the U-Net's text states, and SDXL's pooled
+        text embeds (`added_cond_kwargs["text_embeds"]`) too."""
+        out = self.region_encode(pipe, prompt, device, call)
+        kwargs: dict[str, Any] = {"encoder_hidden_states": out[0]}
+        if len(out) == 4 and out[2] is not None:  # SDXL: (embeds, negative, pooled, negative pooled)
+            kwargs["added_cond_kwargs"] = {"text_embeds": out[2]}
+        return kwargs
+
+    def region_expand(self, inputs: Mapping[str, Any], rows: int) -> dict[str, Any]:
+        """`region_inputs` repeated to a call's `rows` conditional rows (tensors of one row)."""
+        import torch
+
+        def grow(v: Any) -> Any:
+            if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == 1:
+                return v.expand(rows, *v.shape[1:])
+            return {k: grow(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+        return {k: grow(v) for k, v in inputs.items()}
+
+    def region_rows(self, pipe: Any, call: Mapping[str, Any], seen: dict[str, Any]) -> slice | None:
+        """The rows of one denoiser call (its arguments by name) that the main prompt conditions;
+        None for a call that is all unconditional. `seen` lasts one sampling. The U-Net pipelines
+        batch [unconditional, conditional] in one call while they do classifier-free guidance."""
+        n = int(call["encoder_hidden_states"].shape[0])
+        if getattr(pipe, "do_classifier_free_guidance", False) and n % 2 == 0:
+            return slice(n // 2, n)
+        return slice(0, n)
+
+    def region_weight(self, pipe: Any, mask: Any, size: tuple[int, int], pred: Any) -> Any:
+        """A region's weight (`mask`: an (H, W) float tensor in [0, 1], any size) laid out to
+        broadcast against the denoiser's prediction `pred`: per latent cell, (1, 1, h, w)."""
+        import torch
+
+        return torch.nn.functional.interpolate(mask[None, None].float(), size=tuple(pred.shape[-2:]), mode="area")
 
     def ip_adapter_state(self, keys: list[str], get: Any) -> dict[str, dict[str, Any]]:
         """An IP-Adapter file's tensors (`get(key)`) split as diffusers' loader takes them; h94's

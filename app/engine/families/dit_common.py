@@ -219,3 +219,33 @@ def _fits(state: Mapping[str, Any], own: Mapping[str, tuple[int, ...]], model: A
     tied = getattr(model, "_tied_weights_keys", None) or {}
     needed = [k for k in own if k not in tied and not k.endswith("position_ids")]
     return bool(needed) and all(k in state and tuple(state[k].shape) == own[k] for k in needed)
+
+
+# -- regional prompts: what Flux.1 and Qwen-Image share (nodes/guidance/regions.py) ---------------
+def separate_cfg_rows(call: Mapping[str, Any], seen: dict[str, Any]) -> slice | None:
+    """The conditional rows of a pipeline that calls the transformer for the prompt, then under
+    true CFG once more for the negative prompt (Flux.1, Qwen-Image): the prompt's call is the one
+    whose text states are the tensor of the sampling's first call (encoded once before the loop;
+    the negative prompt's are another tensor); the negative prompt's calls have none."""
+    states = call["encoder_hidden_states"]
+    if states is not seen.setdefault("cond", states):
+        return None
+    return slice(0, int(states.shape[0]))
+
+
+def token_weight(pipe: Any, mask: Any, size: tuple[int, int], pred: Any) -> Any:
+    """A region's weight over packed latents: one token per 2x2 latent patch, row by row, as
+    (1, tokens, 1); tokens past the image's (a Kontext or Qwen edit's reference image) weigh 0."""
+    import torch
+
+    width, height = size
+    cell = int(pipe.vae_scale_factor) * 2
+    gh, gw = height // cell, width // cell
+    tokens = int(pred.shape[1])
+    if gh * gw > tokens:
+        raise ValueError(f"Regional Prompt: the denoiser returned {tokens} tokens, fewer than the {gw}x{gh} "
+                         f"patches of the {width}x{height} image")
+    w = torch.nn.functional.interpolate(mask[None, None].float(), size=(gh, gw), mode="area").reshape(1, gh * gw, 1)
+    if tokens > gh * gw:
+        w = torch.cat([w, w.new_zeros(1, tokens - gh * gw, 1)], dim=1)
+    return w

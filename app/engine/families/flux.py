@@ -73,6 +73,27 @@ class Flux(TransformerFamily):
                                  .replace("processor.", "")] = get(k)
         return sd
 
+    # -- regional prompts --------------------------------------------------------------------
+    def region_inputs(self, pipe: Any, prompt: str, device: str,
+                      call: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A region's T5 states, pooled CLIP projection and text ids (Flux's `encode_prompt`)."""
+        hidden, pooled, ids = self.region_encode(pipe, prompt, device, call)
+        return {"encoder_hidden_states": hidden, "pooled_projections": pooled, "txt_ids": ids}
+
+    def region_expand(self, inputs: Mapping[str, Any], rows: int) -> dict[str, Any]:
+        out = super().region_expand({k: v for k, v in inputs.items() if k != "txt_ids"}, rows)
+        return {**out, "txt_ids": inputs["txt_ids"]}  # (tokens, 3): no batch dimension
+
+    def region_rows(self, pipe: Any, call: Mapping[str, Any], seen: dict[str, Any]) -> slice | None:
+        from app.engine.families.dit_common import separate_cfg_rows
+
+        return separate_cfg_rows(call, seen)  # true CFG calls the transformer again for the negative
+
+    def region_weight(self, pipe: Any, mask: Any, size: tuple[int, int], pred: Any) -> Any:
+        from app.engine.families.dit_common import token_weight
+
+        return token_weight(pipe, mask, size, pred)  # packed 2x2 patches (+ Kontext's reference tokens)
+
     def detect_folder(self, index: Mapping[str, Any], folder: Path) -> str | None:
         name = str(index.get("_class_name", ""))
         if not name.startswith("Flux") or name.startswith("Flux2"):

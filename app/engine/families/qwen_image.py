@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.families.base import TrainingSpec, Variant
-from app.engine.families.dit_common import TransformerFamily
+from app.engine.families.dit_common import TransformerFamily, separate_cfg_rows, token_weight
 from app.engine.probe import Probe
 
 ORDER = 40
@@ -89,6 +89,21 @@ class QwenImage(TransformerFamily):
                                img_shapes=[[(1, h // 2, w // 2)]] * n, return_dict=False)[0]
         scale = pipe.vae_scale_factor
         return pipe._unpack_latents(out, h * scale, w * scale, scale)[:, :, 0]
+
+    # -- regional prompts --------------------------------------------------------------------
+    def region_inputs(self, pipe: Any, prompt: str, device: str,
+                      call: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A region's Qwen2.5-VL states and their mask (None when no token is padding: the forward
+        takes the text length from the states); an edit pipeline encodes it with the source image
+        its own call had."""
+        hidden, mask = self.region_encode(pipe, prompt, device, call)
+        return {"encoder_hidden_states": hidden, "encoder_hidden_states_mask": mask}
+
+    def region_rows(self, pipe: Any, call: Mapping[str, Any], seen: dict[str, Any]) -> slice | None:
+        return separate_cfg_rows(call, seen)  # true CFG calls the transformer again for the negative
+
+    def region_weight(self, pipe: Any, mask: Any, size: tuple[int, int], pred: Any) -> Any:
+        return token_weight(pipe, mask, size, pred)  # packed 2x2 patches (+ an edit's reference tokens)
 
     def to_model_space(self, vae: Any, z: Any) -> Any:
         mean, std = _channel_stats(vae, z)

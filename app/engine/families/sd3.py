@@ -68,6 +68,18 @@ class SD3(TransformerFamily):
                                 encoder_hidden_states=emb["hidden"], pooled_projections=emb["pooled"],
                                 return_dict=False)[0]
 
+    # -- regional prompts (the prediction is (N, C, h, w), as a U-Net's: the base weight fits) ---
+    def region_inputs(self, pipe: Any, prompt: str, device: str,
+                      call: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A region's joint CLIP+T5 states and pooled CLIP projections."""
+        hidden, _negative, pooled, _negative_pooled = self.region_encode(pipe, prompt, device, call)
+        return {"encoder_hidden_states": hidden, "pooled_projections": pooled}
+
+    def region_rows(self, pipe: Any, call: Mapping[str, Any], seen: dict[str, Any]) -> slice | None:
+        if call.get("skip_layers") is not None:  # skip-layer guidance's extra pass: the prompt's rows only
+            return slice(0, int(call["encoder_hidden_states"].shape[0]))
+        return super().region_rows(pipe, call, seen)  # [negative, prompt] in one call under CFG
+
 
 FAMILY = SD3(
     name="sd3", title="Stable Diffusion 3.5",

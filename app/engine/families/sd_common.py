@@ -117,7 +117,8 @@ class StableDiffusion(Family):
 
     def claims_controlnet(self, model: Any) -> bool:
         cfg = getattr(model, "config", {})
-        return type(model).__name__ == "ControlNetModel" and cfg.get("cross_attention_dim") == self.cross_attention
+        return type(model).__name__ in ("ControlNetModel", "ControlNetUnionModel") and \
+            cfg.get("cross_attention_dim") == self.cross_attention
 
     def after_single_file(self, pipe: Any, path: Path, explicit_config: bool) -> list[str]:
         return []
