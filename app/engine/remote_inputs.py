@@ -5,7 +5,8 @@ A workflow on the laptop names files on the laptop. Before it is submitted to a 
 local folder a `tree:<sha256>` (uploading only the blobs the server lacks, in resumable chunks),
 and every model parameter (ports declared `Choices(..., model=kind)`) is checked against the
 server's model list: a name it has stays, a local file it lacks (a personal LoRA) is uploaded
-and adopted, and anything else is one "missing on the server" line per model, before anything
+and adopted, a local diffusers folder it lacks (a ControlNet, a checkpoint) goes up as a tree (the
+node then reads the tree's folder on the server), and anything else is one "missing on the server" line per model, before anything
 runs. A file a node is asked to write (`FileFilter(save=True)`, Train LoRA's `out`) is left to
 the node's default place on the server (for a LoRA: the server's loras folder, named by the
 dataset's hash, so a stopped training resumes from its checkpoints in a later job) and
@@ -188,8 +189,7 @@ class Preparer:
         if name in names:
             return value
         if local is not None and local.is_dir():
-            raise RemoteInputError(f"{kind} folder {local.name} is missing on the server (folders are not "
-                                   "uploaded: put it in the server's models folder or use a .safetensors file)")
+            return self._folder(local)  # a diffusers folder goes up as a tree (its files by hash, once)
         if _hub_id(name):
             return value  # the server downloads it from the Hugging Face hub
         raise RemoteInputError(f"{kind} '{name}' is missing on the server (and is not a file here)")
