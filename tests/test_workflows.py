@@ -88,8 +88,17 @@ def _check_flux_comfy_layout_outpaint(files: list[pathlib.Path], result: RunResu
     assert out[:, 64:].std() > 0.005 and np.abs(out[:, 70:] - out[:, 63:64]).mean() > 0.01  # painted, not edge pixels
 
 
+def _check_guided_canny_regions(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    gen, edges = sorted(files, key=lambda p: "edges" in p.name)
+    out, edge = _rgb(gen), _rgb(edges)
+    expected = cv2.Canny(cv2.imread(str(SAMPLES / "shapes.png"), cv2.IMREAD_GRAYSCALE), 80, 180)
+    assert edge.shape[:2] == expected.shape and np.array_equal(edge[..., 0] > 0.5, expected > 0)  # OpenCV's edges
+    assert out.shape == (64, 64, 3) and out.std() > 0.01
+
+
 CHECKS: dict[str, Callable[[list[pathlib.Path], RunResult, pathlib.Path], None]] = {
     "flux_comfy_layout_outpaint": _check_flux_comfy_layout_outpaint,
+    "guided_canny_regions": _check_guided_canny_regions,
     "blend_and_grade": _check_blend_and_grade,
     "masked_composite": _check_masked_composite,
     "contact_sheet": _check_contact_sheet,

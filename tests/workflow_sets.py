@@ -54,3 +54,8 @@ def _tiny_flux_split(request: pytest.FixtureRequest) -> list[str]:
 
 
 WORKFLOW_SETS["flux_comfy_layout_outpaint.json"] = _tiny_flux_split
+
+
+WORKFLOW_SETS["guided_canny_regions.json"] = lambda request: [
+    _tiny_sd(request), f"net.controlnet={request.getfixturevalue('tiny_sd_controlnet')}", "gen.width=64",
+    "gen.height=64", "gen.steps=2", "sky.width=64", "sky.height=16"]
