@@ -232,6 +232,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             print("    in  (more inputs derived from the node's parameters)")
         for p in s.outputs:
             print(f"    out {p.name}: {p.kind_name}")
+    for title, why in sorted(registry.left_out.items()):
+        if not args.filter or args.filter.lower() in title.lower():
+            print(f"(not included) {title}: {why}")
     for err in registry.load_errors:
         print(f"warning: node pack failed to load: {err}", file=sys.stderr)
     return 0

@@ -340,6 +340,9 @@ class Registry:
         self._legacy: dict[str, str] = {}
         #: Long-lived managers packs need (name -> factory(engine)), from their `SERVICES` dicts.
         self.services: dict[str, Callable[[Any], Any]] = {}
+        #: Nodes a pack knowingly leaves out (title -> why), from their `LEFT_OUT` dicts, so the node
+        #: list can say so instead of staying silent.
+        self.left_out: dict[str, str] = {}
         self.load_errors: list[str] = []
         self._loaded = not load_packs
         self._load_lock = threading.Lock()
@@ -387,7 +390,7 @@ class Registry:
                 self._loaded = True
 
     def add_module(self, module: types.ModuleType) -> None:
-        """Register what a pack module (and its submodules) declared: `@node`s and `SERVICES`."""
+        """Register what a pack module (and its submodules) declared: `@node`s, `SERVICES`, `LEFT_OUT`."""
         name = module.__name__
         for mod_name, specs in list(_DECLARED.items()):
             if mod_name == name or mod_name.startswith(name + "."):
@@ -396,6 +399,7 @@ class Registry:
         for mod_name, mod in list(sys.modules.items()):
             if (mod_name == name or mod_name.startswith(name + ".")) and mod is not None:
                 self.services.update(getattr(mod, "SERVICES", None) or {})
+                self.left_out.update(getattr(mod, "LEFT_OUT", None) or {})
 
 
 #: Declarations by module: `@node` without a registry records here; `Registry.add_module` reads it.

@@ -5,12 +5,13 @@ A workflow on the laptop names files on the laptop. Before it is submitted to a 
 local folder a `tree:<sha256>` (uploading only the blobs the server lacks, in resumable chunks),
 and every model parameter (ports declared `Choices(..., model=kind)`) is checked against the
 server's model list: a name it has stays, a local file it lacks (a personal LoRA) is uploaded
-and adopted, a local diffusers folder it lacks (a ControlNet, a checkpoint) goes up as a tree (the
-node then reads the tree's folder on the server), and anything else is one "missing on the server" line per model, before anything
-runs. A file a node is asked to write (`FileFilter(save=True)`, Train LoRA's `out`) is left to
-the node's default place on the server (for a LoRA: the server's loras folder, named by the
-dataset's hash, so a stopped training resumes from its checkpoints in a later job) and
-remembered here, so the client brings the result back to where the user asked for it.
+and adopted, a local diffusers folder it lacks (a ControlNet, a checkpoint) goes up as a tree
+(the node then reads the tree's folder on the server), and anything else is one "missing on the
+server" line per model, before anything runs. A file a node is asked to write
+(`FileFilter(save=True)`, Train LoRA's `out`) is left to the node's default place on the server
+(for a LoRA: the server's loras folder, named by the dataset's hash, so a stopped training
+resumes from its checkpoints in a later job) and remembered here, so the client brings the
+result back to where the user asked for it.
 """
 
 from __future__ import annotations

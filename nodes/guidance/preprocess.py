@@ -25,6 +25,14 @@ from nodes.image.util import Interpolation, check_image, check_mask, each, map_i
 from nodes.registry import node
 from nodes.types import Choices, Context, Help, Image, Mask, Range
 
+#: Preprocessors ControlNet users expect that are not here, and why (listed by `imagebash nodes`).
+LEFT_OUT = {
+    "Line Art": "its only implementation (controlnet_aux) needs torchvision and timm, and its weights are "
+                "pickled .pth files; make line art elsewhere and load it as the control image",
+    "Soft Edge (HED / PiDiNet)": "the same: controlnet_aux with torchvision and pickled weights; Canny or "
+                                 "Tile / Blur steer similarly",
+}
+
 CATEGORY = "guidance/preprocess"
 DEPTH_DIR = "depth"
 DEPTH_EXAMPLE = "depth-anything/Depth-Anything-V2-Small-hf"

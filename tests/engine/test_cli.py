@@ -95,6 +95,7 @@ def test_nodes_listing_text_and_json():
     assert text.returncode == 0
     for d in listed[:5]:
         assert d["id"] in text.stdout
+    assert "(not included) Line Art: " in text.stdout  # what a pack leaves out is said, with why
 
 
 def test_listing_into_a_closed_pipe_stops_quietly(monkeypatch):
