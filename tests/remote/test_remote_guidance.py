@@ -35,26 +35,28 @@ FLAT = "tiny-sd-canny-flat.safetensors"  # NET's weights as one diffusers-layout
 
 
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory, tiny_sd_dir):
-    """{name: path} of the tiny ControlNets (random weights, made from the tiny U-Net's config)."""
-    import torch
-    from diffusers import ControlNetModel, UNet2DConditionModel
+def nets(tmp_path_factory, tiny_sd_controlnet):
+    """{name: path} of the tiny ControlNets: the shared one (random weights from the tiny U-Net's
+    config), one for a 64-wide text encoder, and the first's weights as one diffusers-layout file."""
+    from diffusers import ControlNetModel
 
-    unet = UNet2DConditionModel.from_pretrained(str(tiny_sd_dir), subfolder="unet")
-    torch.manual_seed(5)
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
-    with torch.no_grad():  # zero convs start at zero: give them weight so the net (and its image) steers
-        for name, p in net.named_parameters():
-            if float(p.abs().sum()) == 0.0:
-                p.normal_(0, 0.3)
-            elif name.startswith("controlnet_cond_embedding"):
-                p.mul_(4.0)
     root = tmp_path_factory.mktemp("nets")
-    net.save_pretrained(str(root / NET), safe_serialization=True)
-    wide = ControlNetModel.from_config({**net.config, "cross_attention_dim": 64})
+    shutil.copytree(tiny_sd_controlnet, root / NET)
+    net_config = ControlNetModel.load_config(str(tiny_sd_controlnet))
+    wide = ControlNetModel.from_config({**net_config, "cross_attention_dim": 64})
     wide.save_pretrained(str(root / WIDE), safe_serialization=True)
     shutil.copyfile(root / NET / "diffusion_pytorch_model.safetensors", root / FLAT)
     return {NET: root / NET, WIDE: root / WIDE, FLAT: root / FLAT}
+
+
+def _run_locally(graph: Graph, output_dir: pathlib.Path) -> dict[str, np.ndarray]:
+    local = LocalEngine(settings=EngineSettings(device="cpu"))
+    try:
+        _h, seen = _follow(local, graph, output_dir)
+        assert not seen[-1].failed and not seen[-1].error
+        return _outputs(local, seen)
+    finally:
+        local.shutdown()
 
 
 def _shape_png(path: pathlib.Path) -> pathlib.Path:
@@ -129,13 +131,7 @@ def test_canny_and_a_controlnet_remotely_give_the_local_pixels_and_the_image_goe
     png = _shape_png(tmp_path / "shape.png")
     graph = _graph(png, {"cn": {"controlnet": NET, "strength": 1.0}})
 
-    local = LocalEngine(settings=EngineSettings(device="cpu"))
-    try:
-        _h, local_seen = _follow(local, graph, tmp_path / "local")
-        assert not local_seen[-1].failed and not local_seen[-1].error
-        here = _outputs(local, local_seen)
-    finally:
-        local.shutdown()
+    here = _run_locally(graph, tmp_path / "local")
 
     client = remote()
     sent = _counting_uploads(client)
@@ -227,12 +223,7 @@ def test_a_local_controlnet_folder_the_server_lacks_goes_up_as_a_tree_once(remot
     monkeypatch.setenv("IMAGEBASH_MODELS", str(_models_folder(tmp_path / "here", tiny_sd_dir)))
     png = _shape_png(tmp_path / "shape.png")
     graph = _graph(png, {"cn": {"controlnet": str(nets[NET]), "strength": 1.0}})
-    local = LocalEngine(settings=EngineSettings(device="cpu"))
-    try:
-        _h, local_seen = _follow(local, graph, tmp_path / "local")
-        here = _outputs(local, local_seen)
-    finally:
-        local.shutdown()
+    here = _run_locally(graph, tmp_path / "local")
     client = remote()
     sent = _counting_uploads(client)
     _h, seen = _follow(client, graph, tmp_path / "remote")
