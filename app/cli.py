@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 #: Modules that add subcommands: each has `register(subparsers)` and imports heavy things lazily.
-EXTRA_COMMANDS = ("app.training.cli", "app.server.cli", "app.engine.remote_cli")
+EXTRA_COMMANDS = ("app.training.cli", "app.server.cli", "app.engine.remote_cli", "app.library.cli")
 
 
 class CliError(Exception):
@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Node-graph imagebashing: chain local diffusion models, LoRAs and online APIs, "
                     "blend the results, export images and video. With no command, opens the editor.")
     p.add_argument("--version", action="version", version=f"imagebash {_version()}")
+    p.add_argument("--self-test", action="store_true",
+                   help="run the default workflow headless, check its output and exit (0: all good)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a workflow headless")
@@ -87,6 +89,10 @@ def main(argv: Sequence[str] | None = None, registry: Any = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.registry = registry
+    if args.self_test:
+        from app.selftest import run_self_test
+
+        return run_self_test()
     if args.command is None:
         args.workflow = None
         args.func = cmd_gui
