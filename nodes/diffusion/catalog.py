@@ -21,6 +21,7 @@ DIRS = {
     "controlnet": ("controlnet", "ControlNet"),
     "ipadapter": ("ipadapter", "ip_adapter"),
     "clip_vision": ("clip_vision", "image_encoder"),
+    "embedding": ("embeddings",),
 }
 
 
@@ -38,7 +39,7 @@ def _kind_of(path: Path, kind: str) -> str | None:
         header = probe(path)
     except ProbeError:
         return None
-    if kind in ("text_encoder", "vae", "controlnet", "ipadapter", "clip_vision"):
+    if kind in ("text_encoder", "vae", "controlnet", "ipadapter", "clip_vision", "embedding"):
         return kind
     return "lora" if header.looks_like_lora() else "checkpoint"
 
