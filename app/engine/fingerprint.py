@@ -67,5 +67,6 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
 
 
 def short_hash(path: str | os.PathLike[str]) -> str:
-    """The first 10 hex digits of the content hash: for provenance in saved images."""
-    return file_hash(path)[:10]
+    """The first 10 hex digits of the file's sha256, for provenance in saved images: A1111's
+    "Model hash" (AutoV2), which Civitai's by-hash lookup takes, so a PNG names its models findably."""
+    return file_hash(path, algorithm="sha256")[:10]

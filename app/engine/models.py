@@ -279,7 +279,9 @@ def resolve_source(source: str, search: list[Path] | None = None) -> tuple[Path 
         if c.exists():
             return c.resolve(), ""
     if p.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or p.is_absolute() or raw.startswith("."):
-        raise ModelError(f"model file not found: {source}")
+        from app.library.missing import where_to_get
+
+        raise ModelError(f"model file not found: {source} ({where_to_get(raw, 'checkpoint')})")
     if raw.count("/") == 1:
         return None, raw
     raise ModelError(f"model not found: '{source}' is neither a file, a diffusers folder nor a hub id (owner/name)")

@@ -191,7 +191,7 @@ class Preparer:
             return value
         if local is not None and local.is_dir():
             return self._folder(local)  # a diffusers folder goes up as a tree (its files by hash, once)
-        if _hub_id(name):
+        if is_hub_id(name):
             return value  # the server downloads it from the Hugging Face hub
         raise RemoteInputError(f"{kind} '{name}' is missing on the server (and is not a file here)")
 
@@ -210,6 +210,7 @@ class Preparer:
             return None
 
 
-def _hub_id(name: str) -> bool:
+def is_hub_id(name: str) -> bool:
+    """Whether a model name is a Hugging Face Hub id (owner/repo), which downloads at run time."""
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.lower().endswith(MODEL_SUFFIXES) and not name.startswith(".")

@@ -57,7 +57,9 @@ def lora_path(file: str) -> Path:
             return path
     except (OSError, RuntimeError, ValueError):
         pass
-    raise FileNotFoundError(f"LoRA file not found: {name!r}")
+    from app.library.missing import where_to_get
+
+    raise FileNotFoundError(f"LoRA file not found: {name!r} ({where_to_get(name, 'lora')})")
 
 
 def _lora_key(params: dict) -> str:
@@ -84,8 +86,10 @@ def part_path(name: str, kind: str) -> Path:
     if not path.is_absolute() and not path.exists():
         path = find(str(name).strip(), kind) or path
     if not path.is_file():
+        from app.library.missing import where_to_get
+
         what = "text encoder" if kind == "text_encoder" else "VAE"
-        raise FileNotFoundError(f"{what} file not found: {name!r}")
+        raise FileNotFoundError(f"{what} file not found: {name!r} ({where_to_get(name, kind)})")
     return path
 
 
