@@ -24,4 +24,7 @@ def _user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("IMAGEBASH_CONFIG_DIR", str(home / "config"))
     monkeypatch.setenv("IMAGEBASH_CACHE_DIR", str(home / "cache"))
     monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
+    monkeypatch.delenv("IMAGEBASH_EXTRA_MODELS", raising=False)  # a developer's ComfyUI folder stays out
+    for name in ("HF_TOKEN", "IMAGEBASH_HUGGINGFACE_TOKEN", "CIVITAI_API_TOKEN", "IMAGEBASH_CIVITAI_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     yield

@@ -11,6 +11,7 @@ flight are kept so that a restarted window can follow them again.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,19 @@ class Settings:
     @models_dir.setter
     def models_dir(self, folder: str | pathlib.Path) -> None:
         _set_shared("models_dir", str(folder))
+
+    @property
+    def extra_model_roots(self) -> list[pathlib.Path]:
+        """Another tool's models folders (ComfyUI's or A1111's `models/`) listed beside ours, nothing
+        copied; kept in settings.json as "library/extra_roots" because the headless side
+        (`app.paths.extra_model_roots`) reads them too."""
+        v = _shared().get("library/extra_roots")
+        items = v.split(os.pathsep) if isinstance(v, str) else (v if isinstance(v, list) else [])
+        return [pathlib.Path(x).expanduser() for x in items if isinstance(x, str) and x.strip()]
+
+    @extra_model_roots.setter
+    def extra_model_roots(self, folders: list[str | pathlib.Path]) -> None:
+        _set_shared("library/extra_roots", [str(f) for f in folders if str(f).strip()])
 
     @property
     def output_dir(self) -> pathlib.Path:

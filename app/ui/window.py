@@ -18,9 +18,11 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QUndoGroup
+from PySide6.QtCore import QByteArray, QRect, Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QKeySequence, QUndoGroup
 from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
     QDockWidget,
     QFileDialog,
     QMainWindow,
@@ -33,13 +35,14 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.graph.io import WorkflowFormatError
 from app.ui import autosave as A
-from app.ui.actions import build_actions, check_engine, fill_engines, icon, show_canvas_actions
+from app.ui.actions import build_actions, check_engine, fill_engines, icon, make_action, show_canvas_actions
 from app.ui.canvas.palette import NodePalette
 from app.ui.canvas.view import CanvasView
 from app.ui.document import WorkflowDocument
 from app.ui.engines import EngineSet
 from app.ui.panels.inspector import InspectorPanel
 from app.ui.panels.log import LogPanel
+from app.ui.panels.models import ModelsPanel
 from app.ui.panels.preview import PreviewPanel
 from app.ui.panels.queue import QueuePanel
 from app.ui.panels.welcome import WelcomeStrip
@@ -50,6 +53,17 @@ from nodes.registry import Registry
 
 DEFAULT_WORKFLOW = "blend_and_grade.json"
 WORKFLOW_FILTER = "Workflows (*.json *.png);;All files (*)"
+#: On first start the window fills this much of the screen's available area, centred.
+FIRST_START_FRACTION = 0.85
+#: Hides / shows every panel at once (Tab opens the canvas's node search; F11 is free).
+PANELS_KEY = "F11"
+
+
+def first_start_geometry(available: QRect) -> QRect:
+    """The window's rectangle on first start: most of the screen, centred, so the canvas has room."""
+    r = QRect(0, 0, round(available.width() * FIRST_START_FRACTION), round(available.height() * FIRST_START_FRACTION))
+    r.moveCenter(available.center())
+    return r
 
 
 class MainWindow(QMainWindow):
@@ -72,7 +86,6 @@ class MainWindow(QMainWindow):
         self.engines = EngineSet(self.settings, engine, self)
         self.setWindowTitle("imagebash")
         self.setWindowIcon(icon("imagebash"))
-        self.resize(1500, 920)
         #: Answers "save changes to X?" with "save", "discard" or "cancel".
         self.ask_unsaved: Callable[[WorkflowDocument], str] = self._ask_unsaved_dialog
         #: Answers "save X where?" with a path, or None to cancel.
@@ -80,6 +93,8 @@ class MainWindow(QMainWindow):
         self.ask_restore = ask_restore or self._ask_restore_dialog
         self._titles: dict[int, str] = {}  # id(doc) -> title of a document opened from an example
         self._views: list[CanvasView] = []
+        #: The last missing-models dialog shown (`check_models`), for tests and for raising it again.
+        self.missing_dialog: Any = None
 
         self.undo_group = QUndoGroup(self)
         self.runner = RunController(engine, self, client_for=self._client_for)
@@ -112,14 +127,22 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.palette_panel = NodePalette(self.registry)
-        self.palette_panel.setMinimumWidth(200)
+        self.palette_panel.setMinimumWidth(140)
         self.inspector = InspectorPanel()
         self.preview = PreviewPanel(self.runner)  # frames come from the engine that made them
+        for combo in (self.preview.source, self.preview.before):  # a narrow dock on a small screen
+            combo.setMinimumContentsLength(6)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.queue = QueuePanel(self.runner)
         self.log = LogPanel()
         self.log.nodeClicked.connect(self._select_node)
+        self.models = ModelsPanel(workflow_dirs=self._workflow_dirs)
         self.docks: dict[str, QDockWidget] = {}
         self._dock("Nodes", self.palette_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Models", self.models, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Nodes"], self.docks["Models"])
+        self.docks["Nodes"].raise_()
+        self.docks["Models"].visibilityChanged.connect(self._models_shown)
         self._dock("Inspector", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Preview", self.preview, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Queue", self.queue, Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -128,6 +151,10 @@ class MainWindow(QMainWindow):
         self.docks["Queue"].raise_()
 
         build_actions(self)
+        self._hidden_panels: list[str] = []  # the docks F11 hid, shown again by the next F11
+        self.act_panels = make_action(self, "Hide / Show &Panels", self.toggle_panels, QKeySequence(PANELS_KEY),
+                                      tip="Hide every panel to give the canvas the whole window, or bring them back")
+        self.view_menu.insertAction(self.view_menu_canvas, self.act_panels)
         self.statusBar().showMessage("Ready", 3000)
         self._restore_layout()
 
@@ -150,6 +177,18 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         self.docks[title] = dock
         return dock
+
+    def _models_shown(self, visible: bool) -> None:
+        """The library is scanned the first time its panel shows (start-up never waits for a scan)."""
+        if visible and not self.models.models and not self.models.scanning:
+            self.models.refresh()
+
+    def _workflow_dirs(self) -> list[pathlib.Path]:
+        """Where the Models panel looks for the workflows that use a model: the examples, the
+        recent files and the open ones (files, not their folders: a home folder is no place to search)."""
+        found = [paths.WORKFLOWS, *(pathlib.Path(f) for f in self.settings.recent_files())]
+        found += [d.path for d in self.documents if d.path is not None]
+        return list(dict.fromkeys(f for f in found if f.exists()))
 
     def _hide_welcome(self) -> None:
         self.settings.show_welcome = False
@@ -190,7 +229,7 @@ class MainWindow(QMainWindow):
         i = self.tabs.addTab(view, "")
         self._update_title(view)
         self.tabs.setCurrentIndex(i)
-        QTimer.singleShot(0, view.frame_all)
+        QTimer.singleShot(0, view, lambda: view.frame_all(readable=True))
         return view
 
     def tab_title(self, doc: WorkflowDocument) -> str:
@@ -247,6 +286,7 @@ class MainWindow(QMainWindow):
         doc.path = None
         view = self.add_document(doc, title=p.stem)
         self._report_upgrade(doc, p)
+        self.check_models(doc)
         return view
 
     def open_path(self, path: str | pathlib.Path) -> CanvasView | None:
@@ -265,7 +305,38 @@ class MainWindow(QMainWindow):
             self.settings.add_recent(p)
         self.statusBar().showMessage(f"Opened {p}", 4000)
         self._report_upgrade(doc, p)
+        self.check_models(doc, p)
         return view
+
+    def check_models(self, doc: WorkflowDocument, source: pathlib.Path | None = None) -> Any:
+        """One dialog listing the model files an opened workflow names and this computer lacks
+        (`app.library.missing`); None when nothing is missing. A PNG's provenance gives each model's
+        hash (for a Civitai look-up). A remote engine has its own models."""
+        if doc.engine != LOCAL:
+            return None
+        from app.library.missing import missing_models, png_provenance
+
+        try:
+            provenance = png_provenance(source) if source is not None and source.suffix.lower() == ".png" else None
+            missing = missing_models(doc.graph, self.registry, provenance=provenance)
+        except Exception as exc:  # noqa: BLE001 - a check that fails must not stop the file opening
+            self.log.add("warning", f"could not check the workflow's models: {exc}")
+            return None
+        if not missing:
+            return None
+        from app.ui.dialogs.missing_models import MissingModelsDialog
+
+        self.log.add("warning", f"{self.tab_title(doc).rstrip(' *')}: {len(missing)} model file(s) missing: "
+                                + ", ".join(m.name for m in missing))
+        dlg = MissingModelsDialog(doc, missing, self.settings.models_dir, self.tab_title(doc).rstrip(" *"), self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.relinked.connect(lambda _changes: self.models.refresh() if self.models.models else None)
+        self.missing_dialog = dlg
+        if self.isVisible():
+            dlg.show()
+        else:
+            QTimer.singleShot(0, dlg.show)  # opened from the command line: after the window shows
+        return dlg
 
     def _report_upgrade(self, doc: WorkflowDocument, path: pathlib.Path) -> None:
         """Say once that an older file was upgraded on opening (saving keeps the upgrade)."""
@@ -447,8 +518,6 @@ class MainWindow(QMainWindow):
 
     def _refresh_inspector(self) -> None:
         """Rebuild the inspector's editors (new model lists), unless the user is typing in it."""
-        from PySide6.QtWidgets import QApplication
-
         focus = QApplication.focusWidget()
         if focus is not None and self.inspector.isAncestorOf(focus):
             return
@@ -548,7 +617,7 @@ class MainWindow(QMainWindow):
         view = self.current_view()
         if view is not None and node_id in view.document.graph.nodes:
             view.select_nodes([node_id])
-            view.frame_selected()
+            view.frame_selected(readable=True)
 
     # dialogs ------------------------------------------------------------------------------------
     def settings_dialog(self) -> None:
@@ -571,10 +640,10 @@ class MainWindow(QMainWindow):
                 self.engines.client(doc.engine)  # rebuilt (and probed) now for the tabs on it
         fill_engines(self)
         self._update_engine_indicator()
+        if self.models.models or not self.docks["Models"].isHidden():
+            self.models.refresh()  # the models folder may have moved
 
     def apply_theme(self, name: str) -> None:
-        from PySide6.QtWidgets import QApplication
-
         from app.ui.theme import apply_theme
 
         apply_theme(QApplication.instance(), name)
@@ -622,27 +691,66 @@ class MainWindow(QMainWindow):
                 return
         if getattr(self, "_train_dialog", None) is not None:
             self._train_dialog.stop()  # the trainer writes a checkpoint before it stops
-        self.settings.set("ui/geometry", self.saveGeometry())
-        self.settings.set("ui/state", self.saveState())
-        self.settings.sync()
+        self.save_layout()
         self.runner.shutdown(detach=self.engines.remote_clients())  # remote jobs run on: see app.ui.reattach
         self.autosave.close_clean()
         event.accept()
 
+    def save_layout(self) -> None:
+        """Keep the window's size, place and dock layout for the next start (panels hidden by F11
+        are saved where they were, with a flag that hides them again)."""
+        hidden = list(self._hidden_panels)
+        if hidden:
+            self.toggle_panels()
+        self.settings.set("ui/geometry", self.saveGeometry())
+        self.settings.set("ui/state", self.saveState())
+        self.settings.set("ui/panels_hidden", ",".join(hidden))
+        if hidden:
+            self.toggle_panels()
+        self.settings.sync()
+
     def _restore_layout(self) -> None:
         geo = self.settings.get("ui/geometry")
         state = self.settings.get("ui/state")
-        if isinstance(geo, QByteArray):
-            self.restoreGeometry(geo)
+        hidden = [n for n in str(self.settings.get("ui/panels_hidden", "") or "").split(",") if n in self.docks]
+        if not (isinstance(geo, QByteArray) and self.restoreGeometry(geo)):
+            screen = self.screen() or QApplication.primaryScreen()
+            self.setGeometry(first_start_geometry(screen.availableGeometry()))
         if isinstance(state, QByteArray) and self.restoreState(state):
+            if hidden:
+                self._hide_panels(hidden)
             return
         QTimer.singleShot(0, self._default_dock_sizes)  # once shown: sizes need a laid-out window
 
     def _default_dock_sizes(self) -> None:
-        self.resizeDocks([self.docks["Nodes"]], [240], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Inspector"]], [380], Qt.Orientation.Horizontal)
+        """Panels in proportion to the window, so the canvas keeps most of the width on any screen."""
+        w, h = self.width(), self.height()
+        self.resizeDocks([self.docks["Nodes"]], [max(140, min(240, round(w * 0.14)))], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Inspector"]], [max(200, min(380, round(w * 0.2)))], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Inspector"], self.docks["Preview"]], [400, 400], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Queue"]], [170], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Queue"]], [max(120, min(170, round(h * 0.18)))], Qt.Orientation.Vertical)
+
+    # panels -------------------------------------------------------------------------------------
+    def toggle_panels(self) -> None:
+        """F11: hide every visible panel (the canvas gets the window), or show the ones it hid."""
+        if self._hidden_panels:
+            names, self._hidden_panels = self._hidden_panels, []
+            for name in names:
+                self.docks[name].show()
+            self.statusBar().showMessage(f"Panels shown ({PANELS_KEY} hides them)", 3000)
+            return
+        self._hide_panels(list(self.docks))
+        self.statusBar().showMessage(f"Panels hidden: {PANELS_KEY} or View ▸ Hide / Show Panels brings them back",
+                                     5000)
+
+    def _hide_panels(self, names: list[str]) -> None:
+        self._hidden_panels = [n for n in names if not self.docks[n].isHidden()]
+        for name in self._hidden_panels:
+            self.docks[name].hide()
+
+    @property
+    def panels_hidden(self) -> bool:
+        return bool(self._hidden_panels)
 
 
 def _same(a: pathlib.Path, b: pathlib.Path) -> bool:

@@ -162,6 +162,14 @@ def test_settings_dialog_keeps_the_token_in_the_keyring_only(make_window, memory
     assert again.token.text() == "" and "keyring" in again.token_state.text()
     again._forget_token()
     assert secrets.get_token("replicate") is None
+    # the Hugging Face token for gated downloads goes the same way, and is what downloads use
+    from app.library.sources import hf_token
+
+    again.accounts["huggingface"].edit.setText("hf_testtokenABCDEFGH12345678")
+    again.accept()
+    assert memory_keyring.store[("imagebash", "huggingface")] == "hf_testtokenABCDEFGH12345678"
+    assert hf_token() == "hf_testtokenABCDEFGH12345678"
+    assert "keyring" in SettingsDialog(gui_settings, win).accounts["huggingface"].state.text()
 
 
 def test_a_token_saved_in_settings_is_used_at_once(make_window, memory_keyring, gui_settings, request,

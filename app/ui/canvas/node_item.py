@@ -38,6 +38,10 @@ _ER = Qt.TextElideMode.ElideRight
 STATES = ("idle", "queued", "running", "cached", "done", "failed", "skipped", "muted")
 
 
+#: The level of detail from which a node draws its title, port names and values (below: a block).
+TEXT_LOD = 0.5
+
+
 @dataclass
 class Row:
     """One painted line of a node: an input and/or an output port, or a parameter with its value."""
@@ -304,7 +308,7 @@ class NodeItem(QGraphicsItem):
         if self.state == "running":
             frac = 1.0 if self.progress is None else max(0.0, min(1.0, self.progress))
             painter.fillRect(QRectF(1, TITLE_H, (w - 2) * frac, PROGRESS_H), pal["running"])
-        detail = lod >= 0.5
+        detail = lod >= TEXT_LOD
         if detail:
             self._paint_title(painter, pal, state_col, mode)
         painter.setPen(QPen(pal["node_border"], 1.0))

@@ -6,6 +6,7 @@ them, handles keys, drops and the clipboard, and offers the run-state API the wi
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -29,7 +30,7 @@ from app.ui.canvas.gestures import GESTURES, Gesture
 from app.ui.canvas.link_item import LinkItem, RerouteDot
 from app.ui.canvas.menus import build_context_menu
 from app.ui.canvas.minimap import Minimap
-from app.ui.canvas.node_item import NodeItem
+from app.ui.canvas.node_item import TEXT_LOD, NodeItem
 from app.ui.canvas.scene import FAR_SCALE, CanvasScene
 from app.ui.canvas.search import NodeSearchPopup
 from app.ui.canvas.shortcuts import canvas_actions
@@ -39,7 +40,23 @@ from nodes.registry import NodeSpec
 
 NODE_MIME = "application/x-imagebash-node"
 WORKFLOW_MIME = "application/x-imagebash-workflow"
+#: A model from the Models panel: JSON {"kind", "path"}; dropped, it becomes its loader node.
+MODEL_MIME = "application/x-imagebash-model"
+#: The node (and its file parameter) that loads a model of each library kind.
+MODEL_LOADERS: dict[str, tuple[str, str]] = {
+    "checkpoint": ("imagebash.diffusion.load_model", "checkpoint"),
+    "diffusion_model": ("imagebash.diffusion.load_model", "checkpoint"),
+    "lora": ("imagebash.diffusion.lora", "file"),
+    "controlnet": ("imagebash.guidance.controlnet", "controlnet"),
+    "ipadapter": ("imagebash.guidance.ip_adapter", "ip_adapter"),
+}
 MIN_SCALE, MAX_SCALE = 0.05, 3.0
+#: Node items draw their titles, port names and values from this zoom up; below it they are blocks.
+TEXT_SCALE = TEXT_LOD
+#: Framing done for the user (on open, first start, a resize, jumping to a node) never zooms out
+#: past this: the text stays readable (a 9 pt title is ~10 px here) and the user pans to see more.
+#: Only their own zoom goes below it: the wheel, or Frame All / Frame Selection asked for by key.
+FRAME_MIN_SCALE = 0.8
 
 
 class CanvasView(QGraphicsView):
@@ -127,26 +144,34 @@ class CanvasView(QGraphicsView):
                 rect = rect.united(item.sceneBoundingRect())
         return rect
 
-    def frame_rect(self, rect: QRectF) -> None:
+    def frame_rect(self, rect: QRectF, readable: bool = False) -> None:
+        """Fit `rect` in the view (never above 1.25x); `readable` also keeps the zoom at or above
+        FRAME_MIN_SCALE, centring on the rect instead of fitting it all."""
         if rect.isNull() or not rect.isValid():
             self.resetTransform()
             super().centerOn(0, 0)
             return
         self.fitInView(rect.adjusted(-60, -60, 60, 60), Qt.AspectRatioMode.KeepAspectRatio)
         s = self.transform().m11()
-        if s > 1.25:
-            self.scale(1.25 / s, 1.25 / s)
+        clamped = min(1.25, max(FRAME_MIN_SCALE if readable else MIN_SCALE, s))
+        if clamped != s:
+            self.scale(clamped / s, clamped / s)
             super().centerOn(rect.center())
         self.minimap.update()
 
-    def frame_all(self) -> None:
-        self.frame_rect(self.content_rect())
+    def text_visible(self) -> bool:
+        """Whether the nodes draw their text at the current zoom (see TEXT_SCALE)."""
+        return self.transform().m11() >= TEXT_SCALE
 
-    def frame_selected(self) -> None:
+    def frame_all(self, readable: bool = False) -> None:
+        """Frame every node; `readable` (framing the app does on its own) keeps text drawn."""
+        self.frame_rect(self.content_rect(), readable)
+
+    def frame_selected(self, readable: bool = False) -> None:
         rect = QRectF()
         for it in self.canvas.selectedItems():
             rect = rect.united(it.sceneBoundingRect())
-        self.frame_rect(rect if rect.isValid() else self.content_rect())
+        self.frame_rect(rect if rect.isValid() else self.content_rect(), readable)
 
     def centerOn(self, *args) -> None:
         """Centre the view (the minimap, a test or the window chose a place: stop auto-framing)."""
@@ -420,7 +445,7 @@ class CanvasView(QGraphicsView):
 
     # drag and drop -----------------------------------------------------------------------------
     def _accepts(self, mime: QMimeData) -> bool:
-        return mime.hasFormat(NODE_MIME) or any(u.isLocalFile() for u in mime.urls())
+        return mime.hasFormat(NODE_MIME) or mime.hasFormat(MODEL_MIME) or any(u.isLocalFile() for u in mime.urls())
 
     def dragEnterEvent(self, event) -> None:
         if self._accepts(event.mimeData()):
@@ -445,12 +470,38 @@ class CanvasView(QGraphicsView):
                 self.statusMessage.emit(str(exc))
             event.acceptProposedAction()
             return
+        if mime.hasFormat(MODEL_MIME):
+            try:
+                model = json.loads(bytes(mime.data(MODEL_MIME)).decode("utf-8"))
+            except ValueError:
+                model = {}
+            self.drop_model(str(model.get("kind", "")), str(model.get("path", "")), pos)
+            event.acceptProposedAction()
+            return
         files = [pathlib.Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
         if files:
             self.drop_files(files, pos)
             event.acceptProposedAction()
             return
         event.ignore()
+
+    def drop_model(self, kind: str, path: str, pos: QPointF) -> str | None:
+        """A model from the library becomes its loader node, with the file set (one undo step)."""
+        from app.library.missing import param_value
+
+        loader = MODEL_LOADERS.get(kind)
+        if loader is None or not path:
+            self.statusMessage.emit(f"{pathlib.Path(path).name or 'this model'}: no node loads a {kind or 'model'} "
+                                    "on its own (pick it in a loader's dropdown)")
+            return None
+        type_id, port = loader
+        try:
+            nid = self.document.add_node(type_id, (pos.x(), pos.y()), {port: param_value(path, port_kind(kind))})
+        except GraphError as exc:
+            self.statusMessage.emit(str(exc))
+            return None
+        self.select_nodes([nid])
+        return nid
 
     def drop_files(self, files: list[pathlib.Path], pos: QPointF) -> list[str]:
         """A PNG carrying a workflow opens it; other images and videos become Load nodes."""
@@ -463,7 +514,7 @@ class CanvasView(QGraphicsView):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if self._auto_frame and self.canvas.nodes:
-            self.frame_all()
+            self.frame_all(readable=True)
         m = 10
         self.minimap.move(self.width() - self.minimap.width() - m, self.height() - self.minimap.height() - m)
 
@@ -474,3 +525,8 @@ class CanvasView(QGraphicsView):
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         super().scrollContentsBy(dx, dy)
         self.minimap.update()
+
+
+def port_kind(kind: str) -> str:
+    """The model kind a loader's port lists (a denoiser-only file sits in Load Model's checkpoint list)."""
+    return "checkpoint" if kind == "diffusion_model" else kind

@@ -1,11 +1,14 @@
-"""The settings dialog: device, precision, memory policy, folders, cache, Replicate token, the
-engines a tab may run on (`app.ui.dialogs.engines`), theme.
+"""The settings dialog: device, precision, memory policy, folders, cache, the accounts' tokens
+(Replicate, Hugging Face for gated models, Civitai), the engines a tab may run on
+(`app.ui.dialogs.engines`), theme.
 
 Everything but the tokens goes to the `Settings` store (QSettings); tokens go to the OS keyring
 through `app.secrets` and are never shown back, only whether one is stored.
 """
 
 from __future__ import annotations
+
+import os
 
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -29,6 +32,65 @@ from app.ui import settings as S
 from app.ui.dialogs.engines import EnginesEditor
 
 TOKEN_NAME = "replicate"
+#: (keyring name, label, placeholder, the environment variable that overrides it, what it is for)
+ACCOUNTS = (
+    (TOKEN_NAME, "Replicate", "paste an API token (r8_…)", "REPLICATE_API_TOKEN",
+     "No token: Replicate nodes will ask for one."),
+    ("huggingface", "Hugging Face", "paste an access token (hf_…)", "IMAGEBASH_HUGGINGFACE_TOKEN",
+     "No token: gated models (SD 3.5, Flux dev) cannot be downloaded."),
+    ("civitai", "Civitai", "paste an API key", "IMAGEBASH_CIVITAI_TOKEN",
+     "No key: Civitai models that need a login cannot be downloaded."),
+)
+
+
+class TokenRow:
+    """One account's token: typed here once, kept in the OS keyring (never in a file), never shown
+    back; the row says whether one is stored or comes from the environment."""
+
+    def __init__(self, form: QFormLayout, name: str, label: str, placeholder: str, env: str, missing: str) -> None:
+        self.name, self.env, self.missing = name, env, missing
+        self.edit = QLineEdit()
+        self.edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.edit.setPlaceholderText(placeholder)
+        self.state = QLabel()
+        self.state.setWordWrap(True)
+        self.forget = QPushButton("Remove stored token")
+        row = QHBoxLayout()
+        row.addWidget(self.edit, 1)
+        row.addWidget(self.forget)
+        form.addRow(label, row)
+        form.addRow("", self.state)
+        self.show_state()
+
+    def show_state(self) -> None:
+        source = secrets.token_source(self.name)
+        self.forget.setEnabled(source == "keyring")
+        self.state.setText({
+            "keyring": "A token is stored in the OS keyring. Type a new one to replace it.",
+            "environment": f"Using the token from the {self.env} environment variable.",
+        }.get(source or "", f"{self.missing} It is kept in the OS keyring, never in files."))
+
+    def forget_token(self) -> str | None:
+        """Delete the stored token; the error line, if the keyring refused."""
+        try:
+            secrets.delete_token(self.name)
+        except secrets.SecretStoreError as exc:
+            return str(exc)
+        finally:
+            self.show_state()
+        return None
+
+    def apply(self) -> str | None:
+        """Store a newly typed token; the error line, if the keyring refused."""
+        token = self.edit.text().strip()
+        if token:
+            try:
+                secrets.set_token(self.name, token)
+            except secrets.SecretStoreError as exc:
+                return str(exc)
+            self.edit.clear()
+        self.show_state()
+        return None
 
 
 class SettingsDialog(QDialog):
@@ -73,23 +135,19 @@ class SettingsDialog(QDialog):
         folders = QGroupBox("Folders")
         ff = QFormLayout(folders)
         self.models_dir = _folder_row(ff, "Models", str(settings.models_dir), self)
+        self.extra_models = _folder_row(ff, "Other tool's models", os.pathsep.join(str(f) for f in
+                                                                     settings.extra_model_roots), self)
+        self.extra_models.setPlaceholderText("an existing ComfyUI or A1111 models folder (optional)")
+        self.extra_models.setToolTip("Its models are listed and used where they are, nothing is copied; "
+                                     f"several folders are separated by '{os.pathsep}'")
         self.output_dir = _folder_row(ff, "Output", str(settings.output_dir), self)
 
-        online = QGroupBox("Replicate")
+        online = QGroupBox("Accounts")
         of = QFormLayout(online)
-        self.token = QLineEdit()
-        self.token.setEchoMode(QLineEdit.EchoMode.Password)
-        self.token.setPlaceholderText("paste an API token (r8_…)")
-        self.token_state = QLabel()
-        self.token_state.setWordWrap(True)
-        self.forget = QPushButton("Remove stored token")
-        self.forget.clicked.connect(self._forget_token)
-        row = QHBoxLayout()
-        row.addWidget(self.token, 1)
-        row.addWidget(self.forget)
-        of.addRow("API token", row)
-        of.addRow("", self.token_state)
-        self._show_token_state()
+        self.accounts = {a[0]: TokenRow(of, *a) for a in ACCOUNTS}
+        for row in self.accounts.values():
+            row.forget.clicked.connect(lambda _=False, r=row: self._forget(r))
+        self.token, self.token_state = self.accounts[TOKEN_NAME].edit, self.accounts[TOKEN_NAME].state
 
         self.engines = EnginesEditor(settings)
 
@@ -114,21 +172,13 @@ class SettingsDialog(QDialog):
         lay.addWidget(self.error)
         lay.addWidget(buttons)
 
-    def _show_token_state(self) -> None:
-        source = secrets.token_source(TOKEN_NAME)
-        self.forget.setEnabled(source == "keyring")
-        self.token_state.setText({
-            "keyring": "A token is stored in the OS keyring. Type a new one to replace it.",
-            "environment": "Using the token from the REPLICATE_API_TOKEN environment variable.",
-        }.get(source or "", "No token: Replicate nodes will ask for one. It is kept in the OS keyring, "
-                            "never in files."))
+    def _forget(self, row: TokenRow) -> None:
+        error = row.forget_token()
+        if error:
+            self._fail(error)
 
     def _forget_token(self) -> None:
-        try:
-            secrets.delete_token(TOKEN_NAME)
-        except secrets.SecretStoreError as exc:
-            self._fail(str(exc))
-        self._show_token_state()
+        self._forget(self.accounts[TOKEN_NAME])
 
     def _fail(self, message: str) -> None:
         self.error.setText(message)
@@ -140,14 +190,11 @@ class SettingsDialog(QDialog):
         if not self.engines.apply():
             self._fail(self.engines.error)
             return False
-        token = self.token.text().strip()
-        if token:
-            try:
-                secrets.set_token(TOKEN_NAME, token)
-            except secrets.SecretStoreError as exc:
-                self._fail(str(exc))
+        for row in self.accounts.values():
+            error = row.apply()
+            if error:
+                self._fail(error)
                 return False
-            self.token.clear()
         s = self.settings
         for choice in (S.DEVICE, S.PRECISION, S.ATTENTION_SLICING, S.VAE_TILING, S.MEMORY_MODE, S.THEME):
             s.set_choice(choice, self.combos[choice.key].currentText())
@@ -156,8 +203,8 @@ class SettingsDialog(QDialog):
         s.cache_budget_gb = self.cache_budget.value()
         s.models_dir = self.models_dir.text().strip() or str(s.models_dir)
         s.output_dir = self.output_dir.text().strip() or str(s.output_dir)
+        s.extra_model_roots = [f.strip() for f in self.extra_models.text().split(os.pathsep) if f.strip()]
         s.sync()
-        self._show_token_state()
         return True
 
     def accept(self) -> None:
