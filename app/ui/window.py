@@ -22,7 +22,6 @@ from PySide6.QtCore import QByteArray, QRect, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QKeySequence, QUndoGroup
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
     QDockWidget,
     QFileDialog,
     QMainWindow,
@@ -130,9 +129,6 @@ class MainWindow(QMainWindow):
         self.palette_panel.setMinimumWidth(140)
         self.inspector = InspectorPanel()
         self.preview = PreviewPanel(self.runner)  # frames come from the engine that made them
-        for combo in (self.preview.source, self.preview.before):  # a narrow dock on a small screen
-            combo.setMinimumContentsLength(6)
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.queue = QueuePanel(self.runner)
         self.log = LogPanel()
         self.log.nodeClicked.connect(self._select_node)

@@ -197,16 +197,18 @@ class PreviewPanel(QWidget):
         super().__init__(parent)
         self._outputs: dict[str, OutputSummary] = {}  # "node.port" -> summary
         self.source = QComboBox()
-        self.source.setMinimumContentsLength(14)
         self.source.setToolTip("The node output to show")
         self.compare = QToolButton()
         self.compare.setText("Compare")
         self.compare.setCheckable(True)
         self.compare.setToolTip("Before/after: drag the line to compare with a second output")
         self.before = QComboBox()
-        self.before.setMinimumContentsLength(14)
         self.before.setToolTip("The 'before' output (left of the line)")
         self.before.setEnabled(False)
+        self.before.hide()  # shown with Compare: the panel stays narrow enough for a laptop's canvas
+        for combo in (self.source, self.before):
+            combo.setMinimumContentsLength(6)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         fit = QToolButton()
         fit.setText("Fit")
         fit.setToolTip("Fit the image in the panel (double-click the image)")
@@ -290,6 +292,7 @@ class PreviewPanel(QWidget):
     # internals ----------------------------------------------------------------------------------
     def _compare_toggled(self, on: bool) -> None:
         self.before.setEnabled(on)
+        self.before.setVisible(on)
         self.view.compare = on
         self._refresh()
 
