@@ -219,7 +219,9 @@ def test_split_layout_mistakes_are_one_clear_line(engine, tiny_families, tmp_pat
                                 "text_encoder_3": str(f["comfy_flux_dev_vae"])})
     assert "fits none of Flux.1's text encoder slots" in result.errors["load"]
     result, _ = render(engine, {**common, "text_encoder": "nowhere/clip_l.safetensors"})
-    assert result.errors["load"] == "text encoder file not found: 'nowhere/clip_l.safetensors'"
+    assert result.errors["load"] == ("text encoder file not found: 'nowhere/clip_l.safetensors' (download it with "
+                                     "`imagebash models download hf:comfyanonymous/flux_text_encoders/clip_l."
+                                     "safetensors` or from the Models panel)")  # a starter's companion
     result, _ = render(engine, {"checkpoint": str(f["flux_dev_dir"]), "vae": str(f["comfy_flux_dev_vae"])})
     assert "is a diffusers folder: it holds its own text encoders and VAE" in result.errors["load"]
     notes = tmp_path / "notes.txt"
