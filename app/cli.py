@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 #: Modules that add subcommands: each has `register(subparsers)` and imports heavy things lazily.
-EXTRA_COMMANDS = ("app.training.cli", "app.server.cli", "app.engine.remote_cli", "app.library.cli")
+EXTRA_COMMANDS = ("app.training.cli", "app.server.cli", "app.engine.remote_cli", "app.library.cli", "app.comfy.cli")
 
 
 class CliError(Exception):
@@ -122,6 +122,9 @@ def _load_graph(path: pathlib.Path, registry: Any):
         graph, notes = upgrade(load(path), registry)
     except WorkflowFormatError as exc:
         raise CliError(str(exc)) from None
+    imported = graph.meta.get("import_note") if isinstance(graph.meta, dict) else None
+    if imported:
+        print(f"imagebash: note: {shown_path(path)} {imported}", file=sys.stderr)
     if notes:
         print(f"imagebash: note: {shown_path(path)} was upgraded (save it from the editor to keep this): "
               + "; ".join(notes), file=sys.stderr)

@@ -528,6 +528,7 @@ BUILTIN_MODULES = (
     "nodes.video",
     "nodes.diffusion",
     "nodes.guidance",
+    "nodes.comfy",
     "nodes.replicate",
     "nodes.training",
 )

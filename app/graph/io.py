@@ -287,23 +287,91 @@ def shown_path(p: pathlib.Path) -> str:
     return text if _no_line_breaks(text) else repr(text)
 
 
+def looks_like_comfy(doc: Any) -> bool:
+    """A ComfyUI workflow rather than ours: API form (id -> {"class_type"}) or UI (litegraph) form."""
+    if not isinstance(doc, dict) or "format" in doc or not doc:
+        return False
+    if "prompt" in doc and isinstance(doc["prompt"], dict):  # a /prompt request body
+        doc = doc["prompt"]
+    if all(isinstance(v, dict) and "class_type" in v for v in doc.values()):
+        return True
+    nodes = doc.get("nodes")
+    return isinstance(nodes, list) and ("last_node_id" in doc or "last_link_id" in doc or any(
+        isinstance(n, dict) and ("widgets_values" in n or "outputs" in n) for n in nodes[:50]))
+
+
+def _png_has_comfy(p: pathlib.Path) -> bool:
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(p, formats=["PNG"]) as im:
+            return any(k in im.info for k in ("prompt", "workflow", "parameters"))
+    except Exception:  # noqa: BLE001 - png_workflow_text has already reported an unreadable file
+        return False
+
+
+def carries_workflow(path: str | pathlib.Path) -> bool:
+    """Whether an image file opens as a workflow (ours, ComfyUI's, or A1111 parameters) rather
+    than as a picture to load: what a drop onto the canvas decides by."""
+    p = pathlib.Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".png":
+        return workflow_from_png(p) is not None or _png_has_comfy(p)
+    if suffix == ".webp":
+        from app.comfy.formats import ComfyFormatError, read
+
+        try:
+            read(p)
+        except ComfyFormatError:
+            return False
+        return True
+    return False
+
+
+def load_comfy(p: pathlib.Path) -> Graph:
+    """A ComfyUI (or A1111) file mapped onto a Graph; `meta["import_note"]` says what was mapped."""
+    from app.comfy.formats import ComfyFormatError, read
+    from app.comfy.mapping import to_graph
+    from nodes.registry import default_registry
+
+    try:
+        wf = read(p)
+    except ComfyFormatError as exc:
+        raise WorkflowFormatError(str(exc).split(": ", 1)[-1]) from None
+    g, report = to_graph(wf, default_registry(), base_dir=p.resolve().parent)
+    g.meta["import_note"] = f"imported from ComfyUI ({wf.source or 'unknown form'}): {report.summary()}"
+    return g
+
+
 def load(path: str | pathlib.Path) -> Graph:
-    """Read a workflow from a .json file, or from a PNG that carries one in its text chunk."""
+    """Read a workflow from a .json file, or from a PNG that carries one in its text chunk.
+
+    ComfyUI files (API or UI JSON, a PNG or WebP carrying one, an A1111 PNG) are mapped onto a
+    Graph (`app.comfy.mapping`), with a line about the import in `meta["import_note"]`.
+    """
     p = pathlib.Path(path)
     where = shown_path(p)
     if not p.is_file():
         raise WorkflowFormatError(f"{where}: no such file")
     try:
-        if p.suffix.lower() == ".png":
+        suffix = p.suffix.lower()
+        if suffix == ".webp":
+            return load_comfy(p)
+        if suffix == ".png":
             text = png_workflow_text(p)
             if not text:
+                if _png_has_comfy(p):
+                    return load_comfy(p)
                 raise WorkflowFormatError("this PNG carries no imagebash workflow")
         else:
             try:
                 text = p.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise WorkflowFormatError(f"cannot read: {exc}") from None
-        g = loads(text)
+        doc = parse_json(text)
+        if looks_like_comfy(doc):
+            return load_comfy(p)
+        g = graph_from_dict(doc)
     except WorkflowFormatError as exc:
         raise WorkflowFormatError(f"{where}: {exc}") from None
     g.base_dir = str(p.resolve().parent)
