@@ -54,7 +54,8 @@ class WorkflowDocument(QObject):
     # files -------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | pathlib.Path, registry: Registry | None = None) -> WorkflowDocument:
-        """Open a .json workflow or a PNG carrying one (raises WorkflowFormatError).
+        """Open a .json workflow or a PNG carrying one, or a ComfyUI / A1111 file (mapped; its
+        `graph.meta["import_note"]` says how) (raises WorkflowFormatError).
 
         An older file is upgraded here, once (`upgrade_notes` says what changed), and the
         document starts modified so that saving keeps the upgrade.
@@ -62,7 +63,9 @@ class WorkflowDocument(QObject):
         p = pathlib.Path(path)
         registry = registry if registry is not None else default_registry()
         graph, notes = upgrade(io.load(p), registry)
-        doc = cls(graph, registry, None if p.suffix.lower() == ".png" else p)
+        imported = bool(graph.meta.get("import_note")) if isinstance(graph.meta, dict) else False
+        # a PNG, or a ComfyUI / A1111 file, is never overwritten by Save: it asks where to save
+        doc = cls(graph, registry, None if imported or p.suffix.lower() in (".png", ".webp") else p)
         doc.upgrade_notes = notes
         if notes:
             doc.undo_stack.resetClean()

@@ -51,7 +51,7 @@ from app.ui.settings import LOCAL, Settings
 from nodes.registry import Registry
 
 DEFAULT_WORKFLOW = "blend_and_grade.json"
-WORKFLOW_FILTER = "Workflows (*.json *.png);;All files (*)"
+WORKFLOW_FILTER = "Workflows (*.json *.png *.webp);;All files (*)"
 #: On first start the window fills this much of the screen's available area, centred.
 FIRST_START_FRACTION = 0.85
 #: Hides / shows every panel at once (Tab opens the canvas's node search; F11 is free).
@@ -335,7 +335,11 @@ class MainWindow(QMainWindow):
         return dlg
 
     def _report_upgrade(self, doc: WorkflowDocument, path: pathlib.Path) -> None:
-        """Say once that an older file was upgraded on opening (saving keeps the upgrade)."""
+        """Say once that an older file was upgraded, or a ComfyUI file imported, on opening."""
+        imported = doc.graph.meta.get("import_note") if isinstance(doc.graph.meta, dict) else None
+        if imported:
+            self.log.add("info", f"{path.name}: {imported}")
+            self.statusBar().showMessage(f"{path.name}: {imported}", 10000)
         if doc.upgrade_notes:
             self.log.add("info", f"{path.name}: this file was upgraded (save to keep it): "
                                  + "; ".join(doc.upgrade_notes))

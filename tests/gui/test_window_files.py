@@ -126,3 +126,22 @@ def test_an_older_file_is_upgraded_once_on_opening_and_says_so(make_window, tmp_
     assert any("old.json: this file was upgraded" in ln and "test.gui.old_noise is now test.gui.noise" in ln
                for ln in win.log.lines())
     assert json.loads(old.read_text())["nodes"][0]["type"] == "test.gui.old_noise"  # the file itself untouched
+
+
+def test_a_comfyui_png_dropped_on_the_canvas_opens_as_a_mapped_workflow_that_save_never_overwrites(
+        make_window, qtbot, tmp_path):
+    from tests.comfy import fixtures
+    from tests.gui.canvas_support import drop, file_mime
+
+    png = fixtures.write(tmp_path / "ComfyUI_00001_.png", fixtures.comfy_png(fixtures.sd15_ui(), fixtures.sd15_api()))
+    before = png.read_bytes()
+    win = make_window()
+    view = win.current_view()
+    assert drop(view, file_mime(png), (0, 0))
+    qtbot.waitUntil(lambda: win.current_view() is not view, timeout=3000)
+    doc = win.current_document()
+    types = {n.type for n in doc.graph.nodes.values()}
+    assert {"imagebash.diffusion.load_model", "imagebash.diffusion.sample", "imagebash.image.save"} <= types
+    assert "imported from ComfyUI" in win.statusBar().currentMessage()
+    assert doc.path is None  # Save asks where: the ComfyUI picture is never overwritten
+    assert png.read_bytes() == before
