@@ -52,6 +52,8 @@ def build_actions(win: MainWindow) -> None:
     win.act_close = act(win, "&Close Tab", win.close_tab, K("Ctrl+W"))
     win.act_export = act(win, "&Export…", win.export_dialog, K("Ctrl+E"), "export",
                          "Export a node's output as images or a video")
+    win.act_export_comfy = act(win, "Export as ComfyUI &API…", win.export_comfy_dialog, None, None,
+                               "Write the workflow as ComfyUI API JSON (what ComfyUI's /prompt runs)")
     win.act_settings = act(win, "Se&ttings…", win.settings_dialog, K("Ctrl+,"), "settings")
     win.act_quit = act(win, "&Quit", win.close, K("Ctrl+Q"))
     win.act_run = act(win, "&Run", win.run_current, [K("Ctrl+Return"), K("Ctrl+Enter")], "run",
@@ -83,6 +85,7 @@ def _build_menus(win: MainWindow) -> None:
     win.recent_menu.aboutToShow.connect(lambda: fill_recent(win))
     m.addSeparator()
     m.addActions([win.act_save, win.act_save_as, win.act_export])
+    m.addAction(win.act_export_comfy)
     m.addSeparator()
     m.addActions([win.act_settings, win.act_close, win.act_quit])
     e = mb.addMenu("&Edit")

@@ -670,6 +670,27 @@ class MainWindow(QMainWindow):
         self._train_dialog.show()
         self._train_dialog.raise_()
 
+    def export_comfy_dialog(self) -> None:
+        """File > Export as ComfyUI API: the mapped subset as ComfyUI API JSON; what has no
+        counterpart is named in the status bar."""
+        from app.comfy.export import export_file
+
+        view = self.current_view()
+        if view is None:
+            return
+        doc = view.document
+        start = str(doc.path.with_suffix(".comfy-api.json")) if doc.path else "workflow.comfy-api.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Export as ComfyUI API", start, "ComfyUI API JSON (*.json)")
+        if not path:
+            return
+        try:
+            report = export_file(doc.graph, path, self.registry)
+        except OSError as exc:
+            self.error(f"Could not write {path}: {exc.strerror or exc}")
+            return
+        self.log.add("info", " · ".join([report.summary(), *report.warnings]))
+        self.statusBar().showMessage(" · ".join([report.summary(), *report.warnings]), 12000)
+
     def error(self, message: str) -> None:
         """Report a problem without blocking: log line, status bar, and a window-modal note."""
         self.log.add("error", message)

@@ -145,3 +145,23 @@ def test_a_comfyui_png_dropped_on_the_canvas_opens_as_a_mapped_workflow_that_sav
     assert "imported from ComfyUI" in win.statusBar().currentMessage()
     assert doc.path is None  # Save asks where: the ComfyUI picture is never overwritten
     assert png.read_bytes() == before
+
+
+def test_file_export_as_comfyui_api_writes_what_comfyui_runs(make_window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from app.comfy.formats import read_json
+
+    target = tmp_path / "api.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
+    win = make_window()
+    win.open_path(WORKFLOWS / "txt2img_two_loras.json")
+    if win.missing_dialog is not None:
+        win.missing_dialog.close()
+    assert win.act_export_comfy in win.menuBar().actions()[0].menu().actions()  # in the File menu
+    win.act_export_comfy.trigger()
+    api = json.loads(target.read_text())
+    classes = sorted(n["class_type"] for n in api.values())
+    assert classes.count("LoraLoader") == 2 and "CheckpointLoaderSimple" in classes and "KSampler" in classes
+    assert read_json(api).nodes  # our own ComfyUI reader takes it back
+    assert "exported as" in win.statusBar().currentMessage()
