@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--node", dest="targets", action="append", metavar="NODE_ID",
                    help="run only this node and what it needs (repeatable)")
     r.add_argument("--quiet", "-q", action="store_true", help="print only errors and the summary")
+    r.add_argument("--comfy-models", action="append", default=[], metavar="DIR", type=pathlib.Path,
+                   help="an existing ComfyUI (or A1111) models folder to use as is (repeatable; the setting "
+                        "Settings > Folders keeps one)")
     r.add_argument("--job-id", default=None, help="the run's id on a remote engine (the same id again "
                                                   "re-attaches to that job instead of starting another)")
     from app.engine.remote_cli import add_engine_options
@@ -256,6 +259,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.engine.remote_cli import engine_url, remote_engine
 
     registry = _registry(args)
+    for folder in args.comfy_models:
+        if not folder.is_dir():
+            raise CliError(f"--comfy-models {folder}: no such folder")
+    if args.comfy_models:
+        extra = [os.environ.get("IMAGEBASH_EXTRA_MODELS", ""), *(str(f.resolve()) for f in args.comfy_models)]
+        os.environ["IMAGEBASH_EXTRA_MODELS"] = os.pathsep.join(e for e in extra if e)
     graph = _load_graph(args.workflow, registry)
     apply_sets(graph, registry, args.sets)
     for t in args.targets or ():

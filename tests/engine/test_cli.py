@@ -157,3 +157,21 @@ def test_a_non_finite_number_is_refused_by_its_port(tmp_path, capsys):
         {"id": "g", "type": "imagebash.image.gradient", "params": {"angle": "nan"}}]}))
     assert main(["validate", str(wf)]) == 2
     assert "'angle' expects a number, got 'nan'" in capsys.readouterr().err
+
+
+def test_run_uses_a_comfyui_models_folder_given_on_the_command_line(tmp_path, capsys, monkeypatch, tiny_sd_dir):
+    """`--comfy-models DIR`: a checkpoint named as the workflow names it is found in that install's layout."""
+    import shutil
+
+    comfy = tmp_path / "ComfyUI" / "models"
+    shutil.copytree(tiny_sd_dir, comfy / "checkpoints" / "tiny_from_comfy")
+    monkeypatch.setenv("IMAGEBASH_MODELS", str(tmp_path / "ours"))
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"format": "imagebash/1", "nodes": [
+        {"id": "model", "type": "imagebash.diffusion.load_model",
+         "params": {"checkpoint": "tiny_from_comfy"}}], "links": []}))
+    assert main(["run", str(wf), "-q", "--output-dir", str(tmp_path / "out")]) == 1  # not in our folders
+    assert "model not found: 'tiny_from_comfy'" in capsys.readouterr().err
+    assert main(["run", str(wf), "-q", "--output-dir", str(tmp_path / "out"), "--comfy-models", str(comfy)]) == 0
+    assert main(["run", str(wf), "--comfy-models", str(tmp_path / "nowhere")]) == 2
+    assert "--comfy-models" in capsys.readouterr().err
