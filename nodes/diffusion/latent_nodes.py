@@ -1,4 +1,5 @@
-"""Latent-level nodes for power users: Empty Latent, Encode, Sample, Decode, Latent Blend.
+"""Latent-level nodes for power users: Empty Latent, Encode, Sample, Decode, Latent Blend,
+Latent Upscale and Latent Composite.
 
 Latents on the wires are in the model's space (the VAE's latents scaled, shifted or normalised
 as the family says), unpacked to (N, C, h, w) for every family (Flux's and Qwen's pipelines
@@ -8,7 +9,9 @@ latents never mix.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from typing import Annotated
 
 import numpy as np
@@ -16,8 +19,8 @@ import numpy as np
 from app.engine.families import get_family
 from nodes.diffusion import tiling
 from nodes.diffusion.generate import Guidance, Prompt, Shift, Steps, sample_latents
-from nodes.diffusion.sampling import check_size, describe, open_model
-from nodes.diffusion.schedulers import Scheduler
+from nodes.diffusion.sampling import check_size, describe, family_of, open_model
+from nodes.diffusion.schedulers import Scheduler, step_window
 from nodes.diffusion.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tiling
 from nodes.registry import node
 from nodes.types import Context, Help, Image, Latent, Mask, Model, Range, Seed
@@ -77,12 +80,27 @@ def decode(model: Model, latent: Latent, tiling_mode: TilingMode = Tiling.AUTO,
                          lambda m: ctx.log(m, "warning"))
 
 
+ClipSkip = Annotated[int, Range(0, 12),
+                     Help("Text-encoder layers to skip from the end; 0 is off. A1111's Clip skip 2 and ComfyUI's "
+                          "stop_at_clip_layer -2 are 1.")]
+StepIndex = Annotated[int, Range(0, 10000)]
+
+
 @node("imagebash.diffusion.sample", version=1, title="Sample", category="diffusion/latent", device="gpu")
 def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: Prompt = "",
            denoise: Annotated[float, Range(0.0, 1.0, step=0.01)] = 1.0, steps: Steps = 0,
            guidance: Guidance = 0.0, scheduler: Scheduler = Scheduler.AUTO, shift: Shift = 0.0, seed: Seed = 0,
-           ctx: Context = None) -> Latent:
+           start_step: Annotated[StepIndex, Help("First step of the schedule to run (0: from the start).")] = 0,
+           end_step: Annotated[StepIndex, Help("Stop before this step (0: run to the end).")] = 0,
+           add_noise: Annotated[bool, Help("Off: the latent is used as it is, already noisy at start_step.")] = True,
+           leftover_noise: Annotated[bool, Help("Stopping early, return the still-noisy latent (for a next Sample "
+                                                "with add_noise off) instead of the denoised one.")] = False,
+           clip_skip: ClipSkip = 0, ctx: Context = None) -> Latent:
     """Denoise a latent toward a prompt: denoise 1 starts from pure noise, less keeps structure.
+
+    start_step / end_step run only steps [start, end) of a `steps`-step schedule, as ComfyUI's
+    KSamplerAdvanced: a base model's 0-20 of 25 with leftover noise, then a refiner's 20-25 with
+    add_noise off, samples one schedule across two models.
 
     Args:
         latent: The latent to start from (its size sets the output size).
@@ -92,18 +110,152 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
     samples = latent.samples
     n, _c, h, w = samples.shape
     size = (w * latent.scale_factor, h * latent.scale_factor)
-    if denoise <= 0:
+    entry = open_model(ctx, model)
+    total = int(steps) or family_of(entry).variant(entry.variant).steps
+    end = min(end_step, total) if end_step > 0 else total
+    start = max(int(start_step), total - min(int(total * denoise), total))  # denoise < 1 starts later
+    if start >= end:
         return latent
-    if denoise >= 1:
+    runs = end - start
+    after = None
+    if end < total:
+        def after(pipe: object, done: int, _total: int) -> None:
+            if done >= runs * getattr(pipe.scheduler, "order", 1):
+                pipe._interrupt = True
+    final = runs if end < total and not leftover_noise else None
+
+    @contextlib.contextmanager
+    def hook(scheduler: object) -> Iterator[None]:  # entered under the model's lock, around the pipeline call
+        with contextlib.ExitStack() as stack:
+            if not add_noise or final is not None:
+                stack.enter_context(step_window(scheduler, add_noise=add_noise, final_step=final))
+            if clip_skip:
+                stack.enter_context(_clip_skip_layout(entry.pipe))
+            yield
+
+    extra = {"clip_skip": clip_skip or None, "after_step": after, "scheduler_hook": hook}
+    if start == 0 and add_noise:
         entry, out = sample_latents(ctx, model, "txt2img", size, n, seed, scheduler, shift, prompt, negative_prompt,
-                             steps, guidance, width=size[0], height=size[1], num_images_per_prompt=n)
+                                    total, guidance, width=size[0], height=size[1], num_images_per_prompt=n, **extra)
     else:
-        entry = open_model(ctx, model)
         image = samples.to(entry.device, getattr(entry.pipe, get_family(model.family).denoiser).dtype)
+        strength = min(1.0, (total - start) / total + 1e-6)  # diffusers starts at total - int(total * strength)
         entry, out = sample_latents(ctx, model, "img2img", size, n, seed, scheduler, shift, [prompt] * n,
-                             [negative_prompt] * n if negative_prompt else None, steps, guidance, image=image,
-                             strength=denoise, width=size[0], height=size[1])
+                                    [negative_prompt] * n if negative_prompt else None, total, guidance, image=image,
+                                    strength=strength, width=size[0], height=size[1], **extra)
     return Latent(out, model.family, latent.scale_factor)
+
+
+@contextlib.contextmanager
+def _clip_skip_layout(pipe: object) -> Iterator[None]:
+    """diffusers' SD clip skip reads `text_encoder.text_model.final_layer_norm`, a level transformers 5
+    dropped: alias it to the encoder itself for the call (an attribute, not a registered submodule)."""
+    added = []
+    for name in ("text_encoder", "text_encoder_2"):
+        te = getattr(pipe, name, None)
+        if te is not None and hasattr(te, "final_layer_norm") and "text_model" not in te.__dict__ \
+                and not hasattr(te, "text_model"):
+            object.__setattr__(te, "text_model", te)
+            added.append(te)
+    try:
+        yield
+    finally:
+        for te in added:
+            te.__dict__.pop("text_model", None)
+
+
+class UpscaleMethod(str, enum.Enum):
+    NEAREST_EXACT = "nearest-exact"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    AREA = "area"
+
+
+@node("imagebash.diffusion.latent_upscale", version=1, title="Latent Upscale", category="diffusion/latent")
+def latent_upscale(latent: Latent, width: Annotated[int, Range(0, 16384, step=8)] = 0,
+                   height: Annotated[int, Range(0, 16384, step=8)] = 0,
+                   factor: Annotated[float, Range(0.05, 8.0, step=0.05)] = 1.5,
+                   method: UpscaleMethod = UpscaleMethod.NEAREST_EXACT,
+                   crop: Annotated[bool, Help("Crop the centre to the new aspect first instead of stretching.")]
+                   = False) -> Latent:
+    """Resize latents without decoding them (the hires-fix step before a Sample at denoise < 1).
+
+    Args:
+        width: Target width in pixels; 0 with height 0 scales by `factor`, 0 alone keeps the aspect.
+        height: Target height in pixels.
+        factor: Scale when width and height are both 0.
+    """
+    import torch
+
+    x = latent.samples
+    h, w = x.shape[-2:]
+    scale = latent.scale_factor
+    step = max(1, _multiple(latent.family) // scale)
+    if width == 0 and height == 0:
+        tw, th = round(w * factor), round(h * factor)
+    else:
+        tw = width // scale if width else round(w * height / scale / h)
+        th = height // scale if height else round(h * width / scale / w)
+    tw, th = max(step, tw // step * step), max(step, th // step * step)
+    if crop and (tw, th) != (w, h):
+        if w * th > h * tw:  # wider than the target: trim the sides
+            keep = max(1, round(h * tw / th))
+            x = x[..., (w - keep) // 2:(w - keep) // 2 + keep]
+        else:
+            keep = max(1, round(w * th / tw))
+            x = x[..., (h - keep) // 2:(h - keep) // 2 + keep, :]
+    out = torch.nn.functional.interpolate(x.float(), size=(th, tw), mode=UpscaleMethod(method).value)
+    return Latent(out.to(x.dtype), latent.family, scale)
+
+
+def _multiple(family: str) -> int:
+    try:
+        return get_family(family).size_multiple
+    except KeyError:
+        return 8
+
+
+@node("imagebash.diffusion.latent_composite", version=1, title="Latent Composite", category="diffusion/latent")
+def latent_composite(destination: Latent, source: Latent, x: Annotated[int, Range(0, 16384, step=8)] = 0,
+                     y: Annotated[int, Range(0, 16384, step=8)] = 0,
+                     feather: Annotated[int, Range(0, 4096, step=8), Help("Edge blend in pixels.")] = 0) -> Latent:
+    """Paste `source` into `destination` with its top-left corner at (x, y) in pixels (as ComfyUI's
+    LatentComposite: positions and feather in steps of one latent cell, the part outside is cut)."""
+    if destination.family != source.family:
+        raise ValueError(f"Latent Composite: cannot paste a {_title(source.family)} latent into a "
+                         f"{_title(destination.family)} latent")
+    scale = destination.scale_factor
+    out = destination.samples.clone()
+    src = source.samples.to(out.device, out.dtype)
+    if src.shape[0] != out.shape[0]:
+        if src.shape[0] != 1:
+            raise ValueError(f"Latent Composite: batches differ ({src.shape[0]} vs {out.shape[0]})")
+        src = src.expand(out.shape[0], -1, -1, -1)
+    cx, cy = x // scale, y // scale
+    h, w = min(src.shape[2], out.shape[2] - cy), min(src.shape[3], out.shape[3] - cx)
+    f = min(feather // scale, h, w)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"Latent Composite: ({x}, {y}) is outside the {out.shape[3] * scale}x"
+                         f"{out.shape[2] * scale} destination")
+    piece = src[:, :, :h, :w]
+    if f == 0:
+        out[:, :, cy:cy + h, cx:cx + w] = piece
+    else:
+        import torch
+
+        mask = torch.ones((1, 1, h, w), dtype=out.dtype, device=out.device)
+        for t in range(f):
+            ramp = (t + 1) / f
+            if cy != 0:
+                mask[:, :, t] *= ramp
+            if cy + h < out.shape[2]:
+                mask[:, :, h - 1 - t] *= ramp
+            if cx != 0:
+                mask[:, :, :, t] *= ramp
+            if cx + w < out.shape[3]:
+                mask[:, :, :, w - 1 - t] *= ramp
+        out[:, :, cy:cy + h, cx:cx + w] = piece * mask + out[:, :, cy:cy + h, cx:cx + w] * (1 - mask)
+    return Latent(out, destination.family, scale)
 
 
 class BlendMode(str, enum.Enum):

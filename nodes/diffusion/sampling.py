@@ -114,10 +114,13 @@ def configure(ctx: Any, entry: Entry, pipe: Any, scheduler: Scheduler | str, wid
 
 def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Scheduler | str,
                  size: tuple[int, int], batch: int, seed: int, shift: float = 0.0,
-                 step_hook: Callable[[Any, int, int], None] | None = None, **kwargs: Any) -> Any:
+                 step_hook: Callable[[Any, int, int], None] | None = None,
+                 scheduler_hook: Callable[[Any], contextlib.AbstractContextManager] | None = None,
+                 **kwargs: Any) -> Any:
     """Call `pipe(**kwargs)` for latents with `model`'s LoRA stack and `batch` generators from `seed`
     (seed, seed+1, ...), reporting each step; returns (N, C, h, w) model-space latents.
-    `step_hook(pipe, next_step, total)` runs after every step, before the next (per-step weights)."""
+    `step_hook(pipe, next_step, total)` runs after every step, before the next (per-step weights);
+    `scheduler_hook(scheduler)` wraps the call on the configured scheduler (a Sample's step window)."""
     ctx.check_cancelled()
     width, height = size
     fam = family_of(entry)
@@ -137,8 +140,10 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
         with entry.lock, _vae_tiled(ctx, entry.pipe.vae, retry):  # inpaint encodes inside the pipeline
             apply_loras(entry, model)
             configure(ctx, entry, pipe, scheduler, width, height, batch, retry, shift)
-            out = pipe(output_type="latent", generator=seeds_generators(seed, batch), **step_callback(pipe, on_step),
-                       **kwargs).images
+            hooked = scheduler_hook(pipe.scheduler) if scheduler_hook else contextlib.nullcontext()
+            with hooked:
+                out = pipe(output_type="latent", generator=seeds_generators(seed, batch),
+                           **step_callback(pipe, on_step), **kwargs).images
             return fam.unpack(pipe, out, width, height)
 
     def cheaper() -> str | None:  # on the CPU, RAM is met by tiling and slicing alone

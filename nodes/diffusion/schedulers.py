@@ -7,7 +7,9 @@ with a fixed one. The DDPM-family choices do not apply to them and say so.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -62,3 +64,42 @@ def make_scheduler(choice: Scheduler | str, base_config: dict, flow: bool = Fals
         return cls.from_config(base_config)
     name, extra = _TABLE[choice]
     return getattr(diffusers, name).from_config(base_config, **extra)
+
+
+def _first(sample: Any, *_args: Any, **_kwargs: Any) -> Any:
+    return sample
+
+
+@contextlib.contextmanager
+def step_window(scheduler: Any, add_noise: bool = True, final_step: int | None = None) -> Iterator[None]:
+    """For one pipeline call on `scheduler`: with `add_noise` off, img2img's noising of the input
+    latent is skipped (the latent is taken as already noisy at the first step, as ComfyUI's
+    add_noise disable); with `final_step` k, the k-th step of the call returns the scheduler's
+    fully denoised estimate (ComfyUI's last sigma forced to 0 when sampling stops early)."""
+    patched: list[str] = []
+    if not add_noise:
+        for name in ("add_noise", "scale_noise"):  # DDPM-family and flow-matching noising
+            if hasattr(scheduler, name):
+                scheduler.__dict__[name] = _first
+                patched.append(name)
+    if final_step is not None:
+        step, calls = scheduler.step, [0]
+
+        def stepped(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+            calls[0] += 1
+            out = step(*args, return_dict=True, **kwargs)
+            if calls[0] == final_step * getattr(scheduler, "order", 1):
+                x0 = getattr(out, "pred_original_sample", None)
+                if x0 is None:
+                    raise ValueError(f"{type(scheduler).__name__} gives no denoised estimate to stop early on: "
+                                     "use euler, euler_a or ddim, or return the leftover noise")
+                out.prev_sample = x0
+            return out if return_dict else (out.prev_sample,)
+
+        scheduler.__dict__["step"] = stepped
+        patched.append("step")
+    try:
+        yield
+    finally:
+        for name in patched:
+            scheduler.__dict__.pop(name, None)
