@@ -11,6 +11,19 @@ that the consumer puts into a parameter. A node without an equivalent becomes an
 Node ids are ComfyUI's, prefixed: ComfyUI node 3 is "n3"; nodes one ComfyUI node expands into get
 a suffix ("n10_mask"). Titles, positions, modes, groups and notes are kept; colours and sizes, which
 our nodes do not have, go to `graph.meta["comfy"]`.
+
+Beyond the obvious (loaders, text encodes, KSampler, VAE encode/decode, image load/save/scale):
+KSamplerAdvanced -> Sample's start_step / end_step / add_noise / leftover_noise; CLIPSetLastLayer ->
+clip_skip on every sampler its CLIP reaches; LatentUpscale(By) -> Latent Upscale; LatentComposite ->
+Latent Composite; UNETLoader + CLIPLoader / DualCLIPLoader / TripleCLIPLoader + VAELoader -> one Load
+Model (checkpoint, text_encoder*, vae; fp8 weight_dtype -> memory fp8); EmptySD3LatentImage -> Empty
+Latent; FluxGuidance -> the sampler's guidance; ModelSamplingFlux / SD3 -> its shift (Flux: exp(mu) at
+the node's size); ConditioningZeroOut -> an empty prompt; ConditioningAverage / Concat -> the prompts
+joined (noted).
+
+What is left (placeholders): SetLatentNoiseMask and VAEEncodeForInpaint (Sample has no latent noise
+mask yet; the Inpaint node works in pixels), ImagePadForOutpaint and ImageScaleToTotalPixels (no
+image node computes those sizes), bislerp (bicubic, noted), CLIPTextEncodeSDXL(Refiner).
 """
 
 from __future__ import annotations
@@ -89,6 +102,7 @@ class Wire:
     node: str
     port: str
     root: str | None = None
+    shift: float = 0.0  # a model wire's sampling shift (ModelSamplingFlux / SD3)
 
 
 @dataclass
@@ -110,20 +124,34 @@ class Control:
     end: float = 1.0
 
 
+@dataclass(frozen=True)
+class Clip:
+    """A CLIP output that is not the checkpoint's own wire: text-encoder files (CLIPLoader,
+    DualCLIPLoader) and/or a CLIP skip (CLIPSetLastLayer), folded into the samplers it reaches."""
+
+    wire: Wire | None = None
+    files: tuple[str, ...] = ()
+    skip: int = 0
+    sources: tuple[str, ...] = ()
+
+
 @dataclass
 class Cond:
-    """Folded conditioning: prompt texts (or a text wire), regions and ControlNets, and the
-    ComfyUI nodes folded into it."""
+    """Folded conditioning: prompt texts (or a text wire), regions and ControlNets, the CLIP it was
+    encoded with, a Flux guidance, and the ComfyUI nodes folded into it."""
 
     prompts: list[str | Wire] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
     controls: list[Control] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    clip: Clip | None = None
+    guidance: float | None = None
 
     def plus(self, other: Cond) -> Cond:
         return Cond(self.prompts + other.prompts, self.regions + other.regions,
                     self.controls + [c for c in other.controls if c not in self.controls],
-                    self.sources + other.sources)
+                    self.sources + other.sources, self.clip or other.clip,
+                    self.guidance if self.guidance is not None else other.guidance)
 
     def text(self) -> str:
         return ", ".join(p for p in self.prompts if isinstance(p, str) and p)
@@ -138,7 +166,7 @@ class Named:
     source: str
 
 
-Value = Wire | Cond | Named
+Value = Wire | Cond | Named | Clip
 
 
 class Unmappable(Exception):
@@ -432,6 +460,11 @@ class _Mapper:
             elif isinstance(got, Named):
                 entry["folded"] = {got.kind: got.value}
                 self.folded([got.source], f"n{cn.id}")
+            elif isinstance(got, Clip):
+                entry["folded"] = {"clip": list(got.files), "clip_skip": got.skip}
+                if got.wire is not None:
+                    links[input_port_name(name)] = got.wire
+                self.folded(list(got.sources), f"n{cn.id}")
             inputs[name] = entry
         outputs = list(cn.outputs)
         if not outputs:
@@ -485,14 +518,95 @@ def _lora(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
         m.note(f"strength_clip {m.raw(cn, 'strength_clip')} differs from strength_model {sm}: imagebash "
                f"applies one weight ({sm}) to the whole LoRA")
     nid = m.add(D + "lora", {"file": str(m.raw(cn, "lora_name", "")), "weight": sm}, links={"model": model})
-    w = Wire(nid, "model", model.root)
-    return {0: w, 1: w}
+    w = Wire(nid, "model", model.root, model.shift)
+    clip = m.value(cn, "clip") if "clip" in cn.inputs else None
+    return {0: w, 1: Clip(w, clip.files, clip.skip, clip.sources) if isinstance(clip, Clip) else w}
+
+
+def _unet_loader(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    params: dict[str, Any] = {"checkpoint": str(m.raw(cn, "unet_name", ""))}
+    dtype = str(m.raw(cn, "weight_dtype", "default"))
+    if dtype.startswith("fp8"):
+        params["memory"] = "fp8"
+    elif dtype != "default":
+        m.note(f"weight_dtype {dtype} not carried over: imagebash picks the dtype")
+    nid = m.add(D + "load_model", params)
+    m.loads.append(nid)
+    return {0: Wire(nid, "model", nid)}
+
+
+def _clip_loader(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    names = [str(m.raw(cn, k, "")) for k in ("clip_name", "clip_name1", "clip_name2", "clip_name3")]
+    m.report.nodes[cn.id].status = "folded"
+    return {0: Clip(files=tuple(n for n in names if n), sources=(cn.id,))}
+
+
+def _clip_set_last_layer(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    v = m.value(cn, "clip")
+    stop = int(m.raw(cn, "stop_at_clip_layer", -1))
+    skip = max(0, -stop - 1)  # ComfyUI's -2 (A1111's Clip skip 2) skips one layer
+    m.report.nodes[cn.id].status = "folded"
+    if cn.mode == MODE_BYPASS:
+        m.note("bypassed: its CLIP passes through unchanged")
+        return {0: v} if v is not None else {}
+    if isinstance(v, Clip):
+        return {0: Clip(v.wire, v.files, skip, (*v.sources, cn.id))}
+    if isinstance(v, Wire) or v is None:
+        return {0: Clip(v, (), skip, (cn.id,))}
+    raise Unmappable("input 'clip' is not a CLIP")
 
 
 def _clip_text(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     text = cn.inputs.get("text", "")
     prompt: str | Wire = m.wire(cn, "text") if isinstance(text, ComfyLink) else str(text)
-    return m.fold(cn, Cond(prompts=[prompt], sources=[cn.id]))
+    clip = m.value(cn, "clip") if isinstance(cn.inputs.get("clip"), ComfyLink) else None
+    clip = clip if isinstance(clip, Clip) else None
+    return m.fold(cn, Cond(prompts=[prompt], sources=[cn.id, *(clip.sources if clip else ())], clip=clip))
+
+
+def _flux_guidance(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    base = m.cond(cn, "conditioning")
+    if cn.mode == MODE_BYPASS:
+        return _bypassed_cond(m, cn, "conditioning") or {}
+    return m.fold(cn, Cond(base.prompts, base.regions, base.controls, [*base.sources, cn.id], base.clip,
+                           float(m.raw(cn, "guidance", 3.5))))
+
+
+def _zero_out(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    m.note("zeroed conditioning becomes an empty prompt (imagebash encodes '' rather than zeros)")
+    return m.fold(cn, Cond([""], [], [], [cn.id]))
+
+
+def _cond_mix(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    a, b = m.cond(cn, "conditioning_to"), m.cond(cn, "conditioning_from")
+    if cn.class_type == "ConditioningAverage":
+        w = float(m.raw(cn, "conditioning_to_strength", 1.0))
+        if w >= 1.0:
+            return m.fold(cn, Cond(a.prompts, a.regions, a.controls, [*a.sources, cn.id], a.clip, a.guidance))
+        if w <= 0.0:
+            return m.fold(cn, Cond(b.prompts, b.regions, b.controls, [*b.sources, cn.id], b.clip, b.guidance))
+        m.note(f"conditioning average ({w:g} of the first) has no equivalent: both prompts are joined into one")
+    else:
+        m.note("conditioning concat is read as the two prompts joined into one")
+    c = a.plus(b)
+    return m.fold(cn, Cond(c.prompts, c.regions, c.controls, [*c.sources, cn.id], c.clip, c.guidance))
+
+
+def _model_sampling(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    model = m.wire(cn, "model")
+    m.report.nodes[cn.id].status = "folded"
+    if cn.mode == MODE_BYPASS:
+        return {0: model}
+    if cn.class_type == "ModelSamplingFlux":  # ComfyUI's resolution-dependent mu; our fixed shift is exp(mu)
+        import math
+
+        hi, lo = float(m.raw(cn, "max_shift", 1.15)), float(m.raw(cn, "base_shift", 0.5))
+        w, h = int(m.raw(cn, "width", 1024)), int(m.raw(cn, "height", 1024))
+        slope = (hi - lo) / (4096 - 256)
+        shift = math.exp(w * h / 256 * slope + lo - slope * 256)
+    else:
+        shift = float(m.raw(cn, "shift", 3.0))
+    return {0: Wire(model.node, model.port, model.root, round(shift, 6))}
 
 
 def _bypassed_cond(m: _Mapper, cn: ComfyNode, name: str) -> dict[int, Value] | None:
@@ -618,32 +732,62 @@ def _sampler(m: _Mapper, cn: ComfyNode, advanced: bool) -> dict[int, Value]:
     if neg.regions:
         m.note("regional negative prompts are not supported: their text joins the negative prompt")
         neg = Cond(neg.prompts + [r.prompt for r in neg.regions], [], neg.controls, neg.sources)
+    window: dict[str, Any] = {}
     if advanced:
-        steps = int(m.raw(cn, "steps", 20))
+        steps, denoise, seed_name = int(m.raw(cn, "steps", 20)), 1.0, "noise_seed"
         start, end = int(m.raw(cn, "start_at_step", 0)), int(m.raw(cn, "end_at_step", 10000))
-        denoise = 1.0 - min(max(start, 0), steps) / steps if steps else 1.0
-        if end < steps:
-            m.note(f"end_at_step {end} < steps {steps}: imagebash samples to the end")
-        if m.raw(cn, "add_noise", "enable") == "disable" or m.raw(cn, "return_with_leftover_noise") == "enable":
-            m.note("add_noise / return_with_leftover_noise are not supported: sampled as a plain denoise")
-        seed_name = "noise_seed"
+        if start > 0:
+            window["start_step"] = start
+        if end <= start:
+            denoise = 0.0
+            m.note(f"end_at_step {end} <= start_at_step {start}: nothing to sample, the latent passes through")
+        elif end < steps:
+            window["end_step"] = end
+        if m.raw(cn, "add_noise", "enable") == "disable":
+            window["add_noise"] = False
+        if m.raw(cn, "return_with_leftover_noise", "disable") == "enable" and end < steps:
+            window["leftover_noise"] = True
     else:
         steps, denoise, seed_name = int(m.raw(cn, "steps", 20)), float(m.raw(cn, "denoise", 1.0)), "seed"
     scheduler, why = map_scheduler(m.raw(cn, "sampler_name", "euler"), m.raw(cn, "scheduler", "normal"))
     if why:
         m.note(why)
-    params: dict[str, Any] = {"steps": steps, "guidance": float(m.raw(cn, "cfg", 8.0)), "scheduler": scheduler,
-                              "denoise": round(denoise, 6)}
+    guidance = float(m.raw(cn, "cfg", 8.0))
+    if pos.guidance is not None:  # FluxGuidance: the distilled guidance is our guidance; cfg 1 is its usual
+        if guidance != 1.0:
+            m.note(f"cfg {guidance:g} with FluxGuidance {pos.guidance:g}: imagebash uses the Flux guidance")
+        guidance = pos.guidance
+    params: dict[str, Any] = {"steps": steps, "guidance": guidance, "scheduler": scheduler,
+                              "denoise": round(denoise, 6), **window}
+    if model.shift:
+        params["shift"] = model.shift
+    clip = pos.clip or neg.clip
+    if clip is not None and clip.skip:
+        params["clip_skip"] = clip.skip
     seed_link = m.wire(cn, seed_name) if isinstance(cn.inputs.get(seed_name), ComfyLink) else None
     if seed_link is None:
         params["seed"] = int(m.raw(cn, seed_name, 0) or 0)
     nid = m.add(D + "sample", params, links={"model": chain, "latent": latent, "seed": seed_link})
     _prompt_into(m, pos, nid, "prompt", "prompt")
     _prompt_into(m, neg, nid, "negative_prompt", "negative prompt")
+    if clip is not None and clip.files:
+        _text_encoders_into(m, clip, model.root)
     if latent.node in m.pending_latents:  # an Empty Latent takes its layout from the model it is sampled with
         m.g.connect(Link(model.root or model.node, "model" if model.root else model.port, latent.node, "model"))
         m.pending_latents.discard(latent.node)
     return {0: Wire(nid, "latent", model.root)}
+
+
+def _text_encoders_into(m: _Mapper, clip: Clip, root: str | None) -> None:
+    """A CLIPLoader's files become the text encoders of the Load Model the sampler's model comes from."""
+    node = m.g.nodes[m.load_model_wire(root).node]
+    ports = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    current = tuple(str(node.params.get(p, "") or "") for p in ports[:len(clip.files)])
+    if any(current) and current != clip.files:
+        m.note(f"{node.id} already has text encoders {', '.join(c for c in current if c)}: kept")
+    else:
+        node.params.update(dict(zip(ports, clip.files, strict=False)))
+    m.folded(list(clip.sources), node.id)
 
 
 def _decode(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
@@ -669,19 +813,25 @@ def _encode(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
 
 def _latent_upscale(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     latent = m.wire(cn, "samples")
-    model = m.load_model_wire(latent.root)
-    m.note("latent upscale done in pixel space: decode, resize, encode")
-    dec = m.add(D + "decode", {}, "_decode", links={"model": model, "latent": latent})
-    interp = _INTERP.get(str(m.raw(cn, "upscale_method", "bilinear")), "bicubic")
+    method = str(m.raw(cn, "upscale_method", "nearest-exact"))
+    if method not in ("nearest-exact", "bilinear", "bicubic", "area"):
+        m.note(f"upscale method {method} has no equivalent: using bicubic")
+        method = "bicubic"
     if cn.class_type == "LatentUpscaleBy":
-        mid = m.add(IMG + "scale", {"factor": float(m.raw(cn, "scale_by", 1.5)), "interpolation": interp},
-                    links={"image": Wire(dec, "image")})
+        params: dict[str, Any] = {"factor": float(m.raw(cn, "scale_by", 1.5)), "method": method}
     else:
-        mid = m.add(IMG + "resize", {"width": int(m.raw(cn, "width", 1024)), "height": int(m.raw(cn, "height", 1024)),
-                                     "mode": "stretch" if m.raw(cn, "crop", "disabled") == "disabled" else "fill",
-                                     "interpolation": interp}, links={"image": Wire(dec, "image")})
-    enc = m.add(D + "encode", {}, "_encode", links={"model": model, "image": Wire(mid, "image")})
-    return {0: Wire(enc, "latent", model.root)}
+        params = {"width": int(m.raw(cn, "width", 1024)), "height": int(m.raw(cn, "height", 1024)), "method": method,
+                  "crop": m.raw(cn, "crop", "disabled") != "disabled"}
+    nid = m.add(D + "latent_upscale", params, links={"latent": latent})
+    return {0: Wire(nid, "latent", latent.root)}
+
+
+def _latent_composite(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    dst, src = m.wire(cn, "samples_to"), m.wire(cn, "samples_from")
+    nid = m.add(D + "latent_composite", {"x": int(m.raw(cn, "x", 0)), "y": int(m.raw(cn, "y", 0)),
+                                         "feather": int(m.raw(cn, "feather", 0))},
+                links={"destination": dst, "source": src})
+    return {0: Wire(nid, "latent", dst.root or src.root)}
 
 
 def _save(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
@@ -760,6 +910,19 @@ HANDLERS: dict[str, Handler] = {
     "ControlNetApply": _controlnet_apply,
     "ControlNetApplyAdvanced": _controlnet_apply_adv,
     "EmptyLatentImage": _empty_latent,
+    "EmptySD3LatentImage": _empty_latent,
+    "UNETLoader": _unet_loader,
+    "CLIPLoader": _clip_loader,
+    "DualCLIPLoader": _clip_loader,
+    "TripleCLIPLoader": _clip_loader,
+    "CLIPSetLastLayer": _clip_set_last_layer,
+    "FluxGuidance": _flux_guidance,
+    "ConditioningZeroOut": _zero_out,
+    "ConditioningAverage": _cond_mix,
+    "ConditioningConcat": _cond_mix,
+    "ModelSamplingFlux": _model_sampling,
+    "ModelSamplingSD3": _model_sampling,
+    "LatentComposite": _latent_composite,
     "KSampler": lambda m, cn: _sampler(m, cn, advanced=False),
     "KSamplerAdvanced": lambda m, cn: _sampler(m, cn, advanced=True),
     "VAEDecode": _decode,

@@ -131,10 +131,9 @@ def test_hires_fix_latent_upscale_and_vae_loader():
     wf.nodes["22"] = ComfyNode("22", "VAELoader", {"vae_name": "vae-ft-mse.safetensors"})
     wf.nodes["8"].inputs.update(samples=L("21", 0), vae=L("22", 0))
     g, report = to_graph(wf, default_registry())
-    assert [g.nodes[i].type for i in ("n20_decode", "n20", "n20_encode")] == [
-        "imagebash.diffusion.decode", "imagebash.image.scale", "imagebash.diffusion.encode"]
-    assert g.nodes["n20"].params == {"factor": 1.5, "interpolation": "nearest"}
-    assert {("n3", "latent", "n20_decode", "latent"), ("n20_encode", "latent", "n21", "latent"),
+    assert g.nodes["n20"].type == "imagebash.diffusion.latent_upscale"
+    assert g.nodes["n20"].params == {"factor": 1.5, "method": "nearest-exact"}
+    assert {("n3", "latent", "n20", "latent"), ("n20", "latent", "n21", "latent"),
             ("n21", "latent", "n8", "latent")} <= links(g)
     assert g.nodes["n21"].params["prompt"] == "a red fox in the snow" and g.nodes["n21"].params["denoise"] == 0.5
     assert g.nodes["n21"].params["scheduler"] == "euler_a"
