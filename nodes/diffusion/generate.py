@@ -56,8 +56,9 @@ def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int], batch: int, seed: int,
             scheduler: Scheduler, shift: float, prompt: Any, negative: Any, steps: int, guidance: float,
-            **task_kwargs: Any) -> tuple[Any, Any]:
-    """(entry, model-space latents) of one sampling call in the model family's terms."""
+            *, after_step: Any = None, scheduler_hook: Any = None, **task_kwargs: Any) -> tuple[Any, Any]:
+    """(entry, model-space latents) of one sampling call in the model family's terms;
+    `after_step` and `scheduler_hook` go to `run_pipeline` (a Sample's step window)."""
     entry = open_model(ctx, model)
     fam = family_of(entry)
     variant = fam.variant(entry.variant)
@@ -75,7 +76,13 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
         choice = Scheduler(fam.default_scheduler)
     pixels = task_kwargs.pop("pixels", None)  # the source image, for pipelines that encode it themselves
     pipe = task_pipeline(ctx, entry, task)
-    kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or None,
+    if "embedding:" in f"{prompt} {negative}".lower():
+        from nodes.diffusion import embeddings
+
+        prompt, negative = embeddings.apply(entry, [prompt, negative])
+    # an empty negative is the encoding of "" as in ComfyUI (diffusers would zero SDXL's)
+    empty = None if fam.guidance_kind != "cfg" else [""] * len(prompt) if isinstance(prompt, list) else ""
+    kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or empty,
                                 guidance=guidance, steps=steps), **task_kwargs}
     adapters = [a for a in model.ip_adapters if a.weight != 0]
     step_hook = None
@@ -105,11 +112,23 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
 
             guards.enter_context(entry.lock)
             guards.enter_context(regions_active(pipe, list(model.regions), size, entry.device))
+        if after_step is not None:
+            step_hook = _chain(step_hook, after_step)
         latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift, step_hook=step_hook,
-                               **_accepted(pipe, kwargs))
+                               scheduler_hook=scheduler_hook, **_accepted(pipe, kwargs))
     ctx.annotate("sampling", {"family": fam.name, "variant": variant.name, "steps": steps,
                               "guidance": guidance, "scheduler": choice.value, "shift": float(shift)})
     return entry, latents
+
+
+def _chain(first: Any, then: Any) -> Any:
+    if first is None:
+        return then
+
+    def both(pipe: Any, i: int, total: int) -> None:
+        first(pipe, i, total)
+        then(pipe, i, total)
+    return both
 
 
 def control_stack(ctx: Context, entry: Any, task: str, controls: list[Any], size: tuple[int, int]) -> tuple[Any, dict]:
