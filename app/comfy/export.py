@@ -386,6 +386,12 @@ class _Exporter:
             default = fam.default_scheduler
             sampler, scheduler = SCHEDULERS.get(default, FLOW_DEFAULT)
             self.note(f"scheduler {ours}: wrote {fam.title}'s default, {sampler} / {scheduler}")
+        exact_sampler = str(getattr(self.param(node, "sampler"), "value", self.param(node, "sampler")) or "auto")
+        exact_schedule = str(getattr(self.param(node, "schedule"), "value", self.param(node, "schedule")) or "default")
+        if exact_sampler != "auto":  # ComfyUI's own names, set on import or by hand: written as they are
+            sampler = exact_sampler
+        if exact_schedule != "default":
+            scheduler = exact_schedule
         if float(self.param(node, "shift") or 0.0):
             self.note("shift is not carried over: ComfyUI sets it with a ModelSampling node")
         seed_v = self.get(node, "seed")

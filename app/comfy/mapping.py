@@ -199,6 +199,40 @@ def map_scheduler(sampler_name: str, scheduler: str) -> tuple[str, str | None]:
     return ours, f"sampler {s} with scheduler {sch} has no exact equivalent: using the nearest, {ours}"
 
 
+_COMFY_SAMPLERS = {"euler", "euler_ancestral", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde",
+                   "dpmpp_3m_sde", "ddim", "uni_pc", "lcm"}
+_SAMPLER_ALIAS = {"dpmpp_2m_sde_gpu": "dpmpp_2m_sde", "dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
+                  "uni_pc_bh2": "uni_pc"}
+_COMFY_SCHEDULES = {"normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"}
+
+
+def map_sampler(sampler_name: str, scheduler: str) -> tuple[dict[str, Any], list[str]]:
+    """Sample's params for ComfyUI's sampler_name + scheduler (sampler, schedule, noise and the nearest
+    `scheduler` enum as a fallback), and notes where something is only the nearest."""
+    s, sch = str(sampler_name), str(scheduler)
+    ours, why = map_scheduler(s, sch)
+    params: dict[str, Any] = {"scheduler": ours, "noise": "comfyui"}
+    notes = []
+    sampler = _SAMPLER_ALIAS.get(s, s)
+    if sampler in _COMFY_SAMPLERS:
+        params["sampler"] = sampler
+        if sampler != s:
+            notes.append(f"sampler {s}: using {sampler}")
+        if sampler == "dpmpp_3m_sde":
+            notes.append("dpmpp_3m_sde: diffusers' 3rd-order SDE DPM-Solver++ (not ComfyUI's exact 3M SDE)")
+        if "sde" in sampler or sampler == "euler_ancestral":
+            notes.append(f"{sampler}: the per-step noise differs from ComfyUI's (diffusers' generators)")
+    elif why:
+        notes.append(why)
+    if sch in _COMFY_SCHEDULES:
+        params["schedule"] = sch
+        if sampler in ("dpm_2", "dpmpp_sde", "lcm") and sch not in ("karras", "exponential", "beta"):
+            notes.append(f"{sampler} takes no custom sigmas: scheduler {sch} becomes diffusers' own spacing")
+    else:
+        notes.append(f"scheduler {sch} is not known here: using the diffusers scheduler's own spacing")
+    return params, notes
+
+
 _INTERP = {"nearest-exact": "nearest", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic",
            "lanczos": "lanczos", "bislerp": "bicubic"}
 _BLEND = {"normal": "normal", "multiply": "multiply", "screen": "screen", "overlay": "overlay",
@@ -749,16 +783,16 @@ def _sampler(m: _Mapper, cn: ComfyNode, advanced: bool) -> dict[int, Value]:
             window["leftover_noise"] = True
     else:
         steps, denoise, seed_name = int(m.raw(cn, "steps", 20)), float(m.raw(cn, "denoise", 1.0)), "seed"
-    scheduler, why = map_scheduler(m.raw(cn, "sampler_name", "euler"), m.raw(cn, "scheduler", "normal"))
-    if why:
-        m.note(why)
+    chosen, notes = map_sampler(m.raw(cn, "sampler_name", "euler"), m.raw(cn, "scheduler", "normal"))
+    for text in notes:
+        m.note(text)
     guidance = float(m.raw(cn, "cfg", 8.0))
     if pos.guidance is not None:  # FluxGuidance: the distilled guidance is our guidance; cfg 1 is its usual
         if guidance != 1.0:
             m.note(f"cfg {guidance:g} with FluxGuidance {pos.guidance:g}: imagebash uses the Flux guidance")
         guidance = pos.guidance
-    params: dict[str, Any] = {"steps": steps, "guidance": guidance, "scheduler": scheduler,
-                              "denoise": round(denoise, 6), **window}
+    params: dict[str, Any] = {"steps": steps, "guidance": guidance, **chosen, "denoise": round(denoise, 6),
+                              **window}
     if model.shift:
         params["shift"] = model.shift
     clip = pos.clip or neg.clip

@@ -18,9 +18,18 @@ import numpy as np
 
 from app.engine.families import get_family
 from nodes.diffusion import tiling
+from nodes.diffusion.comfy_noise import NoiseMode, Schedule, comfy_noise, comfy_sigmas, model_sigmas
 from nodes.diffusion.generate import Guidance, Prompt, Shift, Steps, sample_latents
 from nodes.diffusion.sampling import check_size, describe, family_of, open_model
-from nodes.diffusion.schedulers import Scheduler, step_window
+from nodes.diffusion.schedulers import (
+    Sampler,
+    Scheduler,
+    custom_sigmas,
+    sampler_scheduler,
+    standing_in,
+    step_window,
+    takes_custom_sigmas,
+)
 from nodes.diffusion.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, Tiling
 from nodes.registry import node
 from nodes.types import Context, Help, Image, Latent, Mask, Model, Range, Seed
@@ -95,7 +104,14 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
            add_noise: Annotated[bool, Help("Off: the latent is used as it is, already noisy at start_step.")] = True,
            leftover_noise: Annotated[bool, Help("Stopping early, return the still-noisy latent (for a next Sample "
                                                 "with add_noise off) instead of the denoised one.")] = False,
-           clip_skip: ClipSkip = 0, ctx: Context = None) -> Latent:
+           clip_skip: ClipSkip = 0,
+           sampler: Annotated[Sampler, Help("ComfyUI's sampler_name; auto: the class `scheduler` gives.")]
+           = Sampler.AUTO,
+           schedule: Annotated[Schedule, Help("ComfyUI's scheduler (sigma spacing); default: the diffusers "
+                                              "scheduler's own.")] = Schedule.DEFAULT,
+           noise: Annotated[NoiseMode, Help("imagebash: one generator per image (seed, seed+1, ...); comfyui: "
+                                            "one randn of the whole batch, as ComfyUI.")] = NoiseMode.IMAGEBASH,
+           ctx: Context = None) -> Latent:
     """Denoise a latent toward a prompt: denoise 1 starts from pure noise, less keeps structure.
 
     start_step / end_step run only steps [start, end) of a `steps`-step schedule, as ComfyUI's
@@ -124,9 +140,30 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
                 pipe._interrupt = True
     final = runs if end < total and not leftover_noise else None
 
+    sampler, schedule, noise = Sampler(sampler), Schedule(schedule), NoiseMode(noise)
+    comfy = sampler is not Sampler.AUTO or schedule is not Schedule.DEFAULT
+    flow = get_family(model.family).flow_matching
+    if flow and (comfy or noise is NoiseMode.COMFYUI):  # an imported Flux / SD 3.5 graph still runs
+        ctx.log(f"ComfyUI's sampler, schedule and noise settings apply to DDPM-family models; "
+                f"{_title(model.family)} (flow matching) samples with its own flow-matching Euler", "warning")
+        sampler, schedule, noise, comfy = Sampler.AUTO, Schedule.DEFAULT, NoiseMode.IMAGEBASH, False
+    initial = comfy_noise(seed, tuple(samples.shape)) if noise is NoiseMode.COMFYUI else None
+
     @contextlib.contextmanager
     def hook(scheduler: object) -> Iterator[None]:  # entered under the model's lock, around the pipeline call
         with contextlib.ExitStack() as stack:
+            if comfy:
+                base = entry.state.get("scheduler_config", dict(scheduler.config))
+                if sampler is not Sampler.AUTO:
+                    stack.enter_context(standing_in(scheduler, sampler_scheduler(sampler, base, schedule.value)))
+                if schedule is not Schedule.DEFAULT and takes_custom_sigmas(scheduler):
+                    train = model_sigmas(scheduler.alphas_cumprod)
+                    stack.enter_context(custom_sigmas(scheduler, comfy_sigmas(schedule, total, train), train))
+                elif schedule is not Schedule.DEFAULT and getattr(ctx, "log", None):
+                    ctx.log(f"{type(scheduler).__name__} takes no custom sigmas: {schedule.value} uses its own "
+                            "flag where diffusers has one", "warning")
+            if initial is not None and add_noise and start > 0 and hasattr(scheduler, "add_noise"):
+                stack.enter_context(_noise_as(scheduler, initial))
             if not add_noise or final is not None:
                 stack.enter_context(step_window(scheduler, add_noise=add_noise, final_step=final))
             if clip_skip:
@@ -135,6 +172,8 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
 
     extra = {"clip_skip": clip_skip or None, "after_step": after, "scheduler_hook": hook}
     if start == 0 and add_noise:
+        if initial is not None:
+            extra["latents"] = initial.to(entry.device, getattr(entry.pipe, get_family(model.family).denoiser).dtype)
         entry, out = sample_latents(ctx, model, "txt2img", size, n, seed, scheduler, shift, prompt, negative_prompt,
                                     total, guidance, width=size[0], height=size[1], num_images_per_prompt=n, **extra)
     else:
@@ -144,6 +183,21 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
                                     [negative_prompt] * n if negative_prompt else None, total, guidance, image=image,
                                     strength=strength, width=size[0], height=size[1], **extra)
     return Latent(out, model.family, latent.scale_factor)
+
+
+@contextlib.contextmanager
+def _noise_as(scheduler: object, noise: object) -> Iterator[None]:
+    """img2img's noising of the input latent uses `noise` (ComfyUI's batch noise) instead of the pipeline's."""
+    add = scheduler.add_noise
+
+    def add_noise(original: object, _noise: object, *args: object, **kwargs: object) -> object:
+        return add(original, noise.to(_noise.device, _noise.dtype), *args, **kwargs)
+
+    scheduler.__dict__["add_noise"] = add_noise
+    try:
+        yield
+    finally:
+        scheduler.__dict__.pop("add_noise", None)
 
 
 @contextlib.contextmanager

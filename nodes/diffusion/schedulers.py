@@ -103,3 +103,108 @@ def step_window(scheduler: Any, add_noise: bool = True, final_step: int | None =
     finally:
         for name in patched:
             scheduler.__dict__.pop(name, None)
+
+
+class Sampler(str, enum.Enum):
+    """ComfyUI's sampler_name values that diffusers has a scheduler for."""
+
+    AUTO = "auto"  # the class the `scheduler` choice gives
+    EULER = "euler"
+    EULER_ANCESTRAL = "euler_ancestral"
+    HEUN = "heun"
+    DPM_2 = "dpm_2"
+    LMS = "lms"
+    DPMPP_2M = "dpmpp_2m"
+    DPMPP_2M_SDE = "dpmpp_2m_sde"
+    DPMPP_SDE = "dpmpp_sde"
+    DPMPP_3M_SDE = "dpmpp_3m_sde"  # diffusers has no 3M SDE: its 3rd-order SDE DPM-Solver++ multistep
+    DDIM = "ddim"  # ComfyUI's ddim is Euler
+    UNI_PC = "uni_pc"
+    LCM = "lcm"
+
+
+_SAMPLERS: dict[Sampler, tuple[str, dict[str, Any]]] = {
+    Sampler.EULER: ("EulerDiscreteScheduler", {}),
+    Sampler.DDIM: ("EulerDiscreteScheduler", {}),
+    Sampler.EULER_ANCESTRAL: ("EulerAncestralDiscreteScheduler", {}),
+    Sampler.HEUN: ("HeunDiscreteScheduler", {}),
+    Sampler.DPM_2: ("KDPM2DiscreteScheduler", {}),
+    Sampler.LMS: ("LMSDiscreteScheduler", {}),
+    Sampler.DPMPP_2M: ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    Sampler.DPMPP_2M_SDE: ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    Sampler.DPMPP_3M_SDE: ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+    Sampler.DPMPP_SDE: ("DPMSolverSDEScheduler", {}),
+    Sampler.UNI_PC: ("UniPCMultistepScheduler", {}),
+    Sampler.LCM: ("LCMScheduler", {}),
+}
+
+#: Classes whose step tables interleave midpoints: their own flags give the formula, not custom sigmas.
+_FLAG_ONLY = {"KDPM2DiscreteScheduler": 0, "DPMSolverSDEScheduler": 0, "LCMScheduler": 0}
+_FLAGS = {"karras": "use_karras_sigmas", "exponential": "use_exponential_sigmas", "beta": "use_beta_sigmas"}
+
+
+def sampler_scheduler(sampler: Sampler | str, base_config: dict, schedule: str = "default") -> Any:
+    """A fresh diffusers scheduler for ComfyUI's `sampler` on the model's config; for a class that takes
+    no custom sigmas, `schedule` karras/exponential/beta set its own flag (diffusers' formula)."""
+    import diffusers
+
+    name, extra = _SAMPLERS[Sampler(sampler)]
+    extra = dict(extra)
+    if name in _FLAG_ONLY and schedule in _FLAGS and name != "LCMScheduler":
+        extra[_FLAGS[schedule]] = True
+    return getattr(diffusers, name).from_config(base_config, **extra)
+
+
+def takes_custom_sigmas(scheduler: Any) -> bool:
+    return type(scheduler).__name__ not in _FLAG_ONLY
+
+
+def _interleave(x: Any, tail: bool) -> Any:
+    import torch
+
+    if tail:  # sigmas: first, each inner twice, last
+        return torch.cat([x[:1], x[1:-1].repeat_interleave(2), x[-1:]])
+    return torch.cat([x[:1], x[1:].repeat_interleave(2)])
+
+
+@contextlib.contextmanager
+def custom_sigmas(scheduler: Any, sigmas: Any, train_sigmas: Any) -> Iterator[None]:
+    """For one call, `set_timesteps` on `scheduler` lays out `sigmas` (descending, ending with 0) in place
+    of its own spacing, with the matching fractional timesteps of the model's `train_sigmas`."""
+    import torch
+
+    from nodes.diffusion.comfy_noise import sigma_to_t
+
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
+    setter = scheduler.set_timesteps
+
+    def set_timesteps(num_inference_steps: int | None = None, device: Any = None, **_kw: Any) -> None:
+        setter(len(sigmas) - 1, device=device)
+        ts = sigma_to_t(sigmas[:-1], train_sigmas)
+        like = scheduler.timesteps
+        if not like.dtype.is_floating_point:
+            ts = ts.round()
+        sig = sigmas
+        if type(scheduler).__name__ == "HeunDiscreteScheduler":
+            sig, ts = _interleave(sig, True), _interleave(ts, False)
+        scheduler.sigmas = sig.to(scheduler.sigmas.device)
+        scheduler.timesteps = ts.to(like.device, like.dtype)
+        scheduler.num_inference_steps = len(sigmas) - 1
+
+    scheduler.__dict__["set_timesteps"] = set_timesteps
+    try:
+        yield
+    finally:
+        scheduler.__dict__.pop("set_timesteps", None)
+
+
+@contextlib.contextmanager
+def standing_in(target: Any, replacement: Any) -> Iterator[None]:
+    """For one call, the pipeline's configured scheduler object `target` behaves as `replacement`
+    (class and state swapped in place, restored after): a Sample's own sampler on a shared pipeline."""
+    cls, state = target.__class__, target.__dict__
+    target.__class__, target.__dict__ = replacement.__class__, replacement.__dict__
+    try:
+        yield
+    finally:
+        target.__class__, target.__dict__ = cls, state

@@ -111,6 +111,8 @@ def test_two_lora_graph_exports_what_comfyui_expects(registry):
     wf = read_json(json.loads(json.dumps(api)))
     assert wf.source == "api"
     back, _ = to_graph(wf, registry)
+    exact = {k: back.nodes[f"n{p['sample']}"].params.pop(k) for k in ("sampler", "schedule", "noise")}
+    assert exact == {"sampler": "dpmpp_2m", "schedule": "karras", "noise": "comfyui"}  # ComfyUI's own terms
     assert shape(back) == shape(two_loras(), {k: f"n{v}" for k, v in p.items()})
 
 

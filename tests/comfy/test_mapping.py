@@ -55,7 +55,8 @@ def test_txt2img_folds_into_imagebash_nodes():
                      "n11": "imagebash.comfy.unmapped", "n12": "imagebash.image.save"}
     s = g.nodes["n3"].params
     assert s == {"steps": 20, "guidance": 7.5, "scheduler": "dpmpp_2m_karras", "denoise": 1.0, "seed": 42,
-                 "prompt": "a red fox in the snow", "negative_prompt": "blurry"}
+                 "prompt": "a red fox in the snow", "negative_prompt": "blurry",
+                 "sampler": "dpmpp_2m", "schedule": "karras", "noise": "comfyui"}  # ComfyUI's sampling, exactly
     assert g.nodes["n3"].title == "My sampler" and g.nodes["n3"].position == (863, 186)
     assert g.nodes["n10"].params == {"file": "style.safetensors", "weight": 0.8}
     assert g.nodes["n9"].params == {"filename_prefix": "fox"}
@@ -173,7 +174,7 @@ def test_controlnet_regions_canny_blend_scale():
             ("n31", "image", "n33", "image"), ("n33", "model", "n3", "model")} <= links(g)
     assert g.nodes["n3"].params["prompt"] == "a red fox in the snow"
     assert g.nodes["n3"].params["scheduler"] == "dpmpp_2m_karras"
-    assert any("nearest" in t for t in report.nodes["3"].notes)
+    assert (g.nodes["n3"].params["sampler"], g.nodes["n3"].params["schedule"]) == ("lms", "karras")  # exact
     assert g.nodes["n37"].params == {"width": 768, "height": 768, "mode": "fill", "interpolation": "bicubic"}
     assert g.nodes["n38"].params == {"opacity": 0.3, "mode": "soft light"}
     assert report.placeholder_count == 0 and validate(g, default_registry()) == []
