@@ -25,6 +25,7 @@ from nodes.diffusion.schedulers import (
     Sampler,
     Scheduler,
     custom_sigmas,
+    patched,
     sampler_scheduler,
     standing_in,
     step_window,
@@ -193,11 +194,8 @@ def _noise_as(scheduler: object, noise: object) -> Iterator[None]:
     def add_noise(original: object, _noise: object, *args: object, **kwargs: object) -> object:
         return add(original, noise.to(_noise.device, _noise.dtype), *args, **kwargs)
 
-    scheduler.__dict__["add_noise"] = add_noise
-    try:
+    with patched(scheduler, add_noise=add_noise):
         yield
-    finally:
-        scheduler.__dict__.pop("add_noise", None)
 
 
 @contextlib.contextmanager

@@ -71,17 +71,28 @@ def _first(sample: Any, *_args: Any, **_kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
+def patched(obj: Any, **methods: Any) -> Iterator[None]:
+    """For one call, `obj`'s methods named in `methods` are replaced on the instance (the class's
+    return when the block ends): how a Sample changes a shared pipeline's scheduler for its run."""
+    for name, fn in methods.items():
+        obj.__dict__[name] = fn
+    try:
+        yield
+    finally:
+        for name in methods:
+            obj.__dict__.pop(name, None)
+
+
+@contextlib.contextmanager
 def step_window(scheduler: Any, add_noise: bool = True, final_step: int | None = None) -> Iterator[None]:
     """For one pipeline call on `scheduler`: with `add_noise` off, img2img's noising of the input
     latent is skipped (the latent is taken as already noisy at the first step, as ComfyUI's
     add_noise disable); with `final_step` k, the k-th step of the call returns the scheduler's
     fully denoised estimate (ComfyUI's last sigma forced to 0 when sampling stops early)."""
-    patched: list[str] = []
+    methods: dict[str, Any] = {}
     if not add_noise:
-        for name in ("add_noise", "scale_noise"):  # DDPM-family and flow-matching noising
-            if hasattr(scheduler, name):
-                scheduler.__dict__[name] = _first
-                patched.append(name)
+        methods.update({name: _first for name in ("add_noise", "scale_noise")  # DDPM-family and flow noising
+                        if hasattr(scheduler, name)})
     if final_step is not None:
         step, calls = scheduler.step, [0]
 
@@ -96,13 +107,9 @@ def step_window(scheduler: Any, add_noise: bool = True, final_step: int | None =
                 out.prev_sample = x0
             return out if return_dict else (out.prev_sample,)
 
-        scheduler.__dict__["step"] = stepped
-        patched.append("step")
-    try:
+        methods["step"] = stepped
+    with patched(scheduler, **methods):
         yield
-    finally:
-        for name in patched:
-            scheduler.__dict__.pop(name, None)
 
 
 class Sampler(str, enum.Enum):
@@ -191,11 +198,8 @@ def custom_sigmas(scheduler: Any, sigmas: Any, train_sigmas: Any) -> Iterator[No
         scheduler.timesteps = ts.to(like.device, like.dtype)
         scheduler.num_inference_steps = len(sigmas) - 1
 
-    scheduler.__dict__["set_timesteps"] = set_timesteps
-    try:
+    with patched(scheduler, set_timesteps=set_timesteps):
         yield
-    finally:
-        scheduler.__dict__.pop("set_timesteps", None)
 
 
 @contextlib.contextmanager
