@@ -49,7 +49,8 @@ def cmd_import_comfy(args: argparse.Namespace) -> int:
 
     src: pathlib.Path = args.file
     if not src.is_file():
-        print(f"imagebash: error: {shown_path(src)}: no such file", file=sys.stderr)
+        what = "a folder, not a workflow file" if src.is_dir() else "no such file"
+        print(f"imagebash: error: {shown_path(src)}: {what}", file=sys.stderr)
         return 2
     try:
         wf = read(src)

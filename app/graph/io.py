@@ -352,7 +352,7 @@ def load(path: str | pathlib.Path) -> Graph:
     p = pathlib.Path(path)
     where = shown_path(p)
     if not p.is_file():
-        raise WorkflowFormatError(f"{where}: no such file")
+        raise WorkflowFormatError(f"{where}: " + ("a folder, not a workflow file" if p.is_dir() else "no such file"))
     try:
         suffix = p.suffix.lower()
         if suffix == ".webp":

@@ -440,6 +440,8 @@ def info(path_or_name: str | os.PathLike[str], hashes: bool = True) -> ModelInfo
         if p.is_file() and p.suffix.lower() not in (*SAFE_SUFFIXES, ".gguf", *UNSAFE_SUFFIXES):
             raise LibraryError(f"{p.name} is not a model file (.safetensors, .gguf, a diffusers folder)")
         return describe(p, kind, root, name, hashes=hashes)
+    if p.is_absolute() or text.startswith((".", "~")):
+        raise LibraryError(f"{text}: no such file")
     matches = [m for m in scan(hashes=False) if text in (m.name, m.path.name, m.path.stem)]
     if not matches:
         from app.paths import models_dirs

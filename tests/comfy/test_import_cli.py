@@ -83,3 +83,14 @@ def test_own_files_still_load_as_before(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"nodes": []}))
     with pytest.raises(WorkflowFormatError, match="not an imagebash workflow"):
         load(tmp_path / "x.json")
+
+
+def test_a_folder_or_a_missing_path_is_one_line(tmp_path, capsys):
+    from app.cli import main
+
+    assert main(["import-comfy", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(": a folder, not a workflow file")
+    assert main(["validate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(": a folder, not a workflow file")
+    assert main(["import-comfy", str(tmp_path / "gone.json")]) == 2
+    assert capsys.readouterr().err.strip().endswith("gone.json: no such file")

@@ -155,3 +155,11 @@ def test_recent_files_of_the_editor_count_as_workflow_folders(tmp_path):
     q.setValue("ui/recent_files", paths)
     q.sync()
     assert [str(p) for p in recent_files()] == paths
+
+
+def test_verify_of_a_path_that_is_not_there_says_so(tmp_path, capsys, monkeypatch):
+    from app.cli import main
+
+    monkeypatch.setenv("IMAGEBASH_MODELS", str(tmp_path / "models"))
+    assert main(["models", "verify", str(tmp_path / "nowhere.safetensors")]) == 2
+    assert capsys.readouterr().err.strip() == f"imagebash: error: {tmp_path / 'nowhere.safetensors'}: no such file"
