@@ -57,7 +57,8 @@ def register(subparsers: Any) -> None:
 
     dl = sub.add_parser("download", help="download a model into the right models folder (resumable)")
     dl.add_argument("source", help="hf:owner/repo[/file], a Hugging Face or Civitai URL, civitai:VERSION, or a URL")
-    dl.add_argument("--kind", choices=KIND_CHOICES[:9], help="which folder it goes to (default: from the file)")
+    dl.add_argument("--kind", choices=(*KIND_CHOICES[:9], "depth"),
+                    help="which folder it goes to (default: from the file; depth: a Depth Anything repo)")
     dl.add_argument("--sha256", metavar="HEX", help="refuse the file unless it has this sha256")
     dl.add_argument("--token-from-keyring", action="store_true",
                     help="use the token stored in the OS keyring (default: only the environment's)")

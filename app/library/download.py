@@ -39,7 +39,7 @@ PROGRESS_HZ = 10
 #: Automatic resumes after a dropped connection within one call.
 RETRIES = 3
 #: Kinds that have a folder: catalog.DIRS plus embeddings.
-EXTRA_DIRS = {"embedding": ("embeddings",)}
+EXTRA_DIRS = {"embedding": ("embeddings",), "depth": ("depth",)}  # depth: the Depth preprocessor's models
 #: Civitai model types → our kinds.
 CIVITAI_KINDS = {"checkpoint": "checkpoint", "lora": "lora", "locon": "lora", "dora": "lora", "lycoris": "lora",
                  "textualinversion": "embedding", "vae": "vae", "controlnet": "controlnet"}
@@ -570,6 +570,10 @@ def _snapshot(src: Source, kind: str, job: _Job, token: str | None) -> Path:
             raise DownloadError(sources.pickle_message(pickles[0].split("/")[-1]))
         raise DownloadError(f"{label} has no .safetensors weights to download")
     todo = [p for p in chosen if not (target / p).is_file() or _size(target / p) != tree[p].size]
+    try:
+        target.mkdir(parents=True, exist_ok=True)  # a repo without model_index.json has no file here yet
+    except OSError as exc:
+        raise DownloadError(f"{label}: cannot write the download ({exc.strerror}: {target})") from None
     _check_space(target, sum(tree[p].size - _size(target / (p + ".part")) for p in todo))
     job.grand, job.label = sum(tree[p].size for p in chosen), label
     job.prior = sum(tree[p].size for p in chosen if p not in todo)

@@ -277,8 +277,9 @@ def list_depth_models() -> list[str]:
 def _missing_depth(name: str = "") -> ValueError:
     root = depth_dirs()[0].parent if depth_dirs() else Path("<models>")
     head = f"depth model '{name}' not found. " if name else ""
-    return ValueError(f"{head}Depth needs a Depth Anything V2 model: put its folder in {root}/{DEPTH_DIR}/ "
-                      f"(e.g. {DEPTH_EXAMPLE}) or give a hub id")
+    return ValueError(f"{head}Depth needs a Depth Anything V2 model: get it with `imagebash models download "
+                      f"hf:{DEPTH_EXAMPLE} --kind depth` (or the Models panel's Download…), or put its folder "
+                      f"in {root}/{DEPTH_DIR}/")
 
 
 def resolve_depth(model: str) -> str:

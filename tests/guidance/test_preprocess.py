@@ -272,8 +272,9 @@ def test_depth_missing_model_is_one_clear_line(loads, tmp_path, monkeypatch):
         with pytest.raises(ValueError) as err:
             depth(_shapes(), model=name)
         msg = str(err.value)
-        assert "Depth needs a Depth Anything V2 model: put its folder in" in msg and "\n" not in msg
-        assert "/depth/ (e.g. depth-anything/Depth-Anything-V2-Small-hf) or give a hub id" in msg
+        assert "Depth needs a Depth Anything V2 model: get it with `imagebash models download hf:" in msg
+        assert "--kind depth" in msg and "\n" not in msg
+        assert "Depth-Anything-V2-Small-hf --kind depth" in msg and msg.endswith("/depth/")
     monkeypatch.setenv("IMAGEBASH_MODELS", str(tmp_path / "empty"))
     assert pp.list_depth_models() == []
     assert pp._depth_key({"model": "tiny-depth"}) == "missing"

@@ -118,6 +118,20 @@ def test_whole_diffusers_repo_snapshot_skips_pickles(hub, models):
     assert seen and seen[-1].done == seen[-1].total
 
 
+def test_a_depth_anything_repo_lands_where_the_depth_node_looks(hub, models):
+    """`--kind depth`: what the Depth preprocessor's missing-model line tells the user to run."""
+    hub.add("depth-anything/Depth-Anything-V2-Small-hf", {
+        "config.json": b"{}", "preprocessor_config.json": b"{}", "model.safetensors": CKPT,
+        "pytorch_model.bin": b"PICKLE" * 100})
+    folder = download("hf:depth-anything/Depth-Anything-V2-Small-hf", kind="depth")
+    assert folder == models / "depth" / "Depth-Anything-V2-Small-hf"
+    assert {p.name for p in folder.iterdir() if p.is_file()} == {"config.json", "preprocessor_config.json",
+                                                                  "model.safetensors"}
+    from nodes.guidance.preprocess import list_depth_models
+
+    assert "Depth-Anything-V2-Small-hf" in list_depth_models()
+
+
 def test_cancelled_snapshot_resumes_on_the_next_call(hub, models):
     unet = safetensors_bytes({"conv_in.weight": (8, 8)}, fill=5, pad_to=3 << 20)
     vae = safetensors_bytes({"decoder.conv_in.weight": (8, 8)}, fill=9, pad_to=3 << 20)
