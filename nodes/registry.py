@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodes import types as T
+from nodes.schedule import SCHEDULABLE_KINDS, Schedule, is_schedule_json
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ LINK_KINDS = {"Image", "Mask", "Latent", "Model", "Video", "Any"}
 
 _CLASS_KINDS: dict[type, str] = {
     int: "int", float: "float", str: "str", bool: "bool", pathlib.Path: "Path",
-    T.Latent: "Latent", T.Model: "Model", T.Video: "Video", object: "Any",
+    T.Latent: "Latent", T.Model: "Model", T.Video: "Video", T.Frames: "Video", object: "Any",
 }
 
 #: (source kind, destination kind) pairs that connect besides identical kinds.
@@ -97,6 +98,9 @@ class PortSpec:
                 return None
             raise ValueError(f"'{self.name}' needs a value")
         k = self.kind
+        if k in SCHEDULABLE_KINDS and (isinstance(value, Schedule) or is_schedule_json(value)) \
+                and self.enum is None:
+            return self._coerce_schedule(value)
         try:
             if self.enum is not None:
                 if isinstance(value, self.enum):
@@ -137,8 +141,23 @@ class PortSpec:
             raise ValueError(f"'{self.name}' = {v} is out of range [{_fmt(r.min)}, {_fmt(r.max)}]")
         return v
 
+    def _coerce_schedule(self, value: Any) -> Schedule:
+        """A keyframe schedule for this port; constant keyframes must be in the port's range."""
+        sched = value if isinstance(value, Schedule) else Schedule.from_json(value, self.kind, f"'{self.name}'")
+        if sched.kind != self.kind and {sched.kind, self.kind} != {"int", "Seed"}:
+            sched = Schedule.parse(sched.text, self.kind, sched.interp, f"'{self.name}'")
+        r = self.range
+        if r is not None:
+            for frame, v in sched.constants():
+                if (r.min is not None and v < r.min) or (r.max is not None and v > r.max):
+                    raise ValueError(f"'{self.name}' keyframe {frame} = {v:g} is out of range "
+                                     f"[{_fmt(r.min)}, {_fmt(r.max)}]")
+        return sched
+
     def to_json(self, value: Any) -> Any:
-        """The JSON form of a parameter value (enums by value, paths as strings)."""
+        """The JSON form of a parameter value (enums by value, paths as strings, schedules as dicts)."""
+        if isinstance(value, Schedule):
+            return value.to_json()
         if isinstance(value, enum.Enum):
             return value.value
         if isinstance(value, pathlib.PurePath):
@@ -216,6 +235,11 @@ class NodeSpec:
     migrate: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     cache_key: Callable[[dict[str, Any]], str] | None = None
     source_module: str = ""
+    #: A temporal node's neighbour frames; its `Frames` inputs get a FrameWindow per output frame.
+    window: T.Window | None = None
+    window_ports: tuple[str, ...] = ()
+    #: The node handles keyframe schedules itself (gets Schedule objects, not per-frame values).
+    schedules: bool = False
     _by_name: dict[str, PortSpec] = field(default_factory=dict, repr=False)
     _out_by_name: dict[str, PortSpec] = field(default_factory=dict, repr=False)
     #: Output port name -> kind (what the engine's wire types are chosen by).
@@ -251,6 +275,8 @@ class NodeSpec:
             "inputs": [p.describe() for p in self.inputs],
             "outputs": [p.describe() for p in self.outputs],
             "dynamic_inputs": self.dynamic_inputs is not None,
+            **({"window": {"before": self.window.before, "after": self.window.after,
+                           "previous": self.window.previous}} if self.window else {}),
         }
 
 
@@ -306,6 +332,18 @@ def port_from_annotation(name: str, annotation: Any, default: Any = REQUIRED,
     if default is None:
         spec.optional = True
     return spec
+
+
+def _strip_annotation(annotation: Any) -> Any:
+    """The class under `Annotated[...]` and `X | None`."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        else:
+            return annotation
 
 
 def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
@@ -423,6 +461,7 @@ def node(node_id: str, *, version: int = 1, title: str | None = None, category: 
          dynamic_inputs: Callable[[dict[str, Any]], list[PortSpec]] | None = None,
          migrate: Callable[[dict[str, Any], int], dict[str, Any]] | None = None,
          cache_key: Callable[[dict[str, Any]], str] | None = None,
+         window: T.Window | None = None, schedules: bool = False,
          registry: Registry | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a node: decorate a typed function; its signature is the single source of truth.
 
@@ -430,13 +469,16 @@ def node(node_id: str, *, version: int = 1, title: str | None = None, category: 
     module's pack gets it; with one, it goes into that registry only (tests, hand-built sets).
     `cache_key(params)` adds to the node's cache signature what its parameters do not show, such
     as the content of a file named by a str parameter (a model looked up in the models folder).
+    `window` makes a temporal node: its `Frames` inputs arrive as a FrameWindow around each
+    output frame and its Image outputs become lazy Videos; `schedules=True` hands keyframe
+    schedules to the node instead of evaluating them per frame.
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         spec = build_spec(fn, node_id, version=version, title=title, category=category,
                           device=device, io=io, cacheable=cacheable, output=output,
                           legacy_ids=legacy_ids, dynamic_inputs=dynamic_inputs, migrate=migrate,
-                          cache_key=cache_key)
+                          cache_key=cache_key, window=window, schedules=schedules)
         if registry is not None:
             registry.register(spec)
         else:
@@ -462,6 +504,7 @@ def build_spec(fn: Callable[..., Any], node_id: str, **kw: Any) -> NodeSpec:
     if not description:
         raise NodeDeclarationError(f"{where}: needs a docstring (it becomes the node's docs)")
     inputs: list[PortSpec] = []
+    window_ports: list[str] = []
     wants_ctx = False
     has_var_kw = False
     for p in inspect.signature(fn).parameters.values():
@@ -476,6 +519,8 @@ def build_spec(fn: Callable[..., Any], node_id: str, **kw: Any) -> NodeSpec:
             continue
         if ann is REQUIRED:
             raise NodeDeclarationError(f"{where}: input '{p.name}' has no type annotation")
+        if _strip_annotation(ann) is T.Frames:
+            window_ports.append(p.name)
         try:
             spec = port_from_annotation(p.name, ann, p.default, helps.get(p.name, ""))
         except NodeDeclarationError as exc:
@@ -513,13 +558,29 @@ def build_spec(fn: Callable[..., Any], node_id: str, **kw: Any) -> NodeSpec:
         outputs.append(out)
     if kw["output"] is False and not outputs:
         raise NodeDeclarationError(f"{where}: a node without outputs must be declared output=True")
+    window = kw.get("window")
+    if window is not None:
+        if not window_ports:
+            raise NodeDeclarationError(f"{where}: a windowed node needs a `Frames` input")
+        if kw["output"] or kw["io"] or any(o.kind not in ("Image", "Mask") for o in outputs) or not outputs:
+            raise NodeDeclarationError(f"{where}: a windowed node makes frames: Image/Mask outputs only, "
+                                       "and it cannot be an output or io node")
+        if min(window.before, window.after) < 0:
+            raise NodeDeclarationError(f"{where}: window offsets must be >= 0")
+        for o in outputs:
+            o.kind = "Video"  # frame by frame inside, a lazy Video on the wire
+        if not multi:
+            outputs[0].name = "video"
+    elif window_ports:
+        raise NodeDeclarationError(f"{where}: `Frames` inputs need @node(window=Window(...))")
     return NodeSpec(
         id=node_id, version=kw["version"], title=kw["title"] or fn.__name__.replace("_", " ").title(),
         category=kw["category"], description=description, fn=fn, inputs=inputs, outputs=outputs,
         device=kw["device"], io=kw["io"], cacheable=kw["cacheable"], output=kw["output"],
         legacy_ids=tuple(kw["legacy_ids"]), wants_ctx=wants_ctx, multi_output=multi,
         dynamic_inputs=kw["dynamic_inputs"], migrate=kw["migrate"], cache_key=kw.get("cache_key"),
-        source_module=fn.__module__)
+        source_module=fn.__module__, window=window, window_ports=tuple(window_ports),
+        schedules=bool(kw.get("schedules")))
 
 
 #: The built-in node modules; each imports torch lazily so listing nodes stays fast.

@@ -178,11 +178,12 @@ class Video:
     """
 
     def __init__(self, length: int, fps: float, size: tuple[int, int],
-                 get_frame: Callable[[int], np.ndarray], channels: int = 3) -> None:
+                 get_frame: Callable[[int], np.ndarray], channels: int = 3, audio: Any = None) -> None:
         self.length = int(length)
         self.fps = float(fps)
         self.size = (int(size[0]), int(size[1]))  # (width, height)
         self.channels = channels
+        self.audio = audio  # the sound that plays with these frames (nodes.video.audio.AudioTrack) or None
         self._get = get_frame
 
     def __len__(self) -> int:
@@ -214,6 +215,49 @@ class Video:
 
     def __repr__(self) -> str:
         return f"Video({self.length} frames, {self.fps:g} fps, {self.size[0]}x{self.size[1]})"
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a temporal node reads around frame t: `before` and `after` neighbours, and with
+    `previous` its own output at t - 1 (a recursive filter). Declared as `@node(window=...)`."""
+
+    before: int = 0
+    after: int = 0
+    previous: bool = False
+
+
+class Frames:
+    """Annotation of a windowed node's clip input: a Video on the wire, a `FrameWindow` per call."""
+
+
+class FrameWindow:
+    """The frames a windowed node sees when it computes frame `index` of its output.
+
+    `w[0]` is the current frame, `w[-1]` the one before, `w[2]` two ahead, each (1, H, W, C);
+    offsets outside the clip are clamped to its first or last frame (so borders need no special
+    case) and offsets outside the declared window raise. `previous` is the node's own output at
+    `index - 1` (None at frame 0) when the node declared `Window(previous=True)`.
+    """
+
+    def __init__(self, index: int, length: int, fps: float, get: Callable[[int], np.ndarray],
+                 window: Window, previous: np.ndarray | None = None) -> None:
+        self.index = index
+        self.length = length
+        self.fps = fps
+        self.window = window
+        self.previous = previous
+        self._get = get
+
+    def __getitem__(self, offset: int) -> np.ndarray:
+        if not -self.window.before <= offset <= self.window.after:
+            raise IndexError(f"offset {offset} is outside the declared window "
+                             f"(-{self.window.before}..+{self.window.after})")
+        return self._get(min(max(self.index + offset, 0), self.length - 1))
+
+    def exists(self, offset: int) -> bool:
+        """Whether frame `index + offset` is in the clip (not a clamped copy of a border frame)."""
+        return 0 <= self.index + offset < self.length
 
 
 class Cancelled(Exception):

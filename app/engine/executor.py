@@ -27,7 +27,7 @@ from app.engine.cache import OutputCache
 from app.engine.plan import Plan, PlanNode, compute_signatures, make_plan
 from app.engine.services import Services
 from app.engine.store import OutputStore
-from app.engine.video_map import map_over_video
+from app.engine.video_map import at_frame, map_over_video, map_windowed, scheduled
 from app.graph.model import Graph, NodeMode
 from app.graph.validate import ValidationError
 from nodes.registry import REQUIRED, Registry, default_registry
@@ -310,11 +310,19 @@ class Engine:
         kwargs = dict(inputs)
         if spec.wants_ctx:
             kwargs["ctx"] = NodeContext(self, run, pn.id)
+        if spec.window is not None:
+            return map_windowed(lambda kw: self._call(pn, kw), spec, kwargs, run.cancel)
         video_ports = [p.name for p in pn.ports
                        if p.kind in ("Image", "Mask") and isinstance(kwargs.get(p.name), Video)]
         if video_ports:
             kinds = {p.name: p.kind for p in pn.ports}
             return map_over_video(lambda kw: self._call(pn, kw), spec, kinds, kwargs, video_ports, run.cancel)
+        schedules = {} if spec.schedules else scheduled(kwargs)
+        if schedules:
+            # Nothing here runs per frame, so a schedule means its first keyframe's value.
+            self.events.emit(ev.NodeLog(run.id, pn.id, f"{', '.join(schedules)}: a schedule on a node that does "
+                                        "not run over a video's frames takes its value at frame 0", "warning"))
+            kwargs = at_frame(kwargs, schedules, 0)
         return self._call(pn, kwargs)
 
     def _call(self, pn: PlanNode, kwargs: dict[str, Any]) -> dict[str, Any]:
