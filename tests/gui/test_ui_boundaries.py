@@ -15,7 +15,7 @@ UI = pathlib.Path(__file__).resolve().parents[2] / "app" / "ui"
 #: same interface over HTTP) with the name of its token's keyring entry.
 ALLOWED = {"app.engine.client", "app.engine.events", "app.engine.wire", "app.engine.EngineSettings",
            "app.engine.remote", "app.engine.remote_cli",
-           "nodes.registry", "nodes.types", "app.training.config", "app.training.checkpoint",
+           "nodes.registry", "nodes.types", "nodes.schedule", "app.training.config", "app.training.checkpoint",
            "app.training.workflow"}
 
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 from app.graph import NodeMode
 from app.ui.theme import port_color
 from nodes.registry import REQUIRED, PortSpec
+from nodes.schedule import Schedule, is_schedule_json
 
 if TYPE_CHECKING:
     from app.ui.canvas.scene import CanvasScene
@@ -71,6 +72,10 @@ def format_value(port: PortSpec, value: Any) -> str:
     """How a parameter value reads on the node face."""
     if value is None:
         return "—" if port.default is REQUIRED or port.default is None else format_value(port, port.default)
+    if isinstance(value, Schedule):
+        value = value.to_json()
+    if is_schedule_json(value):  # keyframed: a diamond and the keyframes as written
+        return "◆ " + " ".join(str(value.get("schedule", "")).split())
     if isinstance(value, enum.Enum):
         value = value.value
     if isinstance(value, bool):

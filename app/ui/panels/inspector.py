@@ -2,7 +2,9 @@
 
 Editors come from `app.ui.widgets.param_editors.make_editor` and commit through
 `WorkflowDocument.set_param`, so each change is one undo step; the panel rebuilds itself when the
-node changes from elsewhere (an undo, the canvas' inline editor).
+node changes from elsewhere (an undo, the canvas' inline editor). A keyframed parameter shows its
+schedule line with the curve editor embedded below it (a ◆ before its name); turning keyframes on
+or off rebuilds the panel, since the parameter's editor changes kind.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PySide6.QtWidgets import (
 from app.graph.model import GraphEvent
 from app.ui.widgets.param_editors import make_editor
 from nodes.registry import REQUIRED
+from nodes.schedule import is_schedule_json
 
 _NODE_EVENTS = {"param_changed", "mode_changed", "node_changed", "link_added", "link_removed"}
 
@@ -38,6 +41,8 @@ class InspectorPanel(QScrollArea):
         self.error = QLabel()
         self._unsubscribe = None
         self._committing = False
+        #: (node id, port) of scheduled parameters whose curve editor the user folded away.
+        self._curves_closed: set[tuple[str, str]] = set()
         self.clear()
 
     # public -------------------------------------------------------------------------------------
@@ -62,6 +67,18 @@ class InspectorPanel(QScrollArea):
             self._unsubscribe()
             self._unsubscribe = None
 
+    def _set_body(self, body: QWidget) -> None:
+        # the old body may hold the widget whose signal got us here: delete it later, not now, and
+        # silence it first (a spin box losing focus as it goes would commit its text once more)
+        old = self.widget()
+        if old is not None:
+            for w in old.findChildren(QWidget):
+                w.blockSignals(True)
+            old = self.takeWidget()
+        self.setWidget(body)
+        if old is not None:
+            old.deleteLater()
+
     def _rebuild(self) -> None:
         self.editors = {}
         body = QWidget()
@@ -72,7 +89,7 @@ class InspectorPanel(QScrollArea):
             hint.setWordWrap(True)
             hint.setObjectName("hint")
             lay.addWidget(hint)
-            self.setWidget(body)
+            self._set_body(body)
             return
         node = self.document.graph.nodes[self.node_id]
         spec = self.document.registry.get(node.type)
@@ -85,7 +102,7 @@ class InspectorPanel(QScrollArea):
             missing = QLabel(f"Unknown node type '{node.type}': is its node pack installed?")
             missing.setWordWrap(True)
             lay.addWidget(missing)
-            self.setWidget(body)
+            self._set_body(body)
             return
         doc = QLabel(_reflow(spec.description))
         doc.setWordWrap(True)
@@ -103,8 +120,14 @@ class InspectorPanel(QScrollArea):
                 w: QWidget = QLabel(f"← {link.src}.{link.src_port}")
             elif port.is_param:
                 value = node.params.get(port.name, port.default if port.default is not REQUIRED else None)
+                key = (self.node_id, port.name)
+                if is_schedule_json(value):
+                    label.setText("◆ " + label.text())
+                    label.setProperty("scheduled", True)
                 w = make_editor(port, value, lambda v, name=port.name: self._commit(name, v),
-                                choices=lambda name=port.name: self.document.choices(spec.id, name))
+                                choices=lambda name=port.name: self.document.choices(spec.id, name),
+                                curve_inline=True, curve_open=key not in self._curves_closed,
+                                on_curve_toggled=lambda shown, key=key: self._curve_toggled(key, shown))
                 self.editors[port.name] = w
             else:
                 w = QLabel(f"{port.kind} input — not connected" + ("" if port.required else " (optional)"))
@@ -127,12 +150,13 @@ class InspectorPanel(QScrollArea):
         self.error.setStyleSheet("color: #e0605a")
         self.error.hide()
         lay.addWidget(self.error)
-        self.setWidget(body)
+        self._set_body(body)
 
     # editing ------------------------------------------------------------------------------------
     def _commit(self, name: str, value: Any) -> None:
         if self.document is None or self.node_id is None:
             return
+        old = self.document.graph.nodes[self.node_id].params.get(name)
         self._committing = True
         try:
             self.document.set_param(self.node_id, name, value)
@@ -140,8 +164,18 @@ class InspectorPanel(QScrollArea):
         except ValueError as exc:
             self.error.setText(str(exc))
             self.error.show()
+            return
         finally:
             self._committing = False
+        new = self.document.graph.nodes[self.node_id].params.get(name)
+        if is_schedule_json(old) != is_schedule_json(new):  # keyframes on or off: another editor
+            self._rebuild()
+
+    def _curve_toggled(self, key: tuple[str, str], shown: bool) -> None:
+        if shown:
+            self._curves_closed.discard(key)
+        else:
+            self._curves_closed.add(key)
 
     def _graph_event(self, event: GraphEvent) -> None:
         if self._committing or self.node_id is None:
