@@ -743,3 +743,131 @@ def _control_config(family: Family) -> Path:
 
 def manager_factory(engine: Any) -> ModelManager:
     return ModelManager(getattr(engine, "settings", None))
+
+
+# Motion adapters (AnimateDiff) ------------------------------------------------------------------
+def _motion_config(state: dict[str, Any]) -> dict[str, Any]:
+    """A MotionAdapter config from a diffusers-named state dict's keys and shapes (the attention
+    head count and norm groups, which no shape shows, are AnimateDiff's 8 and the largest of 32,
+    16, 8, ... dividing every width)."""
+    import re
+
+    widths: dict[int, int] = {}
+    modules: dict[int, set[int]] = {}
+    layers: set[int] = set()
+    mid: set[int] = set()
+    max_len = 32
+    for k, v in state.items():
+        m = re.match(r"down_blocks\.(\d+)\.motion_modules\.(\d+)\.", k)
+        if m:
+            modules.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+            if k.endswith("proj_in.weight"):
+                widths[int(m.group(1))] = int(v.shape[0])
+            t = re.match(r"down_blocks\.0\.motion_modules\.0\.transformer_blocks\.(\d+)\.", k)
+            if t:
+                layers.add(int(t.group(1)))
+            if k.endswith("pos_embed.pe"):
+                max_len = int(v.shape[1])
+        m = re.match(r"mid_block\.motion_modules\.(\d+)\.", k)
+        if m:
+            mid.add(int(m.group(1)))
+    if not widths:
+        raise ModelError("not a motion adapter (no down_blocks.N.motion_modules weights)")
+    channels = tuple(widths[i] for i in sorted(widths))
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in channels))
+    return {"block_out_channels": channels, "motion_layers_per_block": len(modules[0]),
+            "motion_transformer_layers_per_block": max(len(layers), 1), "motion_num_attention_heads": 8,
+            "motion_norm_num_groups": groups, "motion_max_seq_length": max_len, "use_motion_mid_block": bool(mid),
+            "motion_mid_block_layers_per_block": max(len(mid), 1)}
+
+
+def read_motion_adapter(path: Path, dtype: Any) -> Any:
+    """An AnimateDiff MotionAdapter from a diffusers folder or one .safetensors file (diffusers or
+    the original AnimateDiff names); pickles (.ckpt) are refused."""
+    from diffusers import MotionAdapter
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelError(f"{path.name} is a pickle motion adapter ({path.suffix}): imagebash loads only "
+                         ".safetensors; use the adapter's .safetensors release (or its diffusers folder)")
+    try:
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelError(f"{path.name} is not a motion adapter folder (no config.json)")
+            return MotionAdapter.from_pretrained(str(path), local_files_only=True, use_safetensors=True, dtype=dtype)
+        from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+
+        from app.engine.families.loading import fill, read_tensors
+
+        state = read_tensors(path)
+        if any(".temporal_transformer." in k or ".attention_blocks." in k for k in state):
+            pe = {k: v for k, v in state.items() if k.endswith("pos_encoder.pe")}
+            state = convert_animatediff_checkpoint_to_diffusers(state)
+            for k, v in pe.items():  # the sinusoidal tables: their length is the adapter's frame limit
+                new = (k.replace(".temporal_transformer", "").replace(".attention_blocks.0", ".attn1")
+                       .replace(".attention_blocks.1", ".attn2"))
+                state.setdefault(new.replace("attn1.pos_encoder.pe", "pos_embed.pe"), v)
+        state = {k: v for k, v in state.items() if not k.endswith("pos_encoder.pe")}
+        config = _motion_config(state)
+        adapter = MotionAdapter(**config)
+        own = adapter.state_dict()
+        for k in [k for k in own if k.endswith("pos_embed.pe")]:
+            state.setdefault(k, own[k])  # fixed sinusoids; files converted without them
+            if tuple(state[k].shape) != tuple(own[k].shape):
+                state[k] = own[k]
+        return fill(adapter, state, dtype, path.name)
+    except ModelError:
+        raise
+    except LoadError as exc:
+        raise ModelError(str(exc)) from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load motion adapter {path.name}: {first[:200]}") from exc
+
+
+def _plain_unet(unet: Any) -> Any:
+    """A copy-free view of a U-Net's base weights as a plain UNet2DConditionModel (LoRA layers an
+    SD model carries are left out: the motion U-Net gets the stack itself)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    state = {k.replace(".base_layer.", "."): v for k, v in unet.state_dict().items() if ".lora_" not in k}
+    with torch.device("meta"):
+        plain = UNet2DConditionModel.from_config(unet.config)
+    plain.load_state_dict(state, strict=True, assign=True)
+    return plain
+
+
+def animatediff_pipeline(manager: ModelManager, entry: Entry, adapter: Path, task: str) -> tuple[Any, Entry]:
+    """(the AnimateDiff pipeline for `task` over an SD 1.5 entry's VAE and text encoder and a
+    motion U-Net built from its U-Net plus `adapter`, the entry holding that motion U-Net's LoRAs);
+    built once per adapter file and kept beside the entry."""
+    import types
+
+    import diffusers
+
+    fp = fingerprint(adapter)
+    with entry.lock:
+        motions = entry.state.setdefault("motion", {})
+        if fp not in motions:
+            motion = read_motion_adapter(adapter, manager.dtype)
+            unet = entry.pipe.unet
+            motion_unet = diffusers.UNetMotionModel.from_unet2d(_plain_unet(unet), motion)
+            motion_unet = motion_unet.to(device=entry.device, dtype=unet.dtype).eval()
+            scheduler = diffusers.DDIMScheduler.from_config(entry.pipe.scheduler.config, beta_schedule="linear",
+                                                            clip_sample=False, timestep_spacing="linspace",
+                                                            steps_offset=1)
+            pipe = diffusers.AnimateDiffPipeline(vae=entry.pipe.vae, text_encoder=entry.pipe.text_encoder,
+                                                 tokenizer=entry.pipe.tokenizer, unet=motion_unet,
+                                                 motion_adapter=motion, scheduler=scheduler)
+            pipe.set_progress_bar_config(disable=True)
+            holder = Entry(f"{entry.key}|motion|{fp}", entry.source, entry.family,
+                           types.SimpleNamespace(unet=motion_unet), entry.device, 0, variant=entry.variant,
+                           lock=entry.lock)
+            motions[fp] = {"txt2video": pipe, "entry": holder}
+            manager.motion_builds = getattr(manager, "motion_builds", 0) + 1
+        built = motions[fp]
+        if task not in built:
+            built[task] = diffusers.AnimateDiffVideoToVideoPipeline.from_pipe(built["txt2video"])
+            built[task].set_progress_bar_config(disable=True)
+        return built[task], built["entry"]

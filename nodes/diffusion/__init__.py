@@ -5,9 +5,9 @@ nothing heavier: torch and diffusers load when a node first runs.
 """
 
 from app.engine.models import manager_factory
-from nodes.diffusion import generate, latent_nodes, model_nodes
+from nodes.diffusion import generate, latent_nodes, model_nodes, video_models
 
 #: Services this pack's nodes ask for (`ctx.service("models")`); the registry collects them.
 SERVICES = {"models": manager_factory}
 
-__all__ = ["generate", "latent_nodes", "model_nodes"]
+__all__ = ["generate", "latent_nodes", "model_nodes", "video_models"]

@@ -13,13 +13,18 @@ from app.engine.model_configs import complete_tokenizer, qwen2_vocab, shipped_co
 from app.paths import resource
 
 NEW_FAMILIES = ["flux-dev", "flux-schnell", "flux-fill", "flux-kontext", "sd35-medium", "sd35-large",
-                "sd35-large-turbo", "qwen-image", "qwen-image-edit"]
+                "sd35-large-turbo", "qwen-image", "qwen-image-edit",
+                "wan21-t2v-1.3b", "wan21-t2v-14b", "wan21-i2v-14b", "wan22-t2v-a14b", "wan22-i2v-a14b"]
 
 CLIP_L, CLIP_L_PROJ, CLIP_G, T5XXL = 123.06e6, 123.65e6, 694.66e6, 4.762e9
 SD_VAE, KL16_VAE = 83.65e6, 83.82e6
 FLUX = {"transformer": 11.90e9, "vae": KL16_VAE, "text_encoder": CLIP_L, "text_encoder_2": T5XXL}
 SD35 = {"vae": KL16_VAE, "text_encoder": CLIP_L_PROJ, "text_encoder_2": CLIP_G, "text_encoder_3": T5XXL}
 QWEN = {"transformer": 20.43e9, "vae": 126.9e6, "text_encoder": 8.292e9}
+#: Wan: the 1.3B/14B DiTs (the I2V 14B adds image cross-attention: 16.4B), UMT5-XXL's encoder,
+#: the Wan VAE, and for 2.1 I2V the CLIP ViT-H/14 vision tower; 2.2 A14B has two 14B experts.
+UMT5, WAN_VAE, WAN_14B = 5.681e9, 126.9e6, 14.288e9
+WAN = {"vae": WAN_VAE, "text_encoder": UMT5}
 #: Published sizes (diffusers/transformers model cards, BF16 file sizes / 2). SD 3.5 Medium's
 #: MMDiT-X computes to 2.243e9 here; Stability's "2.5B" counts more than the transformer.
 PUBLISHED = {
@@ -31,8 +36,12 @@ PUBLISHED = {
     "sd35-medium": dict(SD35, transformer=2.243e9),
     "sd35-large": dict(SD35, transformer=8.06e9), "sd35-large-turbo": dict(SD35, transformer=8.06e9),
     "qwen-image": QWEN, "qwen-image-edit": QWEN,
+    "wan21-t2v-1.3b": dict(WAN, transformer=1.419e9), "wan21-t2v-14b": dict(WAN, transformer=WAN_14B),
+    "wan21-i2v-14b": dict(WAN, transformer=16.395e9, image_encoder=0.631e9),
+    "wan22-t2v-a14b": dict(WAN, transformer=WAN_14B, transformer_2=WAN_14B),
+    "wan22-i2v-a14b": dict(WAN, transformer=WAN_14B, transformer_2=WAN_14B),
 }
-NOT_MODELS = ("scheduler", "processor", "tokenizer", "tokenizer_2", "tokenizer_3")
+NOT_MODELS = ("scheduler", "processor", "image_processor", "tokenizer", "tokenizer_2", "tokenizer_3")
 
 
 def _build_on_meta(folder: Path, library: str, class_name: str):
