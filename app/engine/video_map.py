@@ -54,7 +54,7 @@ def map_over_video(call: Call, spec: Any, port_kinds: dict[str, str], kwargs: di
     first_video = next(iter(videos.values()))
     fps, audio = first_video.fps, first_video.audio
     ctx = kwargs.get("ctx")
-    schedules = scheduled(kwargs)
+    schedules = {} if getattr(spec, "schedules", False) else scheduled(kwargs)
 
     def call_frame(i: int) -> dict[str, Any]:
         kw = at_frame(kwargs, schedules, i)
@@ -129,16 +129,23 @@ def _join(kind: str, values: list[Any], fps: float) -> Any:
 
 
 class FrameCache:
-    """The last `capacity` frames pulled from a Video (least recently used out), thread-safe."""
+    """Frames pulled from a Video, kept while they may be read again, thread-safe.
+
+    At most `capacity` frames stay (least recently used out), and `keep_from(i)` drops every
+    frame before `i`: a node declared with a wide window (Deflicker allows 129 frames) but asked
+    for five holds five, not 129.
+    """
 
     def __init__(self, video: Video, capacity: int) -> None:
         self.video = video
         self.capacity = max(1, capacity)
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self.lowest_read: int | None = None  # the smallest index read since the last keep_from
 
     def __call__(self, i: int) -> np.ndarray:
         with self._lock:
+            self.lowest_read = i if self.lowest_read is None else min(self.lowest_read, i)
             hit = self._frames.get(i)
             if hit is not None:
                 self._frames.move_to_end(i)
@@ -149,6 +156,16 @@ class FrameCache:
             while len(self._frames) > self.capacity:
                 self._frames.popitem(last=False)
         return frame
+
+    def keep_from(self, i: int) -> None:
+        """Forget the frames before `i` (a forward pass will not read them again)."""
+        with self._lock:
+            for k in [k for k in self._frames if k < i]:
+                del self._frames[k]
+            self.lowest_read = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
 
 def map_windowed(call: Call, spec: Any, kwargs: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
@@ -169,7 +186,7 @@ def map_windowed(call: Call, spec: Any, kwargs: dict[str, Any], cancel: threadin
     if length == 0:
         raise ValueError(f"{spec.title}: the clip has no frames")
     caches = {name: FrameCache(v, window.before + window.after + 2) for name, v in videos.items()}
-    schedules = scheduled(kwargs)
+    schedules = {} if getattr(spec, "schedules", False) else scheduled(kwargs)
     first_out = spec.outputs[0].name
     lock = threading.RLock()
     made: OrderedDict[int, dict[str, Any]] = OrderedDict()  # recent outputs (and t-1 for `previous`)
@@ -182,6 +199,12 @@ def map_windowed(call: Call, spec: Any, kwargs: dict[str, Any], cancel: threadin
         for name, cache in caches.items():
             kw[name] = FrameWindow(i, length, videos[name].fps, cache, window, previous)
         out = call(kw)
+        for cache in caches.values():
+            # Frame i + 1 of a forward pass reads from one past frame i's lowest read on (frame 0
+            # stays while borders clamp to it).
+            low = cache.lowest_read
+            if low is not None:
+                cache.keep_from(low + 1 if low > 0 else 0)
         for p in spec.outputs:
             val = out.get(p.name)
             if isinstance(val, np.ndarray) and (val.ndim not in (3, 4) or val.shape[0] != 1):

@@ -132,7 +132,8 @@ def test_every_registered_node_is_consistent():
     for s in specs:
         rebuilt = _spec(s.fn, s.id, version=s.version, title=s.title, category=s.category, device=s.device,
                         io=s.io, cacheable=s.cacheable, output=s.output, legacy_ids=s.legacy_ids,
-                        dynamic_inputs=s.dynamic_inputs, migrate=s.migrate)
+                        dynamic_inputs=s.dynamic_inputs, migrate=s.migrate, cache_key=s.cache_key,
+                        window=s.window, schedules=s.schedules)
         assert rebuilt.describe() == s.describe(), s.id
         assert s.category and s.description, s.id
 

@@ -46,6 +46,12 @@ def make_registry() -> Registry:
             return video[0]
         return alpha * video.previous + (1 - alpha) * video[0]
 
+    @node("test.wide", registry=reg, category="test", window=Window(before=64, after=64))
+    def wide(video: Frames, size: int = 3) -> Image:
+        """Declares a wide window, reads `size` frames of it (as Deflicker does)."""
+        half = size // 2
+        return sum(video[k] for k in range(-half, half + 1)) / (2 * half + 1)
+
     @node("test.peek", registry=reg, category="test", window=Window(after=1))
     def peek(video: Frames) -> Image:
         """Reads outside its declared window (a bug the engine reports)."""
@@ -108,6 +114,25 @@ def test_long_clip_reads_each_frame_about_once(reg):
     # a bounded cache of the window: every source frame decoded once, none held beyond it
     assert len(PULLS) <= 5000 + 3
     assert sorted(set(PULLS)) == list(range(5000))
+
+
+def test_a_wide_window_read_narrowly_holds_few_frames(reg, monkeypatch):
+    from app.engine import video_map
+
+    held = []
+    real = video_map.FrameCache.keep_from
+
+    def spy(self, i):
+        real(self, i)
+        held.append(len(self))
+
+    monkeypatch.setattr(video_map.FrameCache, "keep_from", spy)
+    PULLS.clear()
+    out = Engine(reg).run(_graph("test.wide", 400, size=5), targets=["w"]).output("w")
+    frames = [float(out.frame(i)[0, 0, 0, 0]) for i in range(400)]
+    assert frames[200] == pytest.approx(200.0)
+    assert max(held) <= 5  # the five frames read, not the 130 the declaration allows
+    assert len(PULLS) <= 400 + 5
 
 
 def test_reading_outside_the_window_is_an_error(reg):
