@@ -592,6 +592,7 @@ BUILTIN_MODULES = (
     "nodes.comfy",
     "nodes.replicate",
     "nodes.training",
+    "nodes.seeds",
 )
 
 ENTRY_POINT_GROUP = "imagebash.nodes"

@@ -33,7 +33,118 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 
 def engine_url(args: argparse.Namespace) -> str | None:
     url = getattr(args, "engine", None) or os.environ.get(ENGINE_ENV, "").strip()
+    if isinstance(url, list):  # `imagebash run` takes --engine more than once (a pool)
+        url = url[0] if url else None
     return url.rstrip("/") if url else None
+
+
+# an engine pool (imagebash run --engine A --engine B / --ray) ----------------------------------------
+def add_pool_options(p: argparse.ArgumentParser) -> None:
+    """`imagebash run`'s engine options: --engine repeatable (a pool), --no-local, --ray."""
+    p.add_argument("--engine", metavar="URL", action="append", default=argparse.SUPPRESS,
+                   help=f"run on a remote engine (imagebash serve) at URL (or ${ENGINE_ENV}); more than once: a pool "
+                        "that splits a seed sweep, a batch or a video's frames over the engines (this machine joins "
+                        "unless --no-local)")
+    p.add_argument("--token-file", type=pathlib.Path, default=argparse.SUPPRESS,
+                   help=f"the engines' token, in a file (else ${TOKEN_ENV} or the OS keyring, per engine)")
+    p.add_argument("--local", dest="local", action="store_true", default=None,
+                   help="this machine's engine joins the pool (the default with two or more --engine)")
+    p.add_argument("--no-local", dest="local", action="store_false",
+                   help="leave this machine's engine out of the pool")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the split on a Ray cluster (ray://HEAD:10001; no address: a local Ray instance); "
+                        "needs pip install 'imagebash[ray]'")
+    p.add_argument("--shards-per-engine", type=int, default=4, metavar="N",
+                   help="shards per engine (more: a slow engine gets less; default 4)")
+
+
+def wants_pool(args: argparse.Namespace, graph: Any) -> bool:
+    urls = getattr(args, "engine", None) or []
+    return (len(urls) > 1 or getattr(args, "ray", None) is not None
+            or (getattr(args, "local", None) is True and len(urls) >= 1)
+            or any(n.type == "imagebash.seeds" for n in graph))
+
+
+def run_pool_cli(args: argparse.Namespace, graph: Any, registry: Any, device: str = "auto") -> int:
+    """`imagebash run` on a pool: the engines are checked first (one line each that cannot take
+    part), progress prints per engine and in total, the output is one batch / sheet / video."""
+    from app.cli import CliError
+    from app.engine import EngineSettings
+    from app.engine.client import LocalEngine
+    from app.engine.pool import preflight, run_pool
+    from app.engine.remote import EngineUnavailable, RemoteEngine
+
+    urls = [u.rstrip("/") for u in (getattr(args, "engine", None) or [])]
+    if not urls and os.environ.get(ENGINE_ENV, "").strip() and getattr(args, "ray", None) is None:
+        urls = [os.environ[ENGINE_ENV].strip().rstrip("/")]
+    ray_addr = getattr(args, "ray", None)
+    local = getattr(args, "local", None)
+    if local is None:
+        local = ray_addr is None
+    engines: list[Any] = []
+    lines: list[str] = []
+    for url in urls:
+        try:
+            token = engine_token(url, getattr(args, "token_file", None))
+        except CliError as exc:
+            lines.append(f"{url}: left out: {exc}")
+            continue
+        engines.append(RemoteEngine(url, token, registry))
+    if local:
+        engines.insert(0, LocalEngine(registry, EngineSettings(device=device)))
+    workers = None
+    try:
+        if ray_addr is not None:
+            from app.engine.pool import ray_backend
+
+            try:
+                ray = ray_backend.connect(None if ray_addr == "local" else ray_addr)
+                workers = ray_backend.actors(ray)
+            except ray_backend.RayUnavailable as exc:
+                raise CliError(str(exc)) from None
+        engines, lines2 = preflight(engines, graph)
+        for line in lines + lines2:
+            print(f"imagebash: {line}", file=sys.stderr)
+        if workers is not None:
+            from app.engine.pool.runner import EngineWorker
+
+            workers = [*(EngineWorker(e) for e in engines), *workers]
+        elif not engines:
+            raise CliError("no engine can take the run (see above)")
+        quiet = getattr(args, "quiet", False)
+
+        def progress(p: Any) -> None:
+            if p.message:
+                print(f"imagebash: {p.message}", file=sys.stderr)
+            elif not quiet:
+                each = ", ".join(f"{k} {v}" for k, v in p.per_engine.items())
+                print(f"[pool] {p.items_done}/{p.items_total} ({p.shards_done}/{p.shards_total} shards; {each})",
+                      file=sys.stderr)
+
+        result = run_pool(graph, engines, registry, args.targets, args.output_dir,
+                          per_engine=max(1, args.shards_per_engine), on_progress=progress, workers=workers,
+                          part_dtype="uint8")
+    except EngineUnavailable as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        for e in engines:
+            e.shutdown()
+        if ray_addr is not None:
+            from app.engine.pool import ray_backend
+
+            ray_backend.shutdown()
+    if result.plan.note:
+        print(f"imagebash: {result.plan.note}", file=sys.stderr)
+    if result.error:
+        print(f"imagebash: error: {args.workflow}: {result.error}", file=sys.stderr)
+        return 1
+    for f in result.files:
+        print(f)
+    each = ", ".join(f"{k}: {v}" for k, v in result.per_engine.items())
+    print(f"{result.plan.total} {'frames' if result.plan.mode == 'frames' else 'items'} in "
+          f"{len(result.plan.shards)} shard(s) in {result.wall_s:.2f}s ({each}); outputs in {args.output_dir}",
+          file=sys.stderr)
+    return 0
 
 
 def engine_token(url: str, token_file: pathlib.Path | None = None) -> str:

@@ -1,0 +1,56 @@
+"""The pool on a local Ray instance (2 CPUs, started and shut down here): identical pixels to one
+engine for a seed sweep and a frame range; an address that does not answer is one line."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+from app.engine.executor import Engine
+from app.engine.pool import ray_backend as rb
+from app.engine.pool import run_pool
+from app.graph.model import Graph, Link, NodeInstance
+from nodes.registry import default_registry
+from tests.pool import helpers
+
+
+@pytest.fixture(scope="module")
+def actors():
+    ray = rb.connect(None, num_cpus=2)
+    try:
+        yield rb.actors(ray)
+    finally:
+        rb.shutdown()
+
+
+def test_seed_sweep_on_ray(actors, tmp_path):
+    reg = default_registry()
+    r = run_pool(helpers.sweep(count=6), [], reg, output_dir=tmp_path, workers=actors, per_engine=2)
+    assert r.error is None and len(r.files) == 6
+    one = Engine(reg).run(helpers.sweep(count=6, save=False), targets=["b"]).output("b")
+    np.testing.assert_array_equal(r.joined(), one)
+    assert sum(r.per_engine.values()) == len(r.plan.shards)
+
+
+def test_frame_range_on_ray(actors, tmp_path):
+    reg = default_registry()
+    clip = helpers.make_clip(tmp_path / "c.mkv", frames=16)
+    g = Graph()
+    g.add_node(NodeInstance("v", "imagebash.video.load", params={"path": str(clip)}))
+    g.add_node(NodeInstance("b", "imagebash.image.blur", params={"radius": 2}))
+    g.connect(Link("v", "video", "b", "image"))
+    r = run_pool(g, [], reg, output_dir=tmp_path / "o", workers=actors, per_engine=2)
+    assert r.error is None and r.plan.mode == "frames" and len(r.plan.shards) == 4
+    np.testing.assert_array_equal(r.joined(), Engine(reg).run(g, targets=["b"]).output("b").to_batch())
+
+
+def test_unreachable_ray_address_is_one_line():
+    t0 = time.monotonic()
+    with pytest.raises(rb.RayUnavailable) as err:
+        rb._probe("ray://127.0.0.1:1")
+    assert "does not answer" in str(err.value) and "\n" not in str(err.value)
+    assert time.monotonic() - t0 < 5
