@@ -85,6 +85,7 @@ def train_lora(
     epochs: Annotated[int, Range(0, 100_000)] = 0,
     sample_prompts: Annotated[str, Multiline()] = "",
     sample_steps: Annotated[int, Range(0, 1000)] = 0,
+    gpus: Annotated[int, Range(1, 64)] = 1,
     ctx: Context = None,
 ) -> Path:
     """Train a style LoRA or DoRA on a folder of images and return the .safetensors file.
@@ -116,6 +117,7 @@ def train_lora(
         epochs: Passes over the images, used when steps is 0 (0: the preset's).
         sample_prompts: Prompts for the sample images, one per line (empty: the trigger word).
         sample_steps: Sampling steps of the sample images (0: the preset's).
+        gpus: Train data-parallel on this many GPUs (accelerate; batch_size is per GPU).
     """
     from app.training.base import BaseModelError
     from app.training.checkpoint import CheckpointError
@@ -125,7 +127,7 @@ def train_lora(
 
     cfg = _config(folder, base, out, trigger, network, targets, rank, alpha, steps, learning_rate, batch_size,
                   resolution, train_text_encoder, seed, save_every, sample_every, config, preset, epochs,
-                  sample_prompts, sample_steps, ctx.device)
+                  sample_prompts, sample_steps, ctx.device, gpus)
     key = _train_key(cfg)
     target = Path(cfg.out)
     if not resume and _trained_with(target, key):
@@ -137,22 +139,41 @@ def train_lora(
     # in RAM, and the next sampling node moves its model back), so train-then-use never holds two.
     ctx.service("models").offload_all()
 
+    done = [0.0]  # the last progress fraction (a data-parallel run's trainer is in other processes)
+
     def progress(p) -> None:
+        done[0] = p.fraction
         ctx.progress(p.fraction, text=p.text(), metrics=_metrics(p))
 
     def samples(paths: list[Path]) -> None:
         for path in paths:
             ctx.add_file(path, "sample")
-        ctx.progress(trainer_fraction(trainer), preview=_preview(paths[-1]))
+        ctx.progress(done[0], preview=_preview(paths[-1]))
 
-    trainer = Trainer(cfg, progress=progress, log=ctx.log, stop=ctx.cancel_event)
-    trainer.on_samples = samples
-    trainer.extra_metadata = {"imagebash.train_key": key}
+    metadata = {"imagebash.train_key": key}
+    if cfg.gpus > 1:
+        from app.training import distributed
+
+        def run():
+            return distributed.train(cfg, resume=resume, progress=progress, log=ctx.log, stop=ctx.cancel_event,
+                                     on_samples=samples, extra_metadata=metadata)
+
+        def close() -> None:
+            """The launched processes have exited (and freed their copy) by the time run returns."""
+    else:
+        trainer = Trainer(cfg, progress=progress, log=ctx.log, stop=ctx.cancel_event)
+        trainer.on_samples = samples
+        trainer.extra_metadata = metadata
+
+        def run():
+            return trainer.run(resume=resume)
+
+        close = trainer.close
     try:
-        result = trainer.run(resume=resume)
+        result = run()
     except TrainingStopped as exc:
         r = exc.result
-        ctx.progress(trainer_fraction(trainer), text=f"stopped at step {r.steps}/{r.total_steps}",
+        ctx.progress(done[0], text=f"stopped at step {r.steps}/{r.total_steps}",
                      metrics={"step": r.steps, "total": r.total_steps, "phase": "stopped",
                               "checkpoint": str(r.checkpoint or "")})
         ctx.log(f"{exc}; run again with resume on to continue")
@@ -160,7 +181,7 @@ def train_lora(
     except (DatasetError, BaseModelError, CheckpointError, ConfigError) as exc:
         raise ValueError(str(exc)) from None
     finally:
-        trainer.close()  # the LoRA node downstream loads the base again: free this copy first
+        close()  # the LoRA node downstream loads the base again: free this copy first
     ctx.annotate("lora_training", {"file": result.lora.name, "steps": result.steps, "network": cfg.network,
                                    "rank": cfg.rank, "alpha": cfg.alpha})
     for path in (result.lora, result.peft):
@@ -177,14 +198,9 @@ def _metrics(p) -> dict:
             "phase": p.phase}
 
 
-def trainer_fraction(trainer) -> float:
-    total = getattr(trainer, "total_steps", 0)
-    return min(1.0, getattr(trainer, "step", 0) / total) if total else 0.0
-
-
 def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, learning_rate, batch_size,
             resolution, train_text_encoder, seed, save_every, sample_every, config, preset="", epochs=0,
-            sample_prompts="", sample_steps=0, device="auto"):
+            sample_prompts="", sample_steps=0, device="auto", gpus=1):
     from app.engine.models import ModelError, detect_family, resolve_source
     from app.training.config import ConfigError, TrainConfig, load_preset, load_toml, lora_out_path
     from nodes.diffusion.catalog import search_dirs
@@ -212,7 +228,7 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
                   "network": network.value, "targets": targets.value, "rank": rank, "alpha": alpha,
                   "max_steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
                   "train_text_encoder": train_text_encoder, "seed": int(seed), "save_every": save_every,
-                  "sample_every": sample_every, "device": device}
+                  "sample_every": sample_every, "device": device, "gpus": gpus}
         if resolution:
             values["resolution"] = resolution
         if epochs:
@@ -228,9 +244,9 @@ def _config(folder, base, out, trigger, network, targets, rank, alpha, steps, le
         raise ValueError(str(exc)) from None
 
 
-#: TrainConfig fields that came with flow-matching training (see `_train_key`).
+#: TrainConfig fields added after the first trainer (flow matching, data-parallel GPUs): see `_train_key`.
 FLOW_FIELDS = ("timestep_sampling", "shift", "logit_mean", "logit_std", "weighting", "guidance", "blocks",
-               "base_precision", "family")
+               "base_precision", "family", "gpus")
 
 
 def _train_key(cfg) -> str:

@@ -5,7 +5,9 @@ A checkpoint is a folder `step_000050/` with `adapter.safetensors`, `rng.safeten
 `weights_only=True` so a checkpoint cannot run code), `state.json` and a ready-to-use
 `lora.safetensors`. It is written to a temporary folder and renamed, so a crash mid-write never
 leaves a half checkpoint that `--resume` would pick up. The settings that shape the adapter or
-the data order are stored too: resuming with different ones is an error, not a silent mix.
+the data order are stored too: resuming with different ones is an error, not a silent mix. The
+batch counts as the global batch (batch_size x gpus): a run of 2 processes with batch 1 resumes in
+one process with batch 2, and the other way round.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Settings a resumed run must share with the checkpoint (they change the adapter or the data order).
-MUST_MATCH = ("network", "rank", "alpha", "targets", "train_text_encoder", "resolution", "batch_size",
+MUST_MATCH = ("network", "rank", "alpha", "targets", "train_text_encoder", "resolution",
               "grad_accum", "seed", "caption_dropout", "noise_offset", "min_snr_gamma", "timestep_sampling", "shift",
               "logit_mean", "logit_std", "weighting", "guidance", "blocks", "base_precision")
 
@@ -93,10 +95,23 @@ def read_state(ck: Checkpoint) -> dict[str, Any]:
 
 def check_compatible(state: dict[str, Any], config: dict[str, Any], folder: pathlib.Path) -> None:
     saved = state.get("config", {})
+    if "batch_size" in saved and _global_batch(saved) != _global_batch(config):
+        raise CheckpointError(f"cannot resume from {folder}: it was trained with {_batch_text(saved)}, "
+                              f"this run has {_batch_text(config)}")
     for key in MUST_MATCH:
         if key in saved and saved[key] != config.get(key):
             raise CheckpointError(f"cannot resume from {folder}: it was trained with {key}={saved[key]!r}, "
                                   f"this run has {key}={config.get(key)!r}")
+
+
+def _global_batch(config: dict[str, Any]) -> int:
+    """The data order follows the global batch (batch_size x gpus), not how it is split."""
+    return int(config.get("batch_size", 1)) * int(config.get("gpus", 1))
+
+
+def _batch_text(config: dict[str, Any]) -> str:
+    bs, gpus = int(config.get("batch_size", 1)), int(config.get("gpus", 1))
+    return f"batch_size={bs}" if gpus == 1 else f"batch_size={bs} x gpus={gpus} (a global batch of {bs * gpus})"
 
 
 def load(ck: Checkpoint, *, optimizer: Any, scheduler: Any,

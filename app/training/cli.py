@@ -3,7 +3,8 @@
 Settings come from the defaults, then `--preset`, then `--config file.toml`, then the options
 given on the command line (only those actually given override). With `--engine URL` the same
 training runs on a remote engine (`app.engine.remote_cli.train_remote`): the dataset goes up by
-hash, the checkpoints stay there, the LoRA comes back here. A progress bar shows steps,
+hash, the checkpoints stay there, the LoRA comes back here. `--gpus N` trains data-parallel in N
+processes, one per GPU (`app.training.distributed`), rank 0 reporting here. A progress bar shows steps,
 loss and ETA on a terminal, plain lines otherwise. The first Ctrl-C stops after the current step
 and saves a checkpoint (`--resume` continues from it); a second one aborts at once. torch is
 imported only when a command runs, so `imagebash --help` stays fast.
@@ -31,7 +32,7 @@ _OPTION_FIELDS = {
     "sample_steps": "sample_steps", "device": "device", "cache_dir": "cache_dir",
     "checkpoint_dir": "checkpoint_dir", "title": "title", "timestep_sampling": "timestep_sampling",
     "shift": "shift", "weighting": "weighting", "guidance": "guidance", "blocks": "blocks",
-    "base_precision": "base_precision",
+    "base_precision": "base_precision", "gpus": "gpus",
 }
 
 
@@ -83,6 +84,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int, help="epochs (default 10)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
+    p.add_argument("--gpus", type=int, metavar="N",
+                   help="train data-parallel in N processes, one per GPU (accelerate); the global batch is "
+                        "batch size x N. Without a GPU the N processes run on the CPU (for testing)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
                    help="less memory, slower steps (the presets turn it on)")
     p.add_argument("--mixed-precision", choices=PRECISIONS, help="GPU only; auto picks bf16 or fp16")
@@ -154,10 +158,20 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     bar = _ProgressPrinter(quiet=quiet, tty=sys.stderr.isatty())
-    trainer = Trainer(cfg, progress=bar, log=bar.log, stop=stop)
+    resume = getattr(args, "resume", False)
+    if cfg.gpus > 1:  # N processes (app.training.distributed); rank 0 reports here as one trainer would
+        from app.training.distributed import train as train_parallel
+
+        def run() -> Any:
+            return train_parallel(cfg, resume=resume, progress=bar, log=bar.log, stop=stop)
+    else:
+        trainer = Trainer(cfg, progress=bar, log=bar.log, stop=stop)
+
+        def run() -> Any:
+            return trainer.run(resume=resume)
     previous = _install_sigint(stop, bar)
     try:
-        result = trainer.run(resume=getattr(args, "resume", False))
+        result = run()
     except TrainingStopped as exc:
         bar.close()
         print(f"imagebash: {exc}; continue with --resume", file=sys.stderr)

@@ -67,8 +67,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     max_steps: int = 0  # 0: derived from epochs
     epochs: int = 10
-    batch_size: int = 1
+    batch_size: int = 1  # per process: the global batch is batch_size x gpus
     grad_accum: int = 1
+    gpus: int = 1  # data-parallel processes (`app.training.distributed`); 1: this process alone
     gradient_checkpointing: bool = False
     mixed_precision: str = "auto"
     device: str = "auto"  # auto: cuda, then mps, then cpu
@@ -125,6 +126,7 @@ class TrainConfig:
         need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
         need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         need(self.grad_accum >= 1, f"grad_accum must be at least 1, got {self.grad_accum}")
+        need(self.gpus >= 1, f"gpus must be at least 1, got {self.gpus}")
         need(self.max_steps > 0 or self.epochs > 0, "set max_steps or epochs to more than 0")
         need(self.max_steps >= 0 and self.epochs >= 0, "max_steps and epochs cannot be negative")
         need(0.0 <= self.caption_dropout < 1.0, f"caption_dropout must be in [0, 1), got {self.caption_dropout}")

@@ -8,6 +8,12 @@ of (seed, e), so a run stopped at step n and resumed reaches the weights of a ru
 stopped. Stopping (the `stop` event: Ctrl-C or a cancelled node) is honoured between optimizer
 steps and always writes a checkpoint first. Mixed precision and a grad scaler are used on GPUs
 only; on the CPU everything is float32.
+
+With `dist` (a process group from `app.training.distributed`, `imagebash train-lora --gpus N`) the
+same loop runs in N processes: the data order is planned in global batches of batch_size x gpus,
+each process takes positions r, r+N, ... of every batch, the gradients of the adapter are summed
+over the processes, and only rank 0 writes checkpoints, samples, logs and the LoRA. Without it
+(N = 1) nothing of that runs.
 """
 
 from __future__ import annotations
@@ -84,8 +90,11 @@ class Trainer:
     """Prepare once (data, model, adapter, optimizer), then `run()`; see the module docstring."""
 
     def __init__(self, cfg: TrainConfig, *, progress: Callable[[Progress], None] | None = None,
-                 log: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
+                 log: Callable[[str], None] | None = None, stop: threading.Event | None = None,
+                 dist: Any = None) -> None:
         self.cfg = cfg.validate()
+        self.dist = dist  # None: one process; else rank, world, barrier(), ... (app.training.distributed)
+        self.rank = dist.rank if dist is not None else 0
         self.progress = progress or (lambda p: None)
         self.log = log or (lambda msg: None)
         self.stop = stop or threading.Event()
@@ -121,11 +130,17 @@ class Trainer:
         for line in ds.warnings():
             self.log(line)
         seen = sum(it.repeats for it in ds.items)
-        if cfg.batch_size > seen:
+        if cfg.batch_size * cfg.gpus > seen:
             from app.training.config import ConfigError
 
-            raise ConfigError(f"batch_size {cfg.batch_size} is more than the {seen} image{'s' if seen != 1 else ''} "
+            what = f"batch_size {cfg.batch_size}" if cfg.gpus == 1 else \
+                f"the global batch {cfg.batch_size * cfg.gpus} (batch_size {cfg.batch_size} x {cfg.gpus} gpus)"
+            raise ConfigError(f"{what} is more than the {seen} image{'s' if seen != 1 else ''} "
                               f"(with repeats) in {cfg.data}: lower batch_size or add images")
+        if cfg.gpus > 1 and self.dist is None:
+            self.log(f"warning: gpus = {cfg.gpus} but this is one process: it trains the global batch of "
+                     f"{cfg.batch_size * cfg.gpus} alone (`imagebash train-lora --gpus {cfg.gpus}` runs "
+                     f"{cfg.gpus} processes)")
         self.log(ds.summary())
         self.device = pick_device(cfg.device)
         self.precision = self._precision(torch)
@@ -199,7 +214,11 @@ class Trainer:
         self._parked = False
         if cfg.caption_dropout > 0 and not self.trained_tes:
             self.cache.text("")  # cached up front: dropout may first strike after the encoders are parked
+        if self.dist is not None and self.rank != 0:
+            self.dist.barrier()  # rank 0 encodes and writes the cache first; the others then read it
         self._precache()
+        if self.dist is not None and self.rank == 0:
+            self.dist.barrier()
         self.log(f"{cfg.network.upper()} rank {cfg.rank}, alpha {cfg.alpha:g}: effective scale {cfg.scale:g} "
                  f"(alpha/rank; learning rates transfer between tools only at the same scale)")
         self.log(f"{self.total_steps} steps, {self.batches_per_epoch} batches per epoch, batch {cfg.batch_size} "
@@ -305,7 +324,7 @@ class Trainer:
             idx = by_bucket[bucket]
             order = torch.randperm(len(idx), generator=g).tolist()
             shuffled = [idx[j] for j in order]
-            bs = self.cfg.batch_size
+            bs = self.cfg.batch_size * self.cfg.gpus  # the global batch
             batches += [shuffled[k:k + bs] for k in range(0, len(shuffled), bs)]
         order = torch.randperm(len(batches), generator=g).tolist()
         plan = [batches[j] for j in order]
@@ -317,8 +336,9 @@ class Trainer:
         return epoch, self._plan(epoch)[idx]
 
     # one step ----------------------------------------------------------------------------------
-    def _loss(self, batch: list[int], g: Any) -> Any:
-        """The batch's loss under the family's objective (caption dropout drawn first, from `g`)."""
+    def _loss(self, batch: list[int], g: Any, shard: Any = None) -> Any:
+        """The batch's loss under the family's objective (caption dropout drawn first, from `g`);
+        `shard`: `batch` is these positions of a global batch of that size (see `objectives.rows`)."""
         import torch
 
         cfg, dev = self.cfg, self.device
@@ -328,13 +348,17 @@ class Trainer:
         bsz = latents.shape[0]
         captions = [it.caption for it in items]
         if cfg.caption_dropout > 0:
-            drop = (torch.rand(bsz, generator=g) < cfg.caption_dropout).tolist()
+            from app.training.objectives import rows
+
+            drop = (rows(lambda n: torch.rand(n, generator=g), bsz, shard) < cfg.caption_dropout).tolist()
             captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
         if self.trained_tes:
             emb = self.cache.encode_text(captions, grad=True)
         else:
             emb = {k: v.to(dev) for k, v in fam.collate_text([self.cache.text(c) for c in captions]).items()}
-        return self.objective.loss(latents, emb, items, g)
+        if shard is None:
+            return self.objective.loss(latents, emb, items, g)
+        return self.objective.loss(latents, emb, items, g, shard)
 
     def validation_loss(self, seed: int = 0, rounds: int = 4) -> float:
         """Mean loss over every image with fixed noise and timesteps: comparable across steps."""
@@ -368,14 +392,18 @@ class Trainer:
             step, losses = self._resume(g)
         self.step = step
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.dist is not None:
+            self.dist.broadcast(params)  # every process starts from rank 0's weights
         result = TrainResult(None, None, step, self.total_steps, losses)
         t0 = time.perf_counter()
         first_step = step
         epoch_started, epoch_now = time.perf_counter(), None
         while step < self.total_steps:
-            if self.stop.is_set():
+            if self._stopping():
                 result.checkpoint = self._save(step, g, losses)
                 result.steps = step
+                if self.dist is not None:
+                    self.dist.barrier()  # the others wait for rank 0's checkpoint
                 raise TrainingStopped(result)
             ts = time.perf_counter()
             total = 0.0
@@ -388,7 +416,10 @@ class Trainer:
                     epoch_started = time.perf_counter()
                 epoch_now = epoch
                 try:
-                    loss = self._loss(batch, g) / cfg.grad_accum
+                    if self.dist is None:
+                        loss = self._loss(batch, g) / cfg.grad_accum
+                    else:
+                        loss = self._shard_loss(batch, g) / cfg.grad_accum
                     if self.scaler is not None:
                         self.scaler.scale(loss).backward()
                     else:
@@ -398,6 +429,8 @@ class Trainer:
                         raise self._first_step_oom(exc) from None
                     raise
                 total += float(loss.detach())
+            if self.dist is not None:
+                total = self.dist.all_reduce_grads(params, total)  # summed: the global batch's mean
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             if cfg.max_grad_norm > 0:
@@ -427,9 +460,31 @@ class Trainer:
             result.epoch_times.append(time.perf_counter() - epoch_started)
         result.steps = step
         result.checkpoint = self._save(step, g, losses)
-        result.lora, result.peft = self.export(self.out_path, step, losses)
-        self.log(f"saved {result.lora}{f' (and {result.peft.name})' if result.peft else ''} after {step} steps")
+        if self.rank == 0:
+            result.lora, result.peft = self.export(self.out_path, step, losses)
+            self.log(f"saved {result.lora}{f' (and {result.peft.name})' if result.peft else ''} after {step} steps")
+        if self.dist is not None:
+            self.dist.barrier()  # the others wait for rank 0's files
         return result
+
+    def _stopping(self) -> bool:
+        """Stop requested: here, or (data-parallel) in any process, so all stop at the same step."""
+        if self.dist is None:
+            return self.stop.is_set()
+        return self.dist.any(self.stop.is_set())
+
+    def _shard_loss(self, batch: list[int], g: Any) -> Any:
+        """This process's part of the global batch's mean loss: its items r, r+N, ... weighted by
+        their share, so the gradients summed over the processes are those of the whole batch. A
+        process whose share is empty (a bucket's short last batch) runs one item at weight 0: it
+        still draws the batch's noise, and its gradients exist for the sum."""
+        world = self.dist.world
+        positions = list(range(self.rank, len(batch), world))
+        weight = len(positions) / len(batch)
+        if not positions:
+            positions = [0]
+        loss = self._loss([batch[p] for p in positions], g, (positions, len(batch)))
+        return loss * weight
 
     def close(self) -> None:
         """Free the model copy, optimizer state and cached latents now, and return the GPU memory:
@@ -474,6 +529,8 @@ class Trainer:
         return state
 
     def _save(self, step: int, g: Any, losses: list[float]) -> pathlib.Path:
+        if self.rank != 0:  # data-parallel: rank 0 alone writes (the weights are the same everywhere)
+            return checkpoint.step_folder(self.checkpoint_root, step)
         tensors = {}
         for prefix, model in self._trained_models():
             tensors.update({f"{prefix}.{k}": v for k, v in adapters.adapter_tensors(model).items()})
@@ -513,6 +570,8 @@ class Trainer:
     def _samples(self, step: int) -> list[pathlib.Path]:
         from app.training.samples import render_samples
 
+        if self.rank != 0:
+            return []
         prompts = list(self.cfg.sample_prompts) or [self.cfg.trigger or self.dataset.items[0].caption]
         size = self.cfg.sample_size or self.cfg.resolution
         self.progress(Progress(step, self.total_steps, phase="rendering samples"))

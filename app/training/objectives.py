@@ -11,6 +11,12 @@ sigmoid of a normal, or logit-normal with a mean and std), shift it to sigma = s
 (the shift the family samples with, so training spends its steps where sampling does), mix
 x_t = (1 - sigma) * x0 + sigma * noise and regress the model's prediction on noise - x0, weighted
 per sample by `compute_loss_weighting_for_sd3` ("none" is 1).
+
+Data-parallel runs (`app.training.distributed`): each process holds a shard of the global batch
+(`shard` = (its positions in the global batch, the global batch size)). Every random draw is made
+for the whole global batch, from the generator every process holds in the same state, and the
+process keeps its rows: an item gets the noise and timestep it would get in one process, and the
+generators stay in step. With `shard` None (one process) the draws are exactly as before.
 """
 
 from __future__ import annotations
@@ -18,6 +24,14 @@ from __future__ import annotations
 from typing import Any
 
 from app.engine.families import get_family
+
+
+def rows(make: Any, n: int, shard: Any = None) -> Any:
+    """`make(n)` (a draw with n rows), or, for a shard, the shard's rows of the global batch's draw."""
+    if shard is None:
+        return make(n)
+    positions, total = shard
+    return make(total)[positions]
 
 
 class DDPMObjective:
@@ -35,18 +49,20 @@ class DDPMObjective:
     def describe(self) -> str:
         return f"DDPM objective, {self.prediction_type} prediction"
 
-    def loss(self, latents: Any, emb: dict[str, Any], items: list[Any], g: Any) -> Any:
+    def loss(self, latents: Any, emb: dict[str, Any], items: list[Any], g: Any, shard: Any = None) -> Any:
         import torch
         import torch.nn.functional as F
         from diffusers.training_utils import compute_snr
 
         cfg, base, dev = self.t.cfg, self.t.base, self.t.device
         bsz = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=g).to(dev)
+        shape = tuple(latents.shape[1:])
+        noise = rows(lambda n: torch.randn((n, *shape), generator=g), bsz, shard).to(dev)
         if cfg.noise_offset:
-            noise = noise + cfg.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=g).to(dev)
+            offset = rows(lambda n: torch.randn((n, shape[0], 1, 1), generator=g), bsz, shard)
+            noise = noise + cfg.noise_offset * offset.to(dev)
         steps = self.noise_scheduler.config.num_train_timesteps
-        t = torch.randint(0, steps, (bsz,), generator=g).to(dev)
+        t = rows(lambda n: torch.randint(0, steps, (n,), generator=g), bsz, shard).to(dev)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         target = noise if self.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
         kwargs: dict[str, Any] = {}
@@ -105,14 +121,15 @@ class FlowObjective:
         u = u.clamp(1e-5, 1.0 - 1e-5)
         return self.shift * u / (1.0 + (self.shift - 1.0) * u)
 
-    def loss(self, latents: Any, emb: dict[str, Any], items: list[Any], g: Any) -> Any:
+    def loss(self, latents: Any, emb: dict[str, Any], items: list[Any], g: Any, shard: Any = None) -> Any:
         import torch
         from diffusers.training_utils import compute_loss_weighting_for_sd3
 
         dev = self.t.device
         bsz = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=g).to(dev)
-        sigmas = self.sigmas(bsz, g).to(dev)
+        shape = tuple(latents.shape[1:])
+        noise = rows(lambda n: torch.randn((n, *shape), generator=g), bsz, shard).to(dev)
+        sigmas = rows(lambda n: self.sigmas(n, g), bsz, shard).to(dev)
         s = sigmas.view(-1, 1, 1, 1)
         noisy = (1.0 - s) * latents + s * noise
         target = noise - latents

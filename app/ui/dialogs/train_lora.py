@@ -206,6 +206,9 @@ class TrainLoraDialog(QDialog):
         self.resolution = self._spin("resolution", 64)
         self.resolution.setMinimum(64)
         self.batch_size = self._spin("batch_size")
+        self.gpus = self._spin("gpus")
+        self.gpus.setMinimum(1)
+        self.gpus.setToolTip("train data-parallel on this many GPUs of the engine (batch size is per GPU)")
         self.save_every = self._spin("save_every")
         self.save_every.setSpecialValueText("at the end")
         self.sample_every = self._spin("sample_every")
@@ -241,6 +244,7 @@ class TrainLoraDialog(QDialog):
         form.addRow("Epochs", self.epochs)
         form.addRow("Resolution", self.resolution)
         form.addRow("Batch size", self.batch_size)
+        form.addRow("GPUs", self.gpus)
         form.addRow("Checkpoint every", self.save_every)
         form.addRow("Sample every", self.sample_every)
         form.addRow("Sample prompts", self.sample_prompts)
@@ -370,6 +374,7 @@ class TrainLoraDialog(QDialog):
         self.epochs.setValue(cfg.epochs)
         self.resolution.setValue(cfg.resolution)
         self.batch_size.setValue(cfg.batch_size)
+        self.gpus.setValue(cfg.gpus)
         self.save_every.setValue(cfg.save_every)
         self.sample_every.setValue(cfg.sample_every)
         self.sample_steps.setValue(cfg.sample_steps)
@@ -405,7 +410,7 @@ class TrainLoraDialog(QDialog):
             trigger=self.trigger.text().strip(), network=self.network.currentText(), rank=self.rank.value(),
             alpha=self.alpha.value(), learning_rate=lr, max_steps=self.max_steps.value(),
             epochs=self.epochs.value(), resolution=self.resolution.value(), batch_size=self.batch_size.value(),
-            save_every=self.save_every.value(), sample_every=self.sample_every.value(),
+            gpus=self.gpus.value(), save_every=self.save_every.value(), sample_every=self.sample_every.value(),
             sample_prompts=prompts, sample_steps=self.sample_steps.value(),
             base_precision=self.base_precision.currentText(), timestep_sampling=self.timestep_sampling.currentText(),
             shift=self.shift.value(), blocks=self.blocks.text().strip()).validate()
