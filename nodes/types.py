@@ -82,6 +82,9 @@ class Latent:
     samples: Any
     family: str
     scale_factor: int = 8
+    #: Where a sampler may change the samples (torch (N, 1, H, W) in [0, 1], pixel size), as
+    #: ComfyUI's SetLatentNoiseMask / VAEEncodeForInpaint carry it; None = everywhere.
+    noise_mask: Any = None
 
     def nbytes(self) -> int:
         s = self.samples
@@ -92,7 +95,8 @@ class Latent:
         device = getattr(self.samples, "device", None)
         if device is None or getattr(device, "type", "cpu") == "cpu":
             return self
-        return replace(self, samples=self.samples.to("cpu"))
+        mask = self.noise_mask.to("cpu") if hasattr(self.noise_mask, "to") else self.noise_mask
+        return replace(self, samples=self.samples.to("cpu"), noise_mask=mask)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,9 @@ _BLEND = {"normal": "normal", "multiply": "multiply", "screen": "screen", "overl
 #: placeholder inputs that take a part of our Model handle; any other model input takes MODEL
 _MODEL_PARTS = {"clip": "CLIP", "vae": "VAE"}
 #: ComfyUI classes with more than one output, and how many (for checking links)
-OUTPUTS = {"CheckpointLoaderSimple": 3, "LoraLoader": 2, "LoadImage": 2, "ControlNetApplyAdvanced": 2}
+OUTPUTS = {"CheckpointLoaderSimple": 3, "LoraLoader": 2, "LoadImage": 2, "ControlNetApplyAdvanced": 2,
+           "ImagePadForOutpaint": 2}
+_OUTPUT_NODES = ("SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveWEBM")
 _FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf")
 
 
@@ -325,12 +327,49 @@ class _Exporter:
         return Ref(self.emit("CLIPTextEncode", {"text": text if isinstance(text, Ref) else str(text or ""),
                                                 "clip": self.clip(c)}, title=title), 0, "CONDITIONING")
 
+    def sdxl_inputs(self, node: NodeInstance) -> dict[str, Any] | None:
+        """A Sample's SDXL size conditioning in CLIPTextEncodeSDXL's terms, or None when none is set."""
+        if node.type != "imagebash.diffusion.sample":
+            return None
+        p = {k: self.param(node, k) for k in ("prompt_2", "negative_prompt_2", "original_width", "original_height",
+                                              "crop_left", "crop_top", "target_width", "target_height",
+                                              "aesthetic_score", "negative_aesthetic_score")}
+        if not (p["prompt_2"] or p["negative_prompt_2"] or any(p[k] for k in list(p)[2:8])
+                or float(p["aesthetic_score"] or 6.0) != 6.0 or float(p["negative_aesthetic_score"] or 2.5) != 2.5):
+            return None
+        w = h = 1024  # ComfyUI's default; 0 (the image size) is not known here
+        if p["original_width"] == 0 or p["target_width"] == 0:
+            self.note("SDXL size 0 (the image size) written as 1024: set the sizes to match the latent")
+        ow, oh = int(p["original_width"] or w), int(p["original_height"] or h)
+        return {"width": ow, "height": oh, "crop_w": int(p["crop_left"] or 0), "crop_h": int(p["crop_top"] or 0),
+                "target_width": int(p["target_width"] or ow), "target_height": int(p["target_height"] or oh),
+                "refiner": float(p["aesthetic_score"] or 6.0) != 6.0
+                or float(p["negative_aesthetic_score"] or 2.5) != 2.5, **p}
+
+    def sdxl_cond(self, c: Chain, node: NodeInstance, text: str, second: str, sdxl: dict[str, Any], score: str,
+                  title: str) -> Ref:
+        """CLIPTextEncodeSDXL (text_l the prompt, text_g prompt_2 or the prompt) or, with an aesthetic score,
+        CLIPTextEncodeSDXLRefiner."""
+        if sdxl["refiner"]:
+            inputs = {"ascore": float(sdxl[score]), "width": sdxl["width"], "height": sdxl["height"], "text": text}
+            return Ref(self.emit("CLIPTextEncodeSDXLRefiner", {**inputs, "clip": self.clip(c)}, title=title), 0,
+                       "CONDITIONING")
+        inputs = {k: sdxl[k] for k in ("width", "height", "crop_w", "crop_h", "target_width", "target_height")}
+        inputs.update(text_g=str(sdxl[second] or text), text_l=text, clip=self.clip(c))
+        return Ref(self.emit("CLIPTextEncodeSDXL", inputs, title=title), 0, "CONDITIONING")
+
     def conditioning(self, node: NodeInstance, c: Chain, prompt_port: str = "prompt") -> tuple[Ref, Ref]:
         """Positive and negative conditioning for a sampler: prompts, then the chain's regions and ControlNets."""
         prompt = self.get(node, prompt_port) or self.param(node, prompt_port)
         negative = self.get(node, "negative_prompt") or self.param(node, "negative_prompt")
-        pos = self.text_cond(c, prompt, "Positive")
-        neg = self.text_cond(c, negative, "Negative")
+        sdxl = self.sdxl_inputs(node)
+        if sdxl is not None and not isinstance(prompt, Ref) and not isinstance(negative, Ref):
+            pos = self.sdxl_cond(c, node, str(prompt or ""), "prompt_2", sdxl, "aesthetic_score", "Positive")
+            neg = self.sdxl_cond(c, node, str(negative or ""), "negative_prompt_2", sdxl, "negative_aesthetic_score",
+                                 "Negative")
+        else:
+            pos = self.text_cond(c, prompt, "Positive")
+            neg = self.text_cond(c, negative, "Negative")
         for r in c.regions:
             enc = self.text_cond(c, r.prompt, "Region prompt")
             if r.mask is not None:
@@ -502,7 +541,7 @@ class _Exporter:
         if others:
             r.warnings.append("left out because what they need is not exported: "
                               + ", ".join(_named(x) for x in others))
-        if self.api and not any(n["class_type"] in ("SaveImage", "PreviewImage") for n in self.api.values()) \
+        if self.api and not any(n["class_type"] in _OUTPUT_NODES for n in self.api.values()) \
                 and not any(n.type == UNMAPPED for n in self.g.nodes.values()):
             r.warnings.append("no Save Image: ComfyUI runs only workflows with an output node")
 
@@ -598,6 +637,20 @@ def _decode(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
 def _encode(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
     c = ex.chain(node)
     cid = _tiled(ex, node, "VAEEncode", {"pixels": ex.ref(ex.need(node, "image")), "vae": ex.vae(c)})
+    return {"latent": Ref(cid, 0, "LATENT")}
+
+
+def _encode_for_inpaint(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
+    c = ex.chain(node)
+    cid = ex.emit("VAEEncodeForInpaint", {"pixels": ex.ref(ex.need(node, "image")), "vae": ex.vae(c),
+                                          "mask": ex.ref(ex.need(node, "mask")),
+                                          "grow_mask_by": int(ex.param(node, "grow_mask_by"))}, primary=True)
+    return {"latent": Ref(cid, 0, "LATENT")}
+
+
+def _set_noise_mask(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
+    cid = ex.emit("SetLatentNoiseMask", {"samples": _latent(ex, node), "mask": ex.ref(ex.need(node, "mask"))},
+                  primary=True)
     return {"latent": Ref(cid, 0, "LATENT")}
 
 
@@ -711,6 +764,42 @@ def _scale(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
     return {"image": Ref(cid, 0, "IMAGE")}
 
 
+def _scale_to_pixels(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
+    inputs: dict[str, Any] = {"image": ex.ref(ex.need(node, "image")),
+                              "upscale_method": _INTERP.get(str(ex.param(node, "interpolation")), "bicubic"),
+                              "megapixels": float(ex.param(node, "megapixels"))}
+    if int(ex.param(node, "resolution_steps") or 1) != 1:
+        inputs["resolution_steps"] = int(ex.param(node, "resolution_steps"))
+    return {"image": Ref(ex.emit("ImageScaleToTotalPixels", inputs, primary=True), 0, "IMAGE")}
+
+
+def _pad_for_outpaint(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
+    cid = ex.emit("ImagePadForOutpaint", {"image": ex.ref(ex.need(node, "image")),
+                                          **{k: int(ex.param(node, k)) for k in ("left", "top", "right", "bottom",
+                                                                                  "feathering")}}, primary=True)
+    return {"image": Ref(cid, 0, "IMAGE"), "mask": Ref(cid, 1, "MASK")}
+
+
+def _save_video(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
+    codec = str(getattr(ex.param(node, "codec"), "value", ex.param(node, "codec")))
+    images = ex.ref(ex.need(node, "video"))
+    prefix = str(ex.param(node, "filename_prefix") or "ComfyUI")
+    fps = float(ex.param(node, "fps") or 24.0)
+    if codec == "webp":
+        quality = ex.param(node, "quality")
+        ex.emit("SaveAnimatedWEBP", {"images": images, "filename_prefix": prefix, "fps": fps,
+                                     "lossless": bool(ex.param(node, "lossless") or False),
+                                     "quality": int(quality if quality is not None else 80), "method": "default"},
+                primary=True)
+    elif codec in ("vp9", "av1"):
+        crf = ex.param(node, "crf")
+        ex.emit("SaveWEBM", {"images": images, "filename_prefix": prefix, "codec": codec, "fps": fps,
+                             "crf": float(crf if crf is not None and crf >= 0 else 32.0)}, primary=True)
+    else:
+        raise Unexportable(f"codec {codec} has no ComfyUI core node (SaveAnimatedWEBP writes webp, SaveWEBM vp9 / av1)")
+    return {}
+
+
 def _placeholder(ex: _Exporter, node: NodeInstance) -> dict[str, Value | None]:
     from nodes.comfy.unmapped import input_port_name, output_port_names
 
@@ -772,6 +861,8 @@ HANDLERS: dict[str, Handler] = {
     D + "empty_latent": _empty_latent,
     D + "decode": _decode,
     D + "encode": _encode,
+    D + "encode_for_inpaint": _encode_for_inpaint,
+    D + "set_noise_mask": _set_noise_mask,
     G + "regional_prompt": _regional,
     G + "controlnet": _controlnet,
     G + "canny": _canny,
@@ -782,6 +873,9 @@ HANDLERS: dict[str, Handler] = {
     IMG + "blend": _blend,
     IMG + "resize": _resize,
     IMG + "scale": _scale,
+    IMG + "scale_to_pixels": _scale_to_pixels,
+    IMG + "pad_for_outpaint": _pad_for_outpaint,
+    "imagebash.video.save": _save_video,
     UNMAPPED: _placeholder,
 }
 

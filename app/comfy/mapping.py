@@ -21,9 +21,16 @@ Latent; FluxGuidance -> the sampler's guidance; ModelSamplingFlux / SD3 -> its s
 the node's size); ConditioningZeroOut -> an empty prompt; ConditioningAverage / Concat -> the prompts
 joined (noted).
 
-What is left (placeholders): SetLatentNoiseMask and VAEEncodeForInpaint (Sample has no latent noise
-mask yet; the Inpaint node works in pixels), ImagePadForOutpaint and ImageScaleToTotalPixels (no
-image node computes those sizes), bislerp (bicubic, noted), CLIPTextEncodeSDXL(Refiner).
+SetLatentNoiseMask / VAEEncodeForInpaint -> Set Latent Noise Mask / Encode for Inpaint (the latent
+carries a noise mask that Sample honours); ImageScaleToTotalPixels / ImagePadForOutpaint -> Scale to
+Megapixels / Pad for Outpaint; the custom-sampling set (KSamplerSelect, BasicScheduler, Karras /
+ExponentialScheduler at rho 7, RandomNoise, DisableNoise, BasicGuider, CFGGuider) folds into the Sample
+that SamplerCustom(Advanced) becomes; SaveAnimatedWEBP / SaveWEBM -> Save Video.
+
+CLIPTextEncodeSDXL(Refiner) -> Sample's prompt (text_l, CLIP-L) / prompt_2 (text_g, OpenCLIP-G) and its SDXL
+size / aesthetic-score conditioning.
+
+What is left (placeholders): bislerp (bicubic, noted), SDTurboScheduler.
 """
 
 from __future__ import annotations
@@ -146,12 +153,17 @@ class Cond:
     sources: list[str] = field(default_factory=list)
     clip: Clip | None = None
     guidance: float | None = None
+    #: CLIPTextEncodeSDXL(Refiner): the second encoder's text (text_g) and the size / aesthetic conditioning,
+    #: as Sample's prompt_2 and original / crop / target / aesthetic parameters
+    prompt_2: str | None = None
+    sdxl: dict[str, Any] = field(default_factory=dict)
 
     def plus(self, other: Cond) -> Cond:
         return Cond(self.prompts + other.prompts, self.regions + other.regions,
                     self.controls + [c for c in other.controls if c not in self.controls],
                     self.sources + other.sources, self.clip or other.clip,
-                    self.guidance if self.guidance is not None else other.guidance)
+                    self.guidance if self.guidance is not None else other.guidance,
+                    self.prompt_2 if self.prompt_2 is not None else other.prompt_2, self.sdxl or other.sdxl)
 
     def text(self) -> str:
         return ", ".join(p for p in self.prompts if isinstance(p, str) and p)
@@ -166,7 +178,18 @@ class Named:
     source: str
 
 
-Value = Wire | Cond | Named | Clip
+@dataclass
+class Part:
+    """A piece of the custom-sampling set (KSamplerSelect, BasicScheduler, RandomNoise / DisableNoise,
+    BasicGuider / CFGGuider), folded into the SamplerCustom(Advanced) that uses it: `inputs` are the
+    KSampler inputs it stands for (values or links)."""
+
+    kind: str  # sampler | sigmas | noise | guider
+    inputs: dict[str, Any]
+    source: str
+
+
+Value = Wire | Cond | Named | Clip | Part
 
 
 class Unmappable(Exception):
@@ -220,13 +243,17 @@ def map_sampler(sampler_name: str, scheduler: str) -> tuple[dict[str, Any], list
             notes.append(f"sampler {s}: using {sampler}")
         if sampler == "dpmpp_3m_sde":
             notes.append("dpmpp_3m_sde: diffusers' 3rd-order SDE DPM-Solver++ (not ComfyUI's exact 3M SDE)")
-        if "sde" in sampler or sampler == "euler_ancestral":
-            notes.append(f"{sampler}: the per-step noise differs from ComfyUI's (diffusers' generators)")
+        if "sde" in sampler:  # ancestral / lcm steps draw ComfyUI's per-step randn sequence (noise "comfyui")
+            notes.append(f"{sampler}: ComfyUI's SDE noise is a Brownian tree (torchsde), not reproduced: the "
+                         "per-step noise differs")
     elif why:
         notes.append(why)
     if sch in _COMFY_SCHEDULES:
         params["schedule"] = sch
-        if sampler in ("dpm_2", "dpmpp_sde", "lcm") and sch not in ("karras", "exponential", "beta"):
+        if sampler == "lcm":
+            notes.append(f"lcm: the schedule is LCM's own (diffusers' LCMScheduler takes no custom sigmas), "
+                         f"not ComfyUI's {sch}")
+        elif sampler in ("dpm_2", "dpmpp_sde") and sch not in ("karras", "exponential", "beta"):
             notes.append(f"{sampler} takes no custom sigmas: scheduler {sch} becomes diffusers' own spacing")
     else:
         notes.append(f"scheduler {sch} is not known here: using the diffusers scheduler's own spacing")
@@ -598,12 +625,55 @@ def _clip_text(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     return m.fold(cn, Cond(prompts=[prompt], sources=[cn.id, *(clip.sources if clip else ())], clip=clip))
 
 
+def _clip_text_sdxl(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    """CLIPTextEncodeSDXL: text_l goes to CLIP-L (Sample's prompt), text_g to OpenCLIP-G (prompt_2), and the
+    size conditioning (pixels) to Sample's original / crop / target sizes. CLIPTextEncodeSDXLRefiner: its
+    text, its size as the original size and its aesthetic score."""
+    for name in ("text", "text_g", "text_l"):
+        if isinstance(cn.inputs.get(name), ComfyLink):
+            raise Unmappable(f"a linked {name} is not supported on {cn.class_type}")
+    clip = m.value(cn, "clip") if isinstance(cn.inputs.get("clip"), ComfyLink) else None
+    clip = clip if isinstance(clip, Clip) else None
+    w, h = int(m.raw(cn, "width", 1024)), int(m.raw(cn, "height", 1024))
+    sdxl: dict[str, Any] = {"original_width": w, "original_height": h}
+    if cn.class_type == "CLIPTextEncodeSDXLRefiner":
+        text, text_2 = str(m.raw(cn, "text", "")), None
+        sdxl["aesthetic_score"] = float(m.raw(cn, "ascore", 6.0))
+    else:
+        text, g = str(m.raw(cn, "text_l", "")), str(m.raw(cn, "text_g", ""))
+        text_2 = g if g != text else None
+        sdxl.update(crop_left=int(m.raw(cn, "crop_w", 0)), crop_top=int(m.raw(cn, "crop_h", 0)),
+                    target_width=int(m.raw(cn, "target_width", w)), target_height=int(m.raw(cn, "target_height", h)))
+    return m.fold(cn, Cond(prompts=[text], sources=[cn.id, *(clip.sources if clip else ())], clip=clip,
+                           prompt_2=text_2, sdxl=sdxl))
+
+
+def _sdxl_params(m: _Mapper, pos: Cond, neg: Cond) -> dict[str, Any]:
+    """Sample's SDXL parameters from the positive and negative CLIPTextEncodeSDXL(Refiner)."""
+    out: dict[str, Any] = {}
+    if pos.prompt_2 is not None:
+        out["prompt_2"] = pos.prompt_2
+    if neg.prompt_2 is not None:
+        out["negative_prompt_2"] = neg.prompt_2
+    sizes = {k: v for k, v in pos.sdxl.items() if k != "aesthetic_score"} or \
+        {k: v for k, v in neg.sdxl.items() if k != "aesthetic_score"}
+    neg_sizes = {k: v for k, v in neg.sdxl.items() if k != "aesthetic_score"}
+    if neg_sizes and neg_sizes != sizes:
+        m.note("the negative's size conditioning differs from the positive's: both use the positive's")
+    out.update(sizes)
+    if "aesthetic_score" in pos.sdxl:
+        out["aesthetic_score"] = pos.sdxl["aesthetic_score"]
+    if "aesthetic_score" in neg.sdxl:
+        out["negative_aesthetic_score"] = neg.sdxl["aesthetic_score"]
+    return out
+
+
 def _flux_guidance(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     base = m.cond(cn, "conditioning")
     if cn.mode == MODE_BYPASS:
         return _bypassed_cond(m, cn, "conditioning") or {}
     return m.fold(cn, Cond(base.prompts, base.regions, base.controls, [*base.sources, cn.id], base.clip,
-                           float(m.raw(cn, "guidance", 3.5))))
+                           float(m.raw(cn, "guidance", 3.5)), base.prompt_2, base.sdxl))
 
 
 def _zero_out(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
@@ -616,14 +686,17 @@ def _cond_mix(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     if cn.class_type == "ConditioningAverage":
         w = float(m.raw(cn, "conditioning_to_strength", 1.0))
         if w >= 1.0:
-            return m.fold(cn, Cond(a.prompts, a.regions, a.controls, [*a.sources, cn.id], a.clip, a.guidance))
+            return m.fold(cn, Cond(a.prompts, a.regions, a.controls, [*a.sources, cn.id], a.clip, a.guidance,
+                                   a.prompt_2, a.sdxl))
         if w <= 0.0:
-            return m.fold(cn, Cond(b.prompts, b.regions, b.controls, [*b.sources, cn.id], b.clip, b.guidance))
+            return m.fold(cn, Cond(b.prompts, b.regions, b.controls, [*b.sources, cn.id], b.clip, b.guidance,
+                                   b.prompt_2, b.sdxl))
         m.note(f"conditioning average ({w:g} of the first) has no equivalent: both prompts are joined into one")
     else:
         m.note("conditioning concat is read as the two prompts joined into one")
     c = a.plus(b)
-    return m.fold(cn, Cond(c.prompts, c.regions, c.controls, [*c.sources, cn.id], c.clip, c.guidance))
+    return m.fold(cn, Cond(c.prompts, c.regions, c.controls, [*c.sources, cn.id], c.clip, c.guidance,
+                           c.prompt_2, c.sdxl))
 
 
 def _model_sampling(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
@@ -656,7 +729,7 @@ def _combine(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     if a.prompts and b.prompts:
         m.note("two plain prompts combined: imagebash joins them into one prompt")
     c = a.plus(b)
-    return m.fold(cn, Cond(c.prompts, c.regions, c.controls, [*c.sources, cn.id]))
+    return m.fold(cn, Cond(c.prompts, c.regions, c.controls, [*c.sources, cn.id], prompt_2=c.prompt_2, sdxl=c.sdxl))
 
 
 def _region(m: _Mapper, cn: ComfyNode, mask: bool) -> dict[int, Value]:
@@ -694,7 +767,8 @@ def _controlnet_apply(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
         return passed
     base = m.cond(cn, "conditioning")
     c = _control(m, cn)
-    return m.fold(cn, Cond(base.prompts, base.regions, [*base.controls, c], [*base.sources, cn.id]))
+    return m.fold(cn, Cond(base.prompts, base.regions, [*base.controls, c], [*base.sources, cn.id],
+                           prompt_2=base.prompt_2, sdxl=base.sdxl))
 
 
 def _controlnet_apply_adv(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
@@ -705,8 +779,9 @@ def _controlnet_apply_adv(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
         return {0: pos, 1: neg}
     c = _control(m, cn)
     m.report.nodes[cn.id].status = "folded"
-    return {0: Cond(pos.prompts, pos.regions, [*pos.controls, c], [*pos.sources, cn.id]),
-            1: Cond(neg.prompts, neg.regions, [*neg.controls, c], neg.sources)}
+    return {0: Cond(pos.prompts, pos.regions, [*pos.controls, c], [*pos.sources, cn.id], prompt_2=pos.prompt_2,
+                    sdxl=pos.sdxl),
+            1: Cond(neg.prompts, neg.regions, [*neg.controls, c], neg.sources, prompt_2=neg.prompt_2, sdxl=neg.sdxl)}
 
 
 def _empty_latent(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
@@ -765,7 +840,8 @@ def _sampler(m: _Mapper, cn: ComfyNode, advanced: bool) -> dict[int, Value]:
     m.cur = cn
     if neg.regions:
         m.note("regional negative prompts are not supported: their text joins the negative prompt")
-        neg = Cond(neg.prompts + [r.prompt for r in neg.regions], [], neg.controls, neg.sources)
+        neg = Cond(neg.prompts + [r.prompt for r in neg.regions], [], neg.controls, neg.sources,
+                   prompt_2=neg.prompt_2, sdxl=neg.sdxl)
     window: dict[str, Any] = {}
     if advanced:
         steps, denoise, seed_name = int(m.raw(cn, "steps", 20)), 1.0, "noise_seed"
@@ -795,6 +871,7 @@ def _sampler(m: _Mapper, cn: ComfyNode, advanced: bool) -> dict[int, Value]:
                               **window}
     if model.shift:
         params["shift"] = model.shift
+    params.update(_sdxl_params(m, pos, neg))
     clip = pos.clip or neg.clip
     if clip is not None and clip.skip:
         params["clip_skip"] = clip.skip
@@ -810,6 +887,55 @@ def _sampler(m: _Mapper, cn: ComfyNode, advanced: bool) -> dict[int, Value]:
         m.g.connect(Link(model.root or model.node, "model" if model.root else model.port, latent.node, "model"))
         m.pending_latents.discard(latent.node)
     return {0: Wire(nid, "latent", model.root)}
+
+
+def _part(kind: str, names: tuple[str, ...]) -> Handler:
+    def handler(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+        inputs = {k: cn.inputs[k] for k in names if k in cn.inputs}
+        if cn.class_type == "DisableNoise":
+            inputs["add_noise"] = "disable"
+        elif cn.class_type in ("KarrasScheduler", "ExponentialScheduler"):
+            if cn.class_type == "KarrasScheduler" and float(m.raw(cn, "rho", 7.0)) != 7.0:
+                raise Unmappable(f"rho {m.raw(cn, 'rho')}: imagebash's karras schedule has rho 7")
+            m.note(f"sigma_max / sigma_min ({m.raw(cn, 'sigma_max')} / {m.raw(cn, 'sigma_min')}) are not carried "
+                   "over: the schedule spans the model's own sigmas")
+            inputs["scheduler"] = "karras" if cn.class_type == "KarrasScheduler" else "exponential"
+        elif cn.class_type == "BasicGuider":
+            inputs.update(positive=cn.inputs.get("conditioning"), cfg=1.0)
+        m.report.nodes[cn.id].status = "folded"
+        return {0: Part(kind, inputs, cn.id)}
+    return handler
+
+
+def _sampler_custom(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    """SamplerCustom(Advanced) is a KSamplerAdvanced over its parts: the node is mapped as that KSampler."""
+    inputs: dict[str, Any] = {"latent_image": cn.inputs.get("latent_image"), "add_noise": "enable",
+                              "scheduler": "normal", "steps": 20}
+    if cn.class_type == "SamplerCustom":
+        inputs.update({k: cn.inputs[k] for k in ("model", "cfg", "positive", "negative", "noise_seed")
+                       if k in cn.inputs})
+        inputs["add_noise"] = "enable" if cn.inputs.get("add_noise", True) not in (False, "disable") else "disable"
+    sources = []
+    for name, kind in (("noise", "noise"), ("guider", "guider"), ("sampler", "sampler"), ("sigmas", "sigmas")):
+        if name not in cn.inputs:
+            continue
+        part = m.value(cn, name)
+        if not isinstance(part, Part) or part.kind != kind:
+            raise Unmappable(f"input '{name}' does not come from a core {kind} node")
+        inputs.update({k: v for k, v in part.inputs.items() if v is not None})
+        sources.append(part.source)
+    if isinstance(inputs.get("steps"), ComfyLink) or isinstance(inputs.get("denoise"), ComfyLink):
+        raise Unmappable("linked steps / denoise of a scheduler are not supported")
+    inputs["denoise"] = float(inputs.get("denoise", 1.0))
+    virtual = ComfyNode(cn.id, "KSampler", inputs, cn.title, cn.pos, cn.size, mode=cn.mode)
+    if "noise_seed" in inputs:
+        inputs["seed"] = inputs.pop("noise_seed")
+    out = _sampler(m, virtual, advanced=False)
+    if inputs["add_noise"] == "disable":
+        m.g.nodes[out[0].node].params["add_noise"] = False
+    m.folded(sources, out[0].node)
+    m.note("folded into one Sample: its noise, guider, sampler and sigmas nodes are its parameters")
+    return {0: out[0], 1: out[0]}  # denoised_output: the output (the schedule ends at sigma 0)
 
 
 def _text_encoders_into(m: _Mapper, clip: Clip, root: str | None) -> None:
@@ -845,6 +971,21 @@ def _encode(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     return {0: Wire(nid, "latent", model.root)}
 
 
+def _encode_for_inpaint(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    image, mask = m.wire(cn, "pixels"), m.wire(cn, "mask")
+    v = m.value(cn, "vae")
+    model = m.model_for_vae(v, v.root if isinstance(v, Wire) else None)
+    nid = m.add(D + "encode_for_inpaint", {"grow_mask_by": int(m.raw(cn, "grow_mask_by", 6))},
+                links={"model": model, "image": image, "mask": mask})
+    return {0: Wire(nid, "latent", model.root)}
+
+
+def _set_noise_mask(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    latent, mask = m.wire(cn, "samples"), m.wire(cn, "mask")
+    nid = m.add(D + "set_noise_mask", {}, links={"latent": latent, "mask": mask})
+    return {0: Wire(nid, "latent", latent.root)}
+
+
 def _latent_upscale(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
     latent = m.wire(cn, "samples")
     method = str(m.raw(cn, "upscale_method", "nearest-exact"))
@@ -877,6 +1018,39 @@ def _save(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
         prefix = str(m.raw(cn, "filename_prefix", "ComfyUI") or "ComfyUI")
     m.add(IMG + "save", {"filename_prefix": prefix}, links={"image": images})
     return {}
+
+
+def _save_video(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    images = m.wire(cn, "images")
+    params: dict[str, Any] = {"filename_prefix": str(m.raw(cn, "filename_prefix", "ComfyUI") or "ComfyUI")}
+    if cn.class_type == "SaveAnimatedWEBP":
+        params.update(codec="webp", fps=float(m.raw(cn, "fps", 6.0)), lossless=bool(m.raw(cn, "lossless", False)),
+                      quality=int(m.raw(cn, "quality", 80)), loop=0)
+        if str(m.raw(cn, "method", "default")) != "default":
+            m.note(f"webp method {m.raw(cn, 'method')} is not carried over: Save Video uses the encoder's default")
+    else:
+        codec = str(m.raw(cn, "codec", "vp9"))
+        if codec not in ("vp9", "av1"):
+            m.note(f"codec {codec}: using vp9")
+            codec = "vp9"
+        params.update(codec=codec, fps=float(m.raw(cn, "fps", 24.0)), crf=round(float(m.raw(cn, "crf", 32.0))))
+    m.add("imagebash.video.save", params, links={"video": images})
+    return {}
+
+
+def _scale_to_pixels(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    method = str(m.raw(cn, "upscale_method", "nearest-exact"))
+    params: dict[str, Any] = {"megapixels": float(m.raw(cn, "megapixels", 1.0)),
+                              "interpolation": _INTERP.get(method, "bicubic")}
+    if int(m.raw(cn, "resolution_steps", 1) or 1) != 1:
+        params["resolution_steps"] = int(m.raw(cn, "resolution_steps", 1))
+    return {0: Wire(m.add(IMG + "scale_to_pixels", params, links={"image": m.wire(cn, "image")}), "image")}
+
+
+def _pad_for_outpaint(m: _Mapper, cn: ComfyNode) -> dict[int, Value]:
+    nid = m.add(IMG + "pad_for_outpaint", {k: int(m.raw(cn, k, 0)) for k in ("left", "top", "right", "bottom")}
+                | {"feathering": int(m.raw(cn, "feathering", 40))}, links={"image": m.wire(cn, "image")})
+    return {0: Wire(nid, "image"), 1: Wire(nid, "mask")}
 
 
 def _resolve_image(m: _Mapper, name: str) -> str:
@@ -936,6 +1110,8 @@ HANDLERS: dict[str, Handler] = {
     "LoraLoader": _lora,
     "LoraLoaderModelOnly": _lora,
     "CLIPTextEncode": _clip_text,
+    "CLIPTextEncodeSDXL": _clip_text_sdxl,
+    "CLIPTextEncodeSDXLRefiner": _clip_text_sdxl,
     "ConditioningCombine": _combine,
     "ConditioningSetMask": lambda m, cn: _region(m, cn, mask=True),
     "ConditioningSetArea": lambda m, cn: _region(m, cn, mask=False),
@@ -959,16 +1135,32 @@ HANDLERS: dict[str, Handler] = {
     "LatentComposite": _latent_composite,
     "KSampler": lambda m, cn: _sampler(m, cn, advanced=False),
     "KSamplerAdvanced": lambda m, cn: _sampler(m, cn, advanced=True),
+    "KSamplerSelect": _part("sampler", ("sampler_name",)),
+    "BasicScheduler": _part("sigmas", ("scheduler", "steps", "denoise")),
+    "KarrasScheduler": _part("sigmas", ("steps",)),
+    "ExponentialScheduler": _part("sigmas", ("steps",)),
+    "RandomNoise": _part("noise", ("noise_seed",)),
+    "DisableNoise": _part("noise", ()),
+    "BasicGuider": _part("guider", ("model",)),
+    "CFGGuider": _part("guider", ("model", "positive", "negative", "cfg")),
+    "SamplerCustom": _sampler_custom,
+    "SamplerCustomAdvanced": _sampler_custom,
     "VAEDecode": _decode,
     "VAEDecodeTiled": _decode,
     "VAEEncode": _encode,
     "VAEEncodeTiled": _encode,
+    "VAEEncodeForInpaint": _encode_for_inpaint,
+    "SetLatentNoiseMask": _set_noise_mask,
     "LatentUpscale": _latent_upscale,
     "LatentUpscaleBy": _latent_upscale,
     "SaveImage": _save,
     "PreviewImage": _save,
     "LoadImage": _load_image,
     "LoadImageMask": _load_image,
+    "ImageScaleToTotalPixels": _scale_to_pixels,
+    "ImagePadForOutpaint": _pad_for_outpaint,
+    "SaveAnimatedWEBP": _save_video,
+    "SaveWEBM": _save_video,
     "ImageScale": _simple(IMG + "resize", {"image": "image"}, _scale_params),
     "ImageScaleBy": _simple(IMG + "scale", {"image": "image"}, lambda m, cn: {
         "factor": float(m.raw(cn, "scale_by", 1.0)),

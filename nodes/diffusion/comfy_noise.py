@@ -158,3 +158,56 @@ def comfy_noise(seed: int, shape: tuple[int, ...]) -> Any:
 
     gen = torch.Generator("cpu").manual_seed(int(seed))  # the same stream as torch.manual_seed, without global state
     return torch.randn(tuple(shape), generator=gen, dtype=torch.float32, device="cpu")
+
+
+def prepare_mask(mask: Any, shape: tuple[int, ...]) -> Any:
+    """A noise mask (N, 1, H, W) or (N, H, W) at any size as ComfyUI's `prepare_mask` makes it for latents of
+    `shape` (N, C, h, w): bilinear to the latent size, repeated over the channels and the batch."""
+    import torch
+
+    m = torch.as_tensor(mask, dtype=torch.float32)
+    m = m.reshape(-1, 1, m.shape[-2], m.shape[-1])
+    m = torch.nn.functional.interpolate(m, size=tuple(shape[-2:]), mode="bilinear")
+    m = m.expand(-1, shape[1], -1, -1)
+    if m.shape[0] < shape[0]:
+        m = m.repeat(math.ceil(shape[0] / m.shape[0]), 1, 1, 1)
+    return m[:shape[0]].contiguous()
+
+
+def renoised(scheduler: Any, clean: Any, noise: Any, t: Any, flow: bool = False) -> Any:
+    """`clean` noised with `noise` to the level `scheduler` stands at after the step of timestep `t`
+    (in the scheduler's own latent space: x0 + sigma n for the k-diffusion schedulers, the variance-
+    preserving mix for DDIM / DPM-Solver / UniPC / LCM, the flow mix for flow matching); `clean` itself
+    once the schedule has reached sigma 0."""
+    import torch
+
+    sigmas, idx = getattr(scheduler, "sigmas", None), getattr(scheduler, "step_index", None)
+    if sigmas is not None and idx is not None:
+        if idx >= len(sigmas):
+            return clean
+        s = sigmas[idx]
+        if hasattr(scheduler, "sigmas_interpol") and not getattr(scheduler, "state_in_first_order", True):
+            s = scheduler.sigmas_interpol[idx]  # KDPM2's midpoint
+        elif hasattr(scheduler, "mid_point_sigma") and not getattr(scheduler, "state_in_first_order", True):
+            s = scheduler.mid_point_sigma  # DPM-Solver SDE's midpoint
+        s = float(s)
+        if s <= 0:
+            return clean
+        if flow:
+            return (1 - s) * clean + s * noise
+        if float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0:
+            return clean + s * noise
+        a = 1.0 / math.sqrt(1.0 + s * s)
+        return a * clean + a * s * noise
+    ac = scheduler.alphas_cumprod
+    if idx is not None:  # LCM: the next timestep of its table
+        if idx >= len(scheduler.timesteps):
+            return clean
+        prev = int(scheduler.timesteps[idx])
+    else:  # DDIM: the previous timestep of a fixed stride
+        stride = scheduler.config.num_train_timesteps // max(int(scheduler.num_inference_steps), 1)
+        prev = int(torch.as_tensor(t).reshape(-1)[0]) - stride
+    if prev < 0:
+        return clean
+    a = float(ac[prev])
+    return math.sqrt(a) * clean + math.sqrt(1 - a) * noise

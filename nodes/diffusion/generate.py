@@ -56,7 +56,8 @@ def _accepted(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int], batch: int, seed: int,
             scheduler: Scheduler, shift: float, prompt: Any, negative: Any, steps: int, guidance: float,
-            *, after_step: Any = None, scheduler_hook: Any = None, **task_kwargs: Any) -> tuple[Any, Any]:
+            *, after_step: Any = None, scheduler_hook: Any = None, latents_hook: Any = None,
+            **task_kwargs: Any) -> tuple[Any, Any]:
     """(entry, model-space latents) of one sampling call in the model family's terms;
     `after_step` and `scheduler_hook` go to `run_pipeline` (a Sample's step window)."""
     entry = open_model(ctx, model)
@@ -76,10 +77,10 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
         choice = Scheduler(fam.default_scheduler)
     pixels = task_kwargs.pop("pixels", None)  # the source image, for pipelines that encode it themselves
     pipe = task_pipeline(ctx, entry, task)
-    if "embedding:" in f"{prompt} {negative}".lower():
+    if "embedding:" in " ".join(_texts(prompt) + _texts(negative)).lower():
         from nodes.diffusion import embeddings
 
-        prompt, negative = embeddings.apply(entry, [prompt, negative])
+        prompt, negative = (_map_texts(p, lambda t: embeddings.apply(entry, [t])[0]) for p in (prompt, negative))
     # an empty negative is the encoding of "" as in ComfyUI (diffusers would zero SDXL's)
     empty = None if fam.guidance_kind != "cfg" else [""] * len(prompt) if isinstance(prompt, list) else ""
     kwargs = {**fam.call_kwargs(entry.variant, prompt=prompt, negative_prompt=negative or empty,
@@ -114,11 +115,142 @@ def sample_latents(ctx: Context, model: Model, task: str, size: tuple[int, int],
             guards.enter_context(regions_active(pipe, list(model.regions), size, entry.device))
         if after_step is not None:
             step_hook = _chain(step_hook, after_step)
+        _conditioning_taken(ctx, pipe, fam.title, kwargs)
+        travel = _blended(ctx, pipe, entry.device, kwargs)
+        kwargs = {k: _map_texts(v, str) if k in _PROMPT_KEYS else v for k, v in kwargs.items()}
         latents = run_pipeline(ctx, entry, pipe, model, choice, size, batch, seed, shift=shift, step_hook=step_hook,
-                               scheduler_hook=scheduler_hook, **_accepted(pipe, kwargs))
+                               scheduler_hook=scheduler_hook, latents_hook=latents_hook, prepare=travel,
+                               **_accepted(pipe, kwargs))
     ctx.annotate("sampling", {"family": fam.name, "variant": variant.name, "steps": steps,
                               "guidance": guidance, "scheduler": choice.value, "shift": float(shift)})
     return entry, latents
+
+
+#: SDXL's second-encoder texts and micro-conditioning: given to the pipelines that take them.
+_SDXL_KEYS = {"prompt_2": "second text encoder", "negative_prompt_2": "second text encoder",
+              "original_size": "size conditioning", "crops_coords_top_left": "size conditioning",
+              "target_size": "size conditioning", "aesthetic_score": "aesthetic-score conditioning",
+              "negative_aesthetic_score": "aesthetic-score conditioning"}
+
+
+def _conditioning_taken(ctx: Context, pipe: Any, family: str, kwargs: dict[str, Any]) -> None:
+    """One line for the SDXL conditioning given where the pipeline has none (`_accepted` then drops it)."""
+    params = inspect.signature(type(pipe).__call__).parameters
+    left = {what for key, what in _SDXL_KEYS.items() if kwargs.get(key) and key not in params}
+    names = [k for k in _SDXL_KEYS if kwargs.get(k) and k not in params]
+    if left:
+        ctx.log(f"{', '.join(names)} ignored: {family} ({type(pipe).__name__}) has no {' or '.join(sorted(left))}",
+                "warning")
+
+
+def _blend_of(prompt: Any) -> tuple[tuple[str, float], ...] | None:
+    """A travelling prompt's (prompt, weight) pairs (`nodes.schedule.TravelPrompt.blend`), when it mixes several."""
+    first = prompt[0] if isinstance(prompt, list) and prompt else prompt
+    blend = getattr(first, "blend", None)
+    return tuple((str(p), float(w)) for p, w in blend) if blend and len(blend) > 1 else None
+
+
+def _texts(prompt: Any) -> list[str]:
+    """Every text in a prompt argument: a str, a list of them, and the prompts a travelling prompt blends."""
+    items = prompt if isinstance(prompt, list) else [prompt]
+    out = []
+    for p in items:
+        if isinstance(p, str):
+            out.append(str(p))
+            out.extend(str(t) for t, _w in getattr(p, "blend", ()))
+    return out
+
+
+def _map_texts(prompt: Any, fn: Any) -> Any:
+    """`prompt` with `fn` applied to each text, a travelling prompt's blend included (it stays a blend)."""
+    if isinstance(prompt, list):
+        return [_map_texts(p, fn) for p in prompt]
+    if not isinstance(prompt, str):
+        return prompt
+    blend = getattr(prompt, "blend", None)
+    if blend and fn is not str:
+        from nodes.schedule import TravelPrompt
+
+        return TravelPrompt(tuple((fn(str(t)), float(w)) for t, w in blend))
+    return fn(prompt)
+
+
+#: Prompt arguments, passed to pipelines as plain str (diffusers compares the prompt's and negative's types).
+_PROMPT_KEYS = ("prompt", "negative_prompt", "prompt_2", "negative_prompt_2")
+#: What each pipeline's `encode_prompt` returns where: (embeddings index, pooled index or None).
+_ENCODED = {2: (0, None), 3: (0, 1), 4: (0, 2)}  # SD / Qwen (embeds, mask); Flux (embeds, pooled, ids); SDXL, SD3
+
+
+def _blended(ctx: Context, pipe: Any, device: str, kwargs: dict[str, Any]) -> Any:
+    """Prompt travel between frames: a prompt (or negative) that blends several prompts is the weighted sum
+    of their embeddings (and pooled embeddings), passed to the pipeline as prompt_embeds.
+
+    Returns None when nothing blends, else `encode(pipe, call_kwargs) -> kwargs update`, run by
+    `run_pipeline` under the model's lock after the LoRA stack is active (a text-encoder LoRA applies to the
+    blend as to a plain prompt) and inside the scheduler hook (clip skip). Each prompt of the blend is
+    encoded exactly as the pipeline encodes a plain prompt (same clip skip, second-encoder text, batch), so a
+    blend of one prompt is that prompt's image."""
+    params = inspect.signature(type(pipe).__call__).parameters
+    keys = []
+    for key, emb, pooled, second in (("prompt", "prompt_embeds", "pooled_prompt_embeds", "prompt_2"),
+                                     ("negative_prompt", "negative_prompt_embeds", "negative_pooled_prompt_embeds",
+                                      "negative_prompt_2")):
+        blend = _blend_of(kwargs.get(key))
+        if blend is None:
+            continue
+        if emb not in params or not hasattr(pipe, "encode_prompt") or "prompt_embeds_mask" in params:
+            ctx.log(f"{type(pipe).__name__} takes no prompt embeddings to blend: the travelling prompt uses its "
+                    "heaviest prompt", "warning")
+            continue
+        keys.append((key, emb, pooled, second, blend))
+    if not keys:
+        return None
+
+    def encode(p: Any, call: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        enc = inspect.signature(p.encode_prompt).parameters
+        out: dict[str, Any] = {}
+        for key, emb, pooled, second, blend in keys:
+            n = len(call[key]) if isinstance(call.get(key), list) else 1
+            total, total_pooled, lengths = None, None, set()
+            with torch.no_grad():
+                for text, weight in blend:
+                    args: dict[str, Any] = {"prompt": [text] * n, "device": device, "num_images_per_prompt": 1,
+                                            "do_classifier_free_guidance": False}
+                    for extra in ("prompt_2", "prompt_3"):  # SD3's encode_prompt takes them positionally
+                        if extra in enc:
+                            args[extra] = None
+                    other = call.get(second)
+                    if other and "prompt_2" in enc:  # the second encoder's own text, as the pipeline passes it
+                        args["prompt_2"] = other if isinstance(other, list) else [str(other)] * n
+                    if "clip_skip" in enc and call.get("clip_skip"):
+                        args["clip_skip"] = call["clip_skip"]
+                    if "max_sequence_length" in enc and call.get("max_sequence_length"):
+                        args["max_sequence_length"] = call["max_sequence_length"]
+                    got = p.encode_prompt(**{k: v for k, v in args.items() if k in enc})
+                    ie, ip = _ENCODED.get(len(got), (0, None))
+                    e = got[ie]
+                    lengths.add(tuple(e.shape))
+                    if len(lengths) > 1:  # embeddings as long as their prompt cannot be summed
+                        break
+                    total = e * weight if total is None else total + e * weight
+                    if ip is not None and got[ip] is not None:
+                        pe = got[ip]
+                        total_pooled = pe * weight if total_pooled is None else total_pooled + pe * weight
+            if len(lengths) > 1:
+                ctx.log(f"{type(p).__name__}: prompts of different lengths cannot blend; the travelling prompt "
+                        "uses its heaviest prompt", "warning")
+                continue
+            out[key] = None
+            if second in inspect.signature(type(p).__call__).parameters:
+                out[second] = None
+            out[emb] = total
+            if total_pooled is not None and pooled in inspect.signature(type(p).__call__).parameters:
+                out[pooled] = total_pooled
+        return out
+
+    return encode
 
 
 def _chain(first: Any, then: Any) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -55,6 +55,73 @@ def _check_family(latent: Latent, model: Model, node_title: str) -> None:
                          f"{_title(model.family)}; decode and re-encode to switch families")
 
 
+def noise_mask(latent: Latent) -> Any:
+    """A latent's noise mask (torch (N, 1, H, W) in [0, 1], any size; 1 is denoised, 0 kept), or None."""
+    return latent.noise_mask
+
+
+def like(src: Latent, samples: Any, family: str | None = None, scale: int | None = None) -> Latent:
+    """New samples in `src`'s place, keeping its noise mask (as ComfyUI's latent dict carries it)."""
+    return Latent(samples, src.family if family is None else family,
+                  src.scale_factor if scale is None else scale, noise_mask=src.noise_mask)
+
+
+def _mask_tensor(mask: np.ndarray) -> Any:
+    import torch
+
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+    return m.reshape(-1, 1, m.shape[-2], m.shape[-1])
+
+
+@node("imagebash.diffusion.set_noise_mask", version=1, title="Set Latent Noise Mask", category="diffusion/latent")
+def set_noise_mask(latent: Latent, mask: Mask) -> Latent:
+    """Sample denoises only where the mask is 1; elsewhere the latent is kept (ComfyUI's SetLatentNoiseMask).
+
+    Args:
+        mask: Image-size (or any size) mask; it is resized to the latent.
+    """
+    return Latent(latent.samples, latent.family, latent.scale_factor, noise_mask=_mask_tensor(mask))
+
+
+@node("imagebash.diffusion.encode_for_inpaint", version=1, title="Encode for Inpaint (VAE)",
+      category="diffusion/latent", device="gpu")
+def encode_for_inpaint(model: Model, image: Image, mask: Mask,
+                       grow_mask_by: Annotated[int, Range(0, 64), Help("Pixels the noise mask grows by (seams).")]
+                       = 6, ctx: Context = None) -> Latent:
+    """Encode an image for inpainting with a normal model, as ComfyUI's VAEEncodeForInpaint: the masked
+    pixels become 0.5 grey before encoding, and the latent carries the (grown) mask as its noise mask.
+
+    Args:
+        mask: Where to repaint (1); rounded to 0 / 1.
+    """
+    import math
+
+    import torch
+
+    entry = open_model(ctx, model)
+    describe(ctx, entry)
+    mult = tiling.vae_scale(entry.pipe.vae)
+    px = torch.from_numpy(np.array(image[..., :3], dtype=np.float32))
+    h, w = px.shape[1] // mult * mult, px.shape[2] // mult * mult
+    m = torch.nn.functional.interpolate(_mask_tensor(mask), size=tuple(px.shape[1:3]), mode="bilinear")
+    if (h, w) != tuple(px.shape[1:3]):  # centre crop to the VAE's multiple, as ComfyUI
+        oy, ox = (px.shape[1] % mult) // 2, (px.shape[2] % mult) // 2
+        px, m = px[:, oy:oy + h, ox:ox + w], m[:, :, oy:oy + h, ox:ox + w]
+    if grow_mask_by:
+        kernel = torch.ones((1, 1, grow_mask_by, grow_mask_by))
+        grown = torch.clamp(torch.nn.functional.conv2d(m.round(), kernel, padding=math.ceil((grow_mask_by - 1) / 2)),
+                            0, 1)[:, :, :h, :w]
+    else:
+        grown = m
+    keep = (1.0 - m.round())[:, 0, :, :, None]
+    if keep.shape[0] != px.shape[0]:
+        keep = keep[:1] if keep.shape[0] > px.shape[0] else keep
+    px = (px - 0.5) * keep + 0.5
+    z = tiling.encode(entry, px.numpy(), Tiling.AUTO.value, DEFAULT_TILE, DEFAULT_OVERLAP,
+                      lambda msg: ctx.log(msg, "warning"))
+    return Latent(z, model.family, tiling.vae_scale(entry.pipe.vae), noise_mask=grown.round())
+
+
 @node("imagebash.diffusion.empty_latent", version=1, title="Empty Latent", category="diffusion/latent")
 def empty_latent(model: Model, width: Annotated[int, Range(64, 4096, step=8)] = 512,
                  height: Annotated[int, Range(64, 4096, step=8)] = 512,
@@ -94,6 +161,28 @@ ClipSkip = Annotated[int, Range(0, 12),
                      Help("Text-encoder layers to skip from the end; 0 is off. A1111's Clip skip 2 and ComfyUI's "
                           "stop_at_clip_layer -2 are 1.")]
 StepIndex = Annotated[int, Range(0, 10000)]
+SizeCond = Annotated[int, Range(0, 16384, step=8)]
+
+
+def _sdxl_conditioning(size: tuple[int, int], prompt_2: str, negative_2: str, original: tuple[int, int],
+                       crop: tuple[int, int], target: tuple[int, int], aesthetic: float, negative_aesthetic: float,
+                       n: int | None) -> dict[str, Any]:
+    """The SDXL pipelines' second-encoder texts and micro-conditioning (original_size, crops_coords_top_left,
+    target_size as (height, width) / (top, left), the refiner's aesthetic scores), only where set."""
+    w, h = size
+    out: dict[str, Any] = {}
+    for key, text in (("prompt_2", prompt_2), ("negative_prompt_2", negative_2)):
+        if text:
+            out[key] = [text] * n if n is not None else text
+    if original != (0, 0):
+        out["original_size"] = (original[1] or h, original[0] or w)
+    if crop != (0, 0):
+        out["crops_coords_top_left"] = (crop[1], crop[0])
+    if target != (0, 0):
+        out["target_size"] = (target[1] or h, target[0] or w)
+    if aesthetic != 6.0 or negative_aesthetic != 2.5:
+        out.update(aesthetic_score=float(aesthetic), negative_aesthetic_score=float(negative_aesthetic))
+    return out
 
 
 @node("imagebash.diffusion.sample", version=1, title="Sample", category="diffusion/latent", device="gpu")
@@ -112,6 +201,19 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
                                               "scheduler's own.")] = Schedule.DEFAULT,
            noise: Annotated[NoiseMode, Help("imagebash: one generator per image (seed, seed+1, ...); comfyui: "
                                             "one randn of the whole batch, as ComfyUI.")] = NoiseMode.IMAGEBASH,
+           prompt_2: Annotated[Prompt, Help("SDXL: the text for the second encoder (OpenCLIP-G; `prompt` goes "
+                                            "to CLIP-L); empty: the prompt.")] = "",
+           negative_prompt_2: Annotated[Prompt, Help("SDXL: the negative for the second encoder.")] = "",
+           original_width: Annotated[SizeCond, Help("SDXL size conditioning: the original size; 0 is the "
+                                                    "image size.")] = 0,
+           original_height: SizeCond = 0,
+           crop_left: Annotated[SizeCond, Help("SDXL: crop coordinates conditioning (top left, in pixels).")] = 0,
+           crop_top: SizeCond = 0,
+           target_width: Annotated[SizeCond, Help("SDXL: the target size; 0 is the image size.")] = 0,
+           target_height: SizeCond = 0,
+           aesthetic_score: Annotated[float, Range(0.0, 20.0, step=0.5),
+                                      Help("SDXL refiner: the aesthetic score conditioning.")] = 6.0,
+           negative_aesthetic_score: Annotated[float, Range(0.0, 20.0, step=0.5)] = 2.5,
            ctx: Context = None) -> Latent:
     """Denoise a latent toward a prompt: denoise 1 starts from pure noise, less keeps structure.
 
@@ -149,6 +251,16 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
                 f"{_title(model.family)} (flow matching) samples with its own flow-matching Euler", "warning")
         sampler, schedule, noise, comfy = Sampler.AUTO, Schedule.DEFAULT, NoiseMode.IMAGEBASH, False
     initial = comfy_noise(seed, tuple(samples.shape)) if noise is NoiseMode.COMFYUI else None
+    mask = noise_mask(latent)
+    masked = mask is not None
+    if masked and initial is None:  # the noise the pipeline would draw, made here to renoise the kept region with
+        import torch
+
+        from nodes.diffusion.sampling import seeds_generators
+
+        initial = torch.cat([torch.randn((1, *samples.shape[1:]), generator=g) for g in seeds_generators(seed, n)])
+    # ComfyUI's ancestral / SDE steps draw from one generator seeded with the seed on the latent's device
+    step_noise = noise is NoiseMode.COMFYUI
 
     @contextlib.contextmanager
     def hook(scheduler: object) -> Iterator[None]:  # entered under the model's lock, around the pipeline call
@@ -163,8 +275,10 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
                 elif schedule is not Schedule.DEFAULT and getattr(ctx, "log", None):
                     ctx.log(f"{type(scheduler).__name__} takes no custom sigmas: {schedule.value} uses its own "
                             "flag where diffusers has one", "warning")
-            if initial is not None and add_noise and start > 0 and hasattr(scheduler, "add_noise"):
-                stack.enter_context(_noise_as(scheduler, initial))
+            if initial is not None and add_noise and (start > 0 or masked) and hasattr(scheduler, "add_noise"):
+                stack.enter_context(_noise_as(scheduler, initial, max_denoise=start == 0 and not flow))
+            if step_noise and hasattr(scheduler, "step"):
+                stack.enter_context(_step_noise(scheduler, seed, entry.device))
             if not add_noise or final is not None:
                 stack.enter_context(step_window(scheduler, add_noise=add_noise, final_step=final))
             if clip_skip:
@@ -172,30 +286,91 @@ def sample(model: Model, latent: Latent, prompt: Prompt = "", negative_prompt: P
             yield
 
     extra = {"clip_skip": clip_skip or None, "after_step": after, "scheduler_hook": hook}
-    if start == 0 and add_noise:
+    if masked:
+        extra["latents_hook"] = _mask_blend(mask, samples, initial if add_noise else None, flow,
+                                            runs if final is not None else None)
+    if start == 0 and add_noise and not masked:
         if initial is not None:
             extra["latents"] = initial.to(entry.device, getattr(entry.pipe, get_family(model.family).denoiser).dtype)
+        extra.update(_sdxl_conditioning(size, prompt_2, negative_prompt_2, (original_width, original_height),
+                                        (crop_left, crop_top), (target_width, target_height), aesthetic_score,
+                                        negative_aesthetic_score, None))
         entry, out = sample_latents(ctx, model, "txt2img", size, n, seed, scheduler, shift, prompt, negative_prompt,
                                     total, guidance, width=size[0], height=size[1], num_images_per_prompt=n, **extra)
     else:
         image = samples.to(entry.device, getattr(entry.pipe, get_family(model.family).denoiser).dtype)
         strength = min(1.0, (total - start) / total + 1e-6)  # diffusers starts at total - int(total * strength)
+        extra.update(_sdxl_conditioning(size, prompt_2, negative_prompt_2, (original_width, original_height),
+                                        (crop_left, crop_top), (target_width, target_height), aesthetic_score,
+                                        negative_aesthetic_score, n))
         entry, out = sample_latents(ctx, model, "img2img", size, n, seed, scheduler, shift, [prompt] * n,
                                     [negative_prompt] * n if negative_prompt else None, total, guidance, image=image,
                                     strength=strength, width=size[0], height=size[1], **extra)
-    return Latent(out, model.family, latent.scale_factor)
+    return like(latent, out, model.family)
 
 
 @contextlib.contextmanager
-def _noise_as(scheduler: object, noise: object) -> Iterator[None]:
-    """img2img's noising of the input latent uses `noise` (ComfyUI's batch noise) instead of the pipeline's."""
+def _noise_as(scheduler: object, noise: object, max_denoise: bool = False) -> Iterator[None]:
+    """img2img's noising of the input latent uses `noise` (ComfyUI's batch noise) instead of the pipeline's;
+    with `max_denoise` (sampling from the first step) a k-diffusion scheduler's noise is scaled by
+    sqrt(1 + sigma^2) / sigma, as ComfyUI's noise_scaling at the top sigma."""
     add = scheduler.add_noise
 
     def add_noise(original: object, _noise: object, *args: object, **kwargs: object) -> object:
-        return add(original, noise.to(_noise.device, _noise.dtype), *args, **kwargs)
+        use = noise.to(_noise.device, _noise.dtype)
+        sigmas = getattr(scheduler, "sigmas", None)
+        if max_denoise and sigmas is not None and float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0:
+            s = float(sigmas[getattr(scheduler, "begin_index", None) or 0])
+            use = use * ((1 + s * s) ** 0.5 / s)
+        return add(original, use, *args, **kwargs)
 
     with patched(scheduler, add_noise=add_noise):
         yield
+
+
+@contextlib.contextmanager
+def _step_noise(scheduler: object, seed: int, device: str) -> Iterator[None]:
+    """The scheduler's per-step noise (ancestral, SDE) drawn from one generator seeded with `seed` on `device`,
+    a randn of the whole batch per step: k-diffusion's default_noise_sampler, as ComfyUI's KSampler."""
+    import inspect
+
+    import torch
+
+    step = scheduler.step
+    if "generator" not in inspect.signature(step).parameters:
+        yield
+        return
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+
+    def stepped(*args: object, generator: object = None, **kwargs: object) -> object:
+        return step(*args, generator=gen, **kwargs)
+
+    with patched(scheduler, step=stepped):
+        yield
+
+
+def _mask_blend(mask: object, clean: object, noise: object, flow: bool, last: int | None) -> object:
+    """ComfyUI's KSampler with a noise mask: after every step the region outside the mask is the input
+    latent noised to the step's sigma with the initial noise (the input itself at sigma 0, or on the
+    `last` step of a run that stops early with a denoised result), so only the masked region is denoised."""
+    import torch
+
+    from nodes.diffusion.comfy_noise import prepare_mask, renoised
+
+    m = prepare_mask(mask, tuple(clean.shape))
+    noise = torch.zeros_like(clean) if noise is None else noise
+    cache: dict[str, object] = {}
+
+    def blend(pipe: object, i: int, t: object, x: object) -> object:
+        if "m" not in cache or cache["m"].device != x.device:
+            cache.update(m=m.to(x.device, torch.float32), c=clean.to(x.device, torch.float32),
+                         n=noise.to(x.device, torch.float32))
+        sch = pipe.scheduler
+        done = last is not None and i + 1 >= last * getattr(sch, "order", 1)
+        keep = cache["c"] if done else renoised(sch, cache["c"], cache["n"], t, flow)
+        return (x.float() * cache["m"] + keep * (1 - cache["m"])).to(x.dtype)
+
+    return blend
 
 
 @contextlib.contextmanager
@@ -257,7 +432,7 @@ def latent_upscale(latent: Latent, width: Annotated[int, Range(0, 16384, step=8)
             keep = max(1, round(w * th / tw))
             x = x[..., (h - keep) // 2:(h - keep) // 2 + keep, :]
     out = torch.nn.functional.interpolate(x.float(), size=(th, tw), mode=UpscaleMethod(method).value)
-    return Latent(out.to(x.dtype), latent.family, scale)
+    return like(latent, out.to(x.dtype))
 
 
 def _multiple(family: str) -> int:
@@ -307,7 +482,7 @@ def latent_composite(destination: Latent, source: Latent, x: Annotated[int, Rang
             if cx + w < out.shape[3]:
                 mask[:, :, :, w - 1 - t] *= ramp
         out[:, :, cy:cy + h, cx:cx + w] = piece * mask + out[:, :, cy:cy + h, cx:cx + w] * (1 - mask)
-    return Latent(out, destination.family, scale)
+    return like(destination, out)
 
 
 class BlendMode(str, enum.Enum):
@@ -346,4 +521,4 @@ def latent_blend(a: Latent, b: Latent, factor: Annotated[float, Range(0.0, 1.0, 
         out = (torch.sin((1 - t) * omega) / so) * x.float() + (torch.sin(t * omega) / so) * y.float()
     else:
         out = x.float() * (1 - t) + y.float() * t
-    return Latent(out.to(x.dtype), a.family, a.scale_factor)
+    return like(a, out.to(x.dtype))

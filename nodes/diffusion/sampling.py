@@ -116,17 +116,24 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
                  size: tuple[int, int], batch: int, seed: int, shift: float = 0.0,
                  step_hook: Callable[[Any, int, int], None] | None = None,
                  scheduler_hook: Callable[[Any], contextlib.AbstractContextManager] | None = None,
+                 latents_hook: Callable[[Any, int, Any, Any], Any] | None = None,
+                 prepare: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None,
                  **kwargs: Any) -> Any:
     """Call `pipe(**kwargs)` for latents with `model`'s LoRA stack and `batch` generators from `seed`
     (seed, seed+1, ...), reporting each step; returns (N, C, h, w) model-space latents.
     `step_hook(pipe, next_step, total)` runs after every step, before the next (per-step weights);
-    `scheduler_hook(scheduler)` wraps the call on the configured scheduler (a Sample's step window)."""
+    `scheduler_hook(scheduler)` wraps the call on the configured scheduler (a Sample's step window);
+    `latents_hook(pipe, i, t, latents)` returns the latents the next step starts from (a latent noise mask);
+    `prepare(pipe, kwargs)` returns changes to the call's arguments, made with the LoRA stack active and
+    inside `scheduler_hook` (a travelling prompt's blended embeddings)."""
     ctx.check_cancelled()
     width, height = size
     fam = family_of(entry)
 
     def on_step(p: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         total = getattr(p, "num_timesteps", 0) or kwargs.get("num_inference_steps", 1)
+        if latents_hook is not None and "latents" in tensors:
+            tensors["latents"] = latents_hook(p, i, _t, tensors["latents"])
         latents = fam.unpack(p, tensors["latents"][:1], width, height)
         ctx.progress((i + 1) / max(total, 1), latent_preview(latents, fam.preview),
                      text=f"step {i + 1}/{total}")
@@ -142,8 +149,11 @@ def run_pipeline(ctx: Any, entry: Entry, pipe: Any, model: Model, scheduler: Sch
             configure(ctx, entry, pipe, scheduler, width, height, batch, retry, shift)
             hooked = scheduler_hook(pipe.scheduler) if scheduler_hook else contextlib.nullcontext()
             with hooked:
+                call = dict(kwargs)
+                if prepare is not None:
+                    call.update(prepare(pipe, call))
                 out = pipe(output_type="latent", generator=seeds_generators(seed, batch),
-                           **step_callback(pipe, on_step), **kwargs).images
+                           **step_callback(pipe, on_step), **call).images
             return fam.unpack(pipe, out, width, height)
 
     def cheaper() -> str | None:  # on the CPU, RAM is met by tiling and slicing alone

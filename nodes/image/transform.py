@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import numpy as np
 
 from nodes.image.util import Interpolation, check_image, cv_interp, map_images, parse_color, resize
 from nodes.registry import node
-from nodes.types import Context, Image, Range
+from nodes.types import Context, Image, Mask, Range
 
 Size = Annotated[int, Range(0, 16384)]
 
@@ -199,3 +199,60 @@ def rotate(image: Image, angle: Annotated[float, Range(-360, 360, step=1)] = 90.
 
     return map_images(images, one, ctx)
 
+
+
+@node("imagebash.image.scale_to_pixels", title="Scale to Megapixels", category="image/transform")
+def scale_to_pixels(image: Image, megapixels: Annotated[float, Range(0.01, 64.0, step=0.01)] = 1.0,
+                    interpolation: Interpolation = Interpolation.LANCZOS,
+                    resolution_steps: Annotated[int, Range(1, 256)] = 1, ctx: Context = None) -> Image:
+    """Scale to about `megapixels` x 1024 x 1024 pixels, keeping the aspect (ComfyUI's ImageScaleToTotalPixels:
+    scale = sqrt(total / (w h)), sides rounded to multiples of `resolution_steps`).
+
+    Args:
+        image: The images to scale.
+        megapixels: The pixel count to reach, in units of 1024 x 1024.
+        interpolation: How pixels are resampled.
+        resolution_steps: Round both sides to a multiple of this (8 or 64 suits latent models).
+    """
+    images = check_image(image)
+    h, w = images.shape[1:3]
+    scale = math.sqrt(int(megapixels * 1024 * 1024) / (w * h))
+    steps = max(int(resolution_steps), 1)
+    tw, th = max(round(w * scale / steps) * steps, 1), max(round(h * scale / steps) * steps, 1)
+    return map_images(images, lambda img: resize(img, tw, th, interpolation), ctx)
+
+
+class PaddedImage(NamedTuple):
+    image: Image
+    mask: Mask
+
+
+@node("imagebash.image.pad_for_outpaint", title="Pad for Outpaint", category="image/transform")
+def pad_for_outpaint(image: Image, left: Size = 0, top: Size = 0, right: Size = 0, bottom: Size = 0,
+                     feathering: Annotated[int, Range(0, 4096)] = 40) -> PaddedImage:
+    """Pad with 0.5 grey and give the outpaint mask (1 on the padding, feathered into the image over
+    `feathering` pixels as (1 - d / feathering)^2), as ComfyUI's ImagePadForOutpaint.
+
+    Args:
+        image: The images to extend.
+        left: Pixels to add on the left.
+        top: Pixels to add at the top.
+        right: Pixels to add on the right.
+        bottom: Pixels to add at the bottom.
+        feathering: How far into the image the mask fades out (0: a hard edge).
+    """
+    images = check_image(image)[..., :3]
+    n, h, w = images.shape[:3]
+    out = np.full((n, h + top + bottom, w + left + right, 3), 0.5, np.float32)
+    out[:, top:top + h, left:left + w] = images
+    mask = np.ones(out.shape[:3], np.float32)
+    inner = np.zeros((h, w), np.float32)
+    if feathering > 0 and feathering * 2 < h and feathering * 2 < w:
+        i, j = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
+        d = np.minimum.reduce([np.broadcast_to(v, (h, w)) for v in (
+            i if top else np.float32(h), h - i if bottom else np.float32(h),
+            j if left else np.float32(w), w - j if right else np.float32(w))])
+        v = (feathering - d) / feathering
+        inner = np.where(d < feathering, v * v, 0.0).astype(np.float32)
+    mask[:, top:top + h, left:left + w] = inner
+    return PaddedImage(out, mask)
