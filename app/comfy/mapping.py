@@ -17,7 +17,7 @@ KSamplerAdvanced -> Sample's start_step / end_step / add_noise / leftover_noise;
 clip_skip on every sampler its CLIP reaches; LatentUpscale(By) -> Latent Upscale; LatentComposite ->
 Latent Composite; UNETLoader + CLIPLoader / DualCLIPLoader / TripleCLIPLoader + VAELoader -> one Load
 Model (checkpoint, text_encoder*, vae; fp8 weight_dtype -> memory fp8); EmptySD3LatentImage -> Empty
-Latent; FluxGuidance -> the sampler's guidance; ModelSamplingFlux / SD3 -> its shift (Flux: exp(mu) at
+Latent; FluxGuidance -> the sampler's guidance; ModelSamplingFlux / SD3 / AuraFlow -> its shift (Flux: exp(mu) at
 the node's size); ConditioningZeroOut -> an empty prompt; ConditioningAverage / Concat -> the prompts
 joined (noted).
 
@@ -1132,6 +1132,7 @@ HANDLERS: dict[str, Handler] = {
     "ConditioningConcat": _cond_mix,
     "ModelSamplingFlux": _model_sampling,
     "ModelSamplingSD3": _model_sampling,
+    "ModelSamplingAuraFlow": _model_sampling,  # the same discrete-flow shift (AuraFlow, Lumina, HiDream graphs)
     "LatentComposite": _latent_composite,
     "KSampler": lambda m, cn: _sampler(m, cn, advanced=False),
     "KSamplerAdvanced": lambda m, cn: _sampler(m, cn, advanced=True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from app.comfy.export import to_api
 from app.comfy.mapping import to_graph
@@ -117,3 +118,37 @@ def test_animated_saves_map_onto_save_video(cls, inputs, want):
     api, rep = to_api(g, default_registry())
     assert api["2"]["class_type"] == cls, rep.warnings
     assert {k: api["2"]["inputs"][k] for k in inputs} == {**inputs, **({"crf": 30.0} if cls == "SaveWEBM" else {})}
+
+
+def test_an_imported_animated_webp_save_runs_and_writes_every_frame(tmp_path, tiny_sd_dir):
+    from app.engine import Engine, EngineSettings
+
+    wf = _base()
+    wf["4"].inputs["batch_size"] = 3
+    wf["7"] = ComfyNode("7", "SaveAnimatedWEBP", {"images": L("6", 0), "filename_prefix": "anim", "fps": 6.0,
+                                                 "lossless": False, "quality": 80, "method": "default"})
+    g, report = to_graph(ComfyWorkflow(nodes=wf), default_registry())
+    assert report.placeholder_count == 0
+    for n in g.nodes.values():
+        if n.type.endswith("load_model"):
+            n.params["checkpoint"] = str(tiny_sd_dir)
+    engine = Engine(default_registry(), EngineSettings(device="cpu"))
+    try:
+        result = engine.run(g, output_dir=tmp_path / "out")
+    finally:
+        engine.shutdown()
+    assert result.ok, result.errors
+    (webp,) = (tmp_path / "out").rglob("anim*.webp")
+    with PILImage.open(webp) as im:
+        assert im.n_frames == 3 and im.info.get("loop") == 0 and im.size == (64, 64)
+    from nodes.video import open_video
+
+    assert open_video(webp).fps == pytest.approx(6.0, abs=0.1)
+
+
+def test_model_sampling_aura_flow_sets_the_shift():
+    wf = _base()
+    wf["8"] = ComfyNode("8", "ModelSamplingAuraFlow", {"model": L("1", 0), "shift": 1.73})
+    wf["5"].inputs.update(model=L("8", 0))
+    g, report = to_graph(ComfyWorkflow(nodes=wf), default_registry())
+    assert g.nodes["n5"].params["shift"] == pytest.approx(1.73) and report.placeholder_count == 0
