@@ -61,6 +61,8 @@ def build_actions(win: MainWindow) -> None:
     win.act_run_selected = act(win, "Run &Selected", win.run_selected,
                                [K("Ctrl+Shift+Return"), K("Ctrl+Shift+Enter")], "run_selected",
                                "Run the selected nodes and what they need")
+    win.act_run_pool = act(win, "Run on &Pool", win.run_on_pool, [K("Ctrl+Alt+Return"), K("Ctrl+Alt+Enter")],
+                           "run", "Run the workflow split over the engines of Settings > Engines > Pool")
     win.act_cancel = act(win, "&Cancel", win.cancel_run, K("Esc"), "cancel", "Cancel the run")
     win.act_cancel.setEnabled(False)
     win.act_train = act(win, "Train &LoRA…", win.train_dialog, None, "train",
@@ -93,7 +95,7 @@ def _build_menus(win: MainWindow) -> None:
     e.addSeparator()
     win.edit_menu = e
     r = mb.addMenu("&Run")
-    r.addActions([win.act_run, win.act_run_selected, win.act_cancel])
+    r.addActions([win.act_run, win.act_run_selected, win.act_run_pool, win.act_cancel])
     r.addSeparator()
     r.addMenu(win.engine_menu)
     t = mb.addMenu("&Tools")

@@ -118,6 +118,11 @@ class EngineSet(QObject):
         """The clients made so far, by key (the local one included)."""
         return dict(self._clients)
 
+    def pool_members(self) -> list[tuple[str, str, Any]]:
+        """The engines Settings > Engines > Pool has join a pooled run: (key, name, client) each,
+        local first (clients made now if needed: never blocks)."""
+        return [(key, self.name(key), self.client(key)) for key in self.settings.pool_keys() if self.known(key)]
+
     def remote_clients(self) -> list[Any]:
         return [c for k, c in self._clients.items() if k != LOCAL]
 

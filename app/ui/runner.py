@@ -157,6 +157,11 @@ class RunController(QObject):
         return [*self._running.values(), *self._followed]
 
     # jobs ---------------------------------------------------------------------------------------
+    def new_job_number(self) -> int:
+        """The next job number, for a job run outside this controller (a pooled run, see
+        `app.ui.pool_run`) that the queue panel lists with the others."""
+        return next(self._numbers)
+
     def submit(self, document: Any, graph: Graph, targets: list[str] | None = None,
                output_dir: str | pathlib.Path | None = None, title: str = "",
                hidden_nodes: frozenset[str] = frozenset()) -> RunJob:

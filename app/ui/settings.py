@@ -71,6 +71,8 @@ VAE_TILING = Choice("engine/vae_tiling", "auto", ("off", "auto", "on"))
 MEMORY_MODE = Choice("engine/memory_mode", "auto", ("auto", "full", "fp8", "nf4", "model_offload", "group_offload",
                                                     "sequential_offload"))
 THEME = Choice("ui/theme", "dark", ("dark", "light"))
+#: A pooled run's Ray cluster: none, a Ray instance started on this machine, or the one at an address.
+POOL_RAY = Choice("pool/ray", "off", ("off", "local", "address"))
 
 
 class Settings:
@@ -241,6 +243,55 @@ class Settings:
         if len(kept) != len(items):
             self.q.setValue("engines/in_flight", json.dumps(kept))
             self.q.sync()
+
+    # the pool ---------------------------------------------------------------------------------
+    def pool_excluded(self) -> list[str]:
+        """Engine keys ("local" or a URL) left out of a pooled run; every engine joins by default
+        (an engine added later joins too)."""
+        return [str(k) for k in self._json_list("pool/excluded") if isinstance(k, str) and k]
+
+    def set_pool_excluded(self, keys: list[str]) -> None:
+        self.q.setValue("pool/excluded", json.dumps(list(dict.fromkeys(keys))))
+
+    def in_pool(self, key: str) -> bool:
+        return key not in self.pool_excluded()
+
+    def pool_keys(self) -> list[str]:
+        """The keys of the engines that join a pooled run, in Settings' order (local first)."""
+        out = set(self.pool_excluded())
+        return [e.key for e in (LOCAL_ENGINE, *self.engines()) if e.key not in out]
+
+    @property
+    def pool_ray(self) -> str:
+        return self.choice(POOL_RAY)
+
+    @pool_ray.setter
+    def pool_ray(self, mode: str) -> None:
+        self.set_choice(POOL_RAY, mode)
+
+    @property
+    def pool_ray_address(self) -> str:
+        return str(self.q.value("pool/ray_address", "") or "").strip()
+
+    @pool_ray_address.setter
+    def pool_ray_address(self, address: str) -> None:
+        self.q.setValue("pool/ray_address", str(address).strip())
+
+    def ray_target(self) -> str | None:
+        """What a pooled run asks Ray for: None (no Ray), "local", or the cluster's address."""
+        mode = self.pool_ray
+        if mode == "local":
+            return "local"
+        if mode == "address":
+            return self.pool_ray_address or None
+        return None
+
+    @property
+    def pool_shards_per_engine(self) -> int:
+        try:
+            return max(1, int(self.q.value("pool/shards_per_engine", 4)))
+        except (TypeError, ValueError):
+            return 4
 
     def _json_list(self, key: str) -> list[Any]:
         try:

@@ -45,6 +45,7 @@ from app.ui.panels.models import ModelsPanel
 from app.ui.panels.preview import PreviewPanel
 from app.ui.panels.queue import QueuePanel
 from app.ui.panels.welcome import WelcomeStrip
+from app.ui.pool_run import PoolRunner
 from app.ui.reattach import InFlightJobs
 from app.ui.runner import RunController, RunJob, apply_event_to_view
 from app.ui.settings import LOCAL, Settings
@@ -147,6 +148,9 @@ class MainWindow(QMainWindow):
         self.docks["Queue"].raise_()
 
         build_actions(self)
+        #: Pooled runs (Run > Run on Pool); `pool_engines()` gives their members as (key, name, client).
+        self.pool = PoolRunner(self)
+        self.pool_engines: Callable[[], list[tuple[str, str, Any]]] = self.engines.pool_members
         self._hidden_panels: list[str] = []  # the docks F11 hid, shown again by the next F11
         self.act_panels = make_action(self, "Hide / Show &Panels", self.toggle_panels, QKeySequence(PANELS_KEY),
                                       tip="Hide every panel to give the canvas the whole window, or bring them back")
@@ -469,8 +473,13 @@ class MainWindow(QMainWindow):
                                  title=self.tab_title(doc).rstrip(" *"))
         return job
 
+    def run_on_pool(self) -> RunJob | None:
+        """Run the current tab's workflow split over the pool's engines (`app.ui.pool_run`)."""
+        doc = self.current_document()
+        return self.pool.start(doc, None, self.tab_title(doc).rstrip(" *")) if doc is not None else None
+
     def cancel_run(self) -> None:
-        if self.runner.cancel():
+        if self.runner.cancel() | self.pool.cancel():
             self.statusBar().showMessage("Cancelling…", 3000)
 
     # engines ------------------------------------------------------------------------------------
@@ -553,7 +562,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Running {job.title}{on}…")
 
     def _job_finished(self, job: RunJob) -> None:
-        self.act_cancel.setEnabled(self.runner.busy)
+        self.act_cancel.setEnabled(self.runner.busy or self.pool.busy)
         view = self.view_of(job.document)
         if job.status == "error":
             for pr in job.problems:
@@ -713,6 +722,7 @@ class MainWindow(QMainWindow):
         if getattr(self, "_train_dialog", None) is not None:
             self._train_dialog.stop()  # the trainer writes a checkpoint before it stops
         self.save_layout()
+        self.pool.shutdown()
         self.runner.shutdown(detach=self.engines.remote_clients())  # remote jobs run on: see app.ui.reattach
         self.autosave.close_clean()
         event.accept()

@@ -14,7 +14,7 @@ UI = pathlib.Path(__file__).resolve().parents[2] / "app" / "ui"
 #: and the trainer's settings and path rules (presets are data files); and the remote client (the
 #: same interface over HTTP) with the name of its token's keyring entry.
 ALLOWED = {"app.engine.client", "app.engine.events", "app.engine.wire", "app.engine.EngineSettings",
-           "app.engine.remote", "app.engine.remote_cli",
+           "app.engine.remote", "app.engine.remote_cli", "app.engine.pool",
            "nodes.registry", "nodes.types", "nodes.schedule", "app.training.config", "app.training.checkpoint",
            "app.training.workflow"}
 

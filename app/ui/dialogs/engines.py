@@ -5,6 +5,10 @@ The list goes to `Settings.engines()` (QSettings); a token goes to the OS keyrin
 whether one is stored. An engine whose URL changes takes its stored token along; a removed one
 takes it away. "Test connection" asks the engine's `info()` on a worker thread (with a timeout)
 and reports its version, GPU, free VRAM and model count, or the one-line error.
+
+The Pool section (`PoolEditor`) says which engines join a pooled run (Run > Run on Pool): a
+checkbox for this computer and for each engine listed above (every one joins by default), and
+whether the run also goes to a Ray cluster (off, a Ray instance started here, or an address).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -63,6 +69,7 @@ class EnginesEditor(QGroupBox):
     when it cannot: a bad URL, a duplicate, a keyring that refuses)."""
 
     tested = Signal(str)  # the line Test connection ended with
+    rowsChanged = Signal()  # an engine was added, removed or renamed (the Pool section follows)
     _result = Signal(object, str)  # (row, line), from the worker thread
 
     def __init__(self, settings: S.Settings, parent: QWidget | None = None) -> None:
@@ -116,6 +123,7 @@ class EnginesEditor(QGroupBox):
         for r in self.rows:
             self.list.addItem(QListWidgetItem(f"{r.name} — {r.url}"))
         self.list.blockSignals(False)
+        self.rowsChanged.emit()
 
     def _row(self) -> _Row | None:
         i = self.list.currentRow()
@@ -138,6 +146,7 @@ class EnginesEditor(QGroupBox):
             return
         r.name, r.url, r.token = self.name.text().strip(), self.url.text().strip(), self.token.text().strip()
         self.list.currentItem().setText(f"{r.name} — {r.url}")
+        self.rowsChanged.emit()
 
     def add_engine(self, name: str = "", url: str = "", token: str = "") -> None:
         """A new engine row (the fields then edit it)."""
@@ -231,5 +240,97 @@ class EnginesEditor(QGroupBox):
             r.url = r.original_url = e.url
             r.token = ""
         self.token.clear()
+        self.error = ""
+        return True
+
+
+RAY_LABELS = {"off": "off", "local": "a Ray instance on this computer", "address": "the Ray cluster at"}
+
+
+class PoolEditor(QGroupBox):
+    """Settings > Engines > Pool: a checkbox per engine (this computer and each engine of the
+    EnginesEditor, following its edits), and the Ray choice; `apply()` writes them (after the
+    EnginesEditor's own apply, which settles the URLs)."""
+
+    def __init__(self, settings: S.Settings, engines: EnginesEditor, parent: QWidget | None = None) -> None:
+        super().__init__("Pool", parent)
+        self.settings = settings
+        self.engines = engines
+        self.error = ""
+        excluded = set(settings.pool_excluded())
+        self._local = S.LOCAL not in excluded
+        self._joins: dict[int, bool] = {id(r): r.url not in excluded for r in engines.rows}
+        self.boxes: dict[str, QCheckBox] = {}  # engine name -> its checkbox
+        self._box_lay = QVBoxLayout()
+        self._box_lay.setContentsMargins(0, 0, 0, 0)
+        hint = QLabel("Run > Run on Pool splits a seed sweep, a batch or a video's frames over these engines.")
+        hint.setWordWrap(True)
+        self.ray = QComboBox()
+        for mode in S.POOL_RAY.values:
+            self.ray.addItem(RAY_LABELS[mode], mode)
+        self.ray.setCurrentIndex(max(0, self.ray.findData(settings.pool_ray)))
+        self.ray.setToolTip("Also run the shards on a Ray cluster's actors (one per GPU); needs "
+                            "pip install 'imagebash[ray]'")
+        self.ray_address = QLineEdit(settings.pool_ray_address)
+        self.ray_address.setPlaceholderText("ray://head:10001")
+        ray_row = QHBoxLayout()
+        ray_row.addWidget(self.ray)
+        ray_row.addWidget(self.ray_address, 1)
+        form = QFormLayout()
+        form.addRow("Ray", ray_row)
+        lay = QVBoxLayout(self)
+        lay.addWidget(hint)
+        lay.addLayout(self._box_lay)
+        lay.addLayout(form)
+        self.ray.currentIndexChanged.connect(lambda _i: self._ray_changed())
+        engines.rowsChanged.connect(self._fill)
+        self._fill()
+        self._ray_changed()
+
+    def _ray_changed(self) -> None:
+        self.ray_address.setEnabled(self.ray.currentData() == "address")
+
+    def _fill(self) -> None:
+        while self._box_lay.count():
+            w = self._box_lay.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        self.boxes = {}
+        local = QCheckBox("local — this computer")
+        local.setChecked(self._local)
+        local.toggled.connect(lambda on: setattr(self, "_local", bool(on)))
+        self._box_lay.addWidget(local)
+        self.boxes[S.LOCAL_ENGINE.name] = local
+        for r in self.engines.rows:
+            box = QCheckBox(f"{r.name} — {r.url}")
+            box.setChecked(self._joins.setdefault(id(r), True))
+            box.toggled.connect(lambda on, rid=id(r): self._joins.__setitem__(rid, bool(on)))
+            self._box_lay.addWidget(box)
+            self.boxes[r.name] = box
+
+    def box(self, name: str) -> QCheckBox:
+        """The checkbox of the engine called `name` ("local" for this computer)."""
+        return self.boxes[name]
+
+    def validate(self) -> None:
+        if self.ray.currentData() == "address" and not self.ray_address.text().strip():
+            raise ValueError("the pool's Ray cluster needs an address (ray://head:10001), or choose another Ray option")
+
+    def apply(self) -> bool:
+        try:
+            self.validate()
+        except ValueError as exc:
+            self.error = str(exc)
+            return False
+        excluded = [] if self._local else [S.LOCAL]
+        for r in self.engines.rows:
+            if not self._joins.get(id(r), True):
+                try:
+                    excluded.append(S.normalize_url(r.url))
+                except ValueError:
+                    continue
+        self.settings.set_pool_excluded(excluded)
+        self.settings.pool_ray = str(self.ray.currentData())
+        self.settings.pool_ray_address = self.ray_address.text()
         self.error = ""
         return True

@@ -1,6 +1,6 @@
 """The settings dialog: device, precision, memory policy, folders, cache, the accounts' tokens
-(Replicate, Hugging Face for gated models, Civitai), the engines a tab may run on
-(`app.ui.dialogs.engines`), theme.
+(Replicate, Hugging Face for gated models, Civitai), the engines a tab may run on and those that
+join a pooled run (`app.ui.dialogs.engines`), theme.
 
 Everything but the tokens goes to the `Settings` store (QSettings); tokens go to the OS keyring
 through `app.secrets` and are never shown back, only whether one is stored.
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from app import secrets
 from app.ui import settings as S
-from app.ui.dialogs.engines import EnginesEditor
+from app.ui.dialogs.engines import EnginesEditor, PoolEditor
 
 TOKEN_NAME = "replicate"
 #: (keyring name, label, placeholder, the environment variable that overrides it, what it is for)
@@ -150,6 +150,7 @@ class SettingsDialog(QDialog):
         self.token, self.token_state = self.accounts[TOKEN_NAME].edit, self.accounts[TOKEN_NAME].state
 
         self.engines = EnginesEditor(settings)
+        self.pool = PoolEditor(settings, self.engines)
 
         look = QGroupBox("Appearance")
         lf = QFormLayout(look)
@@ -167,7 +168,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
-        for box in (engine, self.engines, folders, online, look):
+        for box in (engine, self.engines, self.pool, folders, online, look):
             lay.addWidget(box)
         lay.addWidget(self.error)
         lay.addWidget(buttons)
@@ -187,8 +188,16 @@ class SettingsDialog(QDialog):
     def apply(self) -> bool:
         """Write everything; False (with the reason shown) when a token could not be stored or an
         engine's entry is wrong."""
+        try:
+            self.pool.validate()
+        except ValueError as exc:
+            self._fail(str(exc))
+            return False
         if not self.engines.apply():
             self._fail(self.engines.error)
+            return False
+        if not self.pool.apply():
+            self._fail(self.pool.error)
             return False
         for row in self.accounts.values():
             error = row.apply()

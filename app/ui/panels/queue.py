@@ -1,6 +1,7 @@
 """The queue panel: every run of this session with its engine, status, times and the files it wrote.
 
-A running remote job shows its latest step that is not a node's (an upload) in the Outputs column."""
+A running remote job shows its latest step that is not a node's (an upload) in the Outputs column,
+a pooled run its progress per engine and in total."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ class QueuePanel(QWidget):
         tip = job.message or "\n".join(f"{k}: {v}" for k, v in job.errors.items())
         item.setToolTip(STATUS, tip)
         if job.finished:
-            item.setText(OUTPUTS, f"{len(job.files)} file(s)" if job.files else (job.message or ""))
+            text = f"{len(job.files)} file(s)" if job.files else (job.message or "")
+            item.setText(OUTPUTS, " · ".join(t for t in (text, job.note) if t))  # a pooled run: per engine
             item.takeChildren()
             for f in job.files:
                 child = QTreeWidgetItem(["", "", "", "", "", "", f.name])
@@ -82,6 +84,8 @@ class QueuePanel(QWidget):
                 item.addChild(child)
             if job.files:
                 item.setExpanded(True)
+        else:
+            item.setText(OUTPUTS, job.note)  # a pooled run's progress: "4/7 · local 3, gpu-box 1"
 
     def files_of(self, number: int) -> list[str]:
         item = self._items[number]
@@ -102,7 +106,7 @@ class QueuePanel(QWidget):
                 del self._items[number]
 
     def _refresh_running(self) -> None:
-        for job in self.runner.active_jobs():
+        for job in [*self.runner.active_jobs(), *(j for j in self.runner.jobs if j.status == "running")]:
             item = self._items.get(job.number)
             if item is not None and job.duration is not None:
                 item.setText(5, f"{job.duration:.1f}s")
