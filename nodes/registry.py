@@ -143,9 +143,9 @@ class PortSpec:
 
     def _coerce_schedule(self, value: Any) -> Schedule:
         """A keyframe schedule for this port; constant keyframes must be in the port's range."""
-        sched = value if isinstance(value, Schedule) else Schedule.from_json(value, self.kind, f"'{self.name}'")
+        sched = value if isinstance(value, Schedule) else Schedule.from_json(value, self.kind, "schedule")
         if sched.kind != self.kind and {sched.kind, self.kind} != {"int", "Seed"}:
-            sched = Schedule.parse(sched.text, self.kind, sched.interp, f"'{self.name}'")
+            sched = Schedule.parse(sched.text, self.kind, sched.interp, "schedule")
         r = self.range
         if r is not None:
             for frame, v in sched.constants():
