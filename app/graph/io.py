@@ -317,7 +317,11 @@ def carries_workflow(path: str | pathlib.Path) -> bool:
     suffix = p.suffix.lower()
     if suffix == ".png":
         return workflow_from_png(p) is not None or _png_has_comfy(p)
+    if suffix in VIDEO_SUFFIXES:
+        return video_workflow_text(p) is not None
     if suffix == ".webp":
+        if webp_workflow_text(p) is not None:
+            return True
         from app.comfy.formats import ComfyFormatError, read
 
         try:
@@ -344,7 +348,8 @@ def load_comfy(p: pathlib.Path) -> Graph:
 
 
 def load(path: str | pathlib.Path) -> Graph:
-    """Read a workflow from a .json file, or from a PNG that carries one in its text chunk.
+    """Read a workflow from a .json file, a PNG that carries one in its text chunk, or a video
+    Save Video wrote (container metadata, a GIF comment, a WebP's EXIF, or NAME.json next to it).
 
     ComfyUI files (API or UI JSON, a PNG or WebP carrying one, an A1111 PNG) are mapped onto a
     Graph (`app.comfy.mapping`), with a line about the import in `meta["import_note"]`.
@@ -355,9 +360,16 @@ def load(path: str | pathlib.Path) -> Graph:
         raise WorkflowFormatError(f"{where}: " + ("a folder, not a workflow file" if p.is_dir() else "no such file"))
     try:
         suffix = p.suffix.lower()
-        if suffix == ".webp":
-            return load_comfy(p)
-        if suffix == ".png":
+        if suffix in VIDEO_SUFFIXES:
+            text = video_workflow_text(p)
+            if not text:
+                raise WorkflowFormatError(f"this video carries no imagebash workflow (no metadata, no "
+                                          f"{shown_path(p.with_suffix('.json').relative_to(p.parent))} next to it)")
+        elif suffix == ".webp":
+            text = webp_workflow_text(p)  # one imagebash wrote: its workflow, never a ComfyUI reading
+            if not text:
+                return load_comfy(p)
+        elif suffix == ".png":
             text = png_workflow_text(p)
             if not text:
                 if _png_has_comfy(p):
@@ -421,3 +433,75 @@ def workflow_from_png(path: str | pathlib.Path) -> dict[str, Any] | None:
     except WorkflowFormatError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+#: Files Save Video writes; the workflow is in their metadata (or a NAME.json next to them).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi", ".gif")
+VIDEO_WORKFLOW_KEY = "imagebash_workflow"
+
+
+def video_workflow_text(path: str | pathlib.Path) -> str | None:
+    """The workflow JSON a Save Video node stored in a video: container metadata first (the
+    `imagebash_workflow` tag, else a `comment` holding an imagebash workflow), the sidecar
+    NAME.json second; None when neither has one."""
+    p = pathlib.Path(path)
+    try:
+        import av
+
+        with av.open(str(p), metadata_errors="ignore") as c:
+            tags = {str(k).lower(): v for k, v in dict(c.metadata).items()}
+    except Exception:  # noqa: BLE001 - no PyAV, or an unreadable file: try the sidecar
+        tags = {}
+    for key in (VIDEO_WORKFLOW_KEY, "comment"):
+        text = tags.get(key)
+        if isinstance(text, str) and text.lstrip().startswith("{"):
+            try:
+                doc = parse_json(text)
+            except WorkflowFormatError:
+                continue
+            if isinstance(doc, dict) and str(doc.get("format", "")).startswith(FORMAT_PREFIX):
+                return text
+    return _sidecar_text(p, strict=False)
+
+
+def _sidecar_text(p: pathlib.Path, strict: bool) -> str | None:
+    """The text of NAME.json next to `p` when it holds a workflow (strict: an imagebash one only)."""
+    side = p.with_suffix(".json")
+    if side.is_file():
+        try:
+            text = side.read_text(encoding="utf-8")
+            doc = parse_json(text)
+        except (OSError, UnicodeDecodeError, WorkflowFormatError):
+            return None
+        if isinstance(doc, dict) and (str(doc.get("format", "")).startswith(FORMAT_PREFIX)
+                                      or (not strict and "nodes" in doc)):
+            return text
+    return None
+
+
+#: An animated WebP from Save Video holds its workflow in EXIF ImageDescription (0x010E) as
+#: "imagebash:{...}"; ComfyUI's keys are "prompt:" / "workflow:" (0x0110 / 0x010F), so no clash.
+WEBP_EXIF_TAG, WEBP_EXIF_PREFIX = 0x010E, "imagebash:"
+
+
+def webp_workflow_text(path: str | pathlib.Path) -> str | None:
+    """The imagebash workflow a WebP carries (its EXIF, else an imagebash NAME.json next to it), or None."""
+    p = pathlib.Path(path)
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(p, formats=["WEBP"]) as im:
+            value = im.getexif().get(WEBP_EXIF_TAG)
+    except Exception:  # noqa: BLE001 - not a readable WebP: the ComfyUI reader reports it
+        value = None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.startswith(WEBP_EXIF_PREFIX):
+        text = value[len(WEBP_EXIF_PREFIX):].rstrip("\0")
+        try:
+            doc = parse_json(text)
+        except WorkflowFormatError:
+            doc = None
+        if isinstance(doc, dict) and str(doc.get("format", "")).startswith(FORMAT_PREFIX):
+            return text
+    return _sidecar_text(p, strict=True)

@@ -51,6 +51,11 @@ def read_image(path: pathlib.Path) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; use Load Folder for image sequences")
+    if path.suffix.lower() == ".exr":  # Pillow has no EXR; PyAV's FFmpeg decodes it (float, HDR kept)
+        from nodes.video.sequence import read_exr
+
+        img = read_exr(path)
+        return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
     try:
         with PILImage.open(path, formats=PIL_FORMATS) as im:
             if _deeper_than_8_bits(im):

@@ -1,4 +1,5 @@
-"""Files dropped on a canvas: a workflow (.json, or a PNG carrying one) opens; images and videos become Load nodes."""
+"""Files dropped on a canvas: a workflow (.json, or a PNG / video carrying one) opens; other images and
+videos become Load nodes."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ def drop_files(doc: WorkflowDocument, files: list[pathlib.Path], pos: tuple[floa
                open_workflow: Callable[[str], None], say: Callable[[str], None]) -> list[str]:
     """Add a Load node per image / video (one undo step, stacked from `pos`); returns their ids.
 
-    `open_workflow(path)` is called for each .json and each PNG / WebP that carries a workflow (ours, a
+    `open_workflow(path)` is called for each .json and each PNG / WebP / video that carries a workflow (ours, a
     ComfyUI one or A1111 parameters), `say(text)` for files
     that cannot be used, with the reason.
     """
     loads: list[tuple[str, pathlib.Path]] = []
     for f in files:
         suffix = f.suffix.lower()
-        if suffix == ".json" or (suffix in (".png", ".webp") and io.carries_workflow(f)):
+        if suffix == ".json" or (suffix in (".png", ".webp", *io.VIDEO_SUFFIXES) and io.carries_workflow(f)):
             open_workflow(str(f))  # the window opens it in a tab and reports a file that is not a workflow
         elif suffix in IMAGE_SUFFIXES:
             loads.append((LOAD_IMAGE, f))
