@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 #: Modules that add subcommands: each has `register(subparsers)` and imports heavy things lazily.
-EXTRA_COMMANDS = ("app.training.cli", "app.server.cli", "app.engine.remote_cli", "app.library.cli", "app.comfy.cli")
+EXTRA_COMMANDS = ("app.training.cli", "app.server.cli", "app.engine.remote_cli", "app.library.cli", "app.comfy.cli",
+                  "app.video.cli")
 
 
 class CliError(Exception):
@@ -51,9 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                         "Settings > Folders keeps one)")
     r.add_argument("--job-id", default=None, help="the run's id on a remote engine (the same id again "
                                                   "re-attaches to that job instead of starting another)")
-    from app.engine.remote_cli import add_engine_options
+    from app.engine.remote_cli import add_pool_options
 
-    add_engine_options(r)
+    add_pool_options(r)
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a workflow without running it")
@@ -256,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a workflow here, or on the engine `--engine` names (the same output either way)."""
     from app.engine import EngineSettings
     from app.engine.client import LocalEngine
-    from app.engine.remote_cli import engine_url, remote_engine
+    from app.engine.remote_cli import engine_url, remote_engine, run_pool_cli, wants_pool
 
     registry = _registry(args)
     for folder in args.comfy_models:
@@ -270,6 +271,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for t in args.targets or ():
         if t not in graph.nodes:
             raise CliError(f"--node {t!r}: no such node in the workflow (nodes: {', '.join(graph.nodes)})")
+    if wants_pool(args, graph) and not args.job_id:
+        return run_pool_cli(args, graph, registry, args.device)
     if engine_url(args):
         client: Any = remote_engine(args, registry)
         where = f" on {client.url}"

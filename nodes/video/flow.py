@@ -47,7 +47,7 @@ def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
         ga = cv2.resize(ga, size, interpolation=cv2.INTER_AREA)
         gb = cv2.resize(gb, size, interpolation=cv2.INTER_AREA)
-    if min(ga.shape) < 8:  # DIS needs a few pixels of image to work on
+    if min(ga.shape) < 8 or max(ga.shape) < 16:  # DIS needs a few pixels (OpenCV 5 refuses 11x11)
         return np.zeros((h, w, 2), np.float32)
     f = _dis().calc(ga, gb, None)
     if scale < 1.0:
@@ -114,3 +114,52 @@ def scene_cut(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> bool:
     ha /= ha.sum()
     hb /= hb.sum()
     return float(1.0 - np.minimum(ha, hb).sum()) > threshold
+
+
+def trusted_flow(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flow a -> b, the (H, W) mask where it is trusted): DIS both ways and the consistency test.
+
+    `warp(b_like, f)` then brings a frame in b's place onto a's pixels, and the mask says where
+    that is meaningful (not occluded, not on a motion edge, not pulled from outside the image).
+    """
+    fw = flow(a, b)
+    return fw, consistency(fw, flow(b, a))
+
+
+def resize_flow(f: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A flow field resampled to (height, width), its vectors scaled with it."""
+    import cv2
+
+    h, w = f.shape[:2]
+    if (h, w) == (height, width):
+        return f
+    out = cv2.resize(np.ascontiguousarray(f, dtype=np.float32), (int(width), int(height)),
+                     interpolation=cv2.INTER_LINEAR)
+    out[..., 0] *= width / w
+    out[..., 1] *= height / h
+    return out
+
+
+def resize_mask(m: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An (H, W) mask resampled to (height, width) (bilinear, so its edges soften a little)."""
+    import cv2
+
+    if m.shape[:2] == (height, width):
+        return m
+    return cv2.resize(np.ascontiguousarray(m, dtype=np.float32), (int(width), int(height)),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def shrink(frame: np.ndarray, max_side: int = MAX_FLOW_SIDE) -> np.ndarray:
+    """An (H, W, C) float32 copy of a frame ((1, H, W, C) or (H, W, C)) at most `max_side` on its long
+    side (area filter), or the frame itself when it is small enough."""
+    import cv2
+
+    f = frame[0] if frame.ndim == 4 else frame
+    h, w = f.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return np.asarray(f, np.float32)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = cv2.resize(np.ascontiguousarray(f, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+    return out[..., None] if out.ndim == 2 else out

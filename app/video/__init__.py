@@ -1,0 +1,1 @@
+"""Video commands for the terminal (`imagebash video-metrics`)."""
