@@ -68,7 +68,8 @@ def _check_contact_sheet(files: list[pathlib.Path], result: RunResult, wf: pathl
 
 
 def _check_video_grade(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
-    (mp4,) = files
+    mp4, sidecar = sorted(files, key=lambda f: f.suffix != ".mp4")
+    assert sidecar == mp4.with_suffix(".json")  # the workflow beside the video
     cap = cv2.VideoCapture(str(mp4))
     n, shapes = 0, set()
     while True:
@@ -79,6 +80,36 @@ def _check_video_grade(files: list[pathlib.Path], result: RunResult, wf: pathlib
         shapes.add(frame.shape)
     cap.release()
     assert n == 24 and shapes == {(96, 128, 3)}
+
+
+def _saturation(frame: np.ndarray) -> float:
+    hi, lo = frame.max(-1), frame.min(-1)
+    return float(((hi - lo) / (hi + 1e-6)).mean())
+
+
+def _check_video_timelapse_deflicker(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    from nodes.video import open_video
+    from nodes.video.metrics import mean_luma_jump
+
+    (mp4,) = [f for f in files if f.suffix == ".mp4"]
+    out, src = open_video(mp4), open_video(SAMPLES / "timelapse.mp4")
+    assert len(out) == len(src) == 48 and out.fps == 12.0 and out.size == (160, 96)
+    assert out.audio is not None and abs(out.audio.duration - 4.0) < 0.03  # the sound came along, trimmed
+    assert mean_luma_jump(out) < 0.25 * mean_luma_jump(src)  # the exposure pumping is gone
+    assert _saturation(out.frame(47)[0]) > _saturation(out.frame(0)[0]) + 0.1  # the keyframed grade ramps up
+    assert load(mp4).nodes.keys() == load(wf).nodes.keys()  # the video reopens its workflow
+
+
+def _check_video_pingpong_loop(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
+    from nodes.video import open_video
+
+    (webp,) = [f for f in files if f.suffix == ".webp"]
+    out, src = open_video(webp), open_video(SAMPLES / "clip.mp4")
+    assert len(out) == (2 * len(src) - 2) * 2 + 1 and out.fps == 2 * src.fps  # forward, back, doubled
+    with PILImage.open(webp) as im:
+        assert im.info.get("loop") == 0 and im.n_frames == len(out)  # loops forever
+    first, turn, last = out.frame(0)[0], out.frame(len(out) // 2)[0], out.frame(len(out) - 1)[0]
+    assert np.abs(first - last).mean() < 0.03 < np.abs(first - turn).mean()  # seamless: ends where it starts
 
 
 def _check_flux_comfy_layout_outpaint(files: list[pathlib.Path], result: RunResult, wf: pathlib.Path) -> None:
@@ -103,6 +134,8 @@ CHECKS: dict[str, Callable[[list[pathlib.Path], RunResult, pathlib.Path], None]]
     "masked_composite": _check_masked_composite,
     "contact_sheet": _check_contact_sheet,
     "video_grade": _check_video_grade,
+    "video_timelapse_deflicker": _check_video_timelapse_deflicker,
+    "video_pingpong_loop": _check_video_pingpong_loop,
 }
 
 

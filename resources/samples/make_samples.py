@@ -2,7 +2,8 @@
 
 Run from the repo root: `python resources/samples/make_samples.py`. Everything is drawn
 procedurally with numpy and Pillow from a fixed seed, so the files are reproducible; the
-committed PNGs are what the workflows and tests read. The clip is written with OpenCV (mp4v).
+committed PNGs are what the workflows and tests read. `clip.mp4` is written with OpenCV (mp4v);
+`timelapse.mp4` with PyAV (H.264 + an AAC tone), with the exposure pumping of a real timelapse.
 """
 
 from __future__ import annotations
@@ -142,6 +143,46 @@ def clip(n: int = 24, w: int = 128, h: int = 96) -> None:
     writer.release()
 
 
+def timelapse(n: int = 48, w: int = 160, h: int = 96, fps: int = 12) -> None:
+    """A 4-second "timelapse" with sound: clouds drift over hills while the exposure pumps from
+    frame to frame (the flicker auto-exposure gives real timelapses), and a soft two-note tone."""
+    from fractions import Fraction
+
+    import av
+
+    rng = np.random.default_rng(7)
+    x, y = _grid(w, h)
+    clouds = _fbm(w * 2, h, rng, 5, 48)
+    hills = y > 0.62 + 0.08 * np.sin(x * 7.0) + 0.04 * np.sin(x * 17.0 + 1.0)
+    gains = 1.0 + 0.14 * (rng.random(n) - 0.5)  # the exposure of each frame: +-7 %
+    path = HERE / "timelapse.mp4"
+    sr = 24000
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "slow"})
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = out.add_stream("aac", rate=sr)
+        aus.layout = "mono"
+        for i in range(n):
+            shift = int(i * w / n)
+            sky = np.stack([0.35 + 0.25 * (1 - y), 0.55 + 0.2 * (1 - y), 0.85 + 0.1 * (1 - y)], -1)
+            c = np.clip((clouds[:, shift:shift + w] - 0.45) * 2.5, 0, 1)[..., None]
+            frame = sky * (1 - c) + np.array([0.95, 0.95, 0.97]) * c
+            frame[hills] = np.array([0.22, 0.38, 0.2]) * (0.8 + 0.2 * x[hills, None])
+            img = (np.clip(frame * gains[i], 0, 1) * 255 + 0.5).astype(np.uint8)
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        t = np.arange(int(sr * n / fps)) / sr
+        tone = (0.2 * np.sin(2 * np.pi * np.where(t < n / fps / 2, 440.0, 554.4) * t)).astype(np.float32)
+        for k in range(0, len(tone), 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = sr, k, Fraction(1, sr)
+            for packet in aus.encode(chunk):
+                out.mux(packet)
+        for stream in (vs, aus):
+            for packet in stream.encode(None):
+                out.mux(packet)
+
+
 def main() -> None:
     _save(sky(), "sky.png")
     _save(texture(), "texture.png")
@@ -152,6 +193,7 @@ def main() -> None:
     for i, t in enumerate(tiles(), 1):
         _save(t, f"tiles/tile_{i:02d}.png")
     clip()
+    timelapse()
 
 
 if __name__ == "__main__":
