@@ -50,6 +50,29 @@ def dequantize_scaled_fp8(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class PerChannelLatents:
+    """Latents stored normalised per channel by the VAE config's `latents_mean` / `latents_std`
+    (Qwen-Image's and Wan's VAEs), for a (N, C, h, w) or (N, C, F, h, w) tensor."""
+
+    def to_model_space(self, vae: Any, z: Any) -> Any:
+        mean, std = channel_stats(vae, z)
+        return (z - mean) / std
+
+    def from_model_space(self, vae: Any, z: Any) -> Any:
+        mean, std = channel_stats(vae, z)
+        return z * std + mean
+
+
+def channel_stats(vae: Any, z: Any) -> tuple[Any, Any]:
+    """The VAE's per-channel mean and std, shaped to broadcast over `z`."""
+    import torch
+
+    shape = (1, -1) + (1,) * (z.ndim - 2)
+    mean = torch.tensor(vae.config.latents_mean, dtype=z.dtype, device=z.device).view(shape)
+    std = torch.tensor(vae.config.latents_std, dtype=z.dtype, device=z.device).view(shape)
+    return mean, std
+
+
 @dataclass
 class TransformerFamily(Family):
     """A family whose denoiser is `pipe.transformer`, read by `read_single_file`."""

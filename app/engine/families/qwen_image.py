@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.families.base import TrainingSpec, Variant
-from app.engine.families.dit_common import TransformerFamily, separate_cfg_rows, token_weight
+from app.engine.families.dit_common import PerChannelLatents, TransformerFamily, separate_cfg_rows, token_weight
 from app.engine.probe import Probe
 
 ORDER = 40
@@ -26,17 +26,8 @@ DENOISER = 40_870_000_000
 ENCODER = 16_580_000_000
 
 
-def _channel_stats(vae: Any, z: Any) -> tuple[Any, Any]:
-    import torch
-
-    shape = (1, -1) + (1,) * (z.ndim - 2)
-    mean = torch.tensor(vae.config.latents_mean, dtype=z.dtype, device=z.device).view(shape)
-    std = torch.tensor(vae.config.latents_std, dtype=z.dtype, device=z.device).view(shape)
-    return mean, std
-
-
 @dataclass
-class QwenImage(TransformerFamily):
+class QwenImage(PerChannelLatents, TransformerFamily):
     def detect(self, header: Probe) -> str | None:
         p = next((p for p in PREFIXES if f"{p}transformer_blocks.0.img_mod.1.weight" in header
                   and f"{p}txt_norm.weight" in header), None)
@@ -104,14 +95,6 @@ class QwenImage(TransformerFamily):
 
     def region_weight(self, pipe: Any, mask: Any, size: tuple[int, int], pred: Any) -> Any:
         return token_weight(pipe, mask, size, pred)  # packed 2x2 patches (+ an edit's reference tokens)
-
-    def to_model_space(self, vae: Any, z: Any) -> Any:
-        mean, std = _channel_stats(vae, z)
-        return (z - mean) / std
-
-    def from_model_space(self, vae: Any, z: Any) -> Any:
-        mean, std = _channel_stats(vae, z)
-        return z * std + mean
 
     def vae_decode(self, vae: Any, z: Any) -> Any:
         return vae.decode(z[:, :, None]).sample[:, :, 0]

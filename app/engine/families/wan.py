@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.families.base import NameMap, Target, Variant
-from app.engine.families.dit_common import TransformerFamily
+from app.engine.families.dit_common import PerChannelLatents, TransformerFamily
 from app.engine.families.loading import LoadError, Parts, build_text_model, fill, read_tensors
 from app.engine.probe import Probe
 
@@ -83,20 +83,11 @@ def original_modules(config: Mapping[str, Any]) -> NameMap:
     return {k: (Target(v),) for k, v in names.items()}
 
 
-def _channel_stats(vae: Any, z: Any) -> tuple[Any, Any]:
-    import torch
-
-    shape = (1, -1) + (1,) * (z.ndim - 2)
-    mean = torch.tensor(vae.config.latents_mean, dtype=z.dtype, device=z.device).view(shape)
-    std = torch.tensor(vae.config.latents_std, dtype=z.dtype, device=z.device).view(shape)
-    return mean, std
-
-
 _SLOT = threading.local()  # the image encoder a single-file read took from its parts (2.1 I2V)
 
 
 @dataclass
-class Wan(TransformerFamily):
+class Wan(PerChannelLatents, TransformerFamily):
     original_marker: str = "head.modulation"
 
     # -- recognising files -------------------------------------------------------------------
@@ -227,14 +218,6 @@ class Wan(TransformerFamily):
         return convert_wan_vae_to_diffusers(state)
 
     # -- latents (N, C, F, h, w), normalised per channel ------------------------------------------
-    def to_model_space(self, vae: Any, z: Any) -> Any:
-        mean, std = _channel_stats(vae, z)
-        return (z - mean) / std
-
-    def from_model_space(self, vae: Any, z: Any) -> Any:
-        mean, std = _channel_stats(vae, z)
-        return z * std + mean
-
     def vae_decode(self, vae: Any, z: Any) -> Any:
         """Latents (N, C, h, w) of one frame, or (N, C, F, h, w) -> pixels (N, 3, H, W) / (N, 3, F', H, W)."""
         single = z.ndim == 4
