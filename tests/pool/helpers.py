@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import threading
+import time
 
 import numpy as np
 
@@ -86,10 +87,11 @@ def clip_graph(path: pathlib.Path, windowed: str = "test.box", save: bool = Fals
 
 
 class Flaky:
-    """An EngineClient wrapper whose connection fails after `ok` runs (a box that dropped out)."""
+    """An EngineClient wrapper whose connection fails after `ok` runs (a box that dropped out),
+    each submit `delay` seconds late (a slower box)."""
 
-    def __init__(self, engine, ok: int, name: str = "flaky") -> None:
-        self.inner, self.ok, self.name, self.runs = engine, ok, name, 0
+    def __init__(self, engine, ok: int, name: str = "flaky", delay: float = 0.0) -> None:
+        self.inner, self.ok, self.name, self.runs, self.delay = engine, ok, name, 0, delay
         self.lock = threading.Lock()
 
     def submit(self, graph, targets=None, output_dir=None, run_id=None):
@@ -97,6 +99,8 @@ class Flaky:
             self.runs += 1
             if self.runs > self.ok:
                 raise ConnectionError(f"the engine {self.name} cannot be reached")
+        if self.delay:
+            time.sleep(self.delay)
         return self.inner.submit(graph, targets, output_dir, run_id)
 
     def __getattr__(self, name):

@@ -3,6 +3,8 @@ engine that drops out mid-run, all engines gone, engines refused before the run.
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -100,7 +102,9 @@ def test_a_serve_engine_in_the_pool(reg, engines, tmp_path):
         ok, lines = preflight([engines[0], remote, bad], helpers.sweep())
         assert ok == [engines[0], remote]
         assert len(lines) == 1 and srv.url in lines[0] and "refused the token" in lines[0]
-        r = run_pool(helpers.sweep(count=6, save=False), [engines[0], remote], reg, output_dir=tmp_path / "o",
+        # the in-process engine slowed down, so that the remote one gets a shard on a loaded machine too
+        slow = helpers.Flaky(engines[0], ok=99, name="local", delay=0.3)
+        r = run_pool(helpers.sweep(count=6, save=False), [slow, remote], reg, output_dir=tmp_path / "o",
                      per_engine=2)
         assert r.error is None and r.per_engine[srv.url] >= 1
         np.testing.assert_array_equal(r.joined(), _one(reg, helpers.sweep(count=6, save=False), "b"))
@@ -108,3 +112,46 @@ def test_a_serve_engine_in_the_pool(reg, engines, tmp_path):
         remote.shutdown()
         bad.shutdown()
         srv.stop()
+
+
+@pytest.mark.parametrize(("start", "max_frames"), [(0, 0), (5, 13)])
+def test_frame_range_keeps_the_clips_sound(reg, engines, tmp_path, start, max_frames):
+    """A pooled clip with a sine tone: the saved file's sound lasts as long as its frames (the
+    source's sound trimmed to the range), as a one-engine run's does."""
+    pytest.importorskip("av")
+    from tests.video.conftest import make_clip, stream_durations
+
+    clip = make_clip(tmp_path / "tone.mp4", n=30, fps=24, tone=440.0)
+    g = helpers.clip_graph(clip, save=True, start=start, max_frames=max_frames)
+    g.set_param("save", "codec", "h264")
+    r = run_pool(g, engines, reg, output_dir=tmp_path / "out", per_engine=2)
+    assert r.error is None and r.plan.mode == "frames" and len(r.plan.shards) == 4
+    frames = max_frames or 30 - start
+    assert r.plan.audio is not None and r.plan.audio.duration == pytest.approx(frames / 24)
+    [path] = r.files
+    video_s, audio_s = stream_durations(path)
+    assert video_s == pytest.approx(frames / 24, abs=1e-6)
+    # decoded AAC comes in 1024-sample frames (and an encoder delay): within two of them, as the
+    # same range saved by one engine
+    assert audio_s is not None and audio_s == pytest.approx(video_s, abs=2048 / 48000)
+
+
+def test_engines_that_hold_the_model_go_first(reg, engines):
+    """What an engine says it holds (its model manager's loaded pipelines) puts it first; a
+    remote engine says nothing (the server has no loaded list), a fresh one holds nothing."""
+    from types import SimpleNamespace
+
+    from app.engine.pool.runner import EngineWorker, loaded_models, warm_first
+
+    cold, warm = EngineWorker(engines[0], "cold"), EngineWorker(engines[1], "warm")
+    assert loaded_models(engines[1]) == set()  # never ran: holds nothing (and nothing is built)
+    assert engines[1]._engine is None
+    path = "/models/checkpoints/dreamy.safetensors"
+    manager = SimpleNamespace(entries=lambda: [SimpleNamespace(path=path)],
+                              _fetched={"someone/dreamy": pathlib.Path(path)})
+    engines[1].engine.services.set("models", manager)
+    assert loaded_models(engines[1]) >= {path, "dreamy.safetensors", "someone/dreamy"}
+    assert [w.name for w in warm_first([cold, warm], {"dreamy.safetensors"})] == ["warm", "cold"]
+    assert [w.name for w in warm_first([cold, warm], {"someone/dreamy"})] == ["warm", "cold"]
+    assert [w.name for w in warm_first([cold, warm], {"other.safetensors"})] == ["cold", "warm"]
+    assert loaded_models(SimpleNamespace(url="http://127.0.0.1:9")) is None

@@ -48,6 +48,18 @@ def test_frame_range_on_ray(actors, tmp_path):
     np.testing.assert_array_equal(r.joined(), Engine(reg).run(g, targets=["b"]).output("b").to_batch())
 
 
+def test_actors_have_a_core_each_and_write_parts_here(actors):
+    """On the local 2-CPU instance each actor is pinned to its own core (every thread) and writes
+    its shards' part files itself (same machine: nothing large through the object store)."""
+    import ray
+
+    where = ray.get([w.actor.ping.remote() for w in actors])
+    assert len(actors) == 2 and all(w.same_node for w in actors)
+    cores = [tuple(x["cores"]) for x in where]
+    assert all(len(c) == 1 for c in cores) and len(set(cores)) == 2
+    assert all(ray.get(w.actor.loaded.remote()) == [] for w in actors)  # no model loaded yet
+
+
 def test_unreachable_ray_address_is_one_line():
     t0 = time.monotonic()
     with pytest.raises(rb.RayUnavailable) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from app.engine.pool import plan_split, shard_graph
@@ -82,3 +83,20 @@ def test_whole_batch_node_runs_unsplit(reg):
 def test_nothing_to_split_has_no_note(reg):
     plan = plan_split(helpers.batch(count=1), reg, engines=2)
     assert not plan.split and plan.note == ""
+
+
+def test_part_store_adopts_a_workers_files_once(tmp_path):
+    """A worker on this machine writes its part files; the first result of a shard is kept, a
+    late duplicate's files are removed; 8-bit parts are rounded."""
+    from app.engine.pool.joined import PartStore, write_part
+    from app.engine.pool.split import Shard
+
+    store = PartStore(tmp_path / "parts", [Shard(0, 0, 2), Shard(1, 2, 3)], 1, dtype="uint8")
+    a = np.linspace(0, 1, 2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    first = write_part(store.incoming / "x1.npy", a, "uint8")
+    late = write_part(store.incoming / "x2.npy", a, "uint8")
+    assert store.accept(0, [first], "a") and not first.exists()
+    assert not store.accept(0, [late], "b") and not late.exists()
+    assert store.accept(1, [a[:1]], "b") and store.complete
+    got = store.batch(0)
+    assert got.shape == (3, 4, 4, 3) and np.abs(got[:2] - a).max() <= 0.5 / 255 + 1e-6

@@ -60,16 +60,34 @@ def finish_registry() -> Registry:
         return _REGISTRY
 
 
+def as_part(a: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """A shard's array as a part keeps it: uint8 (0..255, rounded) for 8-bit parts."""
+    a = np.asarray(a)
+    if dtype == "uint8" and a.dtype != np.uint8:
+        return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return a
+
+
+def write_part(path: pathlib.Path, a: np.ndarray, dtype: str = "float32") -> pathlib.Path:
+    """`a` as a .npy file at `path` (written beside it, then renamed: never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, as_part(a, dtype), allow_pickle=False)
+    tmp.replace(path)
+    return path
+
+
 class PartStore:
     """Shard results as files `DIR/part_<cut>_<shard>.npy`, each accepted once; joined in order."""
 
     def __init__(self, folder: pathlib.Path, shards: list[Any], cuts: int, fps: float = 24.0,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", audio: Any = None) -> None:
         self.folder = pathlib.Path(folder)
         self.shards = sorted(shards, key=lambda s: s.lo)
         self.cuts = cuts
         self.fps = fps
         self.dtype = dtype
+        self.audio = audio  # the sound of the whole range (frames mode), or None
         self.done: dict[int, str] = {}  # shard index -> the engine whose result was accepted
         self._lock = threading.Lock()
         self._cache: tuple[tuple[int, int], np.ndarray] | None = None
@@ -77,19 +95,26 @@ class PartStore:
     def path(self, cut: int, index: int) -> pathlib.Path:
         return self.folder / f"part_{cut}_{index:05d}.npy"
 
-    def accept(self, index: int, arrays: list[np.ndarray], engine: str) -> bool:
-        """Keep a shard's result unless one was kept already (then False: it is dropped)."""
+    @property
+    def incoming(self) -> pathlib.Path:
+        """Where a worker on this machine writes a shard's part files for `accept` to adopt."""
+        return self.folder / "incoming"
+
+    def accept(self, index: int, arrays: list[Any], engine: str) -> bool:
+        """Keep a shard's result (arrays, or part files a worker wrote in `incoming` in this
+        store's dtype) unless one was kept already (then False: it is dropped)."""
         with self._lock:
             if index in self.done:
+                for a in arrays:
+                    if isinstance(a, pathlib.Path):
+                        a.unlink(missing_ok=True)
                 return False
             self.folder.mkdir(parents=True, exist_ok=True)
             for cut, a in enumerate(arrays):
-                a = np.asarray(a)
-                if self.dtype == "uint8" and a.dtype != np.uint8:
-                    a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-                tmp = self.path(cut, index).with_suffix(".tmp.npy")
-                np.save(tmp, a, allow_pickle=False)
-                tmp.replace(self.path(cut, index))
+                if isinstance(a, pathlib.Path):
+                    a.replace(self.path(cut, index))
+                else:
+                    write_part(self.path(cut, index), a, self.dtype)
             self.done[index] = engine
             return True
 
@@ -128,4 +153,22 @@ class PartStore:
         h, w = first.shape[1:3]
         c = first.shape[3] if first.ndim == 4 else 1
         order = [i for s in kept for i in range(s.lo, s.hi)]
-        return Video(length, self.fps, (w, h), lambda i: self.frame(cut, order[i]), c)
+        return Video(length, self.fps, (w, h), lambda i: self.frame(cut, order[i]), c, audio=self.sound(kept))
+
+    def sound(self, kept: list[Any]) -> Any:
+        """The source's sound under the kept frames: the whole range's, trimmed to those frames (a
+        run that lost shards keeps the sound of the stretches it has, in order)."""
+        if self.audio is None or not kept:
+            return None
+        track = None
+        lo = hi = None
+        for s in [*kept, None]:
+            if s is not None and hi == s.lo:
+                hi = s.hi
+                continue
+            if lo is not None:
+                piece = self.audio.trim(lo / self.fps, (hi - lo) / self.fps)
+                track = piece if track is None else track + piece
+            if s is not None:
+                lo, hi = s.lo, s.hi
+        return track

@@ -1,7 +1,8 @@
 """Running a split plan on several engines: a work-stealing queue of shards, failover, one output.
 
 Each engine has a worker thread that takes the next shard (engines that already hold the run's
-models are started first, so they get the first shards; the others load them once), runs it,
+models are started first, so they get the first shards; the others load them once: what an
+engine holds is what it reports, `loaded_models`, and what it ran before in this process), runs it,
 fetches the cut outputs, and hands them to the PartStore, which keeps the first result of each
 shard and drops any later one: nothing is computed twice into the output. An engine that drops
 out (its connection fails, its process dies) puts its shard back for the others and leaves the
@@ -62,6 +63,9 @@ class PoolResult:
     gone: list[str] = field(default_factory=list)
     dropped: int = 0  # late duplicate results dropped
     store: PartStore | None = None
+    #: per accepted shard: index, engine, items, total_s (taken to kept: run, fetch, part write),
+    #: and where the engine says, run_s (submit to finished) and fetch_s (the outputs fetched)
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
     def joined(self, cut: int = 0) -> np.ndarray:
         """The joined items of cut `cut` (N, H, W, C) float32, in order."""
@@ -76,6 +80,53 @@ WARM: dict[str, set[str]] = {}
 def needed_models(graph: Graph) -> set[str]:
     return {str(n.params.get("checkpoint")) for n in graph
             if n.type == "imagebash.diffusion.load_model" and n.params.get("checkpoint")}
+
+
+def loaded_models(engine: Any) -> set[str] | None:
+    """The models an engine says it holds: for a LocalEngine, its model manager's loaded
+    pipelines (their paths, file names and hub ids; an engine that never loaded one holds none,
+    and asking builds nothing); None when the engine says nothing (a RemoteEngine: `imagebash
+    serve` reports no loaded list, neither in /info nor in /models)."""
+    if hasattr(engine, "url"):
+        return None
+    inner = getattr(engine, "_engine", None)  # a LocalEngine's Engine, built on its first run
+    if inner is None:
+        return set()
+    manager = getattr(getattr(inner, "services", None), "_made", {}).get("models")
+    if manager is None or not hasattr(manager, "entries"):
+        return set()
+    names: set[str] = set()
+    for entry in manager.entries():
+        names.update((str(entry.path), pathlib.Path(str(entry.path)).name))
+    for hub, folder in dict(getattr(manager, "_fetched", {})).items():
+        if str(folder) in names:
+            names.add(hub)
+    return names
+
+
+def holds(names: set[str], model: str) -> bool:
+    """Whether a model name, path or hub id is among `names` (what `loaded_models` gave)."""
+    return model in names or pathlib.Path(model).name in names or str(pathlib.Path(model).expanduser()) in names
+
+
+def warm_first(workers: list[Any], models: set[str]) -> list[Any]:
+    """`workers` with those that hold most of `models` first (said by the engine, `.loaded()`,
+    or remembered from earlier runs here, `WARM`); stable otherwise."""
+    if not models:
+        return list(workers)
+
+    def held(w: Any) -> int:
+        said: set[str] | None = None
+        ask = getattr(w, "loaded", None)
+        if ask is not None:
+            try:
+                said = ask()
+            except Exception:  # noqa: BLE001 - an engine that cannot say is not warm by its word
+                said = None
+        remembered = WARM.get(w.name, set())
+        return sum(1 for m in models if m in remembered or (said is not None and holds(said, m)))
+
+    return sorted(workers, key=lambda w: -held(w))
 
 
 def engine_name(engine: Any) -> str:
@@ -145,9 +196,10 @@ def _gone(exc: BaseException) -> bool:
 
 
 def run_on_engine(engine: Any, follow: _Follow, plan: SplitPlan, shard: Shard, workdir: pathlib.Path,
-                  give_up_s: float = 10.0) -> list[np.ndarray]:
+                  give_up_s: float = 10.0, times: dict[str, float] | None = None) -> list[np.ndarray]:
     """Run one shard on an EngineClient; the cut outputs, margins dropped. EngineGone when the
-    engine left, ShardFailed when a node failed."""
+    engine left, ShardFailed when a node failed. `times` gets run_s and fetch_s."""
+    t0 = time.monotonic()
     graph = shard_graph(plan, shard)
     run_id = f"pool-{uuid.uuid4().hex[:12]}-{shard.index}"
     try:
@@ -182,6 +234,7 @@ def run_on_engine(engine: Any, follow: _Follow, plan: SplitPlan, shard: Shard, w
         raise EngineGone("the shard was cancelled on the engine")
     if failure or finished.failed:
         raise ShardFailed(failure or f"nodes failed: {', '.join(finished.failed)}")
+    t1 = time.monotonic()
     try:
         out = [fetch_items(engine, OutputRef(run_id, nid, port)) for nid, port in plan.cuts]
     except Exception as exc:
@@ -193,6 +246,8 @@ def run_on_engine(engine: Any, follow: _Follow, plan: SplitPlan, shard: Shard, w
             engine.release(run_id)
         except Exception:  # noqa: BLE001 - releasing is housekeeping
             pass
+    if times is not None:
+        times.update(run_s=t1 - t0, fetch_s=time.monotonic() - t1)
     return [trim(plan, shard, a) for a in out]
 
 
@@ -214,11 +269,16 @@ class EngineWorker:
         self.name = name or engine_name(engine)
         self.give_up_s = give_up_s
         self._follow: _Follow | None = None
+        self.last_times: dict[str, float] = {}  # run_s and fetch_s of the last shard
 
     def run(self, plan: SplitPlan, shard: Shard, workdir: pathlib.Path) -> list[np.ndarray]:
         if self._follow is None:
             self._follow = _Follow(self.engine)
-        return run_on_engine(self.engine, self._follow, plan, shard, workdir, self.give_up_s)
+        self.last_times = {}
+        return run_on_engine(self.engine, self._follow, plan, shard, workdir, self.give_up_s, self.last_times)
+
+    def loaded(self) -> set[str] | None:
+        return loaded_models(self.engine)
 
     def close(self) -> None:
         if self._follow is not None:
@@ -267,14 +327,15 @@ def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path
     output_dir = pathlib.Path(output_dir)
     run_key = uuid.uuid4().hex[:10]
     parts_dir = output_dir / "pool_parts" / run_key
-    store = PartStore(parts_dir, plan.shards, len(plan.cuts), plan.fps, part_dtype)
+    store = PartStore(parts_dir, plan.shards, len(plan.cuts), plan.fps, part_dtype, plan.audio)
     models = models or set()
-    workers = sorted(workers, key=lambda w: -len(WARM.get(w.name, set()) & models) if models else 0)
+    workers = warm_first(workers, models)
     queue = _Queue(plan.shards)
     per_engine = {w.name: 0 for w in workers}
     gone: list[str] = []
     errors: list[str] = []
     dropped = [0]
+    timings: list[dict[str, Any]] = []
     lock = threading.Lock()
     items_total = sum(s.size for s in plan.shards)
 
@@ -290,8 +351,13 @@ def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path
             shard = queue.take(w.name)
             if shard is None:
                 return
+            runs_dir = output_dir / "pool_runs" / w.name.replace("/", "_").replace(":", "_")
+            taken = time.monotonic()
             try:
-                arrays = w.run(plan, shard, output_dir / "pool_runs" / w.name.replace("/", "_").replace(":", "_"))
+                if getattr(w, "takes_parts", False):
+                    arrays = w.run(plan, shard, runs_dir, part=store.incoming, dtype=part_dtype)
+                else:
+                    arrays = w.run(plan, shard, runs_dir)
             except EngineGone as exc:
                 queue.give_back(shard)
                 with lock:
@@ -311,6 +377,8 @@ def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path
             if store.accept(shard.index, arrays, w.name):
                 with lock:
                     per_engine[w.name] += 1
+                    timings.append({"index": shard.index, "engine": w.name, "items": shard.size,
+                                    "total_s": time.monotonic() - taken, **dict(getattr(w, "last_times", {}) or {})})
                 WARM.setdefault(w.name, set()).update(models)
             else:
                 with lock:
@@ -328,7 +396,8 @@ def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path
         close = getattr(w, "close", None)
         if close:
             close()
-    result = PoolResult(plan, [], per_engine, 0.0, None, parts_dir, gone, dropped[0], store)
+    result = PoolResult(plan, [], per_engine, 0.0, None, parts_dir, gone, dropped[0], store,
+                        sorted(timings, key=lambda t: t["index"]))
     if errors:
         result.error = errors[0]
     elif not store.complete:

@@ -10,7 +10,8 @@ the whole output it is responsible for (items [lo, hi): seeds, images of a batch
 - a Video's frames (Load Video): `start`/`max_frames` select frames [lo - before, hi + after),
   where before/after are the summed windows of the windowed nodes downstream; the margin frames
   are computed and dropped (`Shard.skip`), so a temporal filter sees the same neighbours as in
-  one run and there are no seams.
+  one run and there are no seams. The joined clip gets the source's sound for the whole range
+  (`SplitPlan.audio`, what Load Video's Video carries), so a Save Video at the end keeps it.
 
 The workflow is cut in two: `work` (the source, the nodes that map over its items, and what they
 need) runs on the engines, targets `cuts`' nodes; `finish` (what takes the whole result at
@@ -72,6 +73,7 @@ class SplitPlan:
     fps: float = 24.0
     note: str = ""
     margins: tuple[int, int] = (0, 0)
+    audio: Any = None  # frames: the source's sound for the whole range (nodes.video.audio.AudioTrack)
 
     @property
     def split(self) -> bool:
@@ -353,12 +355,13 @@ def _plan_batch(graph: Graph, registry: Registry, targets: list[str] | None, act
                      parts["joined"])
 
 
-def video_length(path: str, start: int, max_frames: int, stride: int) -> tuple[int, float]:
-    """Frames and fps Load Video gives for these parameters (from the file's index: no decoding)."""
+def video_length(path: str, start: int, max_frames: int, stride: int) -> tuple[int, float, Any]:
+    """Frames, fps and sound (an AudioTrack or None) Load Video gives for these parameters (from
+    the file's index: no decoding)."""
     from nodes.video.reader import open_video
 
     v = open_video(path, start, max_frames, stride)
-    return len(v), float(v.fps)
+    return len(v), float(v.fps), getattr(v, "audio", None)
 
 
 def _plan_frames(graph: Graph, registry: Registry, targets: list[str] | None, active: set[str], vid: str,
@@ -376,7 +379,7 @@ def _plan_frames(graph: Graph, registry: Registry, targets: list[str] | None, ac
     if not region:
         raise _Unsplittable("no node maps over the frames")
     try:
-        total, fps = video_length(path, start, max_frames, stride)
+        total, fps, audio = video_length(path, start, max_frames, stride)
     except Exception as exc:  # noqa: BLE001 - the run itself reports a bad file in its one line
         raise _Unsplittable(f"the clip could not be read ({str(exc).splitlines()[0] if str(exc) else exc})") from None
     shards = []
@@ -385,4 +388,4 @@ def _plan_frames(graph: Graph, registry: Registry, targets: list[str] | None, ac
         shards.append(Shard(k, lo, hi, {vid: {"start": start + a * stride, "max_frames": b - a}}, skip=lo - a))
     parts = _cut(graph, registry, {}, active, vid, region, tail, targets)
     return SplitPlan("frames", total, shards, parts["work"], parts["targets"], parts["cuts"], parts["finish"],
-                     parts["joined"], fps=fps, margins=(before, after))
+                     parts["joined"], fps=fps, margins=(before, after), audio=audio)
