@@ -57,8 +57,10 @@ def test_frame_range_same_pixels_no_seams(reg, engines, tmp_path):
 
 def test_engine_dropping_out_moves_its_shards(reg, engines, tmp_path):
     flaky = helpers.Flaky(engines[1], ok=1)
+    # the steady engine answers a little late, so the flaky one surely gets its first shard on a busy machine
+    steady = helpers.Flaky(engines[0], ok=10**6, name="steady", delay=0.2)
     events = []
-    r = run_pool(helpers.sweep(count=8, save=False), [engines[0], flaky], reg, output_dir=tmp_path,
+    r = run_pool(helpers.sweep(count=8, save=False), [steady, flaky], reg, output_dir=tmp_path,
                  per_engine=4, on_progress=events.append)
     assert r.error is None and r.gone == ["flaky"]
     np.testing.assert_array_equal(r.joined(), _one(reg, helpers.sweep(count=8, save=False), "b"))
