@@ -243,19 +243,25 @@ def safe_prefix(prefix: str) -> pathlib.PurePosixPath:
     return pathlib.PurePosixPath(*parts) if parts else pathlib.PurePosixPath("imagebash")
 
 
-def reserve_file(output_dir: pathlib.Path, prefix: str, ext: str) -> pathlib.Path:
-    """Create and return `<output_dir>/<prefix>_<counter>.<ext>` with the next free counter.
-
-    The counter continues after the highest number already there; the file is created with
-    O_EXCL, so a concurrent writer never gets the same name and nothing is overwritten.
-    """
+def output_place(output_dir: pathlib.Path, prefix: str) -> tuple[pathlib.Path, str]:
+    """The (made) folder and the name stem a file name prefix points at inside the output folder;
+    a prefix that would leave it (`../x`, a link out) is one error line."""
     rel = safe_prefix(prefix)
     root = pathlib.Path(output_dir).resolve()
     folder = (root / rel.parent).resolve()
     if folder != root and root not in folder.parents:
         raise ValueError(f"file name prefix '{prefix}' leaves the output directory")
     folder.mkdir(parents=True, exist_ok=True)
-    stem = rel.name
+    return folder, rel.name
+
+
+def reserve_file(output_dir: pathlib.Path, prefix: str, ext: str) -> pathlib.Path:
+    """Create and return `<output_dir>/<prefix>_<counter>.<ext>` with the next free counter.
+
+    The counter continues after the highest number already there; the file is created with
+    O_EXCL, so a concurrent writer never gets the same name and nothing is overwritten.
+    """
+    folder, stem = output_place(output_dir, prefix)
     taken = re.compile(re.escape(stem) + r"_(\d+)\.")
     counter = 1 + max((int(m.group(1)) for f in os.listdir(folder) if (m := taken.match(f))), default=0)
     while True:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from nodes.image.io import safe_prefix
+from nodes.image.io import output_place
 from nodes.registry import node
 from nodes.types import Context, FileFilter, Range, Video
 
@@ -212,13 +212,10 @@ _EXT = {SequenceFormat.PNG: "png", SequenceFormat.PNG16: "png", SequenceFormat.E
 
 
 def _new_folder(out_dir: pathlib.Path, prefix: str) -> tuple[pathlib.Path, str]:
-    rel = safe_prefix(prefix)
-    root = pathlib.Path(out_dir).resolve()
-    parent = (root / rel.parent).resolve()
-    if parent != root and root not in parent.parents:
-        raise ValueError(f"Save Image Sequence: file name prefix '{prefix}' leaves the output directory")
-    parent.mkdir(parents=True, exist_ok=True)
-    stem = rel.name
+    try:
+        parent, stem = output_place(out_dir, prefix)
+    except ValueError as exc:
+        raise ValueError(f"Save Image Sequence: {exc}") from None
     n = 1
     while True:
         folder = parent / f"{stem}_{n:05d}"
