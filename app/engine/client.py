@@ -166,6 +166,14 @@ class LocalEngine:
     def busy(self) -> bool:
         return bool(self._handles)
 
+    def loaded_models(self) -> set[str]:
+        """The names of the models this engine holds in memory (see ModelManager.held_names);
+        empty before the engine or its model manager was built, and asking builds neither."""
+        with self._lock:
+            engine = self._engine
+        manager = engine.services.peek("models") if engine is not None else None
+        return set(manager.held_names()) if manager is not None and hasattr(manager, "held_names") else set()
+
     # runs ------------------------------------------------------------------------------------------
     def submit(self, graph: Graph, targets: list[str] | None = None,
                output_dir: str | pathlib.Path | None = None, run_id: str | None = None) -> RunHandle:

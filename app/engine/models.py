@@ -628,6 +628,19 @@ class ModelManager:
     def entries(self) -> list[Entry]:
         return list(self._entries.values())
 
+    def held_names(self) -> set[str]:
+        """The names a user may give the loaded pipelines by: their paths, file names and the hub
+        ids they were fetched from (what an engine pool asks to send work where models are warm)."""
+        with self._lock:
+            sources = [e.source for e in self._entries.values()]
+        names: set[str] = set()
+        for source in sources:
+            names.update((source, Path(source).name))
+        with self._fetch_guard:
+            fetched = dict(self._fetched)
+        names.update(hub for hub, folder in fetched.items() if str(folder) in names)
+        return names
+
     def derived(self, entry: Entry, task: str) -> Any:
         """The pipeline for `task` sharing the base pipeline's modules (no copy); ValueError when
         the model's variant has no such task (an SD inpainting U-Net asked for txt2img)."""

@@ -8,7 +8,8 @@ validate: 422 with `"problems": [{"node_id", "port", "message"}]` as well).
 
     GET    /health                                 {"status": "ok", "version"}        (no token)
     GET    /info                                   version, protocol, device, gpu, vram_total/free,
-                                                   models (count), max_upload, chunk_bytes, jobs
+                                                   models (count), loaded (names of the models in
+                                                   memory), max_upload, chunk_bytes, jobs
     GET    /nodes                                  the node catalogue: NodeSpec.describe() of each
     GET    /nodes/{type_id}/choices/{port}         {"choices": [...]} (model lists)
     GET    /models[?kind=K]                        [{"name", "kind", "family", "size", "sha256",

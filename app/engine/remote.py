@@ -134,8 +134,12 @@ class RemoteEngine:
         if not self._token:
             raise EngineUnavailable(f"no token for the engine at {self.url}: set one in Settings > Engines, "
                                     "IMAGEBASH_TOKEN or --token-file")
+        if self._stop.is_set():
+            raise EngineUnavailable(f"the client of the engine at {self.url} was shut down")
         try:
             r = self._http.request(method, path, **kw)
+        except RuntimeError as exc:  # httpx: "the client has been closed" (shut down mid-request)
+            raise EngineUnavailable(f"the client of the engine at {self.url} was shut down ({exc})") from None
         except httpx.HTTPError as exc:
             raise EngineUnavailable(f"the engine at {self.url} cannot be reached "
                                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
@@ -155,6 +159,12 @@ class RemoteEngine:
     def info(self) -> dict[str, Any]:
         """The server's version, device, GPU, VRAM and model count (Settings' "test connection")."""
         return self._json("GET", "/info")
+
+    def loaded_models(self) -> set[str] | None:
+        """The models the server holds in memory (its /info "loaded"); None from a server too old
+        to say."""
+        loaded = self.info().get("loaded")
+        return None if loaded is None else {str(m) for m in loaded}
 
     # catalogue -----------------------------------------------------------------------------------
     @property
@@ -511,7 +521,7 @@ class RemoteEngine:
                 with open(tmp, "wb") as f:
                     for chunk in r.iter_bytes(1 << 20):
                         f.write(chunk)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: the client was shut down meanwhile
             tmp.unlink(missing_ok=True)
             raise EngineUnavailable(f"the engine at {self.url} went away while sending {dest.name} "
                                     f"({type(exc).__name__})") from None

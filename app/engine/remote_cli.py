@@ -13,6 +13,8 @@ import json
 import os
 import pathlib
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 ENGINE_ENV = "IMAGEBASH_ENGINE"
@@ -121,9 +123,10 @@ def run_pool_cli(args: argparse.Namespace, graph: Any, registry: Any, device: st
                 print(f"[pool] {p.items_done}/{p.items_total} ({p.shards_done}/{p.shards_total} shards; {each})",
                       file=sys.stderr)
 
-        result = run_pool(graph, engines, registry, args.targets, args.output_dir,
-                          per_engine=max(1, args.shards_per_engine), on_progress=progress, workers=workers,
-                          part_dtype="uint8")
+        cancel = threading.Event()
+        result = _until_interrupted(lambda: run_pool(
+            graph, engines, registry, args.targets, args.output_dir, per_engine=max(1, args.shards_per_engine),
+            on_progress=progress, workers=workers, part_dtype="uint8", cancel=cancel), cancel)
     except EngineUnavailable as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -136,8 +139,10 @@ def run_pool_cli(args: argparse.Namespace, graph: Any, registry: Any, device: st
     if result.plan.note:
         print(f"imagebash: {result.plan.note}", file=sys.stderr)
     if result.error:
+        for f in result.files:
+            print(f)
         print(f"imagebash: error: {args.workflow}: {result.error}", file=sys.stderr)
-        return 1
+        return 130 if result.cancelled else 1
     for f in result.files:
         print(f)
     each = ", ".join(f"{k}: {v}" for k, v in result.per_engine.items())
@@ -145,6 +150,33 @@ def run_pool_cli(args: argparse.Namespace, graph: Any, registry: Any, device: st
           f"{len(result.plan.shards)} shard(s) in {result.wall_s:.2f}s ({each}); outputs in {args.output_dir}",
           file=sys.stderr)
     return 0
+
+
+def _until_interrupted(run: Callable[[], Any], cancel: threading.Event) -> Any:
+    """`run()` on a thread; Ctrl+C sets `cancel` (the pool hands out no more shards, cancels those
+    in flight and keeps what finished) and waits for it to wind down; a second Ctrl+C quits."""
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            box["result"] = run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+            box["error"] = exc
+
+    t = threading.Thread(target=body, name="imagebash-pool-run", daemon=True)
+    t.start()
+    while t.is_alive():
+        try:
+            t.join(0.2)
+        except KeyboardInterrupt:
+            if cancel.is_set():
+                raise
+            cancel.set()
+            print("imagebash: cancelling the pooled run (Ctrl+C again to quit now); what finished is kept",
+                  file=sys.stderr)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def engine_token(url: str, token_file: pathlib.Path | None = None) -> str:

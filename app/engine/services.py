@@ -29,6 +29,12 @@ class Services:
                 self._made[name] = self._factories[name](self._engine)
             return self._made[name]
 
+    def peek(self, name: str) -> Any | None:
+        """The service if it was built, else None (asking builds nothing: a pool asks an idle
+        engine what it holds without loading torch)."""
+        with self._lock:
+            return self._made.get(name)
+
     def set(self, name: str, service: Any) -> None:
         with self._lock:
             self._made[name] = service

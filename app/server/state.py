@@ -114,7 +114,14 @@ class ServerState:
         return {"version": __version__, "protocol": VERSION, "device": gpu["device"], "gpu": gpu["gpu"],
                 "vram_total": gpu["vram_total"], "vram_free": vram_free,
                 "models": len(list_checkpoints()) + len(list_loras()),
+                "loaded": sorted(self._loaded_names()),
                 "max_upload": self.blobs.max_upload, "chunk_bytes": CHUNK_BYTES, "jobs": counts}
+
+    def _loaded_names(self) -> set[str]:
+        """The models in memory, by the names a client uses: a file name relative to the model
+        folders (what /models lists), not the server's absolute paths."""
+        names = self.client.loaded_models()
+        return {n for n in names if not Path(n).is_absolute()}
 
     def _device_info(self) -> dict[str, Any]:
         """Device, GPU name and total memory: torch is imported here, on the first /info only."""

@@ -3,8 +3,6 @@ engine that drops out mid-run, all engines gone, engines refused before the run.
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import pytest
 
@@ -76,6 +74,24 @@ def test_all_engines_gone_keeps_what_finished(reg, engines, tmp_path):
     assert len(r.files) == 3  # the finished images were saved too
 
 
+def test_cancel_stops_handing_out_shards_and_keeps_what_finished(reg, engines, tmp_path):
+    import threading
+
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.shards_done >= 2:
+            cancel.set()
+
+    slow = [helpers.Flaky(e, ok=10**6, name=n, delay=0.3) for e, n in zip(engines, ("a", "b"), strict=True)]
+    r = run_pool(helpers.sweep(count=8), slow, reg, output_dir=tmp_path, per_engine=4, on_progress=progress,
+                 cancel=cancel)
+    done = len(list(r.parts_dir.glob("part_0_*.npy")))
+    assert r.cancelled and r.error.startswith(f"cancelled; {done} of 8 shards finished")
+    assert 2 <= done < 8 and str(r.parts_dir) in r.error
+    assert len(r.files) == done  # the finished images were saved; nothing after the cancel ran
+
+
 def test_node_failure_stops_the_run(reg, engines, tmp_path):
     g = helpers.sweep(count=4, save=False)
     g.set_param("b", "radius", 99999)  # out of range: the engine refuses the workflow
@@ -138,22 +154,26 @@ def test_frame_range_keeps_the_clips_sound(reg, engines, tmp_path, start, max_fr
     assert audio_s is not None and audio_s == pytest.approx(video_s, abs=2048 / 48000)
 
 
-def test_engines_that_hold_the_model_go_first(reg, engines):
-    """What an engine says it holds (its model manager's loaded pipelines) puts it first; a
-    remote engine says nothing (the server has no loaded list), a fresh one holds nothing."""
-    from types import SimpleNamespace
-
+def test_engines_that_hold_the_model_go_first(reg, tmp_path, tiny_sd_ckpt, tiny_sd_dir):
+    """An engine that ran a model says it holds it (by path, file name) and goes first; a fresh
+    one holds nothing, and asking it builds nothing."""
     from app.engine.pool.runner import EngineWorker, loaded_models, warm_first
+    from nodes.registry import default_registry
+    from tests.diffusion.conftest import txt2img_graph
 
-    cold, warm = EngineWorker(engines[0], "cold"), EngineWorker(engines[1], "warm")
-    assert loaded_models(engines[1]) == set()  # never ran: holds nothing (and nothing is built)
-    assert engines[1]._engine is None
-    path = "/models/checkpoints/dreamy.safetensors"
-    manager = SimpleNamespace(entries=lambda: [SimpleNamespace(path=path)],
-                              _fetched={"someone/dreamy": pathlib.Path(path)})
-    engines[1].engine.services.set("models", manager)
-    assert loaded_models(engines[1]) >= {path, "dreamy.safetensors", "someone/dreamy"}
-    assert [w.name for w in warm_first([cold, warm], {"dreamy.safetensors"})] == ["warm", "cold"]
-    assert [w.name for w in warm_first([cold, warm], {"someone/dreamy"})] == ["warm", "cold"]
-    assert [w.name for w in warm_first([cold, warm], {"other.safetensors"})] == ["cold", "warm"]
-    assert loaded_models(SimpleNamespace(url="http://127.0.0.1:9")) is None
+    cold, warm = LocalEngine(default_registry()), LocalEngine(default_registry())
+    try:
+        assert loaded_models(warm) == set()
+        assert warm._engine is None  # asking built no engine (no torch import for an idle one)
+        graph = txt2img_graph(str(tiny_sd_ckpt), steps=1)
+        graph.set_param("load", "config", str(tiny_sd_dir))
+        warm.engine.run(graph, targets=["gen"])
+        held = loaded_models(warm)
+        assert {str(tiny_sd_ckpt), tiny_sd_ckpt.name} <= held
+        workers = [EngineWorker(cold, "cold"), EngineWorker(warm, "warm")]
+        assert [w.name for w in warm_first(workers, {tiny_sd_ckpt.name})] == ["warm", "cold"]
+        assert [w.name for w in warm_first(workers, {str(tiny_sd_ckpt)})] == ["warm", "cold"]
+        assert [w.name for w in warm_first(workers, {"other.safetensors"})] == ["cold", "warm"]
+    finally:
+        cold.shutdown()
+        warm.shutdown()

@@ -4,6 +4,7 @@ anything runs, cancel, a server that dies and comes back, a client that restarts
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import numpy as np
@@ -91,11 +92,14 @@ def test_a_personal_model_is_uploaded_and_adopted_and_gives_the_local_pixels(rem
     _local(graph, tmp_path / "local")
     client = remote()
     assert tiny_sd_ckpt.name not in client.models("checkpoint")
+    assert client.loaded_models() == set()  # the server holds no model yet
     _handle, seen = _follow(client, graph, output_dir=tmp_path / "remote", timeout=120)
     assert not seen[-1].failed and not seen[-1].error, [e for e in seen if isinstance(e, events.NodeFailed)]
     np.testing.assert_array_equal(_pixels(next((tmp_path / "remote").glob("gen_*.png"))),
                                   _pixels(next((tmp_path / "local").glob("gen_*.png"))))
     assert tiny_sd_ckpt.name in client.models("checkpoint")  # adopted: in the server's model list now
+    assert tiny_sd_ckpt.name in client.loaded_models()  # and in memory: a pool sends it work first
+    assert not any(pathlib.Path(n).is_absolute() for n in client.loaded_models())  # no server paths
 
 
 def test_a_model_missing_on_the_server_is_one_line_before_anything_runs(remote, tmp_path):

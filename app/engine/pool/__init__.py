@@ -7,6 +7,7 @@ shards with a work-stealing queue and failover, `ray_backend` puts the engines o
 from __future__ import annotations
 
 import pathlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -72,8 +73,10 @@ def preflight(engines: list[Any], graph: Graph) -> tuple[list[Any], list[str]]:
 def run_pool(graph: Graph, engines: list[Any], registry: Any = None, targets: list[str] | None = None,
              output_dir: str | pathlib.Path = "output", per_engine: int = 4,
              on_progress: Callable[[Progress], None] | None = None, part_dtype: str = "float32",
-             give_up_s: float = 10.0, workers: list[Any] | None = None) -> PoolResult:
-    """Split `graph` (see `split`), run it on `engines` (EngineClients) or `workers` (Ray), join."""
+             give_up_s: float = 10.0, workers: list[Any] | None = None,
+             cancel: threading.Event | None = None) -> PoolResult:
+    """Split `graph` (see `split`), run it on `engines` (EngineClients) or `workers` (Ray), join;
+    `cancel` stops it, keeping what finished (see `runner.run_plan`)."""
     from nodes.registry import default_registry
 
     registry = registry or default_registry()
@@ -86,4 +89,4 @@ def run_pool(graph: Graph, engines: list[Any], registry: Any = None, targets: li
     plan = plan_split(graph, registry, targets, engines=max(1, len(pool)), per_engine=per_engine)
     if not plan.split:
         pool = pool[:1]
-    return run_plan(plan, pool, output_dir, on_progress, part_dtype, needed_models(graph))
+    return run_plan(plan, pool, output_dir, on_progress, part_dtype, needed_models(graph), cancel=cancel)

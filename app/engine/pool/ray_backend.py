@@ -162,6 +162,12 @@ class RayWorker:
         self.actor = actor
         self.name = name
         self.same_node = same_node
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Take no more shards (a shard running in the actor finishes: a synchronous actor call
+        is not interrupted; its result is kept)."""
+        self._cancelled = True
 
     def run(self, plan: SplitPlan, shard: Shard, workdir: Any, part: Any = None,
             dtype: str = "float32") -> list[np.ndarray] | list[str]:
@@ -170,6 +176,8 @@ class RayWorker:
 
         from app.graph.io import graph_to_dict
 
+        if self._cancelled:
+            raise EngineGone("the run was cancelled")
         doc = graph_to_dict(shard_graph(plan, shard))
         meta = {"mode": plan.mode, "total": plan.total, "targets": plan.targets, "cuts": [list(c) for c in plan.cuts]}
         folder = str(part) if part is not None and self.same_node else None

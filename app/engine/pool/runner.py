@@ -13,6 +13,7 @@ folder (`pool_parts/`, named in the error line).
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import threading
 import time
@@ -28,6 +29,8 @@ from app.engine.pool.joined import PartStore, finish_registry, publish, withdraw
 from app.engine.pool.split import Shard, SplitPlan, shard_graph
 from app.engine.wire import OutputRef
 from app.graph.model import Graph
+
+log = logging.getLogger(__name__)
 
 
 class EngineGone(ConnectionError):
@@ -66,6 +69,7 @@ class PoolResult:
     #: per accepted shard: index, engine, items, total_s (taken to kept: run, fetch, part write),
     #: and where the engine says, run_s (submit to finished) and fetch_s (the outputs fetched)
     timings: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: bool = False  # the run was cancelled (`error` says how far it got)
 
     def joined(self, cut: int = 0) -> np.ndarray:
         """The joined items of cut `cut` (N, H, W, C) float32, in order."""
@@ -83,25 +87,16 @@ def needed_models(graph: Graph) -> set[str]:
 
 
 def loaded_models(engine: Any) -> set[str] | None:
-    """The models an engine says it holds: for a LocalEngine, its model manager's loaded
-    pipelines (their paths, file names and hub ids; an engine that never loaded one holds none,
-    and asking builds nothing); None when the engine says nothing (a RemoteEngine: `imagebash
-    serve` reports no loaded list, neither in /info nor in /models)."""
-    if hasattr(engine, "url"):
+    """The models an engine says it holds (paths, file names, hub ids); None when it cannot say
+    (an older server, or one that does not answer)."""
+    ask = getattr(engine, "loaded_models", None)
+    if ask is None:
         return None
-    inner = getattr(engine, "_engine", None)  # a LocalEngine's Engine, built on its first run
-    if inner is None:
-        return set()
-    manager = getattr(getattr(inner, "services", None), "_made", {}).get("models")
-    if manager is None or not hasattr(manager, "entries"):
-        return set()
-    names: set[str] = set()
-    for entry in manager.entries():
-        names.update((str(entry.path), pathlib.Path(str(entry.path)).name))
-    for hub, folder in dict(getattr(manager, "_fetched", {})).items():
-        if str(folder) in names:
-            names.add(hub)
-    return names
+    try:
+        return set(ask())
+    except Exception as exc:  # noqa: BLE001 - an engine that cannot say is not warm by its word
+        log.info("%s does not say which models it holds: %s", engine_name(engine), exc)
+        return None
 
 
 def holds(names: set[str], model: str) -> bool:
@@ -196,12 +191,14 @@ def _gone(exc: BaseException) -> bool:
 
 
 def run_on_engine(engine: Any, follow: _Follow, plan: SplitPlan, shard: Shard, workdir: pathlib.Path,
-                  give_up_s: float = 10.0, times: dict[str, float] | None = None) -> list[np.ndarray]:
+                  give_up_s: float = 10.0, times: dict[str, float] | None = None,
+                  run_id: str | None = None) -> list[np.ndarray]:
     """Run one shard on an EngineClient; the cut outputs, margins dropped. EngineGone when the
-    engine left, ShardFailed when a node failed. `times` gets run_s and fetch_s."""
+    engine left (or the shard was cancelled), ShardFailed when a node failed. `times` gets run_s
+    and fetch_s."""
     t0 = time.monotonic()
     graph = shard_graph(plan, shard)
-    run_id = f"pool-{uuid.uuid4().hex[:12]}-{shard.index}"
+    run_id = run_id or shard_run_id(shard)
     try:
         engine.submit(graph, plan.targets, workdir, run_id)
     except Exception as exc:
@@ -251,6 +248,10 @@ def run_on_engine(engine: Any, follow: _Follow, plan: SplitPlan, shard: Shard, w
     return [trim(plan, shard, a) for a in out]
 
 
+def shard_run_id(shard: Shard) -> str:
+    return f"pool-{uuid.uuid4().hex[:12]}-{shard.index}"
+
+
 def trim(plan: SplitPlan, shard: Shard, a: np.ndarray) -> np.ndarray:
     if plan.mode == "frames":
         if a.shape[0] < shard.skip + shard.size:
@@ -270,12 +271,31 @@ class EngineWorker:
         self.give_up_s = give_up_s
         self._follow: _Follow | None = None
         self.last_times: dict[str, float] = {}  # run_s and fetch_s of the last shard
+        self._current: str | None = None  # the run id of the shard in flight
+        self._cancelled = False
 
     def run(self, plan: SplitPlan, shard: Shard, workdir: pathlib.Path) -> list[np.ndarray]:
+        if self._cancelled:
+            raise EngineGone("the run was cancelled")
         if self._follow is None:
             self._follow = _Follow(self.engine)
         self.last_times = {}
-        return run_on_engine(self.engine, self._follow, plan, shard, workdir, self.give_up_s, self.last_times)
+        self._current = shard_run_id(shard)
+        try:
+            return run_on_engine(self.engine, self._follow, plan, shard, workdir, self.give_up_s, self.last_times,
+                                 self._current)
+        finally:
+            self._current = None
+
+    def cancel(self) -> None:
+        """Take no more shards and cancel the one in flight on its engine."""
+        self._cancelled = True
+        run_id = self._current
+        if run_id is not None:
+            try:
+                self.engine.cancel(run_id)
+            except Exception as exc:  # noqa: BLE001 - an engine that went away has nothing running
+                log.info("cancel %s on %s: %s", run_id, self.name, exc)
 
     def loaded(self) -> set[str] | None:
         return loaded_models(self.engine)
@@ -320,9 +340,12 @@ class _Queue:
 
 def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path = "output",
              on_progress: Callable[[Progress], None] | None = None, part_dtype: str = "float32",
-             models: set[str] | None = None, finish_settings: Any = None) -> PoolResult:
+             models: set[str] | None = None, finish_settings: Any = None,
+             cancel: threading.Event | None = None) -> PoolResult:
     """Run `plan`'s shards on `workers` (EngineWorker, RayWorker: `.name`, `.run(plan, shard,
-    dir)`), join them, run the finishing graph here; see the module docstring."""
+    dir)`, optionally `.cancel()`), join them, run the finishing graph here; see the module
+    docstring. Setting `cancel` hands out no more shards and cancels those in flight; what
+    finished is kept (and joined into a partial output), and the result says `cancelled`."""
     t0 = time.monotonic()
     output_dir = pathlib.Path(output_dir)
     run_key = uuid.uuid4().hex[:10]
@@ -390,6 +413,9 @@ def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path
     for t in threads:
         t.start()
         time.sleep(0.01)  # warm engines (first in the list) take the first shards
+    if cancel is not None:
+        threading.Thread(target=_cancel_when, args=(cancel, queue, workers, threads), daemon=True,
+                         name="imagebash-pool-cancel").start()
     for t in threads:
         t.join()
     for w in workers:
@@ -398,7 +424,14 @@ def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path
             close()
     result = PoolResult(plan, [], per_engine, 0.0, None, parts_dir, gone, dropped[0], store,
                         sorted(timings, key=lambda t: t["index"]))
-    if errors:
+    if cancel is not None and cancel.is_set() and not store.complete:
+        result.cancelled = True
+        done = len(store.done)
+        result.error = f"cancelled; {done} of {len(plan.shards)} shards finished" + (
+            f", kept in {parts_dir}" if done else "")
+        if done and plan.finish is not None:
+            result.files = _finish(plan, store, output_dir, run_key, finish_settings, partial=True)
+    elif errors:
         result.error = errors[0]
     elif not store.complete:
         done = len(store.done)
@@ -414,6 +447,20 @@ def run_plan(plan: SplitPlan, workers: list[Any], output_dir: str | pathlib.Path
                 result.error = str(exc)
     result.wall_s = time.monotonic() - t0
     return result
+
+
+def _cancel_when(cancel: threading.Event, queue: _Queue, workers: list[Any], threads: list[threading.Thread]) -> None:
+    """Wait for `cancel` (or the run's end); then stop the queue and cancel the shards in flight."""
+    while not cancel.wait(0.1):
+        if not any(t.is_alive() for t in threads):
+            return
+    with queue.cond:
+        queue.stop = True
+        queue.cond.notify_all()
+    for w in workers:
+        stop = getattr(w, "cancel", None)
+        if stop is not None:
+            stop()
 
 
 def _finish(plan: SplitPlan, store: PartStore, output_dir: pathlib.Path, run_key: str, settings: Any,
