@@ -16,6 +16,10 @@ from PySide6.QtWidgets import QMenu, QToolButton
 
 from app import paths
 from app.ui.panels.welcome import example_title, example_workflows
+from app.ui.pool_run import POOL
+
+#: The Engine menu's entry that sends the tab's runs to the pool (its engine key is `POOL`).
+POOL_TITLE = "Pool (all engines)"
 
 if TYPE_CHECKING:
     from app.ui.window import MainWindow
@@ -168,6 +172,15 @@ def fill_engines(win: MainWindow) -> None:
         a.setToolTip("this computer" if e.is_local else e.url)
         group.addAction(a)
         a.triggered.connect(lambda _=False, key=e.key: win.set_current_engine(key))
+    menu.addSeparator()
+    # the tab's runs split over the engines of Settings > Engines > Pool (what Run > Run on Pool does)
+    a = menu.addAction(POOL_TITLE)
+    a.setCheckable(True)
+    a.setChecked(current == POOL)
+    a.setData(POOL)
+    a.setToolTip("Run this tab split over the engines of Settings > Engines > Pool (as Run > Run on Pool)")
+    group.addAction(a)
+    a.triggered.connect(lambda _=False: win.set_current_engine(POOL))
     menu.addSeparator()
     menu.addAction("Manage engines…", win.settings_dialog)
 

@@ -114,6 +114,8 @@ class RunController(QObject):
         #: Summaries of the last outputs of every node that finished, per document:
         #: {id(doc): {node_id: {port: OutputSummary}}}; values are fetched from the client by ref.
         self._outputs: dict[int, dict[str, dict[str, OutputSummary]]] = {}
+        #: The parameters each of those nodes ran with: {id(doc): {node_id: params}}.
+        self._ran_params: dict[int, dict[str, dict[str, Any]]] = {}
         self._runs_of: dict[int, list[str]] = {}
         self._subscriptions: dict[int, tuple[Any, Callable[[], None]]] = {}
         self._bridged.connect(self._on_event, Qt.ConnectionType.QueuedConnection)
@@ -293,6 +295,9 @@ class RunController(QObject):
         if isinstance(event, ev.NodeFinished) and event.node_id:
             if job.document is not None:
                 self._outputs.setdefault(id(job.document), {})[event.node_id] = dict(event.outputs)
+                ran = job.graph.nodes.get(event.node_id) if job.graph is not None else None
+                self._ran_params.setdefault(id(job.document), {})[event.node_id] = \
+                    dict(ran.params) if ran is not None else None
         elif isinstance(event, ev.NodeFile) and event.file is not None:
             job.files.append(pathlib.Path(event.file.path))
         elif isinstance(event, ev.NodeFailed) and event.node_id:
@@ -323,6 +328,10 @@ class RunController(QObject):
         """Summaries of the latest outputs of each node of `document` that has run."""
         return self._outputs.get(id(document), {})
 
+    def ran_params(self, document: Any, node_id: str) -> dict[str, Any] | None:
+        """The parameters node `node_id` of `document` had in the run that made its latest outputs."""
+        return self._ran_params.get(id(document), {}).get(node_id)
+
     def client_of(self, run_id: str) -> Any:
         """The client that made run `run_id` (the default one for a run it never saw)."""
         return self._client_of_run.get(run_id, self.client)
@@ -334,6 +343,7 @@ class RunController(QObject):
     def forget(self, document: Any) -> None:
         """A document closed: drop its summaries and let the engines drop the values behind them."""
         self._outputs.pop(id(document), None)
+        self._ran_params.pop(id(document), None)
         for run_id in self._runs_of.pop(id(document), []):
             self.client_of(run_id).release(run_id)
 

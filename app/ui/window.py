@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from app import paths
 from app.graph.io import WorkflowFormatError
 from app.ui import autosave as A
-from app.ui.actions import build_actions, check_engine, fill_engines, icon, make_action, show_canvas_actions
+from app.ui.actions import POOL_TITLE, build_actions, check_engine, fill_engines, icon, make_action, show_canvas_actions
 from app.ui.canvas.palette import NodePalette
 from app.ui.canvas.view import CanvasView
 from app.ui.document import WorkflowDocument
@@ -45,7 +45,7 @@ from app.ui.panels.models import ModelsPanel
 from app.ui.panels.preview import PreviewPanel
 from app.ui.panels.queue import QueuePanel
 from app.ui.panels.welcome import WelcomeStrip
-from app.ui.pool_run import PoolRunner
+from app.ui.pool_run import POOL, PoolRunner
 from app.ui.reattach import InFlightJobs
 from app.ui.runner import RunController, RunJob, apply_event_to_view
 from app.ui.settings import LOCAL, Settings
@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self.palette_panel = NodePalette(self.registry)
         self.palette_panel.setMinimumWidth(140)
         self.inspector = InspectorPanel()
+        self.inspector.run_outputs, self.inspector.ran_params = self.runner.outputs, self.runner.ran_params
         self.preview = PreviewPanel(self.runner)  # frames come from the engine that made them
         self.queue = QueuePanel(self.runner)
         self.log = LogPanel()
@@ -241,7 +242,7 @@ class MainWindow(QMainWindow):
         if i < 0:
             return
         doc = view.document
-        engine = self.engines.name(doc.engine)
+        engine = self.engine_name(doc.engine)
         self.tabs.setTabText(i, self.tab_title(doc))
         self.tabs.setTabToolTip(i, (str(doc.path) if doc.path else "not saved yet") + f"\nruns on: {engine}")
         if view is self.current_view():
@@ -311,8 +312,8 @@ class MainWindow(QMainWindow):
     def check_models(self, doc: WorkflowDocument, source: pathlib.Path | None = None) -> Any:
         """One dialog listing the model files an opened workflow names and this computer lacks
         (`app.library.missing`); None when nothing is missing. A PNG's provenance gives each model's
-        hash (for a Civitai look-up). A remote engine has its own models."""
-        if doc.engine != LOCAL:
+        hash (for a Civitai look-up). A remote engine has its own models (the pool: this computer's too)."""
+        if doc.engine not in (LOCAL, POOL):
             return None
         from app.library.missing import missing_models, png_provenance
 
@@ -465,6 +466,8 @@ class MainWindow(QMainWindow):
 
     def run_nodes(self, view: CanvasView, targets: list[str] | None) -> RunJob | None:
         doc = view.document
+        if doc.engine == POOL:  # the tab's engine menu says Pool: what Run > Run on Pool does
+            return self.pool.start(doc, targets, self.tab_title(doc).rstrip(" *"))
         missing = self.engines.missing_token(self._client_for(doc)[1])
         if missing is not None:
             self.error(missing)
@@ -497,8 +500,18 @@ class MainWindow(QMainWindow):
         if doc is not None:
             self.set_document_engine(doc, key)
 
+    def engine_name(self, key: str) -> str:
+        """How engine `key` reads in titles and tooltips (the pool too)."""
+        return POOL_TITLE if key == POOL else self.engines.name(key)
+
     def set_document_engine(self, doc: WorkflowDocument, key: str) -> None:
-        """Run `doc` on engine `key` from now on; its client is made (and probed) right away."""
+        """Run `doc` on engine `key` from now on; its client is made (and probed) right away.
+        `POOL` sends its runs to the pool (`app.ui.pool_run`): there is no client of its own."""
+        if key == POOL:
+            doc.set_engine(POOL)
+            if doc is self.current_document():
+                self._refresh_inspector()
+            return
         if not self.engines.known(key):
             self.statusBar().showMessage(f"No engine '{key}': add it in Settings > Engines", 6000)
             return
@@ -511,6 +524,13 @@ class MainWindow(QMainWindow):
 
     def _update_engine_indicator(self) -> None:
         key = self.current_engine_key()
+        if key == POOL:
+            names = ", ".join(self.engines.name(k) for k in self.settings.pool_keys() if self.engines.known(k)) \
+                or "none: tick some in Settings > Engines > Pool"
+            self.engine_button.setText(f"Engine: {POOL_TITLE} ▾")
+            self.engine_button.setToolTip(f"Runs split over the pool's engines ({names})"
+                                          "\nClick to run this tab on another engine")
+            return
         state = self.engines.state(key)
         name = self.engines.name(key)
         self.engine_button.setText(f"Engine: {name}" + (f" ({state.text})" if state.text else "") + " ▾")
@@ -601,6 +621,8 @@ class MainWindow(QMainWindow):
             apply_event_to_view(view, job, event, self.runner.outputs(doc))
         if isinstance(event, ev.NodeFinished) and view is self.current_view():
             self.preview.set_outputs(self.runner.outputs(doc))
+        if isinstance(event, ev.NodeFinished) and self.inspector.document is doc:
+            self.inspector.refresh_clip_length()  # a loader's outputs tell the clip's length
 
     # selection ----------------------------------------------------------------------------------
     def _selection_changed(self, view: CanvasView, ids: list) -> None:
@@ -643,6 +665,8 @@ class MainWindow(QMainWindow):
             if self.runner.remove_client(client):
                 self.engines.drop(key)
         for doc in self.documents:
+            if doc.engine == POOL:
+                continue  # the pool's members are read at each run
             if not self.engines.known(doc.engine):
                 doc.set_engine(LOCAL)
             else:

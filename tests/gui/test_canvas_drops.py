@@ -102,3 +102,29 @@ def test_dropping_an_unknown_file_says_so(qtbot, tmp_path):
     drop(view, file_mime(notes), QPointF(0, 0))
     assert not view.document.graph.nodes
     assert messages and "notes.txt" in messages[0]
+
+
+def _frames(n: int) -> list[PILImage.Image]:
+    return [PILImage.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)) for i in range(n)]
+
+
+def test_dropping_an_animated_webp_creates_a_load_video_node_and_a_still_one_a_load_image(qtbot, tmp_path):
+    anim, still, gif = tmp_path / "anim.webp", tmp_path / "still.webp", tmp_path / "anim.gif"
+    first, *rest = _frames(3)
+    first.save(anim, save_all=True, append_images=rest, duration=100, loop=0)
+    first.save(gif, save_all=True, append_images=rest, duration=100, loop=0)
+    _frames(1)[0].save(still)
+    with PILImage.open(anim) as im:
+        assert im.n_frames == 3  # what the test wrote is an animation
+    view = make_view(qtbot)
+    doc = view.document
+    opened = []
+    view.workflowDropped.connect(opened.append)
+    assert drop(view, file_mime(anim, still, gif), (100, 100))
+    assert not opened  # no workflow in any of them
+    nodes = sorted(doc.graph.nodes.values(), key=lambda n: n.position[1])
+    assert [(n.type, n.params["path"]) for n in nodes] == [
+        ("imagebash.video.load", str(anim)), ("imagebash.image.load", str(still)), ("imagebash.video.load", str(gif))]
+    # Load Video reads both animations frame by frame
+    from nodes.video.reader import open_video
+    assert len(open_video(anim)) == 3 and len(open_video(gif)) == 3

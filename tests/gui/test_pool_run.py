@@ -144,6 +144,61 @@ def test_pooled_frame_ranges_same_video_as_a_local_run(make_window, qtbot, reg, 
     assert re.fullmatch(r"1 file\(s\) · 16/16 · local \d, gpu-box \d", win.queue.row_of(job.number)[6])
 
 
+def _choose_in_engine_menu(qtbot, win, key):
+    """Open the toolbar's Engine menu and click the entry of engine `key`."""
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    menu = win.engine_button.menu()
+    menu.popup(win.engine_button.mapToGlobal(QPoint(0, win.engine_button.height())))
+    qtbot.waitExposed(menu)
+    action = next(a for a in menu.actions() if a.data() == key)
+    QTest.mouseClick(menu, Qt.MouseButton.LeftButton, pos=menu.actionGeometry(action).center())
+    qtbot.waitUntil(lambda: not menu.isVisible(), timeout=3000)
+
+
+def test_pool_chosen_in_a_tabs_engine_menu_makes_ctrl_enter_a_pooled_run(make_window, qtbot, reg, second):
+    from PySide6.QtCore import Qt
+
+    from tests.gui.conftest import activate
+
+    win = _pool_window(make_window, reg, second, helpers.sweep(count=4))
+    pool_view = win.current_view()
+    pool_doc = pool_view.document
+    assert "Pool (all engines)" in [a.text() for a in win.engine_button.menu().actions()]
+    _choose_in_engine_menu(qtbot, win, "pool")
+    assert pool_doc.engine == "pool"
+    assert win.engine_button.text() == "Engine: Pool (all engines) ▾"
+    checked = [a.data() for a in win.engine_button.menu().actions() if a.isCheckable() and a.isChecked()]
+    assert checked == ["pool"]
+    activate(qtbot, win)
+    pool_view.setFocus()
+    before = len(win.runner.jobs)
+    with qtbot.waitSignal(win.pool.started, timeout=5000):
+        qtbot.keyClick(pool_view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    job = win.runner.jobs[-1]
+    assert len(win.runner.jobs) == before + 1 and job.engine == "pool" and job.document is pool_doc
+    wait_job(qtbot, win, job, timeout=20000)
+    assert job.status == "done", job.message
+    assert len(job.files) == 4 and all(f.exists() for f in job.files)  # as with Run > Run on Pool
+    assert re.fullmatch(r"\d+ file\(s\) · 4/4 · local \d, gpu-box \d", win.queue.row_of(job.number)[6]), \
+        win.queue.row_of(job.number)
+    # the choice is the tab's: another tab runs locally, and coming back shows Pool again
+    other = win.add_document(WorkflowDocument(helpers.sweep(count=2), reg))
+    assert other.document.engine == "local" and win.engine_button.text() == "Engine: local ▾"
+    local = wait_job(qtbot, win, win.run_current(), timeout=20000)
+    assert local.engine == "local" and local.status == "done" and len(local.files) == 2
+    win.tabs.setCurrentWidget(pool_view)
+    assert win.engine_button.text() == "Engine: Pool (all engines) ▾" and pool_doc.engine == "pool"
+    pooled_again = win.run_current()
+    assert pooled_again.engine == "pool"
+    wait_job(qtbot, win, pooled_again, timeout=20000)
+    assert pooled_again.status == "done", pooled_again.message
+    # and back to local from the same menu
+    _choose_in_engine_menu(qtbot, win, "local")
+    assert pool_doc.engine == "local" and win.engine_button.text() == "Engine: local ▾"
+
+
 def _slow_sweep(count: int = 4) -> Graph:
     g = helpers.sweep(count=count, save=False)
     g.add_node(NodeInstance("slow", "test.pool.slow", {"seconds": 30.0}))

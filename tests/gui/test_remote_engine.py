@@ -117,7 +117,7 @@ def test_settings_adds_an_engine_tests_it_and_keeps_its_token_in_the_keyring_onl
             if f.is_file():
                 assert server.token not in f.read_bytes().decode("utf-8", "replace"), f
     # the toolbar's Engine menu offers it now; a reopened dialog says a token is stored
-    assert [a.data() for a in win.engine_button.menu().actions() if a.data()] == ["local", server.url]
+    assert [a.data() for a in win.engine_button.menu().actions() if a.data()] == ["local", server.url, "pool"]
     again = SettingsDialog(gui_settings, win)
     qtbot.addWidget(again)
     again.engines.list.setCurrentRow(1)

@@ -164,10 +164,19 @@ def test_interpolation_combo_commits_and_the_scrubber_reads_schedule_at(qtbot):
             assert ed.readout.text() == f"frame {frame}: {ref.at(frame):.4g}"
         assert ed.curve.playhead == 70
     assert ed.readout_at(12) != ScheduleEditor(OPACITY, sched("0:(1.0), 48:(0.4)"), lambda v: None).readout_at(12)
-    # the caller's clip length widens the scrubber
+    # the caller's clip length sets the scrubber's span: its frames 0 .. 199 (a later keyframe widens it)
     clip = ScheduleEditor(OPACITY, sched("0:(1.0)"), lambda v: None, clip_length=200)
     qtbot.addWidget(clip)
-    assert clip.scrubber.maximum() == 200
+    assert clip.scrubber.maximum() == 199 and clip.curve.span == 199
+    clip.scrubber.setValue(12)
+    assert clip.readout.text() == "frame 12 / 200: 1"
+    clip.set_clip_length(30)
+    assert clip.scrubber.maximum() == 29 and clip.curve.span == 29
+    clip.set_clip_length(None)
+    assert clip.scrubber.maximum() == 24
+    late = ScheduleEditor(OPACITY, sched("0:(1.0), 40:(0.5)"), lambda v: None, clip_length=30)
+    qtbot.addWidget(late)
+    assert late.scrubber.maximum() == 40
 
 
 def test_the_curve_is_drawn_where_the_values_are(qtbot):
@@ -271,3 +280,47 @@ def test_canvas_shows_and_edits_a_scheduled_parameter(qtbot):
     action = next(a for a in line.actions() if a.objectName() == "keyframeAction")
     action.trigger()
     assert got == [sched("0:(20)")]
+
+
+# the scrubber spans the clip feeding the node ----------------------------------------------------
+def test_the_inspector_scrubber_spans_the_clip_of_the_load_video_upstream(make_window, qtbot, tmp_path):
+    from types import SimpleNamespace
+
+    from app.ui.document import WorkflowDocument
+    from tests.video.conftest import make_clip
+
+    clip = make_clip(tmp_path / "thirty.mp4", n=30)
+    win = make_window()
+    view = win.add_document(WorkflowDocument(registry=win.registry))
+    doc = view.document
+    load = doc.add_node("imagebash.video.load", (0, 0), {"path": str(clip)})
+    adjust = doc.add_node("imagebash.image.color_adjust", (300, 0),
+                          {"brightness": {"schedule": "0:(0), 6:(0.5)", "interp": "linear"}})
+    doc.connect(load, "video", adjust, "image")
+    view.select_nodes([adjust])
+    field = win.inspector.editors["brightness"]
+    assert isinstance(field, ScheduleField)
+    ed: ScheduleEditor = field.editor
+    qtbot.waitUntil(lambda: ed.scrubber.maximum() == 29, timeout=5000)  # probed off the GUI thread
+    assert ed.curve.span == 29
+    ed.scrubber.setValue(6)
+    assert ed.readout.text() == "frame 6 / 30: 0.5"
+    # the loader's trim is honoured, and follows its edits
+    doc.set_param(load, "max_frames", 10)
+    assert win.inspector.editors["brightness"].editor.scrubber.maximum() == 9
+    doc.set_param(load, "max_frames", 0)
+    doc.set_param(load, "start", 4)
+    doc.set_param(load, "stride", 2)
+    assert win.inspector.editors["brightness"].editor.scrubber.maximum() == 12  # frames 4, 6, .. 28
+    # the last run's outputs tell it when the loader ran with these parameters
+    outputs = {load: {"frame_count": SimpleNamespace(kind="int", value=7, frames=0)}}
+    win.inspector.run_outputs = lambda d: outputs if d is doc else {}
+    win.inspector.ran_params = lambda d, nid: dict(doc.graph.nodes[nid].params)
+    win.inspector.refresh_clip_length()
+    assert win.inspector.editors["brightness"].editor.scrubber.maximum() == 6
+    win.inspector.ran_params = lambda d, nid: {"path": str(clip)}  # stale: ran before the trim changed
+    win.inspector.refresh_clip_length()
+    assert win.inspector.editors["brightness"].editor.scrubber.maximum() == 12
+    # no clip upstream: the default span
+    doc.disconnect(doc.graph.link_into(adjust, "image"))
+    assert win.inspector.editors["brightness"].editor.scrubber.maximum() == 6 + 24

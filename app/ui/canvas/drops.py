@@ -1,5 +1,5 @@
 """Files dropped on a canvas: a workflow (.json, or a PNG / video carrying one) opens; other images and
-videos become Load nodes."""
+videos become Load nodes (an animated WebP is a video, a still one an image; a GIF is a video)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,23 @@ from app.graph import io
 from app.ui.document import WorkflowDocument
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".exr"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
+#: A GIF is always a clip: Load Video reads it (through PyAV, a still one as one frame), Load Image does not.
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif"}
+#: Image formats that may hold an animation Load Video reads (WebP through Pillow): a file with more than
+#: one frame is a clip, one with a single frame a still.
+ANIMATED_SUFFIXES = {".webp"}
 LOAD_IMAGE, LOAD_VIDEO = "imagebash.image.load", "imagebash.video.load"
+
+
+def is_animated(path: pathlib.Path) -> bool:
+    """Whether an image file holds more than one frame (an animated WebP / GIF); False when unreadable."""
+    try:
+        from PIL import Image as PILImage
+
+        with PILImage.open(path) as im:
+            return bool(getattr(im, "is_animated", False)) or getattr(im, "n_frames", 1) > 1
+    except Exception:  # noqa: BLE001 - not an image Pillow reads: treat it as a still
+        return False
 
 
 def drop_files(doc: WorkflowDocument, files: list[pathlib.Path], pos: tuple[float, float],
@@ -27,6 +42,8 @@ def drop_files(doc: WorkflowDocument, files: list[pathlib.Path], pos: tuple[floa
         suffix = f.suffix.lower()
         if suffix == ".json" or (suffix in (".png", ".webp", *io.VIDEO_SUFFIXES) and io.carries_workflow(f)):
             open_workflow(str(f))  # the window opens it in a tab and reports a file that is not a workflow
+        elif suffix in ANIMATED_SUFFIXES and is_animated(f):
+            loads.append((LOAD_VIDEO, f))  # an animated WebP: its frames are a clip
         elif suffix in IMAGE_SUFFIXES:
             loads.append((LOAD_IMAGE, f))
         elif suffix in VIDEO_SUFFIXES:

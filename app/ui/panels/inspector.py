@@ -4,11 +4,14 @@ Editors come from `app.ui.widgets.param_editors.make_editor` and commit through
 `WorkflowDocument.set_param`, so each change is one undo step; the panel rebuilds itself when the
 node changes from elsewhere (an undo, the canvas' inline editor). A keyframed parameter shows its
 schedule line with the curve editor embedded below it (a ◆ before its name); turning keyframes on
-or off rebuilds the panel, since the parameter's editor changes kind.
+or off rebuilds the panel, since the parameter's editor changes kind. The curve and its scrubber
+span the clip feeding the node (`app.ui.clip`: the nearest Load Video / Load Image Sequence
+upstream, from the last run's outputs or a probe of its file), updated as that clip changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -22,7 +25,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.graph.model import GraphEvent
-from app.ui.widgets.param_editors import make_editor
+from app.ui.clip import ClipLengths
+from app.ui.widgets.param_editors import ScheduleField, make_editor
 from nodes.registry import REQUIRED
 from nodes.schedule import is_schedule_json
 
@@ -43,6 +47,13 @@ class InspectorPanel(QScrollArea):
         self._committing = False
         #: (node id, port) of scheduled parameters whose curve editor the user folded away.
         self._curves_closed: set[tuple[str, str]] = set()
+        #: Lengths of the clips feeding nodes (probes cached per file); the window sets `run_outputs`
+        #: (document -> {node: {port: OutputSummary}}) and `ran_params` ((document, node) -> params).
+        self.clips = ClipLengths(self)
+        self.clips.changed.connect(self.refresh_clip_length)
+        self.run_outputs: Callable[[Any], dict] | None = None
+        self.ran_params: Callable[[Any, str], dict | None] | None = None
+        self.clip_length: int | None = None
         self.clear()
 
     # public -------------------------------------------------------------------------------------
@@ -54,6 +65,24 @@ class InspectorPanel(QScrollArea):
                 self._unsubscribe = document.graph.subscribe(self._graph_event)
         self.node_id = node_id if document is not None and node_id in document.graph.nodes else None
         self._rebuild()
+
+    def refresh_clip_length(self) -> None:
+        """Give the scheduled parameters' editors the (new) length of the clip feeding the node."""
+        n = self._clip_length()
+        if n == self.clip_length:
+            return
+        self.clip_length = n
+        for w in self.editors.values():
+            if isinstance(w, ScheduleField):
+                w.set_clip_length(n)
+
+    def _clip_length(self) -> int | None:
+        if self.document is None or self.node_id is None:
+            return None
+        doc = self.document
+        outputs = self.run_outputs(doc) if self.run_outputs is not None else None
+        ran = (lambda nid: self.ran_params(doc, nid)) if self.ran_params is not None else None
+        return self.clips.clip_length(doc, self.node_id, outputs, ran)
 
     def clear(self) -> None:
         self._detach()
@@ -81,6 +110,7 @@ class InspectorPanel(QScrollArea):
 
     def _rebuild(self) -> None:
         self.editors = {}
+        self.clip_length = self._clip_length()
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setAlignment(Qt.AlignmentFlag.AlignTop)
@@ -126,6 +156,7 @@ class InspectorPanel(QScrollArea):
                     label.setProperty("scheduled", True)
                 w = make_editor(port, value, lambda v, name=port.name: self._commit(name, v),
                                 choices=lambda name=port.name: self.document.choices(spec.id, name),
+                                clip_length=self.clip_length,
                                 curve_inline=True, curve_open=key not in self._curves_closed,
                                 on_curve_toggled=lambda shown, key=key: self._curve_toggled(key, shown))
                 self.editors[port.name] = w
@@ -190,6 +221,8 @@ class InspectorPanel(QScrollArea):
         touched = event.data.get("node_id") == self.node_id or (link is not None and link.dst == self.node_id)
         if touched:
             self._rebuild()
+        else:  # upstream: a loader's path or trim, a link, may change the clip
+            self.refresh_clip_length()
 
 
 def _reflow(text: str) -> str:

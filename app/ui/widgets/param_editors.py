@@ -228,6 +228,12 @@ class ScheduleField(QWidget):
     def text(self) -> str:
         return self.line.text()
 
+    def set_clip_length(self, clip_length: int | None) -> None:
+        """The length of the clip feeding the node (None: unknown); the curve and scrubber span it."""
+        self.clip_length = clip_length
+        if self.editor is not None:
+            self.editor.set_clip_length(clip_length)
+
     def show_error(self, message: str) -> None:
         self.error.setText(message)
         self.error.setVisible(bool(message))

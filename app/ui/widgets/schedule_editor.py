@@ -5,7 +5,9 @@ form `{"schedule": "0:(1), 48:(0.4)", "interp": "linear"}`, and calls `on_commit
 form once per gesture (a drag on release, a double-click, a key press, a row edit), so each is
 one undo step of the app. The curve is sampled with `Schedule.at` at whole frames, so what it
 draws is what the engine evaluates. `ScheduleDialog` wraps the editor for callers that cannot
-embed it (the canvas' inline editor): it commits once, when OK is pressed.
+embed it (the canvas' inline editor): it commits once, when OK is pressed. Given the length of
+the clip feeding the node (`clip_length`, or later `set_clip_length`), the curve and the scrubber
+span the clip's frames 0 .. length-1 and the readout says "frame 12 / 240".
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from app.ui.theme import canvas_palette
 from nodes.schedule import Interp, Schedule, ScheduleError, split_keyframes
 
 Commit = Callable[[Any], None]
-#: Frames shown after the last keyframe (and the least span of the scrubber).
+#: Frames shown after the last keyframe when the clip's length is not known.
 TAIL_FRAMES = 24
 
 
@@ -131,7 +133,8 @@ class CurveWidget(QWidget):
         self.keys = list(keys)
         self.lo, self.hi, self.step = lo, hi, step
         self.span = TAIL_FRAMES
-        self.min_span = 0
+        #: Frames of the clip the schedule drives (None: unknown): the curve spans exactly it.
+        self.clip_frames: int | None = None
         self.playhead: int | None = None
         self.selected: int | None = None  # index into keys
         self._drag: dict[str, Any] | None = None
@@ -167,7 +170,7 @@ class CurveWidget(QWidget):
             self._sched = None
         last = self.keys[-1][0] if self.keys else 0
         if self._drag is None:
-            self.span = max(last + TAIL_FRAMES, self.min_span, 1)
+            self.span = max(last, self.clip_frames - 1, 1) if self.clip_frames else max(last + TAIL_FRAMES, 1)
         self.update()
 
     def is_expression(self, index: int) -> bool:
@@ -551,8 +554,8 @@ class ScheduleEditor(QWidget):
         else:
             self.curve = CurveWidget(self.kind, keys, interp, r.min if r else None, r.max if r else None,
                                      r.step if r else None, self)
-            if clip_length:
-                self.curve.min_span = int(clip_length)
+            self.curve.clip_frames = int(clip_length) if clip_length else None
+            self.curve._refresh()
             self.curve.edited.connect(self._edited)
             body = self.curve
         self._keys = keys
@@ -621,9 +624,23 @@ class ScheduleEditor(QWidget):
         self._update_scrubber()
 
     def span(self) -> int:
+        """The scrubber's last frame: the clip's last one when its length is known (or a later keyframe)."""
         keys = self.keys()
         last = keys[-1][0] if keys else 0
-        return max(last + TAIL_FRAMES, int(self.clip_length or 0))
+        if self.clip_length:
+            return max(last, int(self.clip_length) - 1)
+        return last + TAIL_FRAMES
+
+    def set_clip_length(self, clip_length: int | None) -> None:
+        """The clip feeding the node got known (or changed): span it."""
+        clip_length = int(clip_length) if clip_length else None
+        if clip_length == self.clip_length:
+            return
+        self.clip_length = clip_length
+        if self.curve is not None:
+            self.curve.clip_frames = clip_length
+            self.curve._refresh()
+        self._update_scrubber()
 
     def _edited(self) -> None:
         if self.curve is not None:
@@ -642,7 +659,10 @@ class ScheduleEditor(QWidget):
         if self.curve is not None:
             self.curve.playhead = frame
             self.curve.update()
-        self.readout.setText(f"frame {frame}: {self.readout_at(frame)}")
+        of = f" / {self.clip_length}" if self.clip_length else ""
+        self.readout.setText(f"frame {frame}{of}: {self.readout_at(frame)}")
+        self.scrubber.setToolTip(f"frames 0–{self.clip_length - 1} of the clip feeding this node"
+                                 if self.clip_length else "frames of the schedule (no clip feeds this node)")
 
     def readout_at(self, frame: int) -> str:
         sched = self.schedule()
