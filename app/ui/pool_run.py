@@ -234,7 +234,8 @@ class PoolRunner(QObject):
                 emit_safely(self._line, job, "info", f"pool: runs unsplit on {workers[0].name}"
                                                      + (f": {plan.note}" if plan.note else ""))
             result = run_pool(job.graph, [], registry, job.targets, job.output_dir, per_engine=per_engine,
-                              on_progress=lambda p: emit_safely(self._progress, state, p), workers=workers)
+                              on_progress=lambda p: emit_safely(self._progress, state, p), workers=workers,
+                              cancel=state.stop)
         except Exception as exc:  # whatever broke is the run's one error line
             log.exception("pooled run #%s", job.number)
             emit_safely(self._done, state, None, one_line(exc))
