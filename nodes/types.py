@@ -101,12 +101,14 @@ class Latent:
 
 @dataclass(frozen=True)
 class LoraRef:
-    """One LoRA in a stack: its file, its weight and a short content hash (for provenance)."""
+    """One LoRA in a stack: its file, its weight and a short content hash (for provenance); on a
+    two-expert model, which experts its generic keys reach ("" for the family's default)."""
 
     path: str
     weight: float
     hash: str = ""
     name: str = ""
+    expert: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ trainer writes) through the trainer's input-axis DoRA variant. Before every samp
 handle's stack is activated: each tuner layer enables exactly the adapters in the stack, with
 the stack's weights as scales. A weight change is therefore a scale change, never a reload, and
 a workflow without LoRAs sees the base.
+
+On a two-expert model (Wan 2.2 A14B: the family's `lora_experts`), keys that name the denoiser
+without saying which expert go to the experts the LoRA node picks (both by default); keys for
+the second expert (`transformer_2.`) always go there. The choice is part of the adapter's name,
+so one file may be loaded for each choice side by side. A one-expert file read as such a model
+holds the same module under both names: it gets each LoRA module once.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +56,88 @@ class AdapterInfo:
     dora: bool
     unmatched: list[str] = field(default_factory=list)
     family: str = ""  # title of the model family it was loaded into
+    experts: str = ""  # on a two-expert model: which experts it reached, in words
 
     def report(self) -> str:
         text = (f"{shown_key(Path(self.path).name)}: {self.style} {'DoRA' if self.dora else 'LoRA'}, "
                 f"{self.matched_modules} modules")
+        if self.experts:
+            text += f" ({self.experts})"
         if self.unmatched:
             sample = ", ".join(self.unmatched[:3])
             text += f"; {len(self.unmatched)} of {self.total_keys} keys matched nothing in the model ({sample}...)"
         return text
 
 
-def adapter_name(file_hash: str) -> str:
-    return "lora_" + file_hash
+def adapter_name(file_hash: str, expert: str = "") -> str:
+    """The adapter of a file (and of a non-default expert choice: see `expert_choice`)."""
+    return "lora_" + file_hash + (f"_{expert}" if expert else "")
+
+
+def expert_choice(entry: Entry, expert: str = "") -> tuple[str, str]:
+    """(the expert choice that applies to this model: "" for the default or where there is no
+    choice; a one-line note when `expert` was asked for but does not apply).
+
+    Raises ValueError for a choice the model's family does not know.
+    """
+    wanted = str(getattr(expert, "value", expert) or "")
+    family = entry_family(entry)
+    choices = dict(family.lora_experts) if family is not None else {}
+    title = family.title if family is not None else entry.family
+    if not choices:
+        return "", (f"expert {wanted!r} ignored: {title} models have one denoiser" if wanted else "")
+    default = next(iter(choices))
+    if wanted in ("", default):
+        return "", ""
+    if wanted not in choices:
+        raise ValueError(f"unknown expert {wanted!r} for {title}: one of {', '.join(choices)}")
+    if len(_distinct_experts(entry.pipe, family)) < 2:
+        return "", f"expert {wanted!r} ignored: this {title} model has one expert (it runs every step)"
+    return wanted, ""
+
+
+def _distinct_experts(pipe: Any, family: Family) -> dict[int, str]:
+    """id(module) -> its first component name, over the family's expert components the pipe has."""
+    out: dict[int, str] = {}
+    for comps in family.lora_experts.values():
+        for comp in comps:
+            module = getattr(pipe, comp, None)
+            if module is not None:
+                out.setdefault(id(module), comp)
+    return out
+
+
+def _route_experts(pipe: Any, family: Family | None, parsed: Any, expert: str) -> str:
+    """Send the denoiser's modules of `parsed` to the chosen experts (in place); words for the
+    load report ("" on a model without two experts)."""
+    if family is None or not family.lora_experts:
+        return ""
+    experts = _distinct_experts(pipe, family)
+    for comp in list(parsed.modules):  # one module under two names: give it each LoRA module once
+        module = getattr(pipe, comp, None)
+        first = experts.get(id(module)) if module is not None else None
+        if first is None or first == comp:
+            continue
+        own = parsed.modules.setdefault(first, {})
+        for name, mod in parsed.modules.pop(comp).items():
+            if name in own:
+                parsed.unmatched.append(f"{comp}:{name} (also given for {first}: the same module here)")
+            else:
+                own[name] = mod
+    if len(experts) < 2:
+        return ""
+    den = family.denoiser
+    reached = [c for c in experts.values() if c in parsed.modules]
+    named = [c for c in reached if c != den]
+    if named or den not in parsed.modules:  # the file says which expert each key is for
+        where = " and ".join(reached)
+        return f"keys name their experts: {where}" + (f"; expert {expert!r} not applied" if expert else "")
+    choice = expert or next(iter(family.lora_experts))
+    targets = [c for c in family.lora_experts[choice] if getattr(pipe, c, None) is not None]
+    mods = parsed.modules.pop(den)
+    for i, comp in enumerate(targets):
+        parsed.modules[comp] = mods if i == 0 else {n: replace(m) for n, m in mods.items()}
+    return f"{choice.replace('_', '-')}: {' and '.join(targets)}"
 
 
 def _adapters(entry: Entry) -> dict[str, AdapterInfo]:
@@ -81,14 +157,17 @@ def _components(entry: Entry) -> tuple[str, ...]:
     return tuple(family.lora_components) if family is not None else key_spec().components
 
 
-def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[str] = ()) -> AdapterInfo:
+def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[str] = (),
+                   expert: str = "") -> AdapterInfo:
     """Load `path` into the entry's pipeline as an adapter unless it is already there.
 
     Adapters named in `keep` (the rest of the stack being applied) are never evicted for it.
+    `expert` picks the experts of a two-expert model its generic keys reach (`expert_choice`).
     """
     from safetensors.torch import load_file
 
-    name = adapter_name(file_hash)
+    expert, _note = expert_choice(entry, expert)
+    name = adapter_name(file_hash, expert)
     with entry.lock:
         known = _adapters(entry)
         if name in known:
@@ -110,6 +189,7 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[st
         if not parsed.matched_modules and not parsed.rejected:
             raise ValueError(f"{file}: none of its {parsed.total_keys} keys match a module of this "
                              f"{title} model (a LoRA for another model family?)")
+        experts = _route_experts(entry.pipe, family, parsed, expert)
         bad = parsed.problems + misfits(entry.pipe, parsed.modules)
         if bad:  # checked before anything is injected: a refused file leaves the pipeline as it was
             raise ValueError(f"{file}: {len(bad)} of its modules do not fit this {title} model, "
@@ -126,7 +206,7 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[st
             first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ValueError(f"{file}: cannot load it into this {title} model: {first}") from exc
         info = AdapterInfo(name, str(path), parsed.style, parsed.matched_modules, parsed.total_keys,
-                           parsed.dora, unmatched, title)
+                           parsed.dora, unmatched, title, experts)
         known[name] = info
         entry.state["lora_loads"] = entry.state.get("lora_loads", 0) + 1
         entry.state.pop("tuner_layers", None)
@@ -256,9 +336,11 @@ def _tuner_layers(entry: Entry) -> list[Any]:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         layers = []
+        seen: set[int] = set()
         for comp in _components(entry):
             module = getattr(entry.pipe, comp, None)
-            if module is not None:
+            if module is not None and id(module) not in seen:  # one module may have two names
+                seen.add(id(module))
                 layers += [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
         entry.state["tuner_layers"] = layers
     return layers

@@ -15,7 +15,7 @@ from app.engine.families import get_family
 from app.engine.families.loading import Parts
 from app.engine.fingerprint import fingerprint, short_hash
 from nodes.diffusion.catalog import find, list_checkpoints, list_loras, list_text_encoders, list_vaes, search_dirs
-from nodes.diffusion.loras import ensure_adapter
+from nodes.diffusion.loras import ensure_adapter, expert_choice
 from nodes.diffusion.sampling import manager
 from nodes.registry import node
 from nodes.types import Choices, Context, FileFilter, Help, LoraRef, Model, Range
@@ -68,6 +68,14 @@ def _lora_key(params: dict) -> str:
         return fingerprint(lora_path(str(params.get("file", ""))))
     except (FileNotFoundError, ValueError):
         return "missing"
+
+
+class LoraExpert(str, enum.Enum):
+    """Which experts of a two-expert model (Wan 2.2 A14B) a LoRA reaches."""
+
+    BOTH = "both"
+    HIGH_NOISE = "high_noise"
+    LOW_NOISE = "low_noise"
 
 
 class MemoryMode(str, enum.Enum):
@@ -189,6 +197,8 @@ def lora(
     file: Annotated[str, Choices(list_loras, model="lora"),
                     Help("kohya/A1111, diffusers or peft .safetensors; LoRA or DoRA")] = "",
     weight: Annotated[float, Range(-4.0, 4.0, step=0.05)] = 1.0,
+    expert: Annotated[LoraExpert, Help("Wan 2.2 A14B: the experts it reaches (high_noise: the early steps, "
+                                       "low_noise: the late ones); one-expert models ignore it")] = LoraExpert.BOTH,
     ctx: Context = None,
 ) -> Model:
     """Add one LoRA (or DoRA) to the model's stack; chain several LoRA nodes for a stack.
@@ -201,14 +211,23 @@ def lora(
         model: The model (with any LoRAs already stacked on it).
         file: The LoRA file, a path or a name in the models folder's loras/.
         weight: Strength; 0 turns this LoRA off, negative values invert it.
+        expert: On a Wan 2.2 A14B model (two experts), which experts the file's keys reach when
+            they do not say (ComfyUI, diffusion-pipe, musubi files): both, as one LoRA per expert
+            in ComfyUI; keys under `transformer_2.` always go to the low-noise expert.
     """
     path = lora_path(file)
     digest = short_hash(path)
     entry = manager(ctx).entry(model, lambda f, t: ctx.progress(0.0, text=t))
-    info = ensure_adapter(entry, path, digest)
+    choice = LoraExpert(expert).value
+    choice = "" if choice == LoraExpert.BOTH.value else choice
+    _applied, note = expert_choice(entry, choice)
+    if note:
+        ctx.log(f"{path.name}: {note}")
+    info = ensure_adapter(entry, path, digest, expert=choice)
     text = info.report()
     ctx.log(text, "warning" if info.unmatched else "info")
     ctx.progress(1.0, text=text)
     ctx.annotate("lora", {"name": path.name, "hash": digest, "weight": float(weight),
                           "unmatched_keys": len(info.unmatched)})
-    return replace(model, loras=(*model.loras, LoraRef(str(path.resolve()), float(weight), digest, path.stem)))
+    return replace(model, loras=(*model.loras, LoraRef(str(path.resolve()), float(weight), digest, path.stem,
+                                                       choice)))

@@ -21,7 +21,7 @@ from app.engine.families import Family, get_family
 from app.engine.fingerprint import short_hash
 from app.engine.models import Entry
 from nodes.diffusion import tiling
-from nodes.diffusion.loras import activate, adapter_name, ensure_adapter
+from nodes.diffusion.loras import activate, adapter_name, ensure_adapter, expert_choice
 from nodes.diffusion.preview import latent_preview
 from nodes.diffusion.schedulers import Scheduler, make_scheduler
 from nodes.types import Cancelled, Model
@@ -66,11 +66,12 @@ def describe(ctx: Any, entry: Entry) -> None:
 def apply_loras(entry: Entry, model: Model) -> None:
     """Load (once) and activate `model`'s LoRA stack; call with `entry.lock` held up to sampling."""
     hashes = [ref.hash or short_hash(ref.path) for ref in model.loras]
-    keep = {adapter_name(h) for h in hashes}
+    experts = [ref.expert for ref in model.loras]
     with entry.lock:
+        keep = {adapter_name(h, expert_choice(entry, e)[0]) for h, e in zip(hashes, experts, strict=True)}
         stack = []
-        for ref, file_hash in zip(model.loras, hashes, strict=True):
-            info = ensure_adapter(entry, Path(ref.path), file_hash, keep=keep)
+        for ref, file_hash, expert in zip(model.loras, hashes, experts, strict=True):
+            info = ensure_adapter(entry, Path(ref.path), file_hash, keep=keep, expert=expert)
             stack.append((info.name, ref.weight))
         activate(entry, stack)
 

@@ -11,6 +11,12 @@ model's boundary; `guidance_2` is the low-noise expert's guidance. An AnimateDif
 as a keyframe schedule (an object with `keyframes`, `[(frame, text), ...]`) becomes FreeNoise
 prompt travel (`{frame: text}`); clips longer than the adapter's window use FreeNoise context
 windows too.
+
+The motion U-Net (the SD U-Net plus the adapter's motion modules) follows the SD model's memory
+mode (`motion_placement`): on the device in the model's dtype, fp8-stored under fp8, or hooked
+like the SD pipeline under the offload modes (model offload is re-armed before each call: the
+VAE and text encoder it shares with the SD pipeline carry the hooks of whichever pipeline armed
+them last; sequential and group offload hook the motion U-Net alone).
 """
 
 from __future__ import annotations
@@ -239,6 +245,73 @@ def _motion_key(params: dict) -> str:
         return "missing"
 
 
+def motion_placement(entry: Any) -> str:
+    """How the AnimateDiff pipeline of an SD entry is placed, from the entry's memory plan:
+    "model_offload" (components moved in while they run: the mode, or encoders offloaded),
+    "sequential_offload", "group_offload" (the motion U-Net's blocks streamed), "fp8" (fp8
+    storage on the device) or "device" (everything on the entry's device)."""
+    plan = entry.state.get("plan")
+    mode = str(getattr(plan, "mode", None) or entry.state.get("memory") or "full")
+    if mode in ("sequential_offload", "group_offload", "model_offload"):
+        return mode
+    if getattr(plan, "offload_encoders", False):
+        return "model_offload"
+    return "fp8" if mode == "fp8" else "device"
+
+
+def _unhook_motion(pipe: Any) -> None:
+    """Take sequential-offload hooks off the motion U-Net before LoRAs are injected (peft cannot
+    wrap a layer whose weights live in a hook: they are on the meta device); `_place_motion` puts
+    them back."""
+    if any(p.device.type == "meta" for p in pipe.unet.parameters()):
+        from accelerate.hooks import remove_hook_from_module
+
+        remove_hook_from_module(pipe.unet, recurse=True)  # puts the weights back from the hooks
+
+
+def _place_motion(entry: Any, pipe: Any, dtype: Any, loads: int) -> str:
+    """Put the AnimateDiff pipeline where the entry's memory mode says (see `motion_placement`);
+    `loads` counts the motion U-Net's LoRA loads (group offload regroups after a new one)."""
+    import torch
+
+    from app.engine import memory_modes
+
+    how = motion_placement(entry)
+    unet = pipe.unet
+    device = entry.device
+    if how == "model_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif how == "sequential_offload":  # the motion U-Net only: the shared VAE / text encoder keep
+        if getattr(unet, "_hf_hook", None) is None:  # the SD pipeline's hooks (they chain nothing)
+            from accelerate import cpu_offload
+
+            unet.to("cpu")
+            cpu_offload(unet, torch.device(device), offload_buffers=True)
+    elif how == "group_offload":
+        from diffusers.hooks.group_offloading import (
+            _is_group_offload_enabled,
+            _maybe_remove_and_reapply_group_offloading,
+        )
+
+        if not _is_group_offload_enabled(unet):
+            plan = entry.state.get("plan")
+            unet.to("cpu")
+            unet.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                      offload_type="block_level", num_blocks_per_group=1,
+                                      use_stream=bool(getattr(plan, "stream", False)),
+                                      low_cpu_mem_usage=bool(getattr(plan, "low_cpu_mem_usage", False)))
+        elif getattr(unet, "_imagebash_loads", loads) != loads:
+            _maybe_remove_and_reapply_group_offloading(unet)  # take in the new LoRA layers
+    else:
+        if getattr(unet, "_hf_hook", None) is not None or getattr(pipe, "_all_hooks", None):
+            pipe.remove_all_hooks()  # the mode went from offloading to on-device
+        if how == "fp8" and not memory_modes._has_layerwise_casting(unet):
+            memory_modes.cast_fp8(unet, dtype)
+        unet.to(device=device) if how == "fp8" else unet.to(device=device, dtype=dtype)
+    unet._imagebash_loads = loads
+    return how
+
+
 def _motion_loras(entry: Any, holder: Any, model: Model) -> None:
     """The model's LoRA stack on the motion U-Net too (its text-encoder keys stay with the SD model)."""
     from app.engine.fingerprint import short_hash
@@ -252,6 +325,32 @@ def _motion_loras(entry: Any, holder: Any, model: Model) -> None:
             continue
         stack.append((info.name, ref.weight))
     activate(holder, stack)
+
+
+@contextlib.contextmanager
+def _readable_unet(entry: Any) -> Iterator[None]:
+    """While the motion U-Net is built: under sequential offload the SD U-Net's weights live in
+    its hooks (its parameters are on the meta device), so the build reads a copy-free plain U-Net
+    over the hooks' CPU weights instead, and the SD pipeline gets its own back after."""
+    import torch
+
+    unet = entry.pipe.unet
+    if not any(p.device.type == "meta" for p in unet.parameters()):
+        yield
+        return
+    from accelerate.utils.modeling import get_state_dict_offloaded_model
+    from diffusers import UNet2DConditionModel
+
+    state = {k.replace(".base_layer.", "."): v for k, v in get_state_dict_offloaded_model(unet).items()
+             if ".lora_" not in k}
+    with torch.device("meta"):
+        plain = UNet2DConditionModel.from_config(unet.config)
+    plain.load_state_dict(state, strict=True, assign=True)
+    entry.pipe.unet = plain
+    try:
+        yield
+    finally:
+        entry.pipe.unet = unet
 
 
 @node("imagebash.diffusion.animatediff", version=1, title="AnimateDiff", category="diffusion", device="gpu",
@@ -291,7 +390,8 @@ def animatediff(model: Model,
     adapter = Path(str(motion_adapter)).expanduser()
     if not adapter.exists():
         raise FileNotFoundError(f"motion adapter not found: {str(motion_adapter)!r}")
-    pipe, holder = animatediff_pipeline(manager(ctx), entry, adapter, task)
+    with entry.lock, _readable_unet(entry):
+        pipe, holder = animatediff_pipeline(manager(ctx), entry, adapter, task)
     travel = hasattr(prompt, "keyframes")
     text: Any = {int(f): str(v) for f, v in prompt.keyframes} if travel else str(prompt)
     if travel and 0 not in text:
@@ -309,7 +409,11 @@ def animatediff(model: Model,
     free_noise = travel or count > window
     with entry.lock:
         apply_loras(entry, model)
+        _unhook_motion(pipe)
         _motion_loras(entry, holder, model)
+        how = _place_motion(entry, pipe, manager(ctx).dtype, holder.state.get("lora_loads", 0))
+        if how != "device":
+            ctx.log(f"AnimateDiff: motion U-Net placed for {how.replace('_', ' ')} on {entry.device}")
         if free_noise:
             length = min(16, window, count)
             pipe.enable_free_noise(context_length=length, context_stride=max(1, length // 4))

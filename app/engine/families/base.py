@@ -109,6 +109,10 @@ class Family:
     kohya_prefixes: Mapping[str, str] = field(default_factory=dict)
     #: dotted prefixes of diffusers/peft/ComfyUI keys -> component ("transformer." -> "transformer")
     dotted_prefixes: Mapping[str, str] = field(default_factory=dict)
+    #: a two-expert denoiser (Wan 2.2 A14B): LoRA "expert" choice -> the components that LoRA
+    #: keys naming the denoiser generically (prefix-free, ComfyUI, kohya/musubi, `<denoiser>.`) go
+    #: to; the first choice is the default. Empty: one denoiser, no choice.
+    lora_experts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: latent -> RGB preview: (4 x 3 factors, 3 biases) for the first four channels
     preview: tuple[tuple[tuple[float, float, float], ...], tuple[float, float, float]] = ((), (0.0, 0.0, 0.0))
     training: TrainingSpec | None = None  # None: this family cannot be trained yet

@@ -13,7 +13,10 @@ Files come as diffusers folders, or single files in the original Wan-AI naming
 config folder. One file holds one expert: a 2.2 A14B expert has the keys of a 2.1 14B model
 and is read as one model (an I2V expert runs all steps). The original names also name LoRA
 modules: ComfyUI / diffusion-pipe files (`diffusion_model.blocks.N.self_attn.q.lora_A.weight`)
-and musubi-tuner files (`lora_unet_blocks_N_self_attn_q.lora_down.weight`, `.alpha`).
+and musubi-tuner files (`lora_unet_blocks_N_self_attn_q.lora_down.weight`, `.alpha`). Those
+name no expert: on a two-expert model they go to the experts the LoRA node's `expert` picks
+(`lora_experts`: both by default, as ComfyUI users load one LoRA per expert and diffusers'
+`load_into_transformer_2` does); keys under `transformer_2.` always go to the low-noise expert.
 """
 
 from __future__ import annotations
@@ -262,4 +265,6 @@ FAMILY = Wan(
     kohya_prefixes={"lora_unet_": "transformer", "lora_transformer_": "transformer"},
     dotted_prefixes={"transformer.": "transformer", "transformer_2.": "transformer_2",
                      "diffusion_model.": "transformer", "model.diffusion_model.": "transformer"},
+    lora_experts={"both": ("transformer", "transformer_2"), "high_noise": ("transformer",),
+                  "low_noise": ("transformer_2",)},
 )
