@@ -67,7 +67,8 @@ def test_preview_zoom_fit_and_before_after(make_window, qtbot):
     assert pv.view.zoom == pytest.approx(fit_zoom)
 
     pv.show_compare("sky.image", "grade.image")
-    qtbot.waitUntil(lambda: pv.view.before is not None)
+    # both fetches land: until the "after" frame arrives the view still holds the sky frame
+    qtbot.waitUntil(lambda: pv.view.before is not None and pv.view.image != pv.view.before)
     r = pv.view.image_rect()
     y = int(r.center().y())
     x_left, x_right = int(r.left() + r.width() * 0.25), int(r.left() + r.width() * 0.75)
