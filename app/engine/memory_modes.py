@@ -15,8 +15,10 @@ torch, diffusers, gguf and bitsandbytes are imported inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -299,6 +301,42 @@ def apply_mode(pipe: Any, plan: MemoryPlan, device: str, denoiser_attr: str, com
         pipe.to(device)
         where = f"all on {device}"
     return f"{weights}, {where}"
+
+
+def _sequential_hook(module: Any) -> Any:
+    """An accelerate hook of a module under sequential offload (its weights live in such hooks, its
+    parameters are on the meta device); None when it is not so offloaded."""
+    if not any(p.device.type == "meta" for p in module.parameters()):
+        return None
+    for sub in module.modules():
+        hook = getattr(sub, "_hf_hook", None)
+        if getattr(hook, "execution_device", None) is not None:
+            return hook
+    return None
+
+
+@contextlib.contextmanager
+def layers_changeable(module: Any) -> Iterator[None]:
+    """While layers are added to (or read from) an offloaded `module`, as peft does to inject a
+    LoRA. Sequential offload: the hooks come off first (peft's new layers would land on the meta
+    device and their weights load as a no-op) and go back on after, holding the new weights too.
+    Group offload: the groups are rebuilt after, so the new layers move in with their blocks."""
+    hook = _sequential_hook(module)
+    if hook is not None:
+        from accelerate.hooks import remove_hook_from_module
+
+        remove_hook_from_module(module, recurse=True)  # puts the weights back from the hooks
+    try:
+        yield
+    finally:
+        if hook is not None:
+            from accelerate import cpu_offload
+
+            cpu_offload(module, hook.execution_device, offload_buffers=bool(getattr(hook, "offload_buffers", False)))
+        else:  # diffusers' own LoRA loader does this (a no-op without group offload)
+            from diffusers.hooks.group_offloading import _maybe_remove_and_reapply_group_offloading
+
+            _maybe_remove_and_reapply_group_offloading(module)
 
 
 def nf4_quantization_config(compute_dtype: Any, device: str = "cuda") -> Any:

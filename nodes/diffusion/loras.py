@@ -20,6 +20,7 @@ holds the same module under both names: it gets each LoRA module once.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from collections import Counter
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.families import Family, get_family
+from app.engine.memory_modes import layers_changeable
 from app.engine.models import Entry, refuse_pickle
 from app.training.adapters import set_input_axis_dora
 from nodes.diffusion.lora_keys import (
@@ -194,17 +196,20 @@ def ensure_adapter(entry: Entry, path: Path, file_hash: str, keep: Collection[st
         if bad:  # checked before anything is injected: a refused file leaves the pipeline as it was
             raise ValueError(f"{file}: {len(bad)} of its modules do not fit this {title} model, "
                              f"e.g. {bad[0]} (a LoRA for another model family, or a damaged file?)")
-        fused_input_axis(entry.pipe, parsed.modules)
         unmatched = list(parsed.unmatched)
-        try:
-            for comp, mods in parsed.modules.items():
-                unmatched += _inject(getattr(entry.pipe, comp), mods, name)
-        except Exception as exc:
-            # what the checks above missed: take the half-injected adapter out again, and say
-            # which file it was (peft's own message names only the model class)
-            _delete(entry, name)
-            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ValueError(f"{file}: cannot load it into this {title} model: {first}") from exc
+        with contextlib.ExitStack() as offloaded:  # an offloaded component's weights within reach
+            for comp in parsed.modules:
+                offloaded.enter_context(layers_changeable(getattr(entry.pipe, comp)))
+            fused_input_axis(entry.pipe, parsed.modules)
+            try:
+                for comp, mods in parsed.modules.items():
+                    unmatched += _inject(getattr(entry.pipe, comp), mods, name)
+            except Exception as exc:
+                # what the checks above missed: take the half-injected adapter out again, and say
+                # which file it was (peft's own message names only the model class)
+                _delete(entry, name)
+                first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+                raise ValueError(f"{file}: cannot load it into this {title} model: {first}") from exc
         info = AdapterInfo(name, str(path), parsed.style, parsed.matched_modules, parsed.total_keys,
                            parsed.dora, unmatched, title, experts)
         known[name] = info

@@ -259,19 +259,9 @@ def motion_placement(entry: Any) -> str:
     return "fp8" if mode == "fp8" else "device"
 
 
-def _unhook_motion(pipe: Any) -> None:
-    """Take sequential-offload hooks off the motion U-Net before LoRAs are injected (peft cannot
-    wrap a layer whose weights live in a hook: they are on the meta device); `_place_motion` puts
-    them back."""
-    if any(p.device.type == "meta" for p in pipe.unet.parameters()):
-        from accelerate.hooks import remove_hook_from_module
-
-        remove_hook_from_module(pipe.unet, recurse=True)  # puts the weights back from the hooks
-
-
-def _place_motion(entry: Any, pipe: Any, dtype: Any, loads: int) -> str:
+def _place_motion(entry: Any, pipe: Any, dtype: Any) -> str:
     """Put the AnimateDiff pipeline where the entry's memory mode says (see `motion_placement`);
-    `loads` counts the motion U-Net's LoRA loads (group offload regroups after a new one)."""
+    a LoRA loaded into the placed motion U-Net later is hooked in by `ensure_adapter`."""
     import torch
 
     from app.engine import memory_modes
@@ -288,10 +278,7 @@ def _place_motion(entry: Any, pipe: Any, dtype: Any, loads: int) -> str:
             unet.to("cpu")
             cpu_offload(unet, torch.device(device), offload_buffers=True)
     elif how == "group_offload":
-        from diffusers.hooks.group_offloading import (
-            _is_group_offload_enabled,
-            _maybe_remove_and_reapply_group_offloading,
-        )
+        from diffusers.hooks.group_offloading import _is_group_offload_enabled
 
         if not _is_group_offload_enabled(unet):
             plan = entry.state.get("plan")
@@ -300,15 +287,12 @@ def _place_motion(entry: Any, pipe: Any, dtype: Any, loads: int) -> str:
                                       offload_type="block_level", num_blocks_per_group=1,
                                       use_stream=bool(getattr(plan, "stream", False)),
                                       low_cpu_mem_usage=bool(getattr(plan, "low_cpu_mem_usage", False)))
-        elif getattr(unet, "_imagebash_loads", loads) != loads:
-            _maybe_remove_and_reapply_group_offloading(unet)  # take in the new LoRA layers
     else:
         if getattr(unet, "_hf_hook", None) is not None or getattr(pipe, "_all_hooks", None):
             pipe.remove_all_hooks()  # the mode went from offloading to on-device
         if how == "fp8" and not memory_modes._has_layerwise_casting(unet):
             memory_modes.cast_fp8(unet, dtype)
         unet.to(device=device) if how == "fp8" else unet.to(device=device, dtype=dtype)
-    unet._imagebash_loads = loads
     return how
 
 
@@ -409,9 +393,8 @@ def animatediff(model: Model,
     free_noise = travel or count > window
     with entry.lock:
         apply_loras(entry, model)
-        _unhook_motion(pipe)
         _motion_loras(entry, holder, model)
-        how = _place_motion(entry, pipe, manager(ctx).dtype, holder.state.get("lora_loads", 0))
+        how = _place_motion(entry, pipe, manager(ctx).dtype)
         if how != "device":
             ctx.log(f"AnimateDiff: motion U-Net placed for {how.replace('_', ' ')} on {entry.device}")
         if free_noise:

@@ -401,7 +401,7 @@ def test_animatediff_motion_unet_over_a_sequentially_offloaded_sd_model(tiny_vid
     with entry.lock, _readable_unet(entry):
         pipe, _holder = animatediff_pipeline(models, entry, adapter, "txt2video")
     assert entry.pipe.unet is sd_unet  # the SD pipeline has its own U-Net back
-    assert _place_motion(entry, pipe, models.dtype, 0) == "sequential_offload"
+    assert _place_motion(entry, pipe, models.dtype) == "sequential_offload"
     assert any(p.device.type == "meta" for p in pipe.unet.parameters())  # its weights went into hooks
     got = get_state_dict_offloaded_model(pipe.unet)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
