@@ -1,8 +1,11 @@
 """How many frames the clip feeding a node has: the schedule editor's scrubber spans it.
 
-The clip is the nearest Load Video / Load Image Sequence upstream of the node. Its length comes
-from that loader's outputs of the last run when the loader ran with the parameters it has now,
-else from probing its file through the Video Info node's declaration (Load Image Sequence: its
+After a run the length is that of the Video actually reaching the node: the last run's output on
+its nearest upstream link carrying one, when that node and all above it ran with the parameters
+they have now (so a Trim, Select Every Nth or Interpolate in between counts). Otherwise the clip
+is the nearest Load Video / Load Image Sequence upstream of the node, its length from that
+loader's outputs of the last run when the loader ran with the parameters it has now, else from
+probing its file through the Video Info node's declaration (Load Image Sequence: its
 own function, which lists the files and reads the first), once per file (path, size and mtime),
 on a worker thread; `changed` is emitted when a probe finished. Load Video's start / stride /
 max_frames trim the file's frame count as the node does. None when there is no clip or it cannot
@@ -125,6 +128,10 @@ class ClipLengths(QObject):
         src = clip_source(document.graph, node_id)
         if src is None:
             return None
+        if outputs:
+            n = _arriving(document.graph, node_id, outputs, ran_params)
+            if n:
+                return n
         params = src.params
         if outputs and src.id in outputs and (ran_params is None or ran_params(src.id) == params):
             n = _from_outputs(outputs[src.id])
@@ -140,6 +147,39 @@ class ClipLengths(QObject):
         else:
             n = self.file_frames(LOAD_SEQUENCE, str(params.get("source") or ""), _with(registry, LOAD_SEQUENCE))
         return n or None
+
+
+def _arriving(graph: Any, node_id: str, outputs: Outputs, ran_params: Callable[[str], dict | None] | None) -> int:
+    """Frames of the last run's Video on the nearest link into `node_id` that carried one, when
+    nothing above it changed since (0: no such output, or it is stale)."""
+    seen, todo = {node_id}, deque([node_id])
+    while todo:
+        for ln in graph.links_into(todo.popleft()):
+            if ln.src in seen:
+                continue
+            seen.add(ln.src)
+            summary = outputs.get(ln.src, {}).get(ln.src_port)
+            if getattr(summary, "kind", "") == "Video" and summary.frames:
+                return int(summary.frames) if _current(graph, ln.src, ran_params) else 0
+            todo.append(ln.src)
+    return 0
+
+
+def _current(graph: Any, node_id: str, ran_params: Callable[[str], dict | None] | None) -> bool:
+    """Whether `node_id` and every node above it last ran with the parameters they have now."""
+    if ran_params is None:
+        return True
+    seen, todo = {node_id}, deque([node_id])
+    while todo:
+        nid = todo.popleft()
+        node = graph.nodes.get(nid)
+        if node is None or ran_params(nid) != node.params:
+            return False
+        for ln in graph.links_into(nid):
+            if ln.src not in seen:
+                seen.add(ln.src)
+                todo.append(ln.src)
+    return True
 
 
 def _from_outputs(outs: dict[str, Any]) -> int:

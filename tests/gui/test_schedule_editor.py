@@ -324,3 +324,29 @@ def test_the_inspector_scrubber_spans_the_clip_of_the_load_video_upstream(make_w
     # no clip upstream: the default span
     doc.disconnect(doc.graph.link_into(adjust, "image"))
     assert win.inspector.editors["brightness"].editor.scrubber.maximum() == 6 + 24
+
+
+def test_after_a_run_the_scrubber_spans_the_clip_that_reaches_the_node(make_window, qtbot, tmp_path):
+    """A length-changing node between the loader and the scheduled node counts once it has run."""
+    from app.ui.document import WorkflowDocument
+    from tests.gui.conftest import wait_job
+    from tests.video.conftest import make_clip
+
+    clip = make_clip(tmp_path / "thirty.mp4", n=30, size=(32, 32))
+    win = make_window()
+    view = win.add_document(WorkflowDocument(registry=win.registry))
+    doc = view.document
+    load = doc.add_node("imagebash.video.load", (0, 0), {"path": str(clip)})
+    nth = doc.add_node("imagebash.video.select_nth", (250, 0), {"n": 3})
+    adjust = doc.add_node("imagebash.image.color_adjust", (500, 0),
+                          {"brightness": {"schedule": "0:(0), 6:(0.5)", "interp": "linear"}})
+    doc.connect(load, "video", nth, "video")
+    doc.connect(nth, "video", adjust, "image")
+    view.select_nodes([adjust])
+    qtbot.waitUntil(lambda: win.inspector.editors["brightness"].editor.scrubber.maximum() == 29, timeout=5000)
+    assert wait_job(qtbot, win, win.run_current(), timeout=60000).status == "done"
+    qtbot.waitUntil(lambda: win.inspector.editors["brightness"].editor.scrubber.maximum() == 9, timeout=5000)
+    assert win.inspector.editors["brightness"].editor.readout.text().endswith("/ 10: 0")
+    # an edit above the scheduled node makes that run's clip stale: back to the loader's file
+    doc.set_param(nth, "n", 2)
+    assert win.inspector.editors["brightness"].editor.scrubber.maximum() == 29
