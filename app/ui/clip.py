@@ -17,7 +17,7 @@ from __future__ import annotations
 import pathlib
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -28,20 +28,23 @@ SOURCES = (LOAD_VIDEO, LOAD_SEQUENCE)
 Outputs = dict[str, dict[str, Any]]  # node id -> port -> OutputSummary
 
 
-def clip_source(graph: Any, node_id: str) -> Any | None:
-    """The nearest Load Video / Load Image Sequence node upstream of `node_id` (or the node itself)."""
+def _links_above(graph: Any, node_id: str) -> Iterator[Any]:
+    """The links above `node_id`, nearest first (breadth-first; each source node once)."""
     seen, todo = {node_id}, deque([node_id])
     while todo:
-        nid = todo.popleft()
-        node = graph.nodes.get(nid)
-        if node is None:
-            continue
-        if node.type in SOURCES:
-            return node
-        for ln in graph.links_into(nid):
+        for ln in graph.links_into(todo.popleft()):
             if ln.src not in seen:
                 seen.add(ln.src)
                 todo.append(ln.src)
+                yield ln
+
+
+def clip_source(graph: Any, node_id: str) -> Any | None:
+    """The nearest Load Video / Load Image Sequence node upstream of `node_id` (or the node itself)."""
+    for nid in (node_id, *(ln.src for ln in _links_above(graph, node_id))):
+        node = graph.nodes.get(nid)
+        if node is not None and node.type in SOURCES:
+            return node
     return None
 
 
@@ -152,16 +155,10 @@ class ClipLengths(QObject):
 def _arriving(graph: Any, node_id: str, outputs: Outputs, ran_params: Callable[[str], dict | None] | None) -> int:
     """Frames of the last run's Video on the nearest link into `node_id` that carried one, when
     nothing above it changed since (0: no such output, or it is stale)."""
-    seen, todo = {node_id}, deque([node_id])
-    while todo:
-        for ln in graph.links_into(todo.popleft()):
-            if ln.src in seen:
-                continue
-            seen.add(ln.src)
-            summary = outputs.get(ln.src, {}).get(ln.src_port)
-            if getattr(summary, "kind", "") == "Video" and summary.frames:
-                return int(summary.frames) if _current(graph, ln.src, ran_params) else 0
-            todo.append(ln.src)
+    for ln in _links_above(graph, node_id):
+        summary = outputs.get(ln.src, {}).get(ln.src_port)
+        if getattr(summary, "kind", "") == "Video" and summary.frames:
+            return int(summary.frames) if _current(graph, ln.src, ran_params) else 0
     return 0
 
 
@@ -169,16 +166,10 @@ def _current(graph: Any, node_id: str, ran_params: Callable[[str], dict | None] 
     """Whether `node_id` and every node above it last ran with the parameters they have now."""
     if ran_params is None:
         return True
-    seen, todo = {node_id}, deque([node_id])
-    while todo:
-        nid = todo.popleft()
+    for nid in (node_id, *(ln.src for ln in _links_above(graph, node_id))):
         node = graph.nodes.get(nid)
         if node is None or ran_params(nid) != node.params:
             return False
-        for ln in graph.links_into(nid):
-            if ln.src not in seen:
-                seen.add(ln.src)
-                todo.append(ln.src)
     return True
 
 
