@@ -66,3 +66,40 @@ def test_unreachable_ray_address_is_one_line():
         rb._probe("ray://127.0.0.1:1")
     assert "does not answer" in str(err.value) and "\n" not in str(err.value)
     assert time.monotonic() - t0 < 5
+
+
+def test_cancel_ends_the_shards_running_in_the_actors(actors, tmp_path):
+    """A cancel reaches a shard already running in its actor (a threaded actor takes the call):
+    both shards were running when it came and neither is kept; the actors take shards after it."""
+    import threading
+
+    import ray
+
+    reg = default_registry()
+    clip = helpers.make_clip(tmp_path / "c.mkv", frames=24, size=512)
+    g = Graph()
+    g.add_node(NodeInstance("v", "imagebash.video.load", params={"path": str(clip)}))
+    prev = ("v", "video")
+    for k in range(12):  # seconds of work a shard on one core
+        g.add_node(NodeInstance(f"b{k}", "imagebash.image.blur", params={"radius": 40}))
+        g.connect(Link(*prev, f"b{k}", "image"))
+        prev = (f"b{k}", "image")
+    workers = [rb.RayWorker(w.actor, w.name, w.same_node) for w in actors]
+    cancel = threading.Event()
+    seen: list[list[str]] = []
+
+    def cancel_once_both_run():
+        while not cancel.is_set():
+            seen[:] = ray.get([w.actor.running.remote() for w in workers])
+            if all(seen):
+                cancel.set()
+            time.sleep(0.05)
+
+    threading.Thread(target=cancel_once_both_run, daemon=True).start()
+    r = run_pool(g, [], reg, output_dir=tmp_path / "o", workers=workers, per_engine=1, cancel=cancel)
+    assert all(seen) and len(r.plan.shards) == 2
+    assert r.cancelled and r.error.startswith("cancelled; 0 of 2 shards finished")
+    assert ray.get([w.actor.running.remote() for w in workers]) == [[], []]
+    again = run_pool(helpers.sweep(count=2, save=False), [], reg, output_dir=tmp_path / "p",
+                     workers=[rb.RayWorker(w.actor, w.name, w.same_node) for w in actors], per_engine=1)
+    assert again.error is None and len(again.joined()) == 2

@@ -86,7 +86,8 @@ def _pin_process(cores: set[int]) -> None:
 
 
 class _Actor:
-    """Lives in a Ray worker: a LocalEngine kept across shards (its models stay loaded)."""
+    """Lives in a Ray worker: a LocalEngine kept across shards (its models stay loaded). A threaded
+    actor (`max_concurrency`), so `cancel` and `running` answer while a shard runs."""
 
     def __init__(self, threads: int = 0) -> None:
         try:
@@ -100,6 +101,7 @@ class _Actor:
             __import__("torch").set_num_threads(threads)
         self.threads = threads
         self.cores: set[int] = set()
+        self._running: set[str] = set()
         from app.engine.client import LocalEngine
 
         self.engine = LocalEngine()
@@ -109,7 +111,7 @@ class _Actor:
         """The shard's cut outputs; with `part` (a folder the caller reads too: same machine) they
         are written there as .npy files in `dtype` and only their paths come back."""
         from app.engine.pool.joined import as_part, write_part
-        from app.engine.pool.runner import _Follow, run_on_engine
+        from app.engine.pool.runner import _Follow, run_on_engine, shard_run_id
         from app.graph.io import graph_from_dict
 
         if self.cores:  # threads started since (Ray's, the engine's) stay on the actor's core too
@@ -117,10 +119,13 @@ class _Actor:
         plan = SplitPlan(plan_meta["mode"], plan_meta["total"], [shard], graph_from_dict(doc),
                          plan_meta["targets"], [tuple(c) for c in plan_meta["cuts"]])
         follow = _Follow(self.engine)
+        run_id = shard_run_id(shard)
+        self._running.add(run_id)
         try:
             out = run_on_engine(self.engine, follow, plan, Shard(shard.index, shard.lo, shard.hi, {}, shard.skip),
-                                __import__("pathlib").Path(workdir))
+                                __import__("pathlib").Path(workdir), run_id=run_id)
         finally:
+            self._running.discard(run_id)
             follow.unsubscribe()
         if part is None:
             return [as_part(a, dtype) for a in out]
@@ -142,6 +147,15 @@ class _Actor:
 
         return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []}
+
+    def cancel(self) -> None:
+        """Cancel the shards running here (their calls end in EngineGone: nothing is kept)."""
+        for run_id in list(self._running):
+            self.engine.cancel(run_id)
+
+    def running(self) -> list[str]:
+        """The run ids of the shards running here."""
+        return sorted(self._running)
 
     def loaded(self) -> list[str]:
         """The models its engine holds (see runner.loaded_models)."""
@@ -165,9 +179,12 @@ class RayWorker:
         self._cancelled = False
 
     def cancel(self) -> None:
-        """Take no more shards (a shard running in the actor finishes: a synchronous actor call
-        is not interrupted; its result is kept)."""
+        """Take no more shards and cancel the one running in the actor."""
         self._cancelled = True
+        try:
+            self.actor.cancel.remote()
+        except Exception:  # noqa: BLE001 - a dead actor runs nothing
+            pass
 
     def run(self, plan: SplitPlan, shard: Shard, workdir: Any, part: Any = None,
             dtype: str = "float32") -> list[np.ndarray] | list[str]:
@@ -197,7 +214,7 @@ class RayWorker:
 
         try:
             return set(ray.get(self.actor.loaded.remote(), timeout=10))
-        except Exception:  # noqa: BLE001 - a busy or dead actor reports nothing
+        except Exception:  # noqa: BLE001 - a dead actor reports nothing
             return set()
 
     def kill(self) -> None:
@@ -227,7 +244,7 @@ def actors(ray: Any, count: int | None = None, pin: bool | None = None, threads:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if pin is None:
         pin = not gpus and _LOCAL[0] and n <= len(cores)
-    cls = ray.remote(**opts)(_Actor)
+    cls = ray.remote(max_concurrency=4, **opts)(_Actor)  # cancel / running / loaded answer during a shard
     made = [cls.remote(threads) for _ in range(n)]
     where = ray.get([a.ping.remote([cores[k % len(cores)]] if pin else None) for k, a in enumerate(made)])
     return [RayWorker(a, f"ray-actor-{k}", same_node=w["node"] == here)
